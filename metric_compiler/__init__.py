@@ -1,0 +1,1 @@
+"""meterql: metric_compiler."""

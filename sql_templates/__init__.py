@@ -1,0 +1,1 @@
+"""meterql: sql_templates."""

@@ -1,0 +1,1 @@
+"""meterql: warehouse."""

@@ -1,0 +1,87 @@
+"""Read access to the catalog objects, and reference resolution (by id or by name)."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+import duckdb
+
+from warehouse.errors import NotFoundError, suggest
+from warehouse.models import (
+    BillableMetric,
+    Contract,
+    CreditType,
+    Customer,
+    Model,
+    Product,
+    RateCard,
+)
+
+M = TypeVar("M", bound=Model)
+
+# kind (document key and table name) -> model
+TABLES: dict[str, type[Model]] = {
+    "credit_types": CreditType,
+    "billable_metrics": BillableMetric,
+    "products": Product,
+    "rate_cards": RateCard,
+    "customers": Customer,
+    "contracts": Contract,
+}
+
+SINGULAR = {
+    "credit_types": "credit type",
+    "billable_metrics": "billable metric",
+    "products": "product",
+    "rate_cards": "rate card",
+    "customers": "customer",
+    "contracts": "contract",
+}
+
+
+class Catalog:
+    """Typed reads over a catalog connection.  Stored documents always carry their id."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def all(self, kind: str) -> list[Model]:
+        model = TABLES[kind]
+        rows = self.con.execute(f"SELECT doc FROM {kind} ORDER BY name, id").fetchall()  # noqa: S608 - kind is one of TABLES
+        return [model.model_validate(json.loads(doc)) for (doc,) in rows]
+
+    def resolve_id(self, kind: str, ref: str) -> str | None:
+        """The id of the object whose id or name is `ref`, or None."""
+        row = self.con.execute(
+            f"SELECT id FROM {kind} WHERE id = ? UNION ALL SELECT id FROM {kind} WHERE name = ?",  # noqa: S608
+            [ref, ref],
+        ).fetchone()
+        return row[0] if row else None
+
+    def get(self, kind: str, ref: str) -> Model:
+        """The object whose id or name is `ref`; a NotFoundError naming close names otherwise."""
+        row = self.con.execute(
+            f"SELECT doc FROM {kind} WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",  # noqa: S608
+            [ref, ref, ref],
+        ).fetchone()
+        if row is None:
+            names = [n for (n,) in self.con.execute(f"SELECT name FROM {kind}").fetchall()]  # noqa: S608
+            raise NotFoundError(f"no {SINGULAR[kind]} with id or name {ref!r}{suggest(ref, names)}")
+        return TABLES[kind].model_validate(json.loads(row[0]))
+
+    def metric(self, ref: str) -> BillableMetric:
+        return self.get("billable_metrics", ref)  # type: ignore[return-value]
+
+    def metrics(self) -> list[BillableMetric]:
+        return self.all("billable_metrics")  # type: ignore[return-value]
+
+    def product(self, ref: str) -> Product:
+        return self.get("products", ref)  # type: ignore[return-value]
+
+    def customer(self, ref: str) -> Customer:
+        """A customer by id, name, or ingest alias."""
+        row = self.con.execute(
+            "SELECT customer_id FROM customer_keys WHERE key = ?", [ref]
+        ).fetchone()
+        return self.get("customers", row[0] if row else ref)  # type: ignore[return-value]

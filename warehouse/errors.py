@@ -1,0 +1,35 @@
+"""Error classes.  `UserError` and its subclasses are mistakes in input the user can fix: the CLI
+prints their message on one line and exits 1.  Anything else is a bug: a traceback and a request
+to report it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A problem with the user's input: one clear message, exit code 1."""
+
+
+class HomeError(UserError):
+    """The meterql home is missing, not initialised, or locked."""
+
+
+class NotFoundError(UserError):
+    """A reference to a catalog object that does not exist."""
+
+
+class DocumentError(UserError):
+    """One or more problems in catalog documents, all reported together."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        head = f"{len(problems)} problem(s) in the catalog documents; nothing was applied"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in problems)]))
+
+
+def suggest(word: str, candidates: Iterable[str]) -> str:
+    """`; did you mean 'x'?` for the closest candidate, or an empty string."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

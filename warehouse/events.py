@@ -1,0 +1,165 @@
+"""The read API: one relation of canonical events for the compiler and the engine.
+
+The relation has the columns
+
+    transaction_id VARCHAR, customer_id VARCHAR, event_type VARCHAR, timestamp TIMESTAMP (UTC),
+    ingested_at TIMESTAMP, batch_id VARCHAR, and one VARCHAR column per requested property,
+    named `warehouse.layout.property_column(name)`.
+
+`customer_id` is the catalog customer's id: the sender's customer id or ingest alias is resolved
+through `customer_keys` at query time (an alias added later picks up earlier events), and events
+of unknown customers are left out unless `resolve_customers=False`.
+
+Only files listed in the `event_files` manifest are read (files of a batch that never committed
+are invisible), and the manifest prunes files by event date and timestamp range before DuckDB
+opens any of them.  A requested property that no file holds reads as NULL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import duckdb
+from sqlglot import exp
+
+from warehouse.home import Home
+from warehouse.layout import property_column
+
+BASE_COLUMNS = ("transaction_id", "customer_id", "event_type", "timestamp", "ingested_at", "batch_id")
+_BASE_TYPES = {
+    "transaction_id": "VARCHAR",
+    "customer_id": "VARCHAR",
+    "event_type": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "ingested_at": "TIMESTAMP",
+    "batch_id": "VARCHAR",
+}
+
+
+@dataclass(frozen=True)
+class EventFile:
+    path: str  # absolute
+    row_count: int
+    min_timestamp: datetime
+    max_timestamp: datetime
+    property_columns: tuple[str, ...]
+
+
+def _naive_utc(ts: datetime | None) -> datetime | None:
+    if ts is None or ts.tzinfo is None:
+        return ts
+    return ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def ts_literal(ts: datetime) -> exp.Expression:
+    """A TIMESTAMP literal (naive UTC) for a datetime, built by sqlglot."""
+    naive = _naive_utc(ts)
+    assert naive is not None
+    return exp.cast(exp.Literal.string(naive.isoformat(sep=" ")), exp.DataType.build("TIMESTAMP"))
+
+
+class EventStore:
+    """Reads the committed event files of a home."""
+
+    def __init__(self, home: Home, con: duckdb.DuckDBPyConnection):
+        self.home = home
+        self.con = con
+
+    def files(self, start: datetime | None = None, end: datetime | None = None) -> list[EventFile]:
+        """Committed files that may hold events with start <= timestamp < end."""
+        start, end = _naive_utc(start), _naive_utc(end)
+        rows = self.con.execute(
+            """
+            SELECT path, row_count, min_timestamp, max_timestamp, property_columns
+            FROM event_files
+            WHERE (?::TIMESTAMP IS NULL OR max_timestamp >= ?::TIMESTAMP)
+              AND (?::TIMESTAMP IS NULL OR min_timestamp < ?::TIMESTAMP)
+            ORDER BY path
+            """,
+            [start, start, end, end],
+        ).fetchall()
+        root = self.home.events_dir
+        return [
+            EventFile(str(root / path), count, lo, hi, tuple(props))
+            for path, count, lo, hi, props in rows
+        ]
+
+    def property_names_present(self) -> set[str]:
+        """Encoded property columns held by any committed file."""
+        rows = self.con.execute(
+            "SELECT DISTINCT unnest(property_columns) FROM event_files"
+        ).fetchall()
+        return {c for (c,) in rows}
+
+    def relation(
+        self,
+        properties: Iterable[str] = (),
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        resolve_customers: bool = True,
+    ) -> exp.Select:
+        """The canonical events relation as a sqlglot SELECT (see the module docstring)."""
+        files = self.files(start, end)
+        return events_relation(files, properties, start, end, resolve_customers=resolve_customers)
+
+
+def events_relation(
+    files: Sequence[EventFile],
+    properties: Iterable[str],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    resolve_customers: bool = True,
+) -> exp.Select:
+    wanted = list(dict.fromkeys(property_column(p) for p in properties))
+    if not files:
+        select = exp.select(
+            *(
+                exp.alias_(exp.cast(exp.null(), _BASE_TYPES[c]), c, quoted=True)
+                for c in BASE_COLUMNS
+            ),
+            *(exp.alias_(exp.cast(exp.null(), "VARCHAR"), c, quoted=True) for c in wanted),
+        ).where(exp.false())
+        return select
+
+    present = set().union(*(f.property_columns for f in files))
+    source = exp.Table(
+        this=exp.Anonymous(
+            this="read_parquet",
+            expressions=[
+                exp.Array(expressions=[exp.Literal.string(f.path) for f in files]),
+                exp.EQ(this=exp.column("union_by_name"), expression=exp.true()),
+                exp.EQ(this=exp.column("hive_partitioning"), expression=exp.false()),
+            ],
+        ),
+        alias=exp.TableAlias(this=exp.to_identifier("e")),
+    )
+
+    def col(name: str) -> exp.Column:
+        return exp.column(name, table="e", quoted=True)
+
+    projections: list[exp.Expression] = []
+    for c in BASE_COLUMNS:
+        if c == "customer_id" and resolve_customers:
+            projections.append(exp.alias_(exp.column("customer_id", table="k"), c, quoted=True))
+        else:
+            projections.append(exp.alias_(col(c), c, quoted=True))
+    for c in wanted:
+        value = col(c) if c in present else exp.cast(exp.null(), "VARCHAR")
+        projections.append(exp.alias_(value, c, quoted=True))
+
+    select = exp.select(*projections).from_(source)
+    if resolve_customers:
+        select = select.join(
+            exp.table_("customer_keys", alias="k"),
+            on=exp.EQ(this=exp.column("key", table="k"), expression=col("customer_id")),
+            join_type="inner",
+        )
+    if start is not None:
+        select = select.where(exp.GTE(this=col("timestamp"), expression=ts_literal(start)))
+    if end is not None:
+        select = select.where(exp.LT(this=col("timestamp"), expression=ts_literal(end)))
+    return select

@@ -1,0 +1,59 @@
+"""Ordered catalog migrations: `NNNN_name.sql` files applied once each, in order, recorded in
+`schema_version`.  Later features add a file; existing homes pick it up on their next open."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import duckdb
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files(__package__).iterdir():
+        name = entry.name
+        if name.endswith(".sql"):
+            found.append((int(name.split("_", 1)[0]), name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two catalog migrations share a number: {sorted(versions)}")
+    return found
+
+
+LATEST = max(v for v, _, _ in _migrations())
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
+    )
+    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply every pending migration, each in its own transaction.  Returns the names applied."""
+    version = current_version(con)
+    if version > LATEST:
+        raise RuntimeError(
+            f"this catalog is at schema version {version}, newer than this meterql "
+            f"understands ({LATEST}); upgrade meterql"
+        )
+    applied = []
+    for number, name, sql in _migrations():
+        if number <= version:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute(
+                "INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [number, name]
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

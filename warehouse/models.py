@@ -1,0 +1,356 @@
+"""Pydantic models of the Metronome-shaped catalog objects.
+
+These are the shapes of the catalog documents (`meterql apply`), of what the catalog stores, and
+of what the compiler and the engine read.  Field names and enum values are Metronome's; enum
+values are accepted in any letter case.  Numbers are `Decimal`, never float: the document loader
+hands YAML/JSON numbers over as `Decimal` built from their source text.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
+USD_CENTS_NAME = "USD (cents)"
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _utc(value: Any) -> Any:
+    """Naive timestamps mean UTC; aware ones are converted to UTC."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("z", "Z")):
+            text = text[:-1] + "+00:00"
+        value = datetime.fromisoformat(text)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def _exact_text(value: Any) -> Any:
+    """Property values are strings; numbers and booleans keep their exact text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | Decimal):
+        return str(value)
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
+PropertyValue = Annotated[str, BeforeValidator(_exact_text)]
+NonEmptyValues = Annotated[list[PropertyValue], Field(min_length=1)]
+
+
+class AggregationType(enum.StrEnum):
+    COUNT = "COUNT"
+    SUM = "SUM"
+    MAX = "MAX"
+    UNIQUE = "UNIQUE"
+    LATEST = "LATEST"
+
+
+class ProductType(enum.StrEnum):
+    USAGE = "USAGE"
+    SUBSCRIPTION = "SUBSCRIPTION"
+    COMPOSITE = "COMPOSITE"
+    FIXED = "FIXED"
+
+
+class ConversionOperation(enum.StrEnum):
+    MULTIPLY = "MULTIPLY"
+    DIVIDE = "DIVIDE"
+
+
+class RoundingMethod(enum.StrEnum):
+    ROUND_UP = "ROUND_UP"
+    ROUND_DOWN = "ROUND_DOWN"
+    ROUND_HALF_UP = "ROUND_HALF_UP"
+
+
+class RateType(enum.StrEnum):
+    FLAT = "FLAT"
+    TIERED = "TIERED"
+    PERCENTAGE = "PERCENTAGE"
+    SUBSCRIPTION = "SUBSCRIPTION"
+
+
+class Frequency(enum.StrEnum):
+    MONTHLY = "MONTHLY"
+    QUARTERLY = "QUARTERLY"
+    ANNUAL = "ANNUAL"
+    WEEKLY = "WEEKLY"
+
+
+class AnchorDay(enum.StrEnum):
+    FIRST_OF_MONTH = "FIRST_OF_MONTH"
+    CONTRACT_START = "CONTRACT_START"
+    CUSTOM_DATE = "CUSTOM_DATE"
+
+
+def _ci(enum_cls: type[enum.StrEnum]) -> Any:
+    return Annotated[enum_cls, BeforeValidator(_upper)]
+
+
+class Model(BaseModel):
+    """Base of every document model: unknown fields are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Billable metrics
+
+
+class EventTypeFilter(Model):
+    in_values: NonEmptyValues | None = None
+    not_in_values: NonEmptyValues | None = None
+
+
+class PropertyFilter(Model):
+    name: Annotated[str, Field(min_length=1)]
+    exists: bool | None = None
+    in_values: NonEmptyValues | None = None
+    not_in_values: NonEmptyValues | None = None
+
+
+class BillableMetric(Model):
+    id: str | None = None
+    name: Annotated[str, Field(min_length=1)]
+    aggregation_type: _ci(AggregationType) | None = None
+    aggregation_key: Annotated[str, Field(min_length=1)] | None = None
+    event_type_filter: EventTypeFilter | None = None
+    property_filters: list[PropertyFilter] = []
+    group_keys: list[Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]] = []
+    sql: Annotated[str, Field(min_length=1)] | None = None
+    archived: bool = False
+    custom_fields: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _standard_or_sql(self) -> BillableMetric:
+        standard = [
+            f
+            for f in ("aggregation_type", "aggregation_key", "event_type_filter")
+            if getattr(self, f) is not None
+        ]
+        if self.property_filters:
+            standard.append("property_filters")
+        if self.sql is not None:
+            if standard:
+                raise ValueError(
+                    f"a SQL metric takes `sql` instead of the aggregation fields; remove "
+                    f"{', '.join(standard)}"
+                )
+        elif self.aggregation_type is None:
+            raise ValueError(
+                "needs either `aggregation_type` (one of COUNT, SUM, MAX, UNIQUE, LATEST) or `sql`"
+            )
+        return self
+
+    def definition_key(self) -> dict[str, Any]:
+        """The immutable part of the metric (everything but id, name, archived, custom fields)."""
+        return self.model_dump(
+            mode="json", exclude={"id", "name", "archived", "custom_fields"}, exclude_none=True
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Products
+
+
+class QuantityConversion(Model):
+    conversion_factor: Annotated[Decimal, Field(gt=0)]
+    operation: _ci(ConversionOperation)
+    name: str | None = None
+
+
+class QuantityRounding(Model):
+    decimal_places: Annotated[int, Field(ge=0, le=12)]
+    rounding_method: _ci(RoundingMethod)
+
+
+class Product(Model):
+    id: str | None = None
+    name: Annotated[str, Field(min_length=1)]
+    type: _ci(ProductType)
+    billable_metric_id: str | None = None
+    pricing_group_key: list[str] = []
+    presentation_group_key: list[str] = []
+    quantity_conversion: QuantityConversion | None = None
+    quantity_rounding: QuantityRounding | None = None
+    composite_product_ids: list[str] = []
+    starting_at: UtcDatetime | None = None
+    custom_fields: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _usage_fields(self) -> Product:
+        if self.type is ProductType.USAGE:
+            if not self.billable_metric_id:
+                raise ValueError("a USAGE product needs `billable_metric_id`")
+        else:
+            extra = [
+                f
+                for f in ("billable_metric_id", "pricing_group_key", "presentation_group_key")
+                if getattr(self, f)
+            ]
+            if extra:
+                raise ValueError(f"{', '.join(extra)} apply only to USAGE products")
+        overlap = set(self.pricing_group_key) & set(self.presentation_group_key)
+        if overlap:
+            raise ValueError(
+                f"{sorted(overlap)} is both a pricing and a presentation group key; use it once"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Credit types, rate cards and rates
+
+
+class CreditType(Model):
+    id: str | None = None
+    name: Annotated[str, Field(min_length=1)]
+    precision: Annotated[int, Field(ge=0, le=12)] = 0
+
+
+class Tier(Model):
+    size: Annotated[Decimal, Field(gt=0)] | None = None
+    price: Decimal
+
+
+class Rate(Model):
+    product_id: Annotated[str, Field(min_length=1)]
+    starting_at: UtcDatetime
+    ending_before: UtcDatetime | None = None
+    entitled: bool = True
+    rate_type: _ci(RateType)
+    price: Decimal | None = None
+    tiers: Annotated[list[Tier], Field(min_length=1)] | None = None
+    pricing_group_values: dict[str, PropertyValue] = {}
+    credit_type_id: str | None = None
+    quantity: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _price_shape(self) -> Rate:
+        if self.ending_before is not None and self.ending_before <= self.starting_at:
+            raise ValueError(
+                f"ending_before {self.ending_before.isoformat()} is not after starting_at "
+                f"{self.starting_at.isoformat()}"
+            )
+        if self.rate_type is RateType.TIERED:
+            if self.tiers is None:
+                raise ValueError("a TIERED rate needs `tiers`")
+            if self.price is not None:
+                raise ValueError("a TIERED rate takes `tiers`, not `price`")
+            for i, tier in enumerate(self.tiers[:-1]):
+                if tier.size is None:
+                    raise ValueError(
+                        f"tiers[{i}] has no size but is not the last tier; only the last tier "
+                        "may be unbounded"
+                    )
+        else:
+            if self.price is None:
+                raise ValueError(f"a {self.rate_type.value} rate needs `price`")
+            if self.tiers is not None:
+                raise ValueError(f"a {self.rate_type.value} rate takes `price`, not `tiers`")
+        return self
+
+
+class RateCard(Model):
+    id: str | None = None
+    name: Annotated[str, Field(min_length=1)]
+    description: str | None = None
+    fiat_credit_type_id: str | None = None
+    rates: list[Rate] = []
+    custom_fields: dict[str, str] = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Customers and contracts
+
+
+Alias = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class Customer(Model):
+    id: str | None = None
+    name: Annotated[str, Field(min_length=1)]
+    ingest_aliases: list[Alias] = []
+    external_id: str | None = None
+    custom_fields: dict[str, str] = {}
+
+    @field_validator("ingest_aliases")
+    @classmethod
+    def _unique_aliases(cls, aliases: list[str]) -> list[str]:
+        seen = set()
+        for alias in aliases:
+            if alias in seen:
+                raise ValueError(f"ingest alias {alias!r} is listed twice")
+            seen.add(alias)
+        return aliases
+
+
+class UsageStatementSchedule(Model):
+    frequency: _ci(Frequency)
+    day: _ci(AnchorDay) = AnchorDay.FIRST_OF_MONTH
+    billing_anchor_date: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _anchor(self) -> UsageStatementSchedule:
+        if self.day is AnchorDay.CUSTOM_DATE and self.billing_anchor_date is None:
+            raise ValueError("day CUSTOM_DATE needs `billing_anchor_date`")
+        if self.day is not AnchorDay.CUSTOM_DATE and self.billing_anchor_date is not None:
+            raise ValueError("`billing_anchor_date` applies only with day CUSTOM_DATE")
+        return self
+
+
+class Contract(Model):
+    id: str | None = None
+    name: str | None = None
+    customer_id: Annotated[str, Field(min_length=1)]
+    rate_card_id: Annotated[str, Field(min_length=1)]
+    starting_at: UtcDatetime
+    ending_before: UtcDatetime | None = None
+    usage_statement_schedule: UsageStatementSchedule
+    custom_fields: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _period(self) -> Contract:
+        if self.ending_before is not None and self.ending_before <= self.starting_at:
+            raise ValueError(
+                f"ending_before {self.ending_before.isoformat()} is not after starting_at "
+                f"{self.starting_at.isoformat()}: the contract would end before it starts"
+            )
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents
+
+
+class CatalogDocument(Model):
+    """One catalog document: each top-level key a list of objects."""
+
+    credit_types: list[CreditType] = []
+    billable_metrics: list[BillableMetric] = []
+    products: list[Product] = []
+    rate_cards: list[RateCard] = []
+    customers: list[Customer] = []
+    contracts: list[Contract] = []
+
+
+KINDS: dict[str, type[Model]] = {
+    "credit_types": CreditType,
+    "billable_metrics": BillableMetric,
+    "products": Product,
+    "rate_cards": RateCard,
+    "customers": Customer,
+    "contracts": Contract,
+}
