@@ -1,0 +1,356 @@
+"""`meterql apply`: validation, identity, idempotence, references and all-or-nothing writes."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine.api import Meterql
+from warehouse.errors import DocumentError, HomeError
+
+QUICKSTART = """
+billable_metrics:
+  - name: API Calls
+    aggregation_type: count
+    event_type_filter: {in_values: [api_call]}
+  - name: Input Tokens
+    aggregation_type: SUM
+    aggregation_key: input_tokens
+    event_type_filter: {in_values: [llm_request]}
+    property_filters:
+      - {name: model, exists: true}
+      - {name: input_tokens, exists: true}
+      - {name: user_id, exists: true}
+    group_keys: [[model], [user_id], [model, user_id]]
+products:
+  - name: Input Tokens
+    type: usage
+    billable_metric_id: Input Tokens
+    pricing_group_key: [model]
+    presentation_group_key: [user_id]
+rate_cards:
+  - name: Standard Pricing
+    rates:
+      - product_id: Input Tokens
+        starting_at: "2026-03-01T00:00:00Z"
+        rate_type: flat
+        price: 1.50
+        pricing_group_values: {model: gpt-5}
+      - product_id: Input Tokens
+        starting_at: "2026-03-01T00:00:00Z"
+        rate_type: FLAT
+        price: 0.30
+        pricing_group_values: {model: gpt-5-mini}
+customers:
+  - name: Test Customer
+    ingest_aliases: [my-internal-customer-id]
+contracts:
+  - customer_id: Test Customer
+    rate_card_id: Standard Pricing
+    starting_at: 2026-03-01T00:00:00Z
+    usage_statement_schedule: {frequency: monthly}
+"""
+
+
+@pytest.fixture
+def mq(tmp_path: Path) -> Meterql:
+    m = Meterql.init(tmp_path / "home")
+    yield m
+    m.close()
+
+
+def write(tmp_path: Path, text: str, name: str = "doc.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def snapshot(mq: Meterql) -> dict[str, list]:
+    tables = ["billable_metrics", "products", "rate_cards", "customers", "customer_keys"]
+    return {t: sorted(mq.con.execute(f"SELECT * FROM {t}").fetchall()) for t in tables}  # noqa: S608
+
+
+def problems_of(excinfo: pytest.ExceptionInfo[DocumentError]) -> str:
+    return "\n".join(excinfo.value.problems)
+
+
+def test_apply_quickstart_then_again_changes_nothing(mq: Meterql, tmp_path: Path) -> None:
+    doc = write(tmp_path, QUICKSTART)
+    first = mq.apply([doc])
+    assert first.counts() == {"created": 6, "updated": 0, "unchanged": 0}
+    before = snapshot(mq)
+    second = mq.apply([doc])
+    assert second.counts() == {"created": 0, "updated": 0, "unchanged": 6}
+    assert snapshot(mq) == before
+
+
+def test_references_are_resolved_and_numbers_exact(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, QUICKSTART)])
+    product = mq.catalog.product("Input Tokens")
+    metric = mq.catalog.metric("Input Tokens")
+    assert product.billable_metric_id == metric.id
+    card = mq.catalog.get("rate_cards", "Standard Pricing")
+    prices = sorted(r.price for r in card.rates)
+    assert prices == [Decimal("0.30"), Decimal("1.50")]
+    assert all(r.product_id == product.id for r in card.rates)
+    assert all(r.credit_type_id == "2714e483-4ff1-48e4-9e25-ac732e8f24f2" for r in card.rates)
+    customer = mq.catalog.customer("my-internal-customer-id")
+    assert customer.name == "Test Customer"
+    (contract,) = mq.catalog.all("contracts")
+    assert contract.customer_id == customer.id and contract.rate_card_id == card.id
+
+
+def test_given_ids_are_kept_and_references_accept_them(mq: Meterql, tmp_path: Path) -> None:
+    doc = {
+        "customers": [{"id": "cust-1", "name": "Acme"}],
+        "rate_cards": [{"id": "rc-1", "name": "Card"}],
+        "contracts": [
+            {
+                "customer_id": "cust-1",
+                "rate_card_id": "Card",
+                "starting_at": "2026-01-01",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            }
+        ],
+    }
+    mq.apply([write(tmp_path, json.dumps(doc), "doc.json")])
+    (contract,) = mq.catalog.all("contracts")
+    assert (contract.customer_id, contract.rate_card_id) == ("cust-1", "rc-1")
+    assert mq.catalog.customer("Acme").id == "cust-1"
+
+
+def test_unknown_field_is_named_with_a_suggestion(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace("aggregation_key: input_tokens", "agregation_key: input_tokens")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "unknown field 'agregation_key'; did you mean 'aggregation_key'?" in message
+    assert "billable_metrics[1] 'Input Tokens'" in message
+    assert "doc.yaml:6" in message  # the line where the object starts
+    assert snapshot(mq)["billable_metrics"] == []
+
+
+def test_unknown_nested_field_and_top_level_key(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace("{name: model, exists: true}", "{name: model, exist: true}")
+    text += "customer:\n  - name: x\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "unknown field 'exist'; did you mean 'exists'?" in message
+    assert "unknown top-level key 'customer'; did you mean 'customers'?" in message
+
+
+def test_bad_enum_lists_allowed_values(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace("aggregation_type: count", "aggregation_type: average")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "aggregation_type" in message and "'AVERAGE'" in message
+    for allowed in ("COUNT", "SUM", "MAX", "UNIQUE", "LATEST"):
+        assert allowed in message
+
+
+def test_all_problems_are_reported_together(mq: Meterql, tmp_path: Path) -> None:
+    text = (
+        QUICKSTART.replace("billable_metric_id: Input Tokens", "billable_metric_id: Input Tokenz")
+        .replace("rate_card_id: Standard Pricing", "rate_card_id: Missing Card")
+        .replace("frequency: monthly", "frequency: fortnightly")
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert len(excinfo.value.problems) >= 2
+    assert "frequency" in message and "'FORTNIGHTLY'" in message
+
+
+def test_missing_references_are_named(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "billable_metric_id: Input Tokens", "billable_metric_id: Input Tokenz"
+    ).replace("rate_card_id: Standard Pricing", "rate_card_id: Standard Pricng")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert (
+        "field 'billable_metric_id': no billable metric with id or name 'Input Tokenz'; "
+        "did you mean 'Input Tokens'?" in message
+    )
+    assert "field 'rate_card_id': no rate card with id or name 'Standard Pricng'" in message
+    assert snapshot(mq)["products"] == []
+
+
+def test_rate_for_missing_product_is_refused(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "product_id: Input Tokens\n        starting_at", "product_id: Nope\n        starting_at", 1
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert "field 'rates[0].product_id': no product with id or name 'Nope'" in problems_of(excinfo)
+
+
+def test_contract_on_a_rate_card_missing_from_the_catalog(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, "customers: [{name: A}]\n", "a.yaml")])
+    doc = (
+        "contracts:\n  - customer_id: A\n    rate_card_id: Gold\n"
+        "    starting_at: 2026-01-01\n    usage_statement_schedule: {frequency: MONTHLY}\n"
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, doc, "b.yaml")])
+    assert "no rate card with id or name 'Gold'" in problems_of(excinfo)
+
+
+def test_changed_metric_is_refused_as_immutable(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, QUICKSTART)])
+    before = snapshot(mq)
+    changed = QUICKSTART.replace("in_values: [api_call]", "in_values: [api_call, api_request]")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, changed)])
+    message = problems_of(excinfo)
+    assert "'API Calls'" in message and "immutable" in message and "event_type_filter" in message
+    assert snapshot(mq) == before
+
+
+def test_archiving_a_metric_is_allowed_and_blocks_new_products(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, QUICKSTART)])
+    archived = QUICKSTART.replace(
+        "    event_type_filter: {in_values: [api_call]}",
+        "    event_type_filter: {in_values: [api_call]}\n    archived: true",
+    )
+    assert mq.apply([write(tmp_path, archived)]).counts()["updated"] == 1
+    assert mq.catalog.metric("API Calls").archived
+    new_product = "products:\n  - {name: Calls, type: usage, billable_metric_id: API Calls}\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, new_product, "p.yaml")])
+    assert "'API Calls' is archived; new products cannot use it" in problems_of(excinfo)
+
+
+def test_alias_claimed_by_two_customers_names_both(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, "customers: [{name: A, ingest_aliases: [shared]}]\n", "a.yaml")])
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers: [{name: B, ingest_aliases: [shared]}]\n", "b.yaml")])
+    message = problems_of(excinfo)
+    assert "ingest alias 'shared'" in message and "'A'" in message and "'B'" in message
+    assert mq.catalog.customer("shared").name == "A"
+
+
+def test_alias_moves_between_customers_in_one_apply(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, "customers: [{name: A, ingest_aliases: [k]}, {name: B}]\n")])
+    mq.apply([write(tmp_path, "customers: [{name: A}, {name: B, ingest_aliases: [k]}]\n")])
+    assert mq.catalog.customer("k").name == "B"
+
+
+def test_alias_too_long_is_refused(mq: Meterql, tmp_path: Path) -> None:
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, f"customers: [{{name: A, ingest_aliases: [{'x' * 129}]}}]\n")])
+    assert "ingest_aliases[0]" in problems_of(excinfo)
+
+
+def test_overlapping_rates_are_refused_naming_both(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "pricing_group_values: {model: gpt-5-mini}", "pricing_group_values: {model: gpt-5}"
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "rates[0] and rates[1] both price product" in message
+    assert "overlapping" in message
+
+
+def test_consecutive_rates_are_fine(mq: Meterql, tmp_path: Path) -> None:
+    head, tail = QUICKSTART.split("customers:")
+    head = head.replace(
+        '        starting_at: "2026-03-01T00:00:00Z"\n        rate_type: flat\n',
+        '        starting_at: "2026-03-01T00:00:00Z"\n        ending_before: "2026-04-01"\n'
+        "        rate_type: flat\n",
+    )
+    head += (
+        "      - {product_id: Input Tokens, starting_at: '2026-04-01', rate_type: flat,"
+        " price: 2, pricing_group_values: {model: gpt-5}}\n"
+    )
+    mq.apply([write(tmp_path, head + "customers:" + tail)])
+    assert len(mq.catalog.get("rate_cards", "Standard Pricing").rates) == 3
+
+
+def test_product_keys_must_be_within_one_compound_key(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "group_keys: [[model], [user_id], [model, user_id]]", "group_keys: [[model], [user_id]]"
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert "must be within one compound group key" in problems_of(excinfo)
+
+
+def test_rate_group_values_must_match_product_pricing_keys(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace("{model: gpt-5-mini}", "{region: us-east-1}")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert "rates[1].pricing_group_values has keys ['region']" in problems_of(excinfo)
+
+
+def test_tier_shapes_are_checked(mq: Meterql, tmp_path: Path) -> None:
+    base = QUICKSTART.split("customers:")[0]
+    bad_size = base.replace(
+        "rate_type: FLAT\n        price: 0.30",
+        "rate_type: TIERED\n        tiers: [{size: 0, price: 1}, {price: 0.5}]",
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, bad_size)])
+    assert "tiers[0].size" in problems_of(excinfo)
+    unbounded_middle = base.replace(
+        "rate_type: FLAT\n        price: 0.30",
+        "rate_type: TIERED\n        tiers: [{price: 1}, {size: 10, price: 0.5}]",
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, unbounded_middle)])
+    assert "tiers[0] has no size but is not the last tier" in problems_of(excinfo)
+
+
+def test_contract_ending_before_it_starts_is_refused(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "    starting_at: 2026-03-01T00:00:00Z\n    usage",
+        "    starting_at: 2026-03-01T00:00:00Z\n    ending_before: 2026-02-01\n    usage",
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert "contract would end before it starts" in problems_of(excinfo)
+
+
+def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers:\n  - name: A\n    name: B\n")])
+    assert "key 'name' is given twice" in problems_of(excinfo)
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers:\n  - name: [A\n")])
+    assert "doc.yaml:" in problems_of(excinfo) and "not valid YAML or JSON" in problems_of(excinfo)
+
+
+def test_missing_file_is_named(mq: Meterql, tmp_path: Path) -> None:
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([tmp_path / "nope.yaml"])
+    assert "nope.yaml: no such file" in problems_of(excinfo)
+
+
+def test_updates_keep_ids_and_report_updated(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, QUICKSTART)])
+    product_id = mq.catalog.product("Input Tokens").id
+    renamed = QUICKSTART.replace("price: 1.50", "price: 1.75")
+    result = mq.apply([write(tmp_path, renamed)])
+    assert [(o.kind, o.action) for o in result.objects if o.action != "unchanged"] == [
+        ("rate_cards", "updated")
+    ]
+    assert mq.catalog.product("Input Tokens").id == product_id
+
+
+def test_two_objects_with_one_name_and_different_bodies(mq: Meterql, tmp_path: Path) -> None:
+    text = "customers: [{name: A, ingest_aliases: [x]}, {name: A, ingest_aliases: [y]}]\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert "name 'A' is also used by" in problems_of(excinfo)
+
+
+def test_uninitialised_home_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(HomeError, match="not initialised.*meterql --home .* init"):
+        Meterql.open(tmp_path / "never")
+    assert not (tmp_path / "never").exists()
