@@ -27,7 +27,14 @@ from sqlglot import exp
 from warehouse.home import Home
 from warehouse.layout import property_column
 
-BASE_COLUMNS = ("transaction_id", "customer_id", "event_type", "timestamp", "ingested_at", "batch_id")
+BASE_COLUMNS = (
+    "transaction_id",
+    "customer_id",
+    "event_type",
+    "timestamp",
+    "ingested_at",
+    "batch_id",
+)
 _BASE_TYPES = {
     "transaction_id": "VARCHAR",
     "customer_id": "VARCHAR",
