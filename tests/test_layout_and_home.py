@@ -1,0 +1,122 @@
+"""Property column encoding, homes, migrations and the read API's contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlglot import exp
+
+from warehouse import migrations
+from warehouse.errors import HomeError
+from warehouse.events import EventStore
+from warehouse.home import Home
+from warehouse.layout import is_property_column, property_column, property_name
+
+
+@given(st.text(min_size=1, max_size=40))
+def test_property_column_round_trips(name: str) -> None:
+    column = property_column(name)
+    assert is_property_column(column)
+    assert property_name(column) == name
+
+
+@given(st.text(min_size=1, max_size=12), st.text(min_size=1, max_size=12))
+def test_distinct_names_never_collide_case_insensitively(a: str, b: str) -> None:
+    if a != b:
+        assert property_column(a).lower() != property_column(b).lower()
+
+
+def test_common_names_stay_readable() -> None:
+    assert property_column("input_tokens") == "p_input_tokens"
+    assert property_column("Model") == "p_%4Dodel"
+    assert property_column('x"; DROP TABLE events; --').startswith("p_x%22%3B%20")
+
+
+def test_hostile_and_case_variant_columns_live_side_by_side(tmp_path: Path) -> None:
+    names = ["model", "Model", 'x"; DROP TABLE events; --', "a.b", "[x]", "zählung", "sp ace"]
+    con = duckdb.connect()
+    select = exp.select(
+        *(
+            exp.alias_(exp.Literal.string(str(i)), property_column(n), quoted=True)
+            for i, n in enumerate(names)
+        )
+    )
+    path = str(tmp_path / "f.parquet")
+    con.execute(select.sql("duckdb")).arrow().to_reader()  # the select itself binds
+    con.sql(select.sql("duckdb")).write_parquet(path)
+    columns = [d[0] for d in con.read_parquet(path).description]
+    assert [property_name(c) for c in columns] == names
+
+
+def test_home_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("METERQL_HOME", raising=False)
+    assert Home.resolve().path == tmp_path / ".meterql"
+    monkeypatch.setenv("METERQL_HOME", str(tmp_path / "env"))
+    assert Home.resolve().path == tmp_path / "env"
+    assert Home.resolve(tmp_path / "flag").path == tmp_path / "flag"
+
+
+def test_init_is_idempotent_and_migrations_recorded(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    assert home.init() is True
+    assert home.init() is False
+    con = home.connect()
+    versions = [
+        v for (v,) in con.execute("SELECT version FROM schema_version ORDER BY 1").fetchall()
+    ]
+    assert versions == list(range(1, migrations.LATEST + 1))
+    assert migrations.migrate(con) == []
+
+
+def test_older_home_is_upgraded_on_open(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.path.mkdir()
+    con = duckdb.connect(str(home.catalog_path))  # a home made by a meterql with migration 1 only
+    number, name, sql = migrations._migrations()[0]
+    migrations.current_version(con)
+    con.execute(sql)
+    con.execute("INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [number, name])
+    con.execute("INSERT INTO customers VALUES ('c1', 'Acme', '{}', now(), now())")
+    con.close()
+    con = home.connect()
+    assert migrations.current_version(con) == migrations.LATEST
+    assert con.execute("SELECT count(*) FROM event_files").fetchone() == (0,)
+    assert con.execute("SELECT name FROM customers").fetchall() == [("Acme",)]
+
+
+def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HomeError, match="not a directory"):
+        Home.resolve(tmp_path / "file").init()
+
+
+def test_writer_lock_refuses_a_second_writer(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    with home.writer_lock(), pytest.raises(HomeError, match="locked by another"):
+        with home.writer_lock():
+            pass
+
+
+def test_read_api_on_an_empty_warehouse_has_the_canonical_columns(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    con = home.connect()
+    relation = EventStore(home, con).relation(["model", "Model"])
+    result = con.execute(relation.sql("duckdb"))
+    assert [d[0] for d in result.description] == [
+        "transaction_id",
+        "customer_id",
+        "event_type",
+        "timestamp",
+        "ingested_at",
+        "batch_id",
+        "p_model",
+        "p_%4Dodel",
+    ]
+    assert result.fetchall() == []
