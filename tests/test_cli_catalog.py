@@ -1,0 +1,68 @@
+"""The CLI contract for init and apply: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+runner = CliRunner()
+
+
+def meterql(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the installed console entry point in a subprocess (real exit codes and stderr)."""
+    return subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_init_then_apply_json(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    assert "initialised" in runner.invoke(app, ["--home", home, "init"]).output
+    doc = tmp_path / "c.yaml"
+    doc.write_text("customers: [{name: Acme, ingest_aliases: [acme]}]\n")
+    result = runner.invoke(app, ["--home", home, "apply", str(doc), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    (obj,) = json.loads(result.output)["objects"]
+    assert (obj["kind"], obj["name"], obj["action"]) == ("customers", "Acme", "created")
+
+
+def test_user_error_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    home = str(tmp_path / "home")
+    assert meterql("--home", home, "init").returncode == 0
+    doc = tmp_path / "c.yaml"
+    doc.write_text("customers: [{name: Acme, ingest_alias: [acme]}]\n")
+    result = meterql("--home", home, "apply", str(doc))
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: 1 problem(s)")
+    assert "unknown field 'ingest_alias'; did you mean 'ingest_aliases'?" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_uninitialised_home_exit_1(tmp_path: Path) -> None:
+    doc = tmp_path / "c.yaml"
+    doc.write_text("customers: []\n")
+    result = meterql("--home", str(tmp_path / "nope"), "apply", str(doc))
+    assert result.returncode == 1
+    assert "is not initialised" in result.stderr and "init" in result.stderr
+
+
+def test_home_from_environment(tmp_path: Path) -> None:
+    result = meterql("init", env={"METERQL_HOME": str(tmp_path / "envhome")})
+    assert result.returncode == 0
+    assert (tmp_path / "envhome" / "catalog.duckdb").is_file()
+
+
+def test_usage_error_exit_2(tmp_path: Path) -> None:
+    result = meterql("--home", str(tmp_path), "apply")
+    assert result.returncode == 2
