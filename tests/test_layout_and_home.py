@@ -119,3 +119,21 @@ def test_read_api_on_an_empty_warehouse_has_the_canonical_columns(tmp_path: Path
         "p_%4Dodel",
     ]
     assert result.fetchall() == []
+
+
+def test_duckdb_settings_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    monkeypatch.setenv("METERQL_THREADS", "1")
+    monkeypatch.setenv("METERQL_MEMORY_LIMIT", "1GB")
+    con = home.connect()
+    threads, temp = con.execute(
+        "SELECT current_setting('threads'), current_setting('temp_directory')"
+    ).fetchone()
+    assert threads == 1 and temp == str(home.staging_dir / "duckdb-tmp")
+    con.close()
+    monkeypatch.setenv("METERQL_THREADS", "many")
+    with pytest.raises(HomeError, match="METERQL_THREADS"):
+        home.connect()

@@ -25,6 +25,7 @@ from warehouse.errors import HomeError
 from warehouse.migrations import migrate
 
 DEFAULT_HOME = ".meterql"
+_SETTINGS_ENV = ("METERQL_THREADS", "METERQL_MEMORY_LIMIT", "METERQL_TEMP_DIRECTORY")
 CATALOG_FILE = "catalog.duckdb"
 
 
@@ -79,9 +80,32 @@ class Home:
             )
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """Open the catalog, applying pending migrations (so older homes keep working)."""
+        """Open the catalog, applying pending migrations (so older homes keep working).
+
+        DuckDB resources come from the environment: `METERQL_THREADS` (default: all cores),
+        `METERQL_MEMORY_LIMIT` (default: DuckDB's, 80% of RAM; e.g. `4GB`), and spilling goes
+        to `<home>/staging/duckdb-tmp` unless `METERQL_TEMP_DIRECTORY` says otherwise.
+        """
         self.require()
-        con = duckdb.connect(str(self.catalog_path), read_only=read_only)
+        config = {"temp_directory": os.environ.get("METERQL_TEMP_DIRECTORY")}
+        config["temp_directory"] = config["temp_directory"] or str(self.staging_dir / "duckdb-tmp")
+        if os.environ.get("METERQL_THREADS"):
+            config["threads"] = os.environ["METERQL_THREADS"]
+        if os.environ.get("METERQL_MEMORY_LIMIT"):
+            config["memory_limit"] = os.environ["METERQL_MEMORY_LIMIT"]
+        try:
+            con = duckdb.connect(str(self.catalog_path), read_only=read_only, config=config)
+        except duckdb.Error as error:
+            if "lock" in str(error).lower():
+                raise HomeError(
+                    f"meterql home {self.path}: the catalog is in use by another process ({error})"
+                ) from None
+            settings = {k: v for k, v in os.environ.items() if k in _SETTINGS_ENV}
+            if settings:
+                raise HomeError(
+                    f"cannot open the catalog with settings {settings}: {error}"
+                ) from None
+            raise
         if not read_only:
             migrate(con)
         return con
