@@ -1,0 +1,235 @@
+"""Statement periods: frequencies, anchors, month-end clamping, cuts, and tiling (hypothesis)."""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.periods import Period, add_months, anchor_of, iter_periods, started_periods
+from warehouse.models import UsageStatementSchedule
+
+
+def T(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def sched(frequency: str, day: str = "FIRST_OF_MONTH", anchor: str | None = None):
+    return UsageStatementSchedule(frequency=frequency, day=day, billing_anchor_date=anchor)
+
+
+def spans(periods) -> list[tuple[str, str]]:
+    return [(p.start.strftime("%Y-%m-%dT%H:%M"), p.end.strftime("%Y-%m-%dT%H:%M")) for p in periods]
+
+
+def test_monthly_first_of_month_from_the_first():
+    got = list(islice(iter_periods(sched("MONTHLY"), T("2026-03-01T00:00:00Z")), 3))
+    assert spans(got) == [
+        ("2026-03-01T00:00", "2026-04-01T00:00"),
+        ("2026-04-01T00:00", "2026-05-01T00:00"),
+        ("2026-05-01T00:00", "2026-06-01T00:00"),
+    ]
+
+
+def test_monthly_first_of_month_mid_month_start_gives_a_short_first_period():
+    got = list(islice(iter_periods(sched("monthly"), T("2026-03-15T09:30:00Z")), 2))
+    assert spans(got) == [
+        ("2026-03-15T09:30", "2026-04-01T00:00"),
+        ("2026-04-01T00:00", "2026-05-01T00:00"),
+    ]
+
+
+def test_monthly_contract_start_anchor_clamps_to_month_end_and_returns():
+    got = list(islice(iter_periods(sched("MONTHLY", "CONTRACT_START"), T("2024-01-31Z")), 4))
+    assert spans(got) == [
+        ("2024-01-31T00:00", "2024-02-29T00:00"),  # leap year
+        ("2024-02-29T00:00", "2024-03-31T00:00"),  # back to the 31st, no drift
+        ("2024-03-31T00:00", "2024-04-30T00:00"),
+        ("2024-04-30T00:00", "2024-05-31T00:00"),
+    ]
+
+
+def test_non_leap_february():
+    got = list(islice(iter_periods(sched("MONTHLY", "CONTRACT_START"), T("2025-01-31Z")), 2))
+    assert spans(got)[0] == ("2025-01-31T00:00", "2025-02-28T00:00")
+
+
+def test_contract_start_keeps_the_time_of_day():
+    got = list(
+        islice(iter_periods(sched("MONTHLY", "CONTRACT_START"), T("2026-03-10T15:45:00Z")), 2)
+    )
+    assert spans(got) == [
+        ("2026-03-10T15:45", "2026-04-10T15:45"),
+        ("2026-04-10T15:45", "2026-05-10T15:45"),
+    ]
+
+
+def test_custom_date_anchor_before_start():
+    schedule = sched("MONTHLY", "CUSTOM_DATE", "2025-06-20T00:00:00Z")
+    got = list(islice(iter_periods(schedule, T("2026-03-01T00:00:00Z")), 2))
+    assert spans(got) == [
+        ("2026-03-01T00:00", "2026-03-20T00:00"),
+        ("2026-03-20T00:00", "2026-04-20T00:00"),
+    ]
+
+
+def test_custom_date_anchor_after_start_and_on_the_31st():
+    schedule = sched("MONTHLY", "CUSTOM_DATE", "2026-08-31T00:00:00Z")
+    got = list(islice(iter_periods(schedule, T("2026-02-10T00:00:00Z")), 3))
+    assert spans(got) == [
+        ("2026-02-10T00:00", "2026-02-28T00:00"),
+        ("2026-02-28T00:00", "2026-03-31T00:00"),
+        ("2026-03-31T00:00", "2026-04-30T00:00"),
+    ]
+
+
+def test_quarterly_first_of_month_counts_from_the_start_month():
+    got = list(islice(iter_periods(sched("QUARTERLY"), T("2026-02-15Z")), 3))
+    assert spans(got) == [
+        ("2026-02-15T00:00", "2026-05-01T00:00"),
+        ("2026-05-01T00:00", "2026-08-01T00:00"),
+        ("2026-08-01T00:00", "2026-11-01T00:00"),
+    ]
+
+
+def test_annual_contract_start_on_leap_day():
+    got = list(islice(iter_periods(sched("ANNUAL", "CONTRACT_START"), T("2024-02-29Z")), 5))
+    assert [p.end.date().isoformat() for p in got] == [
+        "2025-02-28",
+        "2026-02-28",
+        "2027-02-28",
+        "2028-02-29",
+        "2029-02-28",
+    ]
+
+
+def test_weekly_first_of_month_uses_iso_weeks_from_monday():
+    # 2026-03-04 is a Wednesday; ISO weeks start on Monday 2026-03-09.
+    got = list(islice(iter_periods(sched("WEEKLY"), T("2026-03-04T10:00:00Z")), 2))
+    assert spans(got) == [
+        ("2026-03-04T10:00", "2026-03-09T00:00"),
+        ("2026-03-09T00:00", "2026-03-16T00:00"),
+    ]
+
+
+def test_weekly_contract_start_and_custom_weekday():
+    got = list(islice(iter_periods(sched("WEEKLY", "CONTRACT_START"), T("2026-03-04Z")), 2))
+    assert spans(got)[1] == ("2026-03-11T00:00", "2026-03-18T00:00")
+    friday = sched("WEEKLY", "CUSTOM_DATE", "2020-01-03T00:00:00Z")  # a Friday
+    got = list(islice(iter_periods(friday, T("2026-03-04Z")), 2))
+    assert spans(got) == [
+        ("2026-03-04T00:00", "2026-03-06T00:00"),
+        ("2026-03-06T00:00", "2026-03-13T00:00"),
+    ]
+
+
+def test_cut_at_ending_before_and_stop():
+    got = list(iter_periods(sched("MONTHLY"), T("2026-01-10Z"), T("2026-03-15T12:00:00Z")))
+    assert spans(got) == [
+        ("2026-01-10T00:00", "2026-02-01T00:00"),
+        ("2026-02-01T00:00", "2026-03-01T00:00"),
+        ("2026-03-01T00:00", "2026-03-15T12:00"),
+    ]
+
+
+def test_ending_on_a_boundary_leaves_no_empty_period():
+    got = list(iter_periods(sched("MONTHLY"), T("2026-01-01Z"), T("2026-03-01Z")))
+    assert len(got) == 2 and got[-1].end == T("2026-03-01Z")
+
+
+def test_started_periods_include_the_one_starting_at_as_of():
+    schedule = sched("MONTHLY")
+    start = T("2026-01-01Z")
+    assert started_periods(schedule, start, None, T("2025-12-31T23:59:59Z")) == []
+    assert len(started_periods(schedule, start, None, T("2026-01-01Z"))) == 1
+    got = started_periods(schedule, start, None, T("2026-03-01Z"))
+    assert [p.start for p in got] == [T("2026-01-01Z"), T("2026-02-01Z"), T("2026-03-01Z")]
+
+
+def test_naive_datetimes_are_utc():
+    got = next(iter_periods(sched("MONTHLY"), datetime(2026, 3, 5)))
+    assert got == Period(T("2026-03-05Z"), T("2026-04-01Z"))
+
+
+@pytest.mark.parametrize(
+    ("anchor", "months", "expected"),
+    [
+        ("2026-01-31", 1, "2026-02-28"),
+        ("2026-01-31", 2, "2026-03-31"),
+        ("2026-01-31", -2, "2025-11-30"),
+        ("2026-05-15", -17, "2024-12-15"),
+    ],
+)
+def test_add_months(anchor, months, expected):
+    assert add_months(T(anchor + "Z"), months).date().isoformat() == expected
+
+
+# -- properties -----------------------------------------------------------------------------
+
+instants = st.datetimes(
+    min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)
+)
+schedules = st.builds(
+    lambda f, d, a: UsageStatementSchedule(
+        frequency=f, day=d, billing_anchor_date=a if d == "CUSTOM_DATE" else None
+    ),
+    st.sampled_from(["MONTHLY", "QUARTERLY", "ANNUAL", "WEEKLY"]),
+    st.sampled_from(["FIRST_OF_MONTH", "CONTRACT_START", "CUSTOM_DATE"]),
+    instants,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedules, instants, st.integers(min_value=1, max_value=40_000))
+def test_periods_tile_the_contract(schedule, start, days):
+    end = start + timedelta(days=days, seconds=start.second % 7)
+    periods = list(iter_periods(schedule, start, end))
+    assert periods[0].start == start
+    assert periods[-1].end == end
+    for a, b in zip(periods, periods[1:], strict=False):
+        assert a.end == b.start  # no gap, no overlap
+    for p in periods:
+        assert p.start < p.end
+    longest = {"MONTHLY": 31, "QUARTERLY": 92, "ANNUAL": 366, "WEEKLY": 7}[schedule.frequency.value]
+    assert all(p.end - p.start <= timedelta(days=longest) for p in periods)
+    # every period but the last ends on an anchor boundary: the anchor's weekday (WEEKLY) or
+    # day of the month, clamped to the month's end, at the anchor's time of day
+    anchor = anchor_of(schedule, start)
+    for p in periods[:-1]:
+        b = p.end
+        assert b.time() == anchor.time()
+        if schedule.frequency.value == "WEEKLY":
+            assert b.weekday() == anchor.weekday()
+        else:
+            assert b.day == min(anchor.day, calendar.monthrange(b.year, b.month)[1])
+            months = (b.year - anchor.year) * 12 + b.month - anchor.month
+            assert (
+                months % {"MONTHLY": 1, "QUARTERLY": 3, "ANNUAL": 12}[schedule.frequency.value] == 0
+            )
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedules, instants, instants)
+def test_started_periods_is_a_prefix_of_the_schedule(schedule, start, as_of):
+    got = started_periods(schedule, start, None, as_of)
+    assert all(p.start <= as_of for p in got)
+    expected = list(islice(iter_periods(schedule, start), len(got) + 1))
+    assert got == expected[: len(got)]
+    assert expected[len(got)].start > as_of
+
+
+@settings(max_examples=200, deadline=None)
+@given(schedules, instants)
+def test_later_boundaries_do_not_depend_on_the_start(schedule, start):
+    """After the first period, boundaries are the anchor's, whatever day the contract began
+    (with CUSTOM_DATE, whose anchor is fixed)."""
+    if schedule.day.value != "CUSTOM_DATE":
+        return
+    a = list(islice(iter_periods(schedule, start), 4))
+    later = a[1].start + timedelta(seconds=1)
+    b = list(islice(iter_periods(schedule, later), 3))
+    assert b[0].end == a[1].end and b[1:] == a[2:4]
