@@ -1,0 +1,140 @@
+"""sqlglot builders for the plan's primitives: conditions, measures, filtered aggregates.
+
+Every identifier is quoted by sqlglot and every value is a sqlglot string literal, so property
+names and filter values of any content (quotes, `--`, `;`, non-ASCII) stay data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import assert_never
+
+from sqlglot import exp
+
+from metric_compiler import numbers
+from metric_compiler.plan import (
+    Absent,
+    Condition,
+    EventType,
+    IsDecimal,
+    Measure,
+    NoneOf,
+    OneOf,
+    Present,
+    Property,
+    Reducer,
+    Subject,
+)
+from warehouse.events import ts_literal
+from warehouse.layout import property_column
+
+
+def ident(name: str) -> exp.Identifier:
+    return exp.to_identifier(name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table=table, quoted=True)
+
+
+def alias(expression: exp.Expression, name: str, comment: str | None = None) -> exp.Alias:
+    aliased = exp.alias_(expression, name, quoted=True)
+    if comment is not None:
+        aliased.add_comments([comment])
+    return aliased
+
+
+def string(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def subject_column(subject: Subject, table: str | None) -> exp.Column:
+    if isinstance(subject, EventType):
+        return col("event_type", table)
+    if isinstance(subject, Property):
+        return col(property_column(subject.name), table)
+    assert_never(subject)
+
+
+def bound(value: datetime | exp.Expression) -> exp.Expression:
+    """A window bound: a TIMESTAMP literal, or a given expression (e.g. `$start`) cast to it."""
+    if isinstance(value, datetime):
+        return ts_literal(value)
+    return exp.cast(value.copy(), exp.DataType.build("TIMESTAMP"))
+
+
+def condition_sql(condition: Condition, table: str | None) -> exp.Expression:
+    """The SQL predicate of one plan condition over the columns of `table`."""
+    if isinstance(condition, OneOf):
+        column = subject_column(condition.subject, table)
+        return exp.In(this=column, expressions=[string(v) for v in condition.values])
+    if isinstance(condition, NoneOf):
+        column = subject_column(condition.subject, table)
+        not_in = exp.Not(
+            this=exp.In(this=column, expressions=[string(v) for v in condition.values])
+        )
+        if not condition.absent_passes:
+            # present and not listed (`NULL NOT IN (...)` is NULL, so presence is implied)
+            return not_in
+        return exp.Paren(this=exp.or_(exp.Is(this=column.copy(), expression=exp.Null()), not_in))
+    if isinstance(condition, Present):
+        return exp.not_(exp.Is(this=subject_column(condition.prop, table), expression=exp.Null()))
+    if isinstance(condition, Absent):
+        return exp.Is(this=subject_column(condition.prop, table), expression=exp.Null())
+    if isinstance(condition, IsDecimal):
+        return numbers.is_decimal_text(subject_column(condition.prop, table))
+    assert_never(condition)
+
+
+def conjunction(predicates: Sequence[exp.Expression]) -> exp.Expression:
+    """`a AND b AND ...`; TRUE when there is nothing to test."""
+    if not predicates:
+        return exp.true()
+    return exp.and_(*predicates, copy=False) if len(predicates) > 1 else predicates[0]
+
+
+def disjunction(predicates: Sequence[exp.Expression]) -> exp.Expression:
+    wrapped = [exp.Paren(this=p) if isinstance(p, exp.And) else p for p in predicates]
+    return exp.or_(*wrapped, copy=False) if len(wrapped) > 1 else wrapped[0]
+
+
+def filtered(aggregate: exp.Expression, where: exp.Expression | None) -> exp.Expression:
+    """`aggregate FILTER (WHERE where)`, or the bare aggregate when `where` is None.
+
+    The one place filtered aggregates are written: several metrics share one scan of the events
+    and each aggregates only its own matching events.
+    """
+    if where is None:
+        return aggregate
+    return exp.Filter(this=aggregate, expression=exp.Where(this=where))
+
+
+def measure_aggregate(
+    measure: Measure,
+    argument: exp.Expression | None,
+    order: Sequence[exp.Expression] = (),
+) -> exp.Expression:
+    """The aggregate computing `measure` over its (already prepared) argument column.
+
+    LAST_BY_TIME orders by `order` = (timestamp, transaction_id): the greatest wins.
+    """
+    reducer = measure.reducer
+    if reducer is Reducer.COUNT_EVENTS:
+        return exp.Count(this=exp.Star(), big_int=True)
+    assert argument is not None, f"{reducer} needs an argument"
+    if reducer is Reducer.SUM:
+        return exp.Sum(this=argument)
+    if reducer is Reducer.MAX:
+        return exp.Max(this=argument)
+    if reducer is Reducer.COUNT_DISTINCT:
+        return exp.Count(this=exp.Distinct(expressions=[argument]), big_int=True)
+    if reducer is Reducer.LAST_BY_TIME:
+        key = exp.Struct(
+            expressions=[
+                exp.PropertyEQ(this=ident(name), expression=value)
+                for name, value in zip(("timestamp", "transaction_id"), order, strict=True)
+            ]
+        )
+        return exp.ArgMax(this=argument, expression=key)
+    assert_never(reducer)

@@ -1,0 +1,303 @@
+"""Compile billable metrics into one usage query over a relation of canonical events.
+
+    plan (metric_compiler.plan) -> template parameters built with sqlglot -> usage.sql.j2
+    -> text parsed back with sqlglot -> checked tree (metric_compiler.verify) -> DuckDB SQL
+
+Several metrics with the same grouping compile to ONE scan of the events ("fused"): the scan
+keeps events that any metric matches, each metric aggregates its own events with
+`agg(x) FILTER (WHERE match)`, and one SELECT block per metric returns its rows (a metric's
+row exists only where it matched at least one event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import assert_never
+
+from sqlglot import exp
+
+from metric_compiler import expressions as sx
+from metric_compiler import numbers
+from metric_compiler.plan import MetricPlan, Operand, Reducer, UsagePlan, plan_usage
+from metric_compiler.verify import comments_of, literals_of, parse_query, verify
+from metric_compiler.windows import Window, WindowKind
+from sql_templates import SqlComment, render
+from warehouse.errors import UserError
+from warehouse.layout import property_column
+from warehouse.models import BillableMetric
+
+SUPPORTED_DIALECTS = ("duckdb",)
+EVENTS = "e"  # alias of the source relation
+WINDOWS = "w"  # alias of the windows relation
+CTES = ("events", "usage")
+
+
+@dataclass(frozen=True)
+class CompiledQuery:
+    """A compiled usage query.
+
+    `columns` are the output columns in order: customer_id, metric_id, then window_start and
+    window_end (or window_id for relation windows), then one column per group-by property
+    (`group_columns` maps each property name to its column), then value DECIMAL(38, 12).
+    `properties` are the event properties the query reads.
+    """
+
+    tree: exp.Query
+    sql: str
+    columns: tuple[str, ...]
+    group_columns: dict[str, str]
+    metric_ids: tuple[str, ...]
+    properties: tuple[str, ...]
+
+
+def _aliased(relation: exp.Expression, name: str) -> exp.Expression:
+    relation = relation.copy()
+    if isinstance(relation, exp.Table):
+        relation.set("alias", exp.TableAlias(this=sx.ident(name)))
+        return relation
+    if isinstance(relation, exp.Subquery):
+        relation = relation.this
+    if isinstance(relation, exp.Query):
+        return relation.subquery(sx.ident(name))
+    raise TypeError(f"a relation must be a sqlglot Table or query, not {type(relation).__name__}")
+
+
+def _match(i: int) -> str:
+    return f"m{i}_match"
+
+
+def _arg(i: int) -> str:
+    return f"m{i}_arg"
+
+
+def _value(i: int) -> str:
+    return f"m{i}_value"
+
+
+def _events(i: int) -> str:
+    return f"m{i}_events"
+
+
+def compile_plan(
+    plan: UsagePlan, source: exp.Expression, *, dialect: str = "duckdb"
+) -> CompiledQuery:
+    if dialect.lower() not in SUPPORTED_DIALECTS:
+        raise UserError(
+            f"--dialect {dialect!r} is not supported yet; supported: "
+            + ", ".join(SUPPORTED_DIALECTS)
+        )
+    dialect = dialect.lower()
+    window = plan.window
+    fused = plan.fused
+    e = EVENTS
+    group_cols = {name: property_column(name) for name in plan.group_by}
+    predicates = [
+        sx.conjunction([sx.condition_sql(c, e) for c in m.conditions]) for m in plan.metrics
+    ]
+    comments: list[str] = []
+
+    def note(text: str) -> str:
+        comments.append(text)
+        return text
+
+    # -- "events": one row per event some metric matches ----------------------------------------
+    scan: list[exp.Expression] = [sx.alias(sx.col("customer_id", e), "customer_id")]
+    where: list[exp.Expression] = []
+    windows_rel: exp.Expression | None = None
+    window_on: exp.Expression | None = None
+    if window.kind is WindowKind.NONE:
+        window_key: list[str] = []
+    elif window.kind is WindowKind.HOUR or window.kind is WindowKind.DAY:
+        unit = exp.var(window.kind.value.upper())
+        bucket = exp.TimestampTrunc(this=sx.col("timestamp", e), unit=unit)
+        scan.append(sx.alias(bucket, "bucket"))
+        window_key = ["bucket"]
+    elif window.kind is WindowKind.RELATION:
+        assert window.windows is not None
+        windows_rel = _aliased(window.windows, WINDOWS)
+        window_on = sx.conjunction(
+            [
+                exp.EQ(this=sx.col("customer_id", WINDOWS), expression=sx.col("customer_id", e)),
+                exp.LTE(this=sx.col("window_start", WINDOWS), expression=sx.col("timestamp", e)),
+                exp.LT(this=sx.col("timestamp", e), expression=sx.col("window_end", WINDOWS)),
+            ]
+        )
+        scan.append(sx.alias(sx.col("window_id", WINDOWS), "window_id"))
+        window_key = ["window_id"]
+    else:
+        assert_never(window.kind)
+    if window.kind is not WindowKind.RELATION:
+        assert window.start is not None and window.end is not None
+        where.append(exp.GTE(this=sx.col("timestamp", e), expression=sx.bound(window.start)))
+        where.append(exp.LT(this=sx.col("timestamp", e), expression=sx.bound(window.end)))
+
+    for column in group_cols.values():
+        scan.append(sx.alias(sx.col(column, e), column))
+
+    if any(m.measure.reducer is Reducer.LAST_BY_TIME for m in plan.metrics):
+        scan.append(sx.alias(sx.col("timestamp", e), "timestamp"))
+        scan.append(sx.alias(sx.col("transaction_id", e), "transaction_id"))
+
+    for i, m in enumerate(plan.metrics):
+        operand = m.measure.operand
+        if operand is Operand.NONE:
+            pass
+        elif operand is Operand.TEXT:
+            assert m.measure.prop is not None
+            scan.append(sx.alias(sx.subject_column(m.measure.prop, e), _arg(i)))
+        elif operand is Operand.DECIMAL:
+            assert m.measure.prop is not None
+            value = numbers.decimal_value(sx.subject_column(m.measure.prop, e))
+            scan.append(sx.alias(value, _arg(i)))
+        else:
+            assert_never(operand)
+        if fused:
+            scan.append(sx.alias(predicates[i].copy(), _match(i), note(m.describe())))
+
+    if plan.customer_ids is not None:
+        where.append(
+            exp.In(
+                this=sx.col("customer_id", e),
+                expressions=[sx.string(c) for c in plan.customer_ids],
+            )
+        )
+    where.append(sx.disjunction(predicates) if fused else predicates[0])
+
+    # -- "usage": one row per customer, window and group values -------------------------------
+    keys = [sx.col(name) for name in ("customer_id", *window_key, *group_cols.values())]
+    aggregates: list[exp.Expression] = []
+    for i, m in enumerate(plan.metrics):
+        match = sx.col(_match(i)) if fused else None
+        argument = sx.col(_arg(i)) if m.measure.operand is not Operand.NONE else None
+        order = [sx.col("timestamp"), sx.col("transaction_id")]
+        aggregate = sx.measure_aggregate(m.measure, argument, order)
+        aggregates.append(sx.alias(sx.filtered(aggregate, match), _value(i), note(m.describe())))
+        if fused and m.measure.reducer is not Reducer.COUNT_EVENTS:
+            events = sx.filtered(exp.Count(this=exp.Star(), big_int=True), match)
+            aggregates.append(sx.alias(events, _events(i)))
+
+    # -- one output block per metric -----------------------------------------------------------
+    blocks = [
+        _block(i, m, plan, group_cols, fused, note(m.describe()))
+        for i, m in enumerate(plan.metrics)
+    ]
+    window_out = ["window_id"] if window.kind is WindowKind.RELATION else ["window_start"]
+    order_by = [
+        sx.col(name) for name in ("customer_id", *window_out, *group_cols.values(), "metric_id")
+    ]
+
+    header = note(
+        "meterql usage: "
+        + "; ".join(m.describe() for m in plan.metrics)
+        + f"; window {window.kind.value}"
+        + (f"; group by {list(plan.group_by)}" if plan.group_by else "")
+    )
+    source_rel = _aliased(source, e)
+    params = {
+        "header": SqlComment(header),
+        "source": source_rel,
+        "windows": windows_rel,
+        "window_on": window_on,
+        "scan_columns": scan,
+        "where": where,
+        "fused": fused,
+        "keys": keys,
+        "aggregates": aggregates,
+        "blocks": blocks,
+        "order_by": order_by,
+    }
+    text = render("usage.sql.j2", dialect=dialect, **params)
+
+    columns = (
+        "customer_id",
+        "metric_id",
+        *(("window_id",) if window.kind is WindowKind.RELATION else ("window_start", "window_end")),
+        *group_cols.values(),
+        "value",
+    )
+    built = [
+        *scan,
+        *where,
+        *aggregates,
+        *(c for b in blocks for c in b["columns"]),
+        *(b["where"] for b in blocks if b["where"] is not None),
+    ]
+    inputs = [source_rel] + ([windows_rel] if windows_rel is not None else [])
+    tree = parse_query(text, dialect)
+    verify(
+        tree,
+        inputs=inputs,
+        cte_names=CTES,
+        literals=literals_of(built),
+        comments=set(comments) | comments_of(built),
+        columns=columns,
+        dialect=dialect,
+    )
+    return CompiledQuery(
+        tree=tree,
+        sql=tree.sql(dialect=dialect, pretty=True) + "\n",
+        columns=columns,
+        group_columns=group_cols,
+        metric_ids=tuple(m.metric_id for m in plan.metrics),
+        properties=plan.properties,
+    )
+
+
+def _block(
+    i: int,
+    m: MetricPlan,
+    plan: UsagePlan,
+    group_cols: dict[str, str],
+    fused: bool,
+    comment: str,
+) -> dict[str, object]:
+    window = plan.window
+    columns: list[exp.Expression] = [
+        sx.col("customer_id"),
+        sx.alias(sx.string(m.metric_id), "metric_id", comment),
+    ]
+    if window.kind is WindowKind.NONE:
+        assert window.start is not None and window.end is not None
+        columns.append(sx.alias(sx.bound(window.start), "window_start"))
+        columns.append(sx.alias(sx.bound(window.end), "window_end"))
+    elif window.kind is WindowKind.HOUR or window.kind is WindowKind.DAY:
+        assert window.start is not None and window.end is not None
+        step = exp.Interval(this=sx.string("1"), unit=exp.var(window.kind.value.upper()))
+        start = exp.Greatest(
+            this=sx.col("bucket"), expressions=[sx.bound(window.start)], ignore_nulls=True
+        )
+        end = exp.Least(
+            this=exp.Add(this=sx.col("bucket"), expression=step),
+            expressions=[sx.bound(window.end)],
+            ignore_nulls=True,
+        )
+        columns.append(sx.alias(start, "window_start"))
+        columns.append(sx.alias(end, "window_end"))
+    elif window.kind is WindowKind.RELATION:
+        columns.append(sx.col("window_id"))
+    else:
+        assert_never(window.kind)
+    columns.extend(sx.col(c) for c in group_cols.values())
+    columns.append(sx.alias(exp.cast(sx.col(_value(i)), numbers.decimal_type()), "value"))
+
+    block_where: exp.Expression | None = None
+    if fused:
+        counted = _value(i) if m.measure.reducer is Reducer.COUNT_EVENTS else _events(i)
+        block_where = exp.GT(this=sx.col(counted), expression=exp.Literal.number(0))
+    return {"columns": columns, "where": block_where}
+
+
+def compile_usage(
+    metrics: BillableMetric | Sequence[BillableMetric],
+    source: exp.Expression,
+    *,
+    window: Window,
+    group_by: Sequence[str] = (),
+    customer_ids: Sequence[str] | None = None,
+    dialect: str = "duckdb",
+) -> CompiledQuery:
+    """Compile one metric, or several fused into one scan, over `source` (see metric_compiler)."""
+    listed = [metrics] if isinstance(metrics, BillableMetric) else list(metrics)
+    plan = plan_usage(listed, group_by=group_by, window=window, customer_ids=customer_ids)
+    return compile_plan(plan, source, dialect=dialect)
