@@ -162,7 +162,9 @@ def compile_plan(
                 expressions=[sx.string(c) for c in plan.customer_ids],
             )
         )
-    where.append(sx.disjunction(predicates) if fused else predicates[0])
+    matching = sx.disjunction(predicates) if fused else predicates[0]
+    if matching != exp.true():
+        where.append(matching)
 
     # -- "usage": one row per customer, window and group values -------------------------------
     keys = [sx.col(name) for name in ("customer_id", *window_key, *group_cols.values())]

@@ -1,0 +1,34 @@
+/* meterql usage: metric 'bm-latest' ('Latest metric'): LATEST of 'tokens'; window hour */
+WITH "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    DATE_TRUNC('HOUR', "e"."timestamp") AS "bucket",
+    "e"."timestamp" AS "timestamp",
+    "e"."transaction_id" AS "transaction_id",
+    TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m0_arg"
+  FROM events AS "e"
+  WHERE
+    "e"."timestamp" >= CAST('2026-01-01 00:00:00' AS TIMESTAMP)
+    AND "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMP)
+    AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+), "usage" AS (
+  SELECT
+    "customer_id",
+    "bucket",
+    ARG_MAX("m0_arg", {'timestamp': "timestamp", 'transaction_id': "transaction_id"}) AS "m0_value" /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+  FROM "events"
+  GROUP BY
+    "customer_id",
+    "bucket"
+)
+SELECT
+  "customer_id",
+  'bm-latest' AS "metric_id", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+  GREATEST("bucket", CAST('2026-01-01 00:00:00' AS TIMESTAMP)) AS "window_start",
+  LEAST("bucket" + INTERVAL '1' HOUR, CAST('2026-01-04 00:00:00' AS TIMESTAMP)) AS "window_end",
+  CAST("m0_value" AS DECIMAL(38, 12)) AS "value"
+FROM "usage"
+ORDER BY
+  "customer_id",
+  "window_start",
+  "metric_id"

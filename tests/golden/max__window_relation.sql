@@ -1,0 +1,33 @@
+/* meterql usage: metric 'bm-max' ('Max metric'): MAX of 'tokens'; window relation */
+WITH "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    "w"."window_id" AS "window_id",
+    TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m0_arg"
+  FROM events AS "e"
+  JOIN windows AS "w"
+    ON "w"."customer_id" = "e"."customer_id"
+    AND "w"."window_start" <= "e"."timestamp"
+    AND "e"."timestamp" < "w"."window_end"
+  WHERE
+    REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+), "usage" AS (
+  SELECT
+    "customer_id",
+    "window_id",
+    MAX("m0_arg") AS "m0_value" /* metric 'bm-max' ('Max metric'): MAX of 'tokens' */
+  FROM "events"
+  GROUP BY
+    "customer_id",
+    "window_id"
+)
+SELECT
+  "customer_id",
+  'bm-max' AS "metric_id", /* metric 'bm-max' ('Max metric'): MAX of 'tokens' */
+  "window_id",
+  CAST("m0_value" AS DECIMAL(38, 12)) AS "value"
+FROM "usage"
+ORDER BY
+  "customer_id",
+  "window_id",
+  "metric_id"

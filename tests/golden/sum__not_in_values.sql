@@ -1,0 +1,32 @@
+/* meterql usage: metric 'bm-sum' ('Sum metric'): SUM of 'tokens'; window none */
+WITH "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m0_arg"
+  FROM events AS "e"
+  WHERE
+    "e"."timestamp" >= CAST('2026-01-01 00:00:00' AS TIMESTAMP)
+    AND "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMP)
+    AND (
+      "e"."p_region" IS NULL OR NOT "e"."p_region" IN ('eu-west-1')
+    )
+    AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+), "usage" AS (
+  SELECT
+    "customer_id",
+    SUM("m0_arg") AS "m0_value" /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  FROM "events"
+  GROUP BY
+    "customer_id"
+)
+SELECT
+  "customer_id",
+  'bm-sum' AS "metric_id", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  CAST('2026-01-01 00:00:00' AS TIMESTAMP) AS "window_start",
+  CAST('2026-01-04 00:00:00' AS TIMESTAMP) AS "window_end",
+  CAST("m0_value" AS DECIMAL(38, 12)) AS "value"
+FROM "usage"
+ORDER BY
+  "customer_id",
+  "window_start",
+  "metric_id"

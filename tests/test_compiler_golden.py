@@ -1,0 +1,181 @@
+"""Golden SQL of the metric compiler, each query also executed on DuckDB and compared with the
+independent evaluator (tests/evaluator.py).
+
+One golden file per aggregation x filter/window shape under tests/golden/.  Regenerate with
+`pytest tests/test_compiler_golden.py --update-golden` and review the diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from evaluator import (
+    FIXTURE_END,
+    FIXTURE_START,
+    evaluate,
+    fixture_events,
+    fixture_windows,
+    load_events,
+    load_windows,
+)
+from sqlglot import exp
+
+from metric_compiler import Window, compile_usage
+from warehouse.models import BillableMetric
+
+GOLDEN = Path(__file__).parent / "golden"
+AGGREGATIONS = ("count", "sum", "max", "unique", "latest")
+
+
+@dataclass(frozen=True)
+class Shape:
+    event_type_filter: dict[str, Any] | None = None
+    property_filters: tuple[dict[str, Any], ...] = ()
+    group_keys: tuple[tuple[str, ...], ...] = ()
+    group_by: tuple[str, ...] = ()
+    window: str = "none"
+    customers: tuple[str, ...] | None = None
+    filtering: bool = field(default=False)  # the shape must change the result vs no filter
+
+
+SHAPES: dict[str, Shape] = {
+    "no_filter": Shape(),
+    "event_type_in": Shape(event_type_filter={"in_values": ["llm_request", "embedding"]},
+                           filtering=True),
+    "event_type_not_in": Shape(event_type_filter={"not_in_values": ["api_call"]}, filtering=True),
+    "exists_true": Shape(property_filters=({"name": "model", "exists": True},), filtering=True),
+    "exists_false": Shape(property_filters=({"name": "region", "exists": False},),
+                          filtering=True),
+    "in_values": Shape(property_filters=({"name": "model", "in_values": ["gpt-4o", "o3"]},),
+                       filtering=True),
+    "not_in_values": Shape(property_filters=({"name": "region", "not_in_values": ["eu-west-1"]},),
+                           filtering=True),
+    "compound_group_key": Shape(
+        property_filters=({"name": "model", "exists": True},
+                          {"name": "region", "in_values": ["us-east-1", "eu-west-1"]},
+                          {"name": "user", "exists": True}),
+        group_keys=(("model", "region"), ("user",)),
+        group_by=("region", "model"),
+    ),
+    "window_hour": Shape(window="hour"),
+    "window_day": Shape(window="day"),
+    "window_relation": Shape(window="relation"),
+    "one_customer": Shape(customers=("c'4",)),
+}  # fmt: skip
+
+
+def metric_for(agg: str, shape: Shape) -> BillableMetric:
+    doc: dict[str, Any] = {
+        "id": f"bm-{agg}",
+        "name": f"{agg.title()} metric",
+        "aggregation_type": agg,
+        "property_filters": list(shape.property_filters),
+        "group_keys": [list(k) for k in shape.group_keys],
+    }
+    if agg != "count":
+        doc["aggregation_key"] = "tokens"
+        doc["property_filters"].append({"name": "tokens", "exists": True})
+    if shape.event_type_filter is not None:
+        doc["event_type_filter"] = shape.event_type_filter
+    return BillableMetric.model_validate(doc)
+
+
+def window_for(shape: Shape) -> Window:
+    if shape.window == "relation":
+        return Window.relation(exp.to_table("windows"))
+    return Window.parse(shape.window, FIXTURE_START, FIXTURE_END)
+
+
+def expected_for(metric: BillableMetric, shape: Shape) -> list[tuple[Any, ...]]:
+    return evaluate(
+        metric,
+        EVENTS,
+        window=fixture_windows() if shape.window == "relation" else shape.window,
+        start=FIXTURE_START,
+        end=FIXTURE_END,
+        group_by=shape.group_by,
+        customer_ids=shape.customers,
+    )
+
+
+EVENTS = fixture_events()
+CASES = [(agg, shape) for agg in AGGREGATIONS for shape in SHAPES]
+
+
+@pytest.fixture(scope="module")
+def con() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect()
+    load_events(con, EVENTS)
+    load_windows(con, fixture_windows())
+    return con
+
+
+def normalise(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Decimals compared by value (DECIMAL(38, 12) scale aside)."""
+    return [tuple(v.normalize() if isinstance(v, Decimal) else v for v in r) for r in rows]
+
+
+@pytest.mark.parametrize(("agg", "shape_name"), CASES, ids=[f"{a}-{s}" for a, s in CASES])
+def test_golden_sql_and_result(
+    agg: str, shape_name: str, con: duckdb.DuckDBPyConnection, request: pytest.FixtureRequest
+) -> None:
+    shape = SHAPES[shape_name]
+    metric = metric_for(agg, shape)
+    compiled = compile_usage(
+        metric,
+        exp.to_table("events"),
+        window=window_for(shape),
+        group_by=shape.group_by,
+        customer_ids=shape.customers,
+    )
+    path = GOLDEN / f"{agg}__{shape_name}.sql"
+    if request.config.getoption("--update-golden"):
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(compiled.sql)
+    assert path.exists(), f"no golden file {path.name}; run pytest with --update-golden"
+    assert compiled.sql == path.read_text(), f"{path.name} differs; review, then --update-golden"
+
+    # The golden query, run on DuckDB, agrees with the independent evaluator.
+    got = con.execute(path.read_text()).fetchall()
+    expected = expected_for(metric, shape)
+    assert expected, "the fixture must produce rows for every case"
+    assert normalise(got) == normalise(expected)
+    assert compiled.columns == tuple(d[0] for d in con.execute(compiled.sql).description)
+    assert f"metric 'bm-{agg}' ('{agg.title()} metric')" in compiled.sql
+    if shape.filtering:  # the filter is exercised: it changes the result
+        assert normalise(expected) != normalise(expected_for(metric_for(agg, Shape()), shape))
+
+
+def test_every_golden_file_belongs_to_a_case() -> None:
+    names = {f"{agg}__{shape}.sql" for agg, shape in CASES} | {"fused__three_metrics.sql"}
+    assert {p.name for p in GOLDEN.glob("*.sql")} == names
+
+
+def test_fused_golden_one_scan_many_metrics(
+    con: duckdb.DuckDBPyConnection, request: pytest.FixtureRequest
+) -> None:
+    shape = SHAPES["event_type_in"]
+    metrics = [metric_for("count", Shape()), metric_for("sum", shape), metric_for("latest", shape)]
+    window = Window.relation(exp.to_table("windows"))
+    compiled = compile_usage(metrics, exp.to_table("events"), window=window)
+    path = GOLDEN / "fused__three_metrics.sql"
+    if request.config.getoption("--update-golden"):
+        path.write_text(compiled.sql)
+    assert compiled.sql == path.read_text()
+    assert compiled.sql.count("FROM events") == 1  # one scan of the events
+    assert compiled.sql.count("FILTER(") >= 3
+    got = con.execute(compiled.sql).fetchall()
+    expected = sorted(
+        (
+            row
+            for m in metrics
+            for row in evaluate(m, EVENTS, window=fixture_windows(), start=None, end=None)
+        ),
+        key=lambda r: (r[0], r[2], r[1]),
+    )
+    assert normalise(got) == normalise(expected)
