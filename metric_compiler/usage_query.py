@@ -162,9 +162,10 @@ def compile_plan(
                 expressions=[sx.string(c) for c in plan.customer_ids],
             )
         )
-    matching = sx.disjunction(predicates) if fused else predicates[0]
-    if matching != exp.true():
-        where.append(matching)
+    if fused:
+        where.append(sx.disjunction(predicates))
+    else:
+        where.extend(sx.condition_sql(c, e) for c in plan.metrics[0].conditions)
 
     # -- "usage": one row per customer, window and group values -------------------------------
     keys = [sx.col(name) for name in ("customer_id", *window_key, *group_cols.values())]
@@ -202,7 +203,7 @@ def compile_plan(
         "windows": windows_rel,
         "window_on": window_on,
         "scan_columns": scan,
-        "where": where,
+        "where": exp.and_(*where) if where else None,
         "fused": fused,
         "keys": keys,
         "aggregates": aggregates,
@@ -220,16 +221,20 @@ def compile_plan(
     )
     built = [
         *scan,
-        *where,
+        *([params["where"]] if where else []),
+        *([window_on] if window_on is not None else []),
+        *keys,
         *aggregates,
         *(c for b in blocks for c in b["columns"]),
         *(b["where"] for b in blocks if b["where"] is not None),
+        *order_by,
     ]
     inputs = [source_rel] + ([windows_rel] if windows_rel is not None else [])
     tree = parse_query(text, dialect)
     verify(
         tree,
         inputs=inputs,
+        fragments=built,
         cte_names=CTES,
         literals=literals_of(built),
         comments=set(comments) | comments_of(built),

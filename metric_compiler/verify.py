@@ -5,6 +5,8 @@ compiler meant to produce:
 
 - one statement, a query (SELECT or UNION of SELECTs), no DDL/DML/PRAGMA/SET/COPY/ATTACH/...;
 - it reads only the relations it was given (the source, the windows) and its own CTEs;
+- every expression the compiler handed to the template is found intact in the tree (so the
+  template's text did not change what an expression means, e.g. by operator precedence);
 - every string literal and every comment in it was built by the compiler (so no value reached
   the SQL as text);
 - its output columns are exactly the expected ones, in order;
@@ -74,6 +76,7 @@ def verify(
     tree: exp.Query,
     *,
     inputs: Sequence[exp.Expression],
+    fragments: Sequence[exp.Expression],
     cte_names: Iterable[str],
     literals: set[tuple[bool, str]],
     comments: set[str],
@@ -88,6 +91,16 @@ def verify(
     bad = next((n for n in tree.walk() if isinstance(n, FORBIDDEN)), None)
     if bad is not None:
         raise CompiledQueryError(f"compiled SQL contains a {type(bad).__name__} statement")
+
+    nodes = set(tree.walk())
+    for fragment in fragments:
+        # the fragment read on its own, in the dialect (types normalise, e.g. TIMESTAMPNTZ)
+        alone = sqlglot.parse_one(fragment.sql(dialect=dialect), read=dialect)
+        if alone not in nodes:
+            raise CompiledQueryError(
+                f"compiled SQL does not hold the expression {fragment.sql(dialect=dialect)} "
+                "intact (the template changed its meaning)"
+            )
 
     allowed_tables = {table_key(t) for e in inputs for t in e.find_all(exp.Table)}
     ctes = set(cte_names)
