@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -68,3 +69,45 @@ class Meterql:
 
         with self.home.writer_lock():
             return apply_files(self.con, [Path(p) for p in paths])
+
+    # -- invoices ----------------------------------------------------------------------------
+
+    def invoice_run(self, as_of: datetime | str):
+        """Compute every contract's invoices for the statement periods started by `as_of`
+        (all customers at once) and write them in one transaction; a RunSummary (see
+        engine.invoices)."""
+        from engine.invoices import run
+        from engine.usage import parse_timestamp
+
+        moment = parse_timestamp(as_of, "--as-of")
+        with self.home.writer_lock():
+            return run(self.home, self.con, moment)
+
+    def invoices(self, *, customer: str | None = None, status: str | None = None):
+        """Stored invoices (engine.invoice_store.Invoice), optionally of one customer (id,
+        name or ingest alias) and status (draft, finalized, void)."""
+        from engine import invoice_store
+
+        customer_id = self.catalog.customer(customer).id if customer is not None else None
+        return invoice_store.find(self.con, customer_id=customer_id, status=status)
+
+    def invoice(self, invoice_id: str):
+        """One invoice by id (a unique prefix of at least 4 characters is accepted)."""
+        from engine import invoice_store
+
+        return invoice_store.get(self.con, invoice_id)
+
+    def void_invoice(self, invoice_id: str):
+        """Mark a finalized invoice void; it is kept.  Drafts cannot be voided."""
+        from engine import invoice_store
+
+        with self.home.writer_lock():
+            return invoice_store.void(self.con, invoice_id)
+
+    def regenerate_invoice(self, invoice_id: str):
+        """A new finalized invoice (new id) from current data, replacing a finalized or void
+        one; the old one becomes void and points to the new one."""
+        from engine.invoices import regenerate
+
+        with self.home.writer_lock():
+            return regenerate(self.home, self.con, invoice_id)

@@ -69,6 +69,12 @@ def apply(
             typer.echo(line)
 
 
+from engine.invoice_cli import demo, invoice_app  # noqa: E402 - registered after the commands
+
+app.add_typer(invoice_app, name="invoice")
+app.command("demo")(demo)
+
+
 def main() -> None:
     try:
         app()

@@ -103,12 +103,21 @@ def iter_periods(
     schedule: UsageStatementSchedule,
     starting_at: datetime,
     ending_before: datetime | None = None,
+    *,
+    since: datetime | None = None,
 ) -> Iterator[Period]:
-    """Every statement period of a contract, in order (endless when `ending_before` is None)."""
+    """Every statement period of a contract, in order (endless when `ending_before` is None);
+    with `since`, only the periods that start at or after it (found without walking the
+    earlier ones)."""
     start = utc(starting_at)
     end = utc(ending_before) if ending_before is not None else None
     anchor = anchor_of(schedule, start)
     k = _first_index_after(schedule, anchor, start)
+    if since is not None and utc(since) > start:
+        # the first boundary at or after `since` starts the first period wanted
+        k = _first_index_after(schedule, anchor, utc(since) - timedelta(microseconds=1))
+        start = _boundary(schedule, anchor, k)
+        k += 1
     while end is None or start < end:
         boundary = _boundary(schedule, anchor, k)
         stop = boundary if end is None else min(boundary, end)
@@ -121,11 +130,14 @@ def started_periods(
     starting_at: datetime,
     ending_before: datetime | None,
     as_of: datetime,
+    *,
+    since: datetime | None = None,
 ) -> list[Period]:
-    """The periods that have started by `as_of` (start <= as_of), in order."""
+    """The periods that have started by `as_of` (start <= as_of), in order; with `since`, only
+    those starting at or after it."""
     limit = utc(as_of)
     out: list[Period] = []
-    for period in iter_periods(schedule, starting_at, ending_before):
+    for period in iter_periods(schedule, starting_at, ending_before, since=since):
         if period.start > limit:
             break
         out.append(period)

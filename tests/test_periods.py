@@ -233,3 +233,12 @@ def test_later_boundaries_do_not_depend_on_the_start(schedule, start):
     later = a[1].start + timedelta(seconds=1)
     b = list(islice(iter_periods(schedule, later), 3))
     assert b[0].end == a[1].end and b[1:] == a[2:4]
+
+
+@settings(max_examples=300, deadline=None)
+@given(schedules, instants, st.integers(min_value=0, max_value=3_000), instants)
+def test_since_skips_exactly_the_earlier_periods(schedule, start, days, since):
+    end = start + timedelta(days=days + 1)
+    every = list(iter_periods(schedule, start, end))
+    got = list(iter_periods(schedule, start, end, since=since))
+    assert got == [p for p in every if p.start >= since]

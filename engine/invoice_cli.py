@@ -1,0 +1,231 @@
+"""The `meterql invoice ...` commands and `meterql demo` (registered in engine.cli).
+
+meterql invoice run --as-of TS [--format json]
+meterql invoice list [--customer C] [--status S] [--format json]
+meterql invoice show ID [--format json]
+meterql invoice void ID [--format json]
+meterql invoice regenerate ID [--format json]
+meterql demo
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from engine.invoice_store import Invoice
+from warehouse.errors import UserError
+
+invoice_app = typer.Typer(
+    name="invoice",
+    help="Compute, list, show, void and regenerate invoices.",
+    no_args_is_help=True,
+)
+
+FormatOption = Annotated[str, typer.Option("--format", help="table|json")]
+
+
+def _home(ctx: typer.Context) -> str | None:
+    while ctx is not None:
+        if isinstance(ctx.obj, dict) and "home" in ctx.obj:
+            return ctx.obj["home"]
+        ctx = ctx.parent  # type: ignore[assignment]
+    return None
+
+
+def _check_format(value: str, allowed: Sequence[str] = ("table", "json")) -> str:
+    if value not in allowed:
+        raise UserError(f"--format {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _group_text(values: dict[str, str | None]) -> str:
+    return ", ".join(f"{k}={'(none)' if v is None else v}" for k, v in values.items())
+
+
+def _span(invoice_or_line_start, end) -> str:  # type: ignore[no-untyped-def]
+    from engine.output import to_jsonable
+
+    return f"{to_jsonable(invoice_or_line_start)} .. {to_jsonable(end)}"
+
+
+def print_invoice(invoice: Invoice) -> None:
+    """A readable table of one invoice (rich, on stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.output import to_jsonable
+
+    title = (
+        f"Invoice {invoice.id} [{invoice.status}]\n"
+        f"customer {invoice.customer_id}  contract {invoice.contract_id}\n"
+        f"period {_span(invoice.start_timestamp, invoice.end_timestamp)}  "
+        f"credit type {invoice.credit_type.name}"
+    )
+    table = Table(title=title, show_footer=True)
+    table.add_column("product", footer="total")
+    table.add_column("pricing group")
+    table.add_column("presentation group")
+    table.add_column("rate segment")
+    table.add_column("tier")
+    table.add_column("quantity", justify="right")
+    table.add_column("unit price", justify="right")
+    table.add_column("total", justify="right", footer=to_jsonable(invoice.total))
+    for line in invoice.line_items:
+        tier = ""
+        if line.tier is not None:
+            size = "unbounded" if line.tier.size is None else to_jsonable(line.tier.size)
+            tier = f"#{line.tier.index} from {to_jsonable(line.tier.starting_at)} ({size})"
+        table.add_row(
+            line.name,
+            _group_text(line.pricing_group_values),
+            _group_text(line.presentation_group_values),
+            _span(line.starting_at, line.ending_before),
+            tier,
+            to_jsonable(line.quantity),
+            to_jsonable(line.unit_price),
+            to_jsonable(line.total),
+        )
+    if invoice.replaces:
+        table.caption = f"replaces {invoice.replaces}"
+    if invoice.superseded_by:
+        table.caption = f"superseded by {invoice.superseded_by}"
+    Console(width=max(120, Console().width)).print(table)
+
+
+def print_invoice_list(invoices: Sequence[Invoice]) -> None:
+    from engine.output import print_table, to_jsonable
+
+    print_table(
+        f"{len(invoices)} invoice(s)",
+        ["id", "customer", "status", "period start", "period end", "credit type", "lines", "total"],
+        [
+            [
+                i.id,
+                i.customer_id,
+                i.status,
+                to_jsonable(i.start_timestamp),
+                to_jsonable(i.end_timestamp),
+                i.credit_type.name,
+                len(i.line_items),
+                to_jsonable(i.total),
+            ]
+            for i in invoices
+        ],
+    )
+
+
+@invoice_app.command("run")
+def run_(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str, typer.Option("--as-of", help="ISO 8601 (naive = UTC): the periods started by then")
+    ],
+    format: Annotated[str, typer.Option("--format", help="text|json")] = "text",
+) -> None:
+    """Compute the invoices of every contract's statement periods started by --as-of."""
+    from engine.api import Meterql
+    from engine.output import print_json
+
+    _check_format(format, ("text", "json"))
+    summary = Meterql.open(_home(ctx)).invoice_run(as_of)
+    if format == "json":
+        print_json(summary)
+    else:
+        for line in summary.lines():
+            typer.echo(line)
+
+
+@invoice_app.command("list")
+def list_(
+    ctx: typer.Context,
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="customer id, name or ingest alias")
+    ] = None,
+    status: Annotated[str | None, typer.Option("--status", help="draft|finalized|void")] = None,
+    format: FormatOption = "table",
+) -> None:
+    """List invoices (oldest period first)."""
+    from engine.api import Meterql
+    from engine.output import print_json
+
+    _check_format(format)
+    invoices = Meterql.open(_home(ctx)).invoices(customer=customer, status=status)
+    if format == "json":
+        print_json(invoices)
+    else:
+        print_invoice_list(invoices)
+
+
+@invoice_app.command("show")
+def show(
+    ctx: typer.Context,
+    invoice_id: Annotated[str, typer.Argument(help="invoice id (or a unique prefix)")],
+    format: FormatOption = "table",
+) -> None:
+    """Show one invoice with its line items."""
+    from engine.api import Meterql
+    from engine.output import print_json
+
+    _check_format(format)
+    invoice = Meterql.open(_home(ctx)).invoice(invoice_id)
+    if format == "json":
+        print_json(invoice)
+    else:
+        print_invoice(invoice)
+
+
+@invoice_app.command("void")
+def void(
+    ctx: typer.Context,
+    invoice_id: Annotated[str, typer.Argument(help="a finalized invoice's id")],
+    format: FormatOption = "table",
+) -> None:
+    """Void a finalized invoice (it is kept, with status void)."""
+    from engine.api import Meterql
+    from engine.output import print_json
+
+    _check_format(format)
+    invoice = Meterql.open(_home(ctx)).void_invoice(invoice_id)
+    if format == "json":
+        print_json(invoice)
+    else:
+        typer.echo(f"voided invoice {invoice.id}")
+
+
+@invoice_app.command("regenerate")
+def regenerate(
+    ctx: typer.Context,
+    invoice_id: Annotated[str, typer.Argument(help="a finalized or void invoice's id")],
+    format: FormatOption = "table",
+) -> None:
+    """Recompute a finalized or void invoice from current data as a new invoice (new id); the
+    old one becomes void and points to it."""
+    from engine.api import Meterql
+    from engine.output import print_json
+
+    _check_format(format)
+    invoice = Meterql.open(_home(ctx)).regenerate_invoice(invoice_id)
+    if format == "json":
+        print_json(invoice)
+    else:
+        typer.echo(f"invoice {invoice.replaces} is void; replaced by {invoice.id}")
+        print_invoice(invoice)
+
+
+def demo(
+    format: FormatOption = "table",
+) -> None:
+    """The Metronome API quickstart end to end in a temporary home: metrics, product, rate card,
+    customer, contract, two events, and the draft invoice."""
+    from engine.demo import run_demo
+    from engine.output import print_json
+
+    _check_format(format)
+    result = run_demo(echo=typer.echo if format == "table" else None)
+    if format == "json":
+        print_json(result.invoice)
+    else:
+        print_invoice(result.invoice)

@@ -1,0 +1,850 @@
+"""Invoice runs: every contract's started statement periods, all customers at once.
+
+    run(home, con, as_of)            -> RunSummary   (`meterql invoice run --as-of T`)
+    regenerate(home, con, invoice)   -> Invoice      (`meterql invoice regenerate ID`)
+
+One run, whatever the number of customers:
+
+1. Python lists the statement periods that have started by `as_of` (engine.periods) of every
+   contract, skipping the ones already frozen (finalized or void), and cuts each period into
+   usage windows: *segments* at every rate boundary of the contract's rate card (for COUNT and
+   SUM products) and the whole *period* (for MAX, UNIQUE, LATEST).  They become ONE windows
+   relation, `mq_windows (customer_id, window_id, window_start, window_end, ...)`.
+2. Products are grouped by window kind and group keys; each group is ONE compiled usage query
+   (metric_compiler.compile_usage: its metrics fused into one scan of the events) over that
+   windows relation, for all customers and periods at once.  Python never sees an event.
+3. engine.rating prices the grouped quantities in SQL (DECIMAL) into line items.
+4. The invoices are compared with the stored ones (a content hash) and every change is written
+   in ONE catalog transaction, under the home's writer lock.
+
+Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billing rules"):
+
+- One USAGE invoice per contract, statement period and credit type.  Its id is
+  uuid5(contract id, period start) (plus the credit type id for any credit type other than the
+  rate card's `fiat_credit_type_id`, default USD cents), so re-runs update rather than
+  duplicate.  Every started period (start <= as_of) gets its invoice, even with no line items.
+- A draft holds every stored event of its period (as_of decides which periods exist and which
+  are final; it does not cut usage).  A period whose end + 24 hours is at or before as_of is
+  FINALIZED by the run: computed once more from everything stored, then frozen; no later run
+  or event changes it.  Periods before a contract's latest frozen period are never recomputed.
+- A re-run with the same catalog, events and as_of writes nothing and yields the same JSON; a
+  draft whose content changed gets a new revision of line items (earlier revisions are kept).
+- Late events: every committed ingest batch is numbered by the first run (or regenerate) that
+  sees it; an invoice remembers the number it was computed at.  Events of later batches for a
+  finalized invoice's customer and period are its late events, listed in every run summary.
+- Regenerate (finalized or void invoices only): a new finalized invoice, new id
+  uuid5(old id + "/regenerated"), computed from the current catalog and events, with
+  `replaces`; the old one becomes void (if it was not already) with `superseded_by`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from pydantic import BaseModel
+from sqlglot import exp
+
+from engine import invoice_store
+from engine.invoice_store import CreditTypeRef, Invoice
+from engine.periods import Period, started_periods, utc
+from engine.rating import PERIOD, SEGMENT, Pricing, rate, register_pricing
+from metric_compiler import Window, compile_usage, metric_properties
+from warehouse.catalog import Catalog
+from warehouse.errors import UserError
+from warehouse.events import EventFile, EventStore, events_relation
+from warehouse.home import Home
+from warehouse.models import (
+    USD_CENTS_ID,
+    BillableMetric,
+    Contract,
+    CreditType,
+    Product,
+    RateCard,
+)
+
+INVOICE_NAMESPACE = uuid.UUID("2b0f4c8e-6a59-5d1e-9f3a-6d6574657271")
+GRACE_PERIOD = timedelta(hours=24)
+
+
+def invoice_id(contract_id: str, period_start: datetime, credit_type_id: str | None = None) -> str:
+    """The stable id of a contract's invoice for the period starting at `period_start`."""
+    key = f"{contract_id}/{_iso(period_start)}"
+    if credit_type_id is not None:
+        key += f"/{credit_type_id}"
+    return str(uuid.uuid5(INVOICE_NAMESPACE, key))
+
+
+def regenerated_id(old_id: str) -> str:
+    return str(uuid.uuid5(INVOICE_NAMESPACE, f"{old_id}/regenerated"))
+
+
+def _iso(ts: datetime) -> str:
+    return utc(ts).isoformat().replace("+00:00", "Z")
+
+
+def _naive(ts: datetime) -> datetime:
+    return utc(ts).replace(tzinfo=None)
+
+
+def plain(value: Decimal) -> Decimal:
+    """`value` without trailing zeros (exact: 1500.000000 -> 1500)."""
+    return value.normalize() if value else Decimal(0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summary
+
+
+class InvoiceCounts(BaseModel):
+    created: int = 0
+    updated: int = 0
+    finalized: int = 0
+    unchanged: int = 0
+    frozen: int = 0  # finalized or void before this run, started by as_of: left untouched
+
+
+class CreditTotal(BaseModel):
+    credit_type: CreditTypeRef
+    invoices: int
+    total: Decimal
+
+
+class UnratedUsage(BaseModel):
+    customer_id: str
+    contract_id: str
+    start_timestamp: datetime
+    end_timestamp: datetime
+    product_id: str
+    product_name: str
+    pricing_group_values: dict[str, str | None]
+    quantity: Decimal
+    reason: str  # not_on_rate_card | no_rate_for_group_values | no_rate_in_effect | ...
+
+
+class LateEvents(BaseModel):
+    invoice_id: str
+    customer_id: str
+    contract_id: str
+    start_timestamp: datetime
+    end_timestamp: datetime
+    events: int
+
+
+class RunSummary(BaseModel):
+    as_of: datetime
+    invoices: InvoiceCounts
+    totals: list[CreditTotal]
+    unrated_usage: list[UnratedUsage]
+    late_events: list[LateEvents]
+    notes: list[str]
+    elapsed_seconds: float
+
+    def lines(self) -> list[str]:
+        c = self.invoices
+        out = [
+            f"invoice run as of {_iso(self.as_of)}: {c.created} created, {c.updated} updated, "
+            f"{c.finalized} finalized, {c.unchanged} unchanged ({c.frozen} already final)"
+        ]
+        for t in self.totals:
+            out.append(
+                f"  total {format(t.total, 'f')} {t.credit_type.name} over {t.invoices} invoice(s)"
+            )
+        if self.unrated_usage:
+            out.append(f"UNRATED USAGE ({len(self.unrated_usage)}): not billed, no rate matches")
+            for u in self.unrated_usage:
+                out.append(
+                    f"  customer {u.customer_id} product {u.product_name!r} "
+                    f"{json.dumps(u.pricing_group_values, sort_keys=True)} quantity "
+                    f"{format(u.quantity, 'f')} in {_iso(u.start_timestamp)}.."
+                    f"{_iso(u.end_timestamp)}: {u.reason}"
+                )
+        if self.late_events:
+            out.append(
+                f"LATE EVENTS ({len(self.late_events)} finalized invoice(s)): not on the invoice"
+            )
+            for late in self.late_events:
+                out.append(
+                    f"  invoice {late.invoice_id} (customer {late.customer_id}, "
+                    f"{_iso(late.start_timestamp)}..{_iso(late.end_timestamp)}): "
+                    f"{late.events} event(s)"
+                )
+        out.extend(f"note: {n}" for n in self.notes)
+        out.append(f"elapsed {self.elapsed_seconds:.2f} s")
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Catalog snapshot and targets
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The catalog objects an invoice run reads (stored documents: ids resolved)."""
+
+    contracts: list[Contract]
+    rate_cards: dict[str, RateCard]
+    products: list[Product]
+    metrics: dict[str, BillableMetric]
+    credit_types: dict[str, CreditType]
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection) -> Snapshot:
+        catalog = Catalog(con)
+        return cls(
+            contracts=sorted(catalog.all("contracts"), key=lambda c: c.id or ""),  # type: ignore[arg-type, return-value]
+            rate_cards={c.id: c for c in catalog.all("rate_cards")},  # type: ignore[misc]
+            products=catalog.all("products"),  # type: ignore[arg-type]
+            metrics={m.id: m for m in catalog.all("billable_metrics")},  # type: ignore[misc]
+            credit_types={c.id: c for c in catalog.all("credit_types")},  # type: ignore[misc]
+        )
+
+    def primary_credit_type(self, card: RateCard) -> str:
+        return card.fiat_credit_type_id or USD_CENTS_ID
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (contract, statement period) to compute, and the status its invoices get."""
+
+    contract: Contract
+    card: RateCard
+    period: Period
+    status: str  # draft | finalized
+
+
+def _targets(
+    con: duckdb.DuckDBPyConnection, snap: Snapshot, as_of: datetime, notes: list[str]
+) -> list[Target]:
+    frozen_until = dict(
+        con.execute(
+            "SELECT contract_id, max(period_end) FROM invoices WHERE status <> 'draft' "
+            "GROUP BY contract_id"
+        ).fetchall()
+    )
+    targets: list[Target] = []
+    for contract in snap.contracts:
+        assert contract.id
+        card = snap.rate_cards.get(contract.rate_card_id)
+        if card is None:  # apply refuses this
+            notes.append(
+                f"contract {contract.id}: rate card {contract.rate_card_id!r} is missing; "
+                "no invoices"
+            )
+            continue
+        since = frozen_until.get(contract.id)
+        for period in started_periods(
+            contract.usage_statement_schedule,
+            contract.starting_at,
+            contract.ending_before,
+            as_of,
+            since=since,
+        ):
+            final = period.end + GRACE_PERIOD <= as_of
+            targets.append(Target(contract, card, period, "finalized" if final else "draft"))
+    return targets
+
+
+# ---------------------------------------------------------------------------------------------
+# Computing: periods, windows, quantities, rating
+
+
+def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    view = f"{name}_arrow"
+    con.register(view, table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")  # noqa: S608 - fixed names
+    finally:
+        con.unregister(view)
+
+
+def _register_periods(
+    con: duckdb.DuckDBPyConnection, snap: Snapshot, targets: Sequence[Target]
+) -> None:
+    ts = pa.timestamp("us")
+    _register(
+        con,
+        "mq_periods",
+        pa.table(
+            {
+                "period_key": pa.array(range(len(targets)), pa.int64()),
+                "contract_id": pa.array([t.contract.id for t in targets], pa.string()),
+                "customer_id": pa.array([t.contract.customer_id for t in targets], pa.string()),
+                "rate_card_id": pa.array([t.card.id for t in targets], pa.string()),
+                "period_start": pa.array([_naive(t.period.start) for t in targets], ts),
+                "period_end": pa.array([_naive(t.period.end) for t in targets], ts),
+                "status": pa.array([t.status for t in targets], pa.string()),
+                "primary_credit_type_id": pa.array(
+                    [snap.primary_credit_type(t.card) for t in targets], pa.string()
+                ),
+            }
+        ),
+    )
+
+
+def _register_windows(
+    con: duckdb.DuckDBPyConnection, targets: Sequence[Target], kinds: set[str]
+) -> None:
+    """mq_windows: the segments (cut at every rate boundary of the contract's rate card) and the
+    whole period of every target, one windows relation for all customers."""
+    cuts: dict[str, list[datetime]] = {}
+    cols: dict[str, list[Any]] = defaultdict(list)
+    window_id = 0
+
+    def add(key: int, kind: str, customer: str, lo: datetime, hi: datetime) -> None:
+        nonlocal window_id
+        cols["window_id"].append(window_id)
+        cols["period_key"].append(key)
+        cols["kind"].append(kind)
+        cols["customer_id"].append(customer)
+        cols["window_start"].append(_naive(lo))
+        cols["window_end"].append(_naive(hi))
+        window_id += 1
+
+    for key, target in enumerate(targets):
+        card, period = target.card, target.period
+        customer = target.contract.customer_id
+        if SEGMENT in kinds:
+            assert card.id
+            if card.id not in cuts:
+                points = {utc(r.starting_at) for r in card.rates}
+                points |= {utc(r.ending_before) for r in card.rates if r.ending_before}
+                cuts[card.id] = sorted(points)
+            points = cuts[card.id]
+            inside = points[
+                bisect.bisect_right(points, period.start) : bisect.bisect_left(points, period.end)
+            ]
+            edges = [period.start, *inside, period.end]
+            for lo, hi in zip(edges, edges[1:], strict=False):
+                add(key, SEGMENT, customer, lo, hi)
+        if PERIOD in kinds:
+            add(key, PERIOD, customer, period.start, period.end)
+    ts = pa.timestamp("us")
+    _register(
+        con,
+        "mq_windows",
+        pa.table(
+            {
+                "window_id": pa.array(cols["window_id"], pa.int64()),
+                "period_key": pa.array(cols["period_key"], pa.int64()),
+                "kind": pa.array(cols["kind"], pa.string()),
+                "customer_id": pa.array(cols["customer_id"], pa.string()),
+                "window_start": pa.array(cols["window_start"], ts),
+                "window_end": pa.array(cols["window_end"], ts),
+            }
+        ),
+    )
+
+
+def _windows_of(kind: str) -> exp.Select:
+    return (
+        exp.select("customer_id", "window_id", "window_start", "window_end")
+        .from_("mq_windows")
+        .where(exp.EQ(this=exp.column("kind"), expression=exp.Literal.string(kind)))
+    )
+
+
+def _values_list(columns: Sequence[str]) -> exp.Expression:
+    return exp.cast(
+        exp.Array(expressions=[exp.column(c, quoted=True) for c in columns]),
+        exp.DataType.build("VARCHAR[]"),
+    )
+
+
+def _compute_quantities(
+    con: duckdb.DuckDBPyConnection,
+    home: Home,
+    pricing: Pricing,
+    targets: Sequence[Target],
+    notes: list[str],
+    bar: Any,
+) -> None:
+    """mq_quantities: one compiled usage query per (window kind, group keys), all customers."""
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE mq_quantities (window_id BIGINT, product_id VARCHAR, "
+        "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
+    )
+    groups: dict[tuple[str, tuple[str, ...]], list[Product]] = defaultdict(list)
+    for pid, product in sorted(pricing.products.items()):
+        metric = pricing.metrics[pid]
+        if metric.sql is not None:
+            notes.append(
+                f"product {product.name!r} ({pid}) uses SQL metric {metric.name!r}; SQL metrics "
+                "are not billed yet"
+            )
+            continue
+        keys = tuple(sorted({*product.pricing_group_key, *product.presentation_group_key}))
+        groups[(pricing.kinds[pid], keys)].append(product)
+    if not targets:
+        return
+    lo = min(t.period.start for t in targets)
+    hi = max(t.period.end for t in targets)
+    store = EventStore(home, con)
+    for (kind, keys), products in sorted(groups.items()):
+        metrics = list({pricing.metrics[p.id].id: pricing.metrics[p.id] for p in products}.values())
+        properties = list(
+            dict.fromkeys(prop for m in metrics for prop in metric_properties(m, keys))
+        )
+        compiled = compile_usage(
+            metrics,
+            store.relation(properties, lo, hi),
+            window=Window.relation(_windows_of(kind)),
+            group_by=list(keys),
+        )
+        con.execute(f"CREATE OR REPLACE TEMP TABLE mq_usage AS {compiled.sql}")
+        for product in products:
+            pricing_cols = [compiled.group_columns[k] for k in product.pricing_group_key]
+            present_cols = [compiled.group_columns[k] for k in product.presentation_group_key]
+            select = (
+                exp.select(
+                    exp.column("window_id"),
+                    exp.Literal.string(product.id or ""),
+                    _values_list(pricing_cols),
+                    _values_list(present_cols),
+                    exp.column("value"),
+                )
+                .from_("mq_usage")
+                .where(
+                    exp.EQ(
+                        this=exp.column("metric_id"),
+                        expression=exp.Literal.string(pricing.metrics[product.id].id or ""),
+                    )
+                )
+            )
+            con.execute("INSERT INTO mq_quantities " + select.sql(dialect="duckdb"))
+        bar.advance(1)
+
+
+def _compute(
+    con: duckdb.DuckDBPyConnection,
+    home: Home,
+    snap: Snapshot,
+    targets: Sequence[Target],
+    notes: list[str],
+    bar: Any,
+) -> Pricing:
+    pricing = register_pricing(
+        con,
+        products=snap.products,
+        metrics=snap.metrics,
+        rate_cards=[snap.rate_cards[i] for i in sorted({t.card.id for t in targets if t.card.id})],
+        credit_types=snap.credit_types.values(),
+    )
+    notes.extend(pricing.unsupported)
+    _register_periods(con, snap, targets)
+    _register_windows(con, targets, set(pricing.kinds.values()))
+    _compute_quantities(con, home, pricing, targets, notes, bar)
+    rate(con, pricing)
+    bar.advance(1)
+    return pricing
+
+
+# ---------------------------------------------------------------------------------------------
+# Invoices from rated lines
+
+
+def _text(column: str) -> str:
+    """SQL: the exact decimal text of `column` without trailing zeros."""
+    return (
+        f"CASE WHEN contains(CAST({column} AS VARCHAR), '.') "
+        f"THEN rtrim(rtrim(CAST({column} AS VARCHAR), '0'), '.') "
+        f"ELSE CAST({column} AS VARCHAR) END"
+    )
+
+
+_INVOICE_LINES = f"""
+CREATE OR REPLACE TEMP TABLE mq_invoice_lines AS
+SELECT i.invoice_id,
+       CAST(row_number() OVER (
+           PARTITION BY i.invoice_id
+           ORDER BY l.product_name, l.product_id, l.pricing_values, l.presentation_values,
+                    l.starting_at, l.tier_index NULLS FIRST) AS INTEGER) AS position,
+       l.product_id, l.product_name, l.billable_metric_id, l.rate_type, l.rate_card_id,
+       l.rate_index, l.pricing_keys, l.pricing_values, l.presentation_keys,
+       l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
+       {_text("l.tier_lower")} AS tier_starting_at, {_text("l.tier_size")} AS tier_size,
+       {_text("l.quantity")} AS quantity, {_text("l.unit_price")} AS unit_price, l.total
+FROM mq_lines l
+JOIN mq_invoices i ON i.period_key = l.period_key AND i.credit_type_id = l.credit_type_id
+"""  # noqa: S608 - fixed SQL
+
+_INVOICE_TOTALS = """
+CREATE OR REPLACE TEMP TABLE mq_invoice_totals AS
+SELECT i.invoice_id,
+       coalesce(sum(l.total), 0)::DECIMAL(38, 12) AS subtotal,
+       coalesce(sum(l.total), 0)::DECIMAL(38, 12) AS total,
+       CAST(count(l.position) AS INTEGER) AS line_count,
+       md5(coalesce(string_agg(
+           concat_ws('|', l.product_id, l.product_name, l.billable_metric_id, l.rate_type,
+                     l.rate_card_id, l.rate_index, to_json(l.pricing_keys),
+                     to_json(l.pricing_values), to_json(l.presentation_keys),
+                     to_json(l.presentation_values), l.starting_at, l.ending_before,
+                     coalesce(l.tier_index, -1), l.tier_starting_at, l.tier_size, l.quantity,
+                     l.unit_price, l.total),
+           chr(10) ORDER BY l.position), '')) AS content_hash
+FROM mq_invoices i
+LEFT JOIN mq_invoice_lines l ON l.invoice_id = i.invoice_id
+GROUP BY i.invoice_id
+"""
+
+_OUTCOMES = """
+CREATE OR REPLACE TEMP TABLE mq_outcomes AS
+SELECT n.invoice_id, n.period_key, n.credit_type_id, n.credit_type_name, n.credit_precision,
+       n.status, n.replaces, t.subtotal, t.total, t.line_count, t.content_hash,
+       s.status AS old_status, s.revision AS old_revision,
+       CASE WHEN s.id IS NULL THEN 'created'
+            WHEN n.status = 'finalized' THEN 'finalized'
+            WHEN s.content_hash <> t.content_hash THEN 'updated'
+            ELSE 'unchanged' END AS outcome,
+       CASE WHEN s.id IS NULL THEN 1
+            WHEN s.content_hash <> t.content_hash THEN s.revision + 1
+            ELSE s.revision END AS revision
+FROM mq_invoices n
+JOIN mq_invoice_totals t ON t.invoice_id = n.invoice_id
+LEFT JOIN invoices s ON s.id = n.invoice_id
+"""
+
+_INSERT_INVOICES = """
+INSERT INTO invoices
+SELECT o.invoice_id, p.contract_id, p.customer_id, 'USAGE', p.period_start, p.period_end,
+       o.credit_type_id, o.credit_type_name, o.credit_precision, o.status, o.revision,
+       o.content_hash, o.subtotal, o.total, o.line_count, $seq, $as_of, o.replaces, NULL,
+       now()::TIMESTAMP, now()::TIMESTAMP,
+       CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END, NULL
+FROM mq_outcomes o JOIN mq_periods p ON p.period_key = o.period_key
+WHERE o.outcome = 'created'
+ORDER BY p.customer_id, p.period_start, o.invoice_id
+"""
+
+_UPDATE_INVOICES = """
+UPDATE invoices SET
+    status = o.status, revision = o.revision, content_hash = o.content_hash,
+    subtotal = o.subtotal, total = o.total, line_count = o.line_count,
+    data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP,
+    finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END
+FROM mq_outcomes o
+WHERE invoices.id = o.invoice_id AND o.outcome IN ('updated', 'finalized')
+"""
+
+_INSERT_LINES = """
+INSERT INTO invoice_line_items
+SELECT l.invoice_id, o.revision, l.position, l.product_id, l.product_name, l.billable_metric_id,
+       l.rate_type, l.rate_card_id, l.rate_index, l.pricing_keys, l.pricing_values,
+       l.presentation_keys, l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
+       l.tier_starting_at, l.tier_size, l.quantity, l.unit_price, l.total
+FROM mq_invoice_lines l
+JOIN mq_outcomes o ON o.invoice_id = l.invoice_id
+WHERE o.outcome = 'created' OR o.revision <> o.old_revision
+ORDER BY l.invoice_id, l.position
+"""
+
+
+def _register_invoices(
+    con: duckdb.DuckDBPyConnection,
+    snap: Snapshot,
+    targets: Sequence[Target],
+    *,
+    ids: dict[tuple[int, str], str] | None = None,
+    replaces: str | None = None,
+) -> None:
+    """mq_invoices: the invoices of the targets, one per period and credit type (the rate card's
+    own credit type always; others when they have line items; and any existing draft of the
+    period, so a draft that lost all its lines is updated, not forgotten)."""
+    pairs: set[tuple[int, str]] = set()
+    if ids is None:
+        pairs |= {(k, snap.primary_credit_type(t.card)) for k, t in enumerate(targets)}
+        pairs |= {
+            (k, c)
+            for k, c in con.execute(
+                "SELECT DISTINCT period_key, credit_type_id FROM mq_lines"
+            ).fetchall()
+        }
+        drafts = con.execute(
+            """
+            SELECT p.period_key, s.credit_type_id
+            FROM invoices s JOIN mq_periods p
+              ON s.contract_id = p.contract_id AND s.period_start = p.period_start
+            WHERE s.status = 'draft'
+            """
+        ).fetchall()
+        pairs |= set(drafts)
+    else:
+        pairs = set(ids)
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for key, credit in sorted(pairs):
+        target = targets[key]
+        assert target.contract.id
+        if ids is not None:
+            the_id = ids[(key, credit)]
+        elif credit == snap.primary_credit_type(target.card):
+            the_id = invoice_id(target.contract.id, target.period.start)
+        else:
+            the_id = invoice_id(target.contract.id, target.period.start, credit)
+        ctype = snap.credit_types.get(credit)
+        rows["invoice_id"].append(the_id)
+        rows["period_key"].append(key)
+        rows["credit_type_id"].append(credit)
+        rows["credit_type_name"].append(ctype.name if ctype else credit)
+        rows["credit_precision"].append(ctype.precision if ctype else 0)
+        rows["status"].append(target.status)
+        rows["replaces"].append(replaces)
+    _register(
+        con,
+        "mq_invoices",
+        pa.table(
+            {
+                "invoice_id": pa.array(rows["invoice_id"], pa.string()),
+                "period_key": pa.array(rows["period_key"], pa.int64()),
+                "credit_type_id": pa.array(rows["credit_type_id"], pa.string()),
+                "credit_type_name": pa.array(rows["credit_type_name"], pa.string()),
+                "credit_precision": pa.array(rows["credit_precision"], pa.int32()),
+                "status": pa.array(rows["status"], pa.string()),
+                "replaces": pa.array(rows["replaces"], pa.string()),
+            }
+        ),
+    )
+    con.execute(_INVOICE_LINES)
+    con.execute(_INVOICE_TOTALS)
+    con.execute(_OUTCOMES)
+    frozen = con.execute(
+        "SELECT invoice_id, old_status FROM mq_outcomes WHERE old_status NOT IN ('draft')"
+    ).fetchall()
+    assert not frozen, f"refusing to recompute frozen invoices: {frozen[:3]}"
+
+
+def _next_seq(con: duckdb.DuckDBPyConnection) -> int:
+    """Number the committed batches not seen before; returns the data sequence number that
+    describes every committed batch (inside the caller's transaction)."""
+    [(current,)] = con.execute("SELECT coalesce(max(seq), 0) FROM invoice_event_batches").fetchall()
+    con.execute(
+        """
+        INSERT INTO invoice_event_batches
+        SELECT DISTINCT batch_id, ? FROM event_files
+        WHERE batch_id NOT IN (SELECT batch_id FROM invoice_event_batches)
+        """,
+        [current + 1],
+    )
+    [(seq,)] = con.execute("SELECT coalesce(max(seq), 0) FROM invoice_event_batches").fetchall()
+    return int(seq)
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection, as_of: datetime, extra: Sequence[tuple[str, list]]
+) -> int:
+    """Write mq_outcomes in one transaction (plus `extra` statements); returns data_seq."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        seq = _next_seq(con)
+        params = {"seq": seq, "as_of": _naive(as_of)}
+        con.execute(_INSERT_INVOICES, params)
+        con.execute(_UPDATE_INVOICES, params)
+        con.execute(_INSERT_LINES)
+        for statement, args in extra:
+            con.execute(statement, args)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return seq
+
+
+# ---------------------------------------------------------------------------------------------
+# Run
+
+
+def _unrated(con: duckdb.DuckDBPyConnection, pricing: Pricing) -> list[UnratedUsage]:
+    rows = con.execute(
+        """
+        SELECT customer_id, contract_id, period_start, period_end, product_id, pricing_values,
+               sum(quantity) AS quantity, reason
+        FROM mq_unrated
+        GROUP BY ALL
+        ORDER BY customer_id, period_start, contract_id, product_id, pricing_values, reason
+        """
+    ).fetchall()
+    out = []
+    for customer, contract, start, end, pid, values, quantity, reason in rows:
+        product = pricing.products[pid]
+        out.append(
+            UnratedUsage(
+                customer_id=customer,
+                contract_id=contract,
+                start_timestamp=start,
+                end_timestamp=end,
+                product_id=pid,
+                product_name=product.name,
+                pricing_group_values=dict(zip(product.pricing_group_key, values, strict=True)),
+                quantity=plain(quantity),
+                reason=reason,
+            )
+        )
+    return out
+
+
+def late_events(con: duckdb.DuckDBPyConnection, home: Home) -> list[LateEvents]:
+    """Events of batches newer than a finalized invoice's computation, inside its customer and
+    period (see the module docstring).  Reads only the files of such batches."""
+    files = [
+        EventFile(str(home.events_dir / path), count, lo, hi, tuple(props))
+        for path, count, lo, hi, props in con.execute(
+            """
+            SELECT f.path, f.row_count, f.min_timestamp, f.max_timestamp, f.property_columns
+            FROM event_files f JOIN invoice_event_batches b ON b.batch_id = f.batch_id
+            WHERE EXISTS (
+                SELECT 1 FROM invoices i
+                WHERE i.status = 'finalized' AND b.seq > i.data_seq
+                  AND f.max_timestamp >= i.period_start AND f.min_timestamp < i.period_end)
+            ORDER BY f.path
+            """
+        ).fetchall()
+    ]
+    if not files:
+        return []
+    events = events_relation(files, (), None, None).sql(dialect="duckdb")
+    rows = con.execute(
+        f"""
+        SELECT i.id, i.customer_id, i.contract_id, i.period_start, i.period_end, count(*)
+        FROM ({events}) e
+        JOIN invoice_event_batches b ON b.batch_id = e.batch_id
+        JOIN invoices i
+          ON i.customer_id = e.customer_id
+         AND e."timestamp" >= i.period_start AND e."timestamp" < i.period_end
+         AND b.seq > i.data_seq
+        WHERE i.status = 'finalized'
+        GROUP BY ALL
+        ORDER BY i.customer_id, i.period_start, i.id
+        """  # noqa: S608 - the events relation is built by sqlglot from manifest paths
+    ).fetchall()
+    return [
+        LateEvents(
+            invoice_id=i,
+            customer_id=c,
+            contract_id=k,
+            start_timestamp=s,
+            end_timestamp=e,
+            events=n,
+        )
+        for i, c, k, s, e, n in rows
+    ]
+
+
+def run(
+    home: Home, con: duckdb.DuckDBPyConnection, as_of: datetime, *, progress: Any = None
+) -> RunSummary:
+    """`meterql invoice run --as-of T` (the caller holds the home's writer lock)."""
+    from engine.output import progress as progress_bar
+
+    started = time.perf_counter()
+    as_of = utc(as_of)
+    notes: list[str] = []
+    snap = Snapshot.load(con)
+    targets = _targets(con, snap, as_of, notes)
+    counts = InvoiceCounts()
+    [(counts.frozen,)] = con.execute(
+        "SELECT count(*) FROM invoices WHERE status <> 'draft' AND period_start <= ?",
+        [_naive(as_of)],
+    ).fetchall()
+    totals: list[CreditTotal] = []
+    unrated: list[UnratedUsage] = []
+    if not targets:
+        if not any(c.starting_at <= as_of for c in snap.contracts):
+            notes.append(
+                f"no contract has started by {_iso(as_of)}; no invoices"
+                if snap.contracts
+                else "the catalog has no contracts; no invoices"
+            )
+    else:
+        bar_cm = progress if progress is not None else progress_bar("invoice run", total=None)
+        with bar_cm as bar:
+            pricing = _compute(con, home, snap, targets, notes, bar)
+            _register_invoices(con, snap, targets)
+            unrated = _unrated(con, pricing)
+            _write(con, as_of, [])
+            bar.advance(1)
+        for outcome, n in con.execute(
+            "SELECT outcome, count(*) FROM mq_outcomes GROUP BY outcome"
+        ).fetchall():
+            setattr(counts, outcome, n)
+        for ct_id, ct_name, precision, n, total in con.execute(
+            """
+            SELECT credit_type_id, credit_type_name, credit_precision, count(*), sum(total)
+            FROM mq_outcomes GROUP BY ALL ORDER BY credit_type_name, credit_type_id
+            """
+        ).fetchall():
+            totals.append(
+                CreditTotal(
+                    credit_type=CreditTypeRef(id=ct_id, name=ct_name),
+                    invoices=n,
+                    total=invoice_store.money(total, precision),
+                )
+            )
+    summary = RunSummary(
+        as_of=as_of,
+        invoices=counts,
+        totals=totals,
+        unrated_usage=unrated,
+        late_events=late_events(con, home),
+        notes=notes,
+        elapsed_seconds=round(time.perf_counter() - started, 3),
+    )
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Regenerate
+
+
+def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
+    """A new finalized invoice replacing a finalized or void one (see the module docstring)."""
+    old = invoice_store.get(con, ref)
+    if old.status == "draft":
+        raise UserError(
+            f"invoice {old.id} is a draft; drafts are recomputed by every `invoice run`, only "
+            "finalized or void invoices can be regenerated"
+        )
+    if old.superseded_by is not None:
+        raise UserError(
+            f"invoice {old.id} was already regenerated as {old.superseded_by}; regenerate that one"
+        )
+    snap = Snapshot.load(con)
+    contract = next((c for c in snap.contracts if c.id == old.contract_id), None)
+    if contract is None:
+        raise UserError(f"invoice {old.id}: its contract {old.contract_id!r} no longer exists")
+    card = snap.rate_cards.get(contract.rate_card_id)
+    if card is None:
+        raise UserError(
+            f"invoice {old.id}: rate card {contract.rate_card_id!r} of contract "
+            f"{contract.id} no longer exists"
+        )
+    period = Period(utc(old.start_timestamp), utc(old.end_timestamp))
+    target = Target(contract, card, period, "finalized")
+    new_id = regenerated_id(old.id)
+    notes: list[str] = []
+    from engine.output import progress as progress_bar
+
+    with progress_bar("regenerate invoice") as bar:
+        _compute(con, home, snap, [target], notes, bar)
+    _register_invoices(con, snap, [target], ids={(0, old.credit_type.id): new_id}, replaces=old.id)
+    _write(
+        con,
+        datetime.now(UTC),
+        [
+            (
+                "UPDATE invoices SET status = 'void', superseded_by = ?, "
+                "voided_at = coalesce(voided_at, now()::TIMESTAMP), "
+                "updated_at = now()::TIMESTAMP WHERE id = ?",
+                [new_id, old.id],
+            )
+        ],
+    )
+    return invoice_store.get(con, new_id)
