@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -69,6 +70,61 @@ class Meterql:
 
         with self.home.writer_lock():
             return apply_files(self.con, [Path(p) for p in paths])
+
+    # -- usage -------------------------------------------------------------------------------
+
+    def usage(
+        self,
+        metric: str,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        customer: str | None = None,
+        window: str = "none",
+        group_by: Sequence[str] = (),
+    ):
+        """Usage of one metric (id or name) for all customers, or one, as a pyarrow Table with
+        customer_id, metric_id, window_start, window_end, group (struct), value (see
+        engine.usage)."""
+        from engine.usage import usage
+
+        return usage(
+            self.catalog,
+            self.events,
+            metric=metric,
+            start=start,
+            end=end,
+            customer=customer,
+            window=window,
+            group_by=group_by,
+        )
+
+    def compile(
+        self,
+        metric: str,
+        *,
+        dialect: str = "duckdb",
+        start: datetime | str | None = None,
+        end: datetime | str | None = None,
+        customer: str | None = None,
+        window: str = "none",
+        group_by: Sequence[str] = (),
+    ) -> str:
+        """The SQL a usage query of `metric` runs (see engine.usage.compile_metric_usage)."""
+        from engine.usage import compile_metric_usage
+
+        compiled, _ = compile_metric_usage(
+            self.catalog,
+            self.events,
+            metric=metric,
+            start=start,
+            end=end,
+            customer=customer,
+            window=window,
+            group_by=group_by,
+            dialect=dialect,
+        )
+        return compiled.sql
 
     # -- invoices ----------------------------------------------------------------------------
 

@@ -69,6 +69,68 @@ def apply(
             typer.echo(line)
 
 
+USAGE_FORMATS = ("json", "table", "csv")
+
+
+@app.command()
+def usage(
+    ctx: typer.Context,
+    metric: Annotated[str, typer.Option("--metric", help="billable metric id or name")],
+    start: Annotated[str, typer.Option("--start", help="ISO 8601, inclusive (naive = UTC)")],
+    end: Annotated[str, typer.Option("--end", help="ISO 8601, exclusive (naive = UTC)")],
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="customer id, name or ingest alias")
+    ] = None,
+    window: Annotated[str, typer.Option("--window", help="none|hour|day")] = "none",
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option("--group-by", help="group key (repeatable; a subset of one compound key)"),
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="json|table|csv")] = "table",
+) -> None:
+    """Usage of one billable metric for every customer (or one), per window and group."""
+    from engine.api import Meterql
+    from engine.usage import print_usage
+
+    if format not in USAGE_FORMATS:
+        raise UserError(f"--format {format!r} is not one of {', '.join(USAGE_FORMATS)}")
+    table = Meterql.open(home_of(ctx)).usage(
+        metric, start, end, customer=customer, window=window, group_by=group_by or []
+    )
+    print_usage(table, format)
+
+
+@app.command("compile")
+def compile_(
+    ctx: typer.Context,
+    metric: Annotated[str, typer.Option("--metric", help="billable metric id or name")],
+    dialect: Annotated[str, typer.Option("--dialect", help="SQL dialect (duckdb)")] = "duckdb",
+    start: Annotated[str | None, typer.Option("--start", help="ISO 8601 (optional)")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="ISO 8601 (optional)")] = None,
+    customer: Annotated[str | None, typer.Option("--customer")] = None,
+    window: Annotated[str, typer.Option("--window", help="none|hour|day")] = "none",
+    group_by: Annotated[list[str] | None, typer.Option("--group-by")] = None,
+) -> None:
+    """Print the SQL a usage query of the metric runs.
+
+    With --start and --end: exactly the query `usage` runs over this home's event files.
+    Without them: the same query over a relation `events` of the canonical event columns, with
+    the period as the parameters $start and $end.
+    """
+    from engine.api import Meterql
+
+    sql = Meterql.open(home_of(ctx)).compile(
+        metric,
+        dialect=dialect,
+        start=start,
+        end=end,
+        customer=customer,
+        window=window,
+        group_by=group_by or [],
+    )
+    typer.echo(sql, nl=False)
+
+
 from engine.invoice_cli import demo, invoice_app  # noqa: E402 - registered after the commands
 
 app.add_typer(invoice_app, name="invoice")

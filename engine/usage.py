@@ -1,0 +1,194 @@
+"""Usage queries: one metric, all customers (or one), one query.
+
+    table = usage(catalog, events, metric="Input Tokens", start=..., end=...,
+                  window="day", group_by=["model"])
+
+The metric is compiled (metric_compiler) against the read API's relation of just the
+properties it needs, and DuckDB runs it once for every customer and window; Python never loops
+over customers or events.  The result is a pyarrow Table with the columns
+
+    customer_id string, metric_id string, window_start timestamp[us], window_end timestamp[us],
+    group struct<{property name}: string, ...>, value decimal128(38, 12)
+
+ordered by customer, window and group values.  `usage_rows` turns it into the JSON rows of the
+CLI contract (`{"customer_id", "metric_id", "window_start", "window_end", "group", "value"}`).
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Context, Decimal
+from typing import Any
+
+import pyarrow as pa
+from sqlglot import exp
+
+from metric_compiler import CompiledQuery, Window, compile_usage, metric_properties
+from warehouse.catalog import Catalog
+from warehouse.errors import UserError
+from warehouse.events import EventStore
+from warehouse.layout import property_column
+
+TimestampInput = datetime | str
+_EXACT = Context(prec=80)  # wide enough that normalising never rounds a DECIMAL(38, 12)
+
+
+def parse_timestamp(value: TimestampInput, option: str) -> datetime:
+    """An ISO 8601 timestamp as naive UTC (naive input means UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = value.strip()
+        if text.endswith(("z", "Z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise UserError(
+                f"{option} {value!r} is not an ISO 8601 timestamp (expected e.g. "
+                "2026-01-01T00:00:00Z; naive timestamps are UTC)"
+            ) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds" if moment.microsecond else "seconds") + "Z"
+
+
+def compile_metric_usage(
+    catalog: Catalog,
+    events: EventStore,
+    *,
+    metric: str,
+    start: TimestampInput | None,
+    end: TimestampInput | None,
+    customer: str | None = None,
+    window: str = "none",
+    group_by: Sequence[str] = (),
+    dialect: str = "duckdb",
+) -> tuple[CompiledQuery, list[str]]:
+    """The compiled usage query and the group-by property names.
+
+    With `start` and `end`, the query reads the home's committed event files (what `usage`
+    runs).  Without them, it reads a relation named `events` of the canonical shape and takes
+    the bounds as the parameters `$start` and `$end` (what `meterql compile` shows).
+    """
+    definition = catalog.metric(metric)
+    if (start is None) != (end is None):
+        missing = "--end" if end is None else "--start"
+        raise UserError(f"{missing} is missing; give both --start and --end, or neither")
+    customer_ids = [catalog.customer(customer).id] if customer is not None else None
+    group_by = list(group_by)
+    properties = metric_properties(definition, group_by)
+    if start is None or end is None:
+        source: exp.Expression = exp.to_table("events")
+        lo: Any = exp.Placeholder(this="start")
+        hi: Any = exp.Placeholder(this="end")
+        window_spec = Window.parse(window, lo, hi)
+    else:
+        lo, hi = parse_timestamp(start, "--start"), parse_timestamp(end, "--end")
+        if lo >= hi:
+            raise UserError(
+                f"--start {_iso(lo)} is not before --end {_iso(hi)}; the usage period "
+                "[start, end) would be empty"
+            )
+        window_spec = Window.parse(window, lo, hi)
+        source = events.relation(properties, lo, hi)
+    compiled = compile_usage(
+        definition,
+        source,
+        window=window_spec,
+        group_by=group_by,
+        customer_ids=customer_ids,
+        dialect=dialect,
+    )
+    return compiled, group_by
+
+
+def usage(
+    catalog: Catalog,
+    events: EventStore,
+    *,
+    metric: str,
+    start: TimestampInput,
+    end: TimestampInput,
+    customer: str | None = None,
+    window: str = "none",
+    group_by: Sequence[str] = (),
+) -> pa.Table:
+    """Usage of one metric for every customer (or one), as a pyarrow Table (module doc)."""
+    compiled, names = compile_metric_usage(
+        catalog,
+        events,
+        metric=metric,
+        start=start,
+        end=end,
+        customer=customer,
+        window=window,
+        group_by=group_by,
+    )
+    raw = events.con.sql(compiled.sql).to_arrow_table()
+    group_arrays = [raw.column(property_column(name)).combine_chunks() for name in names]
+    if names:
+        group = pa.StructArray.from_arrays(group_arrays, names=names)
+    else:
+        group = pa.repeat(pa.scalar({}, type=pa.struct([])), raw.num_rows)
+    return pa.table(
+        {
+            "customer_id": raw.column("customer_id"),
+            "metric_id": raw.column("metric_id"),
+            "window_start": raw.column("window_start"),
+            "window_end": raw.column("window_end"),
+            "group": group,
+            "value": raw.column("value"),
+        }
+    )
+
+
+def exact(value: Decimal) -> Decimal:
+    """A metric value without the scale's trailing zeros (`1500.000000000000` -> `1500`)."""
+    return value.normalize(_EXACT)
+
+
+def usage_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """The JSON rows of the CLI contract (values exact Decimals, timestamps naive UTC)."""
+    rows = table.to_pylist()
+    for row in rows:
+        row["value"] = exact(row["value"])
+    return rows
+
+
+def print_usage(table: pa.Table, fmt: str) -> None:
+    """Print usage rows as JSON (the CLI contract), a table, or CSV (one column per group key)."""
+    from engine.output import print_json, print_table, to_jsonable
+
+    rows = usage_rows(table)
+    if fmt == "json":
+        print_json(rows)
+        return
+    keys = [field.name for field in table.schema.field("group").type]
+    columns = ["customer_id", "metric_id", "window_start", "window_end", *keys, "value"]
+    flat = [
+        [
+            row["customer_id"],
+            row["metric_id"],
+            row["window_start"],
+            row["window_end"],
+            *(row["group"][k] for k in keys),
+            row["value"],
+        ]
+        for row in rows
+    ]
+    if fmt == "table":
+        print_table(None, columns, flat)
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else to_jsonable(v) for v in r] for r in flat])
+    else:
+        raise UserError(f"--format {fmt!r} is not one of json, table, csv")
