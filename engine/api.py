@@ -15,7 +15,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
