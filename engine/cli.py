@@ -94,9 +94,13 @@ def usage(
 
     if format not in USAGE_FORMATS:
         raise UserError(f"--format {format!r} is not one of {', '.join(USAGE_FORMATS)}")
-    table = Meterql.open(home_of(ctx)).usage(
-        metric, start, end, customer=customer, window=window, group_by=group_by or []
-    )
+    mq = Meterql.open(home_of(ctx))
+    try:
+        table = mq.usage(
+            metric, start, end, customer=customer, window=window, group_by=group_by or []
+        )
+    finally:
+        mq.close()
     print_usage(table, format)
 
 
@@ -119,15 +123,19 @@ def compile_(
     """
     from engine.api import Meterql
 
-    sql = Meterql.open(home_of(ctx)).compile(
-        metric,
-        dialect=dialect,
-        start=start,
-        end=end,
-        customer=customer,
-        window=window,
-        group_by=group_by or [],
-    )
+    mq = Meterql.open(home_of(ctx))
+    try:
+        sql = mq.compile(
+            metric,
+            dialect=dialect,
+            start=start,
+            end=end,
+            customer=customer,
+            window=window,
+            group_by=group_by or [],
+        )
+    finally:
+        mq.close()
     typer.echo(sql, nl=False)
 
 
