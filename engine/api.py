@@ -131,10 +131,9 @@ class Meterql:
         """Compute every contract's invoices for the statement periods started by `as_of`
         (all customers at once) and write them in one transaction; a RunSummary (see
         engine.invoices)."""
-        from engine.invoices import run
-        from engine.usage import parse_timestamp
+        from engine.invoices import parse_as_of, run
 
-        moment = parse_timestamp(as_of, "--as-of")
+        moment = parse_as_of(as_of)
         with self.home.writer_lock():
             return run(self.home, self.con, moment)
 

@@ -10,13 +10,17 @@ meterql demo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from engine.invoice_store import Invoice
 from warehouse.errors import UserError
+
+if TYPE_CHECKING:
+    from engine.api import Meterql
 
 invoice_app = typer.Typer(
     name="invoice",
@@ -33,6 +37,18 @@ def _home(ctx: typer.Context) -> str | None:
             return ctx.obj["home"]
         ctx = ctx.parent  # type: ignore[assignment]
     return None
+
+
+@contextmanager
+def _opened(ctx: typer.Context) -> Iterator[Meterql]:
+    """The home's API object, its catalog connection closed after the command."""
+    from engine.api import Meterql
+
+    mq = Meterql.open(_home(ctx))
+    try:
+        yield mq
+    finally:
+        mq.close()
 
 
 def _check_format(value: str, allowed: Sequence[str] = ("table", "json")) -> str:
@@ -126,11 +142,11 @@ def run_(
     format: Annotated[str, typer.Option("--format", help="text|json")] = "text",
 ) -> None:
     """Compute the invoices of every contract's statement periods started by --as-of."""
-    from engine.api import Meterql
     from engine.output import print_json
 
     _check_format(format, ("text", "json"))
-    summary = Meterql.open(_home(ctx)).invoice_run(as_of)
+    with _opened(ctx) as mq:
+        summary = mq.invoice_run(as_of)
     if format == "json":
         print_json(summary)
     else:
@@ -148,11 +164,11 @@ def list_(
     format: FormatOption = "table",
 ) -> None:
     """List invoices (oldest period first)."""
-    from engine.api import Meterql
     from engine.output import print_json
 
     _check_format(format)
-    invoices = Meterql.open(_home(ctx)).invoices(customer=customer, status=status)
+    with _opened(ctx) as mq:
+        invoices = mq.invoices(customer=customer, status=status)
     if format == "json":
         print_json(invoices)
     else:
@@ -166,11 +182,11 @@ def show(
     format: FormatOption = "table",
 ) -> None:
     """Show one invoice with its line items."""
-    from engine.api import Meterql
     from engine.output import print_json
 
     _check_format(format)
-    invoice = Meterql.open(_home(ctx)).invoice(invoice_id)
+    with _opened(ctx) as mq:
+        invoice = mq.invoice(invoice_id)
     if format == "json":
         print_json(invoice)
     else:
@@ -184,11 +200,11 @@ def void(
     format: FormatOption = "table",
 ) -> None:
     """Void a finalized invoice (it is kept, with status void)."""
-    from engine.api import Meterql
     from engine.output import print_json
 
     _check_format(format)
-    invoice = Meterql.open(_home(ctx)).void_invoice(invoice_id)
+    with _opened(ctx) as mq:
+        invoice = mq.void_invoice(invoice_id)
     if format == "json":
         print_json(invoice)
     else:
@@ -203,11 +219,11 @@ def regenerate(
 ) -> None:
     """Recompute a finalized or void invoice from current data as a new invoice (new id); the
     old one becomes void and points to it."""
-    from engine.api import Meterql
     from engine.output import print_json
 
     _check_format(format)
-    invoice = Meterql.open(_home(ctx)).regenerate_invoice(invoice_id)
+    with _opened(ctx) as mq:
+        invoice = mq.regenerate_invoice(invoice_id)
     if format == "json":
         print_json(invoice)
     else:

@@ -97,6 +97,22 @@ def _naive(ts: datetime) -> datetime:
     return utc(ts).replace(tzinfo=None)
 
 
+def parse_as_of(value: datetime | str, option: str = "--as-of") -> datetime:
+    """An ISO 8601 timestamp (naive means UTC) as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        return utc(value)
+    text = value.strip()
+    if text.endswith(("z", "Z")):
+        text = text[:-1] + "+00:00"
+    try:
+        return utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise UserError(
+            f"{option} {value!r} is not an ISO 8601 timestamp (expected e.g. "
+            "2026-03-15T00:00:00Z; naive timestamps are UTC)"
+        ) from None
+
+
 def plain(value: Decimal) -> Decimal:
     """`value` without trailing zeros (exact: 1500.000000 -> 1500)."""
     return value.normalize() if value else Decimal(0)

@@ -1,0 +1,463 @@
+"""Invoice runs end to end: catalog documents + committed events -> invoices in the catalog.
+
+Lifecycle (draft, finalized at end + 24 h, frozen), stable ids, identical re-runs, revisions,
+late events, void and regenerate, every started period, several customers and contracts at
+once against an independent Python computation, crash safety, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from collections import defaultdict
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_invoices_support import apply_docs, commit_events, event, ts
+from typer.testing import CliRunner
+
+from engine.api import Meterql
+from engine.cli import app
+from engine.invoices import INVOICE_NAMESPACE, invoice_id
+from engine.output import dumps
+from warehouse.errors import UserError
+
+
+def catalog(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "billable_metrics": [
+            {
+                "name": "Input Tokens",
+                "aggregation_type": "sum",
+                "aggregation_key": "input_tokens",
+                "event_type_filter": {"in_values": ["llm_request"]},
+                "property_filters": [
+                    {"name": "model", "exists": True},
+                    {"name": "input_tokens", "exists": True},
+                    {"name": "user_id", "exists": True},
+                ],
+                "group_keys": [["model", "user_id"]],
+            },
+            {
+                "name": "API Calls",
+                "aggregation_type": "count",
+                "event_type_filter": {"in_values": ["api_call"]},
+            },
+        ],
+        "products": [
+            {
+                "name": "Input Tokens",
+                "type": "usage",
+                "billable_metric_id": "Input Tokens",
+                "pricing_group_key": ["model"],
+                "presentation_group_key": ["user_id"],
+            },
+            {"name": "API Calls", "type": "usage", "billable_metric_id": "API Calls"},
+        ],
+        "rate_cards": [
+            {
+                "name": "Standard",
+                "rates": [
+                    {
+                        "product_id": "Input Tokens",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "1.50",
+                        "pricing_group_values": {"model": "gpt-5"},
+                    },
+                    {
+                        "product_id": "Input Tokens",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "0.30",
+                        "pricing_group_values": {"model": "gpt-5-mini"},
+                    },
+                    {
+                        "product_id": "API Calls",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "2",
+                    },
+                ],
+            }
+        ],
+        "customers": [
+            {"name": "Acme", "ingest_aliases": ["acme"]},
+            {"name": "Beta", "ingest_aliases": ["beta"]},
+        ],
+        "contracts": [
+            {
+                "name": "acme-monthly",
+                "customer_id": "Acme",
+                "rate_card_id": "Standard",
+                "starting_at": "2026-03-01T00:00:00Z",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            },
+            {
+                "name": "beta-monthly",
+                "customer_id": "Beta",
+                "rate_card_id": "Standard",
+                "starting_at": "2026-03-01T00:00:00Z",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            },
+        ],
+    }
+    doc.update(overrides)
+    return doc
+
+
+@pytest.fixture
+def mq(tmp_path: Path):
+    m = Meterql.init(tmp_path / "home")
+    apply_docs(m, tmp_path, catalog())
+    yield m
+    m.close()
+
+
+def tokens(tx: str, customer: str, when: str, model: str, n: str, user: str = "u1"):
+    return event(tx, customer, when, model=model, input_tokens=n, user_id=user)
+
+
+def by_customer(mq: Meterql, name: str):
+    return mq.invoices(customer=name)
+
+
+def lines_of(invoice) -> list[tuple]:
+    return [
+        (
+            li.name,
+            dict(li.pricing_group_values),
+            dict(li.presentation_group_values),
+            li.quantity,
+            li.unit_price,
+            li.total,
+        )
+        for li in invoice.line_items
+    ]
+
+
+# -- the basic run -----------------------------------------------------------------------------
+
+
+def test_draft_invoice_for_each_customer_with_exact_lines(mq):
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500", "user_1"),
+            tokens("a2", "acme", "2026-03-09T12:01:00Z", "gpt-5-mini", "800", "user_2"),
+            tokens("a3", "acme", "2026-03-10T00:00:00Z", "gpt-5", "1", "user_1"),
+            event("c1", "acme", "2026-03-10T00:00:00Z", "api_call"),
+            event("c2", "acme", "2026-03-11T00:00:00Z", "api_call"),
+        ],
+    )
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.invoices.created == 2 and summary.unrated_usage == []
+    [acme] = by_customer(mq, "Acme")
+    assert acme.status == "draft"
+    assert acme.start_timestamp.isoformat() == "2026-03-01T00:00:00"
+    assert acme.end_timestamp.isoformat() == "2026-04-01T00:00:00"
+    assert lines_of(acme) == [
+        ("API Calls", {}, {}, Decimal(2), Decimal(2), Decimal(4)),
+        ("Input Tokens", {"model": "gpt-5"}, {"user_id": "user_1"}, 1501, Decimal("1.5"), 2252),
+        ("Input Tokens", {"model": "gpt-5-mini"}, {"user_id": "user_2"}, 800, Decimal("0.3"), 240),
+    ]
+    assert acme.total == acme.subtotal == Decimal(2496)
+    # Beta has no usage: the ungrouped product still appears, with quantity 0
+    [beta] = by_customer(mq, "beta")
+    assert lines_of(beta) == [("API Calls", {}, {}, 0, Decimal(2), 0)]
+    assert beta.total == 0
+
+
+def test_invoice_ids_are_stable_uuid5_of_contract_and_period(mq):
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [acme] = by_customer(mq, "Acme")
+    contract = mq.catalog.get("contracts", "acme-monthly")
+    expected = str(uuid.uuid5(INVOICE_NAMESPACE, f"{contract.id}/2026-03-01T00:00:00Z"))
+    assert acme.id == expected == invoice_id(contract.id, ts("2026-03-01T00:00:00Z"))
+
+
+def test_a_rerun_with_the_same_inputs_changes_nothing_and_prints_identical_json(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    first = dumps(mq.invoices())
+    rows_before = mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall()
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.invoices.model_dump() == {
+        "created": 0,
+        "updated": 0,
+        "finalized": 0,
+        "unchanged": 2,
+        "frozen": 0,
+    }
+    assert dumps(mq.invoices()) == first
+    assert mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall() == rows_before
+
+
+def test_every_started_period_gets_an_invoice(mq):
+    summary = mq.invoice_run("2026-05-01T00:00:00Z")  # March, April (final), May (just started)
+    invoices = by_customer(mq, "Acme")
+    assert [(i.start_timestamp.month, i.status) for i in invoices] == [
+        (3, "finalized"),
+        (4, "draft"),  # ended 2026-05-01, grace runs until 2026-05-02
+        (5, "draft"),
+    ]
+    assert summary.invoices.created == 6
+
+
+def test_grace_period_is_24_hours_after_the_period_end(mq):
+    mq.invoice_run("2026-04-01T23:59:59.999999Z")
+    assert [i.status for i in by_customer(mq, "Acme")] == ["draft", "draft"]
+    summary = mq.invoice_run("2026-04-02T00:00:00Z")
+    assert [i.status for i in by_customer(mq, "Acme")] == ["finalized", "draft"]
+    assert summary.invoices.finalized == 2
+
+
+# -- drafts change, finalized invoices do not ------------------------------------------------
+
+
+def test_a_draft_is_recomputed_with_a_new_revision_and_old_lines_are_kept(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [before] = by_customer(mq, "Acme")
+    commit_events(mq, [tokens("a2", "acme", "2026-03-12T00:00:00Z", "gpt-5", "100")])
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (summary.invoices.updated, summary.invoices.unchanged) == (1, 1)  # Beta unchanged
+    [after] = by_customer(mq, "Acme")
+    assert after.id == before.id
+    assert before.total == 150 and after.total == 300
+    revisions = mq.con.execute(
+        "SELECT revision, count(*) FROM invoice_line_items WHERE invoice_id = ? "
+        "GROUP BY revision ORDER BY revision",
+        [after.id],
+    ).fetchall()
+    assert revisions == [(1, 2), (2, 2)]  # nothing deleted
+
+
+def test_a_finalized_invoice_never_changes_and_late_events_are_reported(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    [march, april] = by_customer(mq, "Acme")
+    assert march.status == "finalized"
+    frozen = dumps(march)
+    # two late events in March (and one in April, which is a draft and picks it up)
+    commit_events(
+        mq,
+        [
+            tokens("late1", "acme", "2026-03-20T00:00:00Z", "gpt-5", "1000"),
+            tokens("late2", "acme", "2026-03-21T00:00:00Z", "gpt-5-mini", "1000"),
+            tokens("apr1", "acme", "2026-04-02T00:00:00Z", "gpt-5", "10"),
+        ],
+    )
+    summary = mq.invoice_run("2026-05-10T00:00:00Z")
+    [march2, april2, may] = by_customer(mq, "Acme")
+    assert dumps(march2) == frozen
+    assert april2.status == "finalized" and april2.total == 15
+    assert [(x.invoice_id, x.events) for x in summary.late_events] == [(march.id, 2)]
+    assert summary.invoices.frozen == 2  # Acme's and Beta's March
+    # the report stands on later runs, and April is not late (it saw its event)
+    again = mq.invoice_run("2026-05-10T00:00:00Z")
+    assert [(x.invoice_id, x.events) for x in again.late_events] == [(march.id, 2)]
+    assert again.invoices.unchanged == 2 and again.invoices.frozen == 4
+
+
+def test_an_earlier_as_of_never_unfinalizes(mq):
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    mq.invoice_run("2026-03-05T00:00:00Z")
+    assert [i.status for i in by_customer(mq, "Acme")] == ["finalized", "draft"]
+
+
+# -- void and regenerate -----------------------------------------------------------------------
+
+
+def test_void_a_finalized_invoice_keeps_it(mq):
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    [march, april] = by_customer(mq, "Acme")
+    with pytest.raises(UserError, match="only finalized invoices can be voided") as err:
+        mq.void_invoice(april.id)
+    assert april.id in str(err.value) and "draft" in str(err.value)
+    voided = mq.void_invoice(march.id)
+    assert voided.status == "void" and voided.total == march.total
+    with pytest.raises(UserError, match="already void"):
+        mq.void_invoice(march.id)
+    assert [i.id for i in mq.invoices(status="void")] == [march.id]
+    # a later run leaves the void invoice alone and makes no new one for that period
+    mq.invoice_run("2026-04-06T00:00:00Z")
+    assert [(i.id, i.status) for i in by_customer(mq, "Acme")][0] == (march.id, "void")
+    assert len(by_customer(mq, "Acme")) == 2
+
+
+def test_regenerate_makes_a_new_invoice_from_current_data(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    [march, _] = by_customer(mq, "Acme")
+    commit_events(mq, [tokens("late", "acme", "2026-03-20T00:00:00Z", "gpt-5", "100")])
+    new = mq.regenerate_invoice(march.id)
+    assert new.id != march.id and new.replaces == march.id
+    assert new.status == "finalized" and new.total == 300  # includes the late event
+    old = mq.invoice(march.id)
+    assert old.status == "void" and old.superseded_by == new.id and old.total == 150
+    with pytest.raises(UserError, match="already regenerated"):
+        mq.regenerate_invoice(march.id)
+    # the regenerated invoice saw the late event: no late events any more
+    summary = mq.invoice_run("2026-04-05T00:00:00Z")
+    assert summary.late_events == []
+    draft = next(i for i in by_customer(mq, "Acme") if i.status == "draft")
+    with pytest.raises(UserError, match="draft"):
+        mq.regenerate_invoice(draft.id)
+
+
+# -- many customers and contracts at once -------------------------------------------------------
+
+
+def test_a_customer_with_two_overlapping_contracts_gets_invoices_for_each(mq, tmp_path):
+    extra = {
+        "name": "acme-weekly",
+        "customer_id": "Acme",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-04T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "WEEKLY", "day": "CONTRACT_START"},
+    }
+    apply_docs(mq, tmp_path, {"contracts": [extra]})
+    commit_events(mq, [tokens("a1", "acme", "2026-03-05T00:00:00Z", "gpt-5", "10")])
+    mq.invoice_run("2026-03-12T00:00:00Z")
+    invoices = by_customer(mq, "Acme")
+    contracts = {i.contract_id for i in invoices}
+    assert len(contracts) == 2
+    weekly = [i for i in invoices if i.end_timestamp.day in (11, 18)]
+    assert [(i.start_timestamp.day, i.total) for i in weekly] == [(4, 15), (11, 0)]
+    monthly = [i for i in invoices if i.start_timestamp.day == 1]
+    assert [i.total for i in monthly] == [15]
+
+
+def test_random_usage_for_many_customers_matches_a_python_reference(tmp_path):
+    mq = Meterql.init(tmp_path / "home")
+    customers = [f"cust-{i}" for i in range(12)]
+    doc = catalog(
+        customers=[{"name": c, "ingest_aliases": [f"alias-{c}"]} for c in customers],
+        contracts=[
+            {
+                "name": f"contract-{c}",
+                "customer_id": c,
+                "rate_card_id": "Standard",
+                "starting_at": "2026-02-10T00:00:00Z",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            }
+            for c in customers
+        ],
+    )
+    apply_docs(mq, tmp_path, doc)
+    rng = random.Random(7)
+    ids = {c: mq.catalog.get("customers", c).id for c in customers}
+    events = []
+    expected: dict[tuple[str, int], dict[tuple, Decimal]] = defaultdict(
+        lambda: defaultdict(Decimal)
+    )
+    price = {"gpt-5": Decimal("1.50"), "gpt-5-mini": Decimal("0.30")}
+    for n in range(400):
+        customer = rng.choice(customers)
+        sender = ids[customer] if rng.random() < 0.5 else f"alias-{customer}"
+        day = rng.randrange(10, 28)
+        month = rng.choice([2, 3])
+        when = f"2026-{month:02d}-{day:02d}T{rng.randrange(24):02d}:00:00Z"
+        if rng.random() < 0.3:
+            events.append(event(f"e{n}", sender, when, "api_call"))
+            expected[(customer, month)][("API Calls", None, None)] += 1
+            continue
+        model = rng.choice(["gpt-5", "gpt-5-mini", "gpt-4"])  # gpt-4 has no rate
+        user = rng.choice(["u1", "u2"])
+        amount = Decimal(rng.randrange(1, 10_000)) / Decimal(rng.choice([1, 10, 1000]))
+        events.append(tokens(f"e{n}", sender, when, model, str(amount), user))
+        expected[(customer, month)][("Input Tokens", model, user)] += amount
+    commit_events(mq, events)
+    summary = mq.invoice_run("2026-03-20T00:00:00Z")
+    got: dict[tuple[str, int], Decimal] = {}
+    for inv in mq.invoices():
+        name = mq.catalog.get("customers", inv.customer_id).name
+        got[(name, inv.start_timestamp.month)] = inv.total
+    for key, lines in expected.items():
+        total = Decimal(0)
+        for (product, model, _user), quantity in lines.items():
+            unit = Decimal(2) if product == "API Calls" else price.get(model)
+            if unit is not None:
+                total += (quantity * unit).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+        assert got[key] == total, key
+    unrated = defaultdict(Decimal)
+    for u in summary.unrated_usage:
+        assert u.reason == "no_rate_for_group_values"
+        assert u.pricing_group_values == {"model": "gpt-4"}
+        name = mq.catalog.get("customers", u.customer_id).name
+        unrated[(name, u.start_timestamp.month)] += u.quantity
+    for key, lines in expected.items():
+        assert unrated.get(key, Decimal(0)) == sum(
+            (q for (p, m, _), q in lines.items() if m == "gpt-4"), Decimal(0)
+        )
+    mq.close()
+
+
+# -- crash safety -------------------------------------------------------------------------------
+
+
+def test_a_failed_run_writes_nothing(mq, monkeypatch):
+    import engine.invoices as invoices
+
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    monkeypatch.setattr(invoices, "_INSERT_LINES", "INSERT INTO invoice_line_items SELECT 1")
+    with pytest.raises(Exception):  # noqa: B017 - any failure inside the write
+        mq.invoice_run("2026-03-15T00:00:00Z")
+    assert mq.con.execute("SELECT count(*) FROM invoices").fetchall() == [(0,)]
+    assert mq.con.execute("SELECT count(*) FROM invoice_event_batches").fetchall() == [(0,)]
+    monkeypatch.undo()
+    assert mq.invoice_run("2026-03-15T00:00:00Z").invoices.created == 2
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def cli(home: Path, *args: str):
+    return CliRunner().invoke(app, ["--home", str(home), *args], catch_exceptions=False)
+
+
+def test_cli_run_list_show_json_and_table(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500")])
+    home = mq.home.path
+    mq.close()
+    result = cli(home, "invoice", "run", "--as-of", "2026-03-15T00:00:00Z", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["invoices"]["created"] == 2
+    assert summary["totals"] == [
+        {
+            "credit_type": {"id": "2714e483-4ff1-48e4-9e25-ac732e8f24f2", "name": "USD (cents)"},
+            "invoices": 2,
+            "total": "2250",
+        }
+    ]
+    listed = json.loads(
+        cli(home, "invoice", "list", "--customer", "acme", "--format", "json").output
+    )
+    assert [i["total"] for i in listed] == ["2250"]
+    shown = json.loads(cli(home, "invoice", "show", listed[0]["id"], "--format", "json").output)
+    assert shown == listed[0]
+    assert set(shown) >= {
+        "id",
+        "customer_id",
+        "contract_id",
+        "status",
+        "type",
+        "start_timestamp",
+        "end_timestamp",
+        "credit_type",
+        "subtotal",
+        "total",
+        "line_items",
+    }
+    line = shown["line_items"][1]
+    assert line["quantity"] == "1500" and line["unit_price"] == "1.5" and line["total"] == "2250"
+    assert line["starting_at"] == "2026-03-01T00:00:00Z"
+    table = cli(home, "invoice", "show", listed[0]["id"])
+    assert table.exit_code == 0 and "Input Tokens" in table.output and "2250" in table.output
+    assert "model=gpt-5" in table.output
+    text = cli(home, "invoice", "run", "--as-of", "2026-03-15T00:00:00Z")
+    assert "0 created, 0 updated, 0 finalized, 2 unchanged" in text.output

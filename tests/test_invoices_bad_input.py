@@ -1,0 +1,197 @@
+"""Bad input around rating and invoices: each refused or reported with a message that names the
+object, the field and the value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_invoices import catalog, tokens
+from test_invoices_support import apply_docs, commit_events
+from typer.testing import CliRunner
+
+from engine.api import Meterql
+from engine.cli import app
+from warehouse.errors import DocumentError, NotFoundError, UserError
+
+
+@pytest.fixture
+def mq(tmp_path: Path):
+    m = Meterql.init(tmp_path / "home")
+    yield m
+    m.close()
+
+
+def refused(mq: Meterql, tmp_path: Path, doc: dict) -> str:
+    with pytest.raises(DocumentError) as err:
+        apply_docs(mq, tmp_path, doc)
+    return str(err.value)
+
+
+def card_with(*rates: dict) -> dict:
+    doc = catalog()
+    doc["rate_cards"][0]["rates"] = list(rates)
+    return doc
+
+
+def rate(**fields) -> dict:
+    base = {
+        "product_id": "Input Tokens",
+        "starting_at": "2026-01-01T00:00:00Z",
+        "rate_type": "flat",
+        "price": "1",
+        "pricing_group_values": {"model": "gpt-5"},
+    }
+    base.update(fields)
+    return base
+
+
+# -- refused when applied -----------------------------------------------------------------------
+
+
+def test_two_rates_for_the_same_product_and_values_with_overlapping_times(mq, tmp_path):
+    message = refused(
+        mq,
+        tmp_path,
+        card_with(
+            rate(ending_before="2026-04-01T00:00:00Z"),
+            rate(starting_at="2026-03-15T00:00:00Z", price="2"),
+        ),
+    )
+    assert "rates[0] and rates[1]" in message
+    assert "Input Tokens" in message and "gpt-5" in message and "overlapping" in message
+
+
+@pytest.mark.parametrize("size", ["0", "-5"])
+def test_a_tier_with_zero_or_negative_size(mq, tmp_path, size):
+    tiered = rate(
+        rate_type="tiered", price=None, tiers=[{"size": size, "price": "1"}, {"price": "0.5"}]
+    )
+    tiered.pop("price")
+    message = refused(mq, tmp_path, card_with(tiered))
+    assert "rate_cards[0] 'Standard'" in message
+    assert f"field 'rates[0].tiers[0].size': Input should be greater than 0 (got '{size}')" in (
+        message
+    )
+
+
+def test_an_unbounded_tier_followed_by_more_tiers(mq, tmp_path):
+    tiered = rate(rate_type="tiered", tiers=[{"price": "1"}, {"size": "10", "price": "0.5"}])
+    tiered.pop("price")
+    message = refused(mq, tmp_path, card_with(tiered))
+    assert "tiers[0] has no size but is not the last tier" in message
+    assert "Standard" in message or "rate_cards[0]" in message
+
+
+def test_a_contract_that_ends_before_it_starts(mq, tmp_path):
+    doc = catalog()
+    doc["contracts"][0]["ending_before"] = "2026-02-01T00:00:00Z"
+    message = refused(mq, tmp_path, doc)
+    assert "contracts[0] 'acme-monthly'" in message
+    assert "ending_before 2026-02-01T00:00:00+00:00 is not after starting_at" in message
+    assert "the contract would end before it starts" in message
+
+
+def test_a_contract_referencing_a_missing_rate_card(mq, tmp_path):
+    doc = catalog()
+    doc["contracts"][0]["rate_card_id"] = "Standrad"
+    message = refused(mq, tmp_path, doc)
+    assert "rate_card_id" in message and "'Standrad'" in message
+    assert "did you mean 'Standard'" in message
+
+
+# -- reported by the run ------------------------------------------------------------------------
+
+
+def test_as_of_before_every_contract_start_makes_no_invoices_and_says_so(mq, tmp_path):
+    apply_docs(mq, tmp_path, catalog())
+    home = mq.home.path
+    mq.close()
+    result = CliRunner().invoke(
+        app, ["--home", str(home), "invoice", "run", "--as-of", "2026-02-01T00:00:00Z"]
+    )
+    assert result.exit_code == 0
+    assert "0 created" in result.output
+    assert "no contract has started by 2026-02-01T00:00:00Z; no invoices" in result.output
+
+
+def test_usage_of_a_product_with_no_rate_on_the_contracts_card_is_reported(mq, tmp_path):
+    doc = catalog()
+    # the card prices API Calls only from April: March's calls have no rate in effect,
+    # and Input Tokens is not on the card at all
+    doc["rate_cards"][0]["rates"] = [
+        {
+            "product_id": "API Calls",
+            "starting_at": "2026-04-01T00:00:00Z",
+            "rate_type": "flat",
+            "price": "2",
+        }
+    ]
+    apply_docs(mq, tmp_path, doc)
+    from test_invoices_support import event
+
+    commit_events(
+        mq,
+        [
+            event("c1", "acme", "2026-03-10T00:00:00Z", "api_call"),
+            tokens("t1", "acme", "2026-03-10T00:00:00Z", "gpt-5", "42"),
+        ],
+    )
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    got = sorted((u.product_name, u.reason, str(u.quantity)) for u in summary.unrated_usage)
+    assert got == [
+        ("API Calls", "no_rate_in_effect", "1"),
+        ("Input Tokens", "not_on_rate_card", "42"),
+    ]
+    text = "\n".join(summary.lines())
+    assert "UNRATED USAGE (2)" in text and "'Input Tokens'" in text and "not_on_rate_card" in text
+    acme = mq.catalog.customer("acme").id
+    assert all(u.customer_id == acme for u in summary.unrated_usage)
+
+
+def test_voiding_a_draft_is_a_user_error_naming_it(mq, tmp_path):
+    apply_docs(mq, tmp_path, catalog())
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    draft = mq.invoices(customer="Acme")[0]
+    home = mq.home.path
+    mq.close()
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()"]
+        + ["--home", str(home), "invoice", "void", draft.id],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1  # one line
+    assert f"invoice {draft.id} is a draft; only finalized invoices can be voided" in (
+        result.stderr
+    )
+    assert Meterql.open(home).invoice(draft.id).status == "draft"
+
+
+def test_an_unknown_invoice_id_suggests_a_close_one(mq, tmp_path):
+    apply_docs(mq, tmp_path, catalog())
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    real = mq.invoices(customer="Acme")[0].id
+    typo = real[:-1] + ("0" if real[-1] != "0" else "1")
+    with pytest.raises(NotFoundError) as err:
+        mq.invoice(typo)
+    assert f"no invoice with id {typo!r}" in str(err.value) and real in str(err.value)
+    assert mq.invoice(real[:8]).id == real  # a unique prefix is accepted
+
+
+@pytest.mark.parametrize(
+    ("call", "needle"),
+    [
+        (lambda m: m.invoice_run("March 5th"), "--as-of 'March 5th' is not an ISO 8601"),
+        (lambda m: m.invoices(status="paid"), "--status 'paid' is not an invoice status"),
+        (lambda m: m.invoices(customer="Nobody"), "no customer with id or name 'Nobody'"),
+    ],
+)
+def test_bad_arguments(mq, tmp_path, call, needle):
+    apply_docs(mq, tmp_path, catalog())
+    with pytest.raises(UserError) as err:
+        call(mq)
+    assert needle in str(err.value)
