@@ -125,6 +125,31 @@ class Meterql:
         )
         return compiled.sql
 
+    # -- SQL metrics -------------------------------------------------------------------------
+
+    @staticmethod
+    def sql_check(sql: str):
+        """Every problem of a SQL metric's query (line, column, caret), or its value column and
+        group keys: an engine.sql_run.SqlCheck.  Needs no home."""
+        from engine.sql_run import check_sql_metric
+
+        return check_sql_metric(sql)
+
+    def sql_run(
+        self,
+        sql: str,
+        start: datetime | str,
+        end: datetime | str,
+        *,
+        customer: str | None = None,
+    ):
+        """A SQL metric's query for every customer (or one) over [start, end), before any
+        metric exists: a pyarrow Table like `usage` (customer_id, window_start, window_end,
+        group, value), computed in the locked-down sandbox of engine.sql_run."""
+        from engine.sql_run import sql_run
+
+        return sql_run(self.home, self.con, self.catalog, sql, start, end, customer=customer)
+
     # -- invoices ----------------------------------------------------------------------------
 
     def invoice_run(self, as_of: datetime | str):

@@ -139,6 +139,61 @@ def compile_(
     typer.echo(sql, nl=False)
 
 
+sql_app = typer.Typer(help="Write and try SQL metrics before creating them.", no_args_is_help=True)
+app.add_typer(sql_app, name="sql")
+
+SqlFile = Annotated[str, typer.Argument(help="file with the SQL metric's query, or - for stdin")]
+
+
+def read_sql(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the SQL file {path!r}: {error}") from None
+
+
+@sql_app.command("check")
+def sql_check(file: SqlFile) -> None:
+    """Check a SQL metric's query: OK and its value column and group keys, or every problem
+    with line, column and a caret (exit 1).  Needs no home."""
+    from engine.api import Meterql
+
+    result = Meterql.sql_check(read_sql(file))
+    if not result.ok:
+        raise UserError(result.report())
+    typer.echo("OK")
+    typer.echo(f"value: {result.value or '(the first column)'}")
+    typer.echo(f"group keys: {', '.join(result.group_keys) or '(none)'}")
+
+
+@sql_app.command("run")
+def sql_run(
+    ctx: typer.Context,
+    file: SqlFile,
+    start: Annotated[str, typer.Option("--start", help="ISO 8601, inclusive (naive = UTC)")],
+    end: Annotated[str, typer.Option("--end", help="ISO 8601, exclusive (naive = UTC)")],
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="customer id, name or ingest alias")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="json|table|csv")] = "table",
+) -> None:
+    """Run a SQL metric's query for every customer (or one) over [start, end), in a sandbox."""
+    from engine.api import Meterql
+    from engine.sql_run import SQL_RUN_FORMATS, print_sql_rows
+
+    if format not in SQL_RUN_FORMATS:
+        raise UserError(f"--format {format!r} is not one of {', '.join(SQL_RUN_FORMATS)}")
+    text = read_sql(file)
+    mq = Meterql.open(home_of(ctx))
+    try:
+        table = mq.sql_run(text, start, end, customer=customer)
+    finally:
+        mq.close()
+    print_sql_rows(table, format)
+
+
 from engine.invoice_cli import demo, invoice_app  # noqa: E402 - registered after the commands
 
 app.add_typer(invoice_app, name="invoice")

@@ -6,8 +6,9 @@ fine).  `meterql apply` prefixes each problem with the metric's name and file lo
 compiler calls the same function and refuses a metric with problems, so nothing that fails here
 ever reaches SQL.
 
-Unknown fields and aggregation types are refused earlier, by the pydantic models.  SQL metrics
-(`sql` set) are checked elsewhere (issue 5); this module returns no problems for them.
+Unknown fields and aggregation types are refused earlier, by the pydantic models.  A SQL metric
+(`sql` set) gets the problems of metric_compiler.sql_metric (each `sql: line L, col C: ...` with
+the source line and a caret under the place).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def _requires_presence(filters: list[PropertyFilter]) -> bool:
 def check_metric(metric: BillableMetric) -> list[str]:
     """Every apply-time problem of `metric`, in field order; [] when it is fine."""
     if metric.sql is not None:
-        return []
+        from metric_compiler.sql_metric import format_problems, sql_problems
+
+        return [f"sql: {p}" for p in format_problems(metric.sql, sql_problems(metric.sql))]
     problems: list[str] = []
     agg = metric.aggregation_type
     key = metric.aggregation_key

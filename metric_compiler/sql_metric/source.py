@@ -1,0 +1,107 @@
+"""The author's text, and where a tree node came from in it.
+
+sqlglot keeps `meta` (line, col, start, end) on identifiers, literals and function names, not on
+keywords or operators.  A node's span is the union of the spans of the nodes under it; for a
+construct that starts with a keyword (LIMIT, ORDER BY, OVER, a statement), the keyword's token is
+found in the token stream just before the first located node under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from sqlglot import exp
+from sqlglot.dialects.duckdb import DuckDB
+from sqlglot.errors import TokenError
+from sqlglot.tokens import Token
+
+from metric_compiler.sql_metric.problems import SqlProblem
+
+
+@dataclass
+class SqlSource:
+    text: str
+    problems: list[SqlProblem] = field(default_factory=list)
+
+    @cached_property
+    def tokens(self) -> list[Token]:
+        try:
+            return DuckDB().tokenize(self.text)
+        except TokenError:
+            return []
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """1-based (line, col) of a character offset."""
+        offset = max(0, min(offset, len(self.text)))
+        line = self.text.count("\n", 0, offset) + 1
+        col = offset - (self.text.rfind("\n", 0, offset) + 1) + 1
+        return line, col
+
+    def at(self, start: int, end: int, message: str) -> SqlProblem:
+        line, col = self.position(start)
+        return SqlProblem(start, max(end, start + 1), line, col, message)
+
+    def span(self, node: exp.Expression) -> tuple[int, int] | None:
+        """[start, end) of the text a node came from, when sqlglot located anything under it."""
+        starts, ends = [], []
+        for child in node.walk():
+            meta = child._meta  # (no empty meta dicts created)
+            if meta and "start" in meta:
+                starts.append(meta["start"])
+                ends.append(meta["end"] + 1)
+        return (min(starts), max(ends)) if starts else None
+
+    def keyword_before(self, offset: int, *words: str) -> Token | None:
+        """The last token starting with one of `words` (any case) that starts before `offset`
+        (sqlglot reads some keyword pairs as one token: "ORDER BY", "GROUP BY")."""
+        wanted = {w.upper() for w in words}
+        found = None
+        for token in self.tokens:
+            if token.start >= offset:
+                break
+            first = token.text.split()[0].upper() if token.text.split() else ""
+            if first in wanted or token.text.upper() in wanted:
+                found = token
+        return found
+
+    def sequence(self, words: tuple[str, ...], nth: int) -> tuple[int, int]:
+        """[start, end) of the nth (0-based) run of words `words` (any case) in the token
+        stream; the start of the text when there are fewer runs."""
+        flat = [(w.upper(), t) for t in self.tokens for w in (t.text.split() or [""])]
+        wanted = [w.upper() for w in words]
+        runs = [
+            i
+            for i in range(len(flat) - len(wanted) + 1)
+            if [w for w, _ in flat[i : i + len(wanted)]] == wanted
+        ]
+        if nth < len(runs):
+            first, last = flat[runs[nth]][1], flat[runs[nth] + len(wanted) - 1][1]
+            return first.start, last.end + 1
+        return 0, 1
+
+    def locate(self, node: exp.Expression, *keywords: str) -> tuple[int, int]:
+        """Where to point for a problem with `node`: at its leading keyword if given, else at
+        the node's own span; the start of the text when nothing is known."""
+        span = self.span(node)
+        if keywords:
+            token = self.keyword_before(span[0] if span else len(self.text) + 1, *keywords)
+            if token is not None:
+                return token.start, token.end + 1
+        if span:
+            return span
+        return 0, 1
+
+    def problem(self, node: exp.Expression, message: str, *keywords: str) -> SqlProblem:
+        start, end = self.locate(node, *keywords)
+        return self.at(start, end, message)
+
+    def report(self, node: exp.Expression, message: str, *keywords: str) -> None:
+        self.problems.append(self.problem(node, message, *keywords))
+
+    def written(self, node: exp.Expression) -> str:
+        """The text of a node as the author wrote it (its located span), else its SQL."""
+        meta = node._meta
+        if meta and "start" in meta:
+            return self.text[meta["start"] : meta["end"] + 1]
+        return node.sql("duckdb")
