@@ -3,21 +3,34 @@
 Property values are strings.  SUM, MAX and LATEST read the aggregation property as an exact
 DECIMAL(38, 12), and every metric value (also COUNT and UNIQUE) is a DECIMAL(38, 12).
 
-A value counts only when its text is a plain finite decimal of at most 18 integer digits and
-12 fractional digits:
+A value counts only when its text is a plain finite decimal:
 
-    an optional sign, then digits with an optional fraction, or a fraction alone:
-    [+-]? ( [0-9]{1,18} ( . [0-9]{0,12} )? | . [0-9]{1,12} )
+    an optional sign, then ASCII digits with an optional fraction, or a fraction alone
+        [+-]? ( [0-9]+ ( . [0-9]* )? | . [0-9]+ )
+    with at most 12 fractional digits (the scale), and a magnitude below 10^18.
 
-Everything else (`1e5`, `  3`, `NaN`, `Infinity`, `1_000`, `0x10`, an empty string, more than 12
-fractional digits, more than 18 integer digits) is not a finite decimal of the metric: the event
-is excluded from that metric (never rounded, never an error, never a NULL total).
+Everything else (`1e5`, `  3`, `NaN`, `Infinity`, `1_000`, `0x10`, `1,5`, an empty string,
+13 or more fractional digits even if they are zeros, 10^18 or more) is not a finite decimal of the
+metric: the event is excluded from that metric (never rounded, never an error, never a NULL
+total).
 
-Why 18 integer digits for a value when the type holds 26: the 8 digits of headroom are for
-totals.  A SUM fails only above 10^26, which takes more than 10^8 events of the largest value
-accepted (10^18, about the largest 64-bit integer); DuckDB has no wider exact decimal.  The text is
-checked with a regular expression before `TRY_CAST`, because DuckDB's cast alone would accept
-whitespace, exponents and underscores and would round extra fractional digits.
+Why below 10^18 when DECIMAL(38, 12) holds up to 10^26: the 8 digits of headroom are for totals.
+A SUM fails only above 10^26, which takes more than 10^8 events of the largest accepted value
+(10^18 is about the largest 64-bit integer); DuckDB has no wider exact decimal.
+
+How it is checked: DuckDB's `TRY_CAST(text AS DECIMAL(38, 12))` alone accepts too much (spaces,
+exponents, underscores) and rounds extra fractional digits, so the text is checked first.  The
+check is two GLOB patterns and the cast (`is_decimal_text`):
+
+    NOT text GLOB '*[!0-9.+-]*'                 only digits, '.', '+', '-'
+    NOT text GLOB '*.[0-9]...(13 times)*'       at most 12 fractional digits
+    abs(TRY_CAST(text AS DECIMAL(38, 12))) < 10^18
+                                                well formed (the cast refuses '', '.', '+-1',
+                                                '1.2.3', ...) and in range
+
+This accepts exactly the language above (tested against a regular expression over every string
+of up to five characters from `01.+-` and hostile samples), and costs about a fifth of
+`regexp_full_match` with the equivalent pattern (measured: benchmarks/bench_compiler.py notes).
 """
 
 from __future__ import annotations
@@ -26,9 +39,13 @@ from sqlglot import exp
 
 PRECISION = 38
 SCALE = 12
-INTEGER_DIGITS = 18  # per value; totals have 8 more digits of headroom (module doc)
+LIMIT = "1000000000000000000"  # 10^18: values must be below it in magnitude
 
-DECIMAL_PATTERN = rf"[+-]?([0-9]{{1,{INTEGER_DIGITS}}}(\.[0-9]{{0,{SCALE}}})?|\.[0-9]{{1,{SCALE}}})"
+ALLOWED_CHARACTERS_GLOB = "*[!0-9.+-]*"  # matches a text holding any other character
+TOO_MANY_FRACTION_DIGITS_GLOB = "*." + "[0-9]" * (SCALE + 1) + "*"
+
+# The same language as a regular expression (documentation and tests; not used in queries).
+DECIMAL_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 
 
 def decimal_type() -> exp.DataType:
@@ -36,11 +53,22 @@ def decimal_type() -> exp.DataType:
     return exp.DataType.build(f"DECIMAL({PRECISION}, {SCALE})")
 
 
-def is_decimal_text(column: exp.Expression) -> exp.Expression:
-    """`regexp_full_match(column, '<DECIMAL_PATTERN>')`: the text is a finite decimal."""
-    return exp.RegexpFullMatch(this=column, expression=exp.Literal.string(DECIMAL_PATTERN))
-
-
 def decimal_value(column: exp.Expression) -> exp.Expression:
     """`TRY_CAST(column AS DECIMAL(38, 12))`; meaningful where `is_decimal_text` holds."""
-    return exp.TryCast(this=column, to=decimal_type())
+    return exp.TryCast(this=column.copy(), to=decimal_type())
+
+
+def is_decimal_text(column: exp.Expression) -> exp.Expression:
+    """The text of `column` is a finite decimal of the metric (module doc); NULL is not."""
+    glob = exp.Glob
+    return exp.and_(
+        exp.not_(glob(this=column.copy(), expression=exp.Literal.string(ALLOWED_CHARACTERS_GLOB))),
+        exp.not_(
+            glob(this=column.copy(), expression=exp.Literal.string(TOO_MANY_FRACTION_DIGITS_GLOB))
+        ),
+        exp.LT(
+            this=exp.Abs(this=decimal_value(column)),
+            expression=exp.cast(exp.Literal.string(LIMIT), decimal_type()),
+        ),
+        copy=False,
+    )

@@ -165,7 +165,9 @@ def compile_plan(
     if fused:
         where.append(sx.disjunction(predicates))
     else:
-        where.extend(sx.condition_sql(c, e) for c in plan.metrics[0].conditions)
+        for condition in plan.metrics[0].conditions:
+            predicate = sx.condition_sql(condition, e)
+            where.extend(predicate.flatten() if isinstance(predicate, exp.And) else [predicate])
 
     # -- "usage": one row per customer, window and group values -------------------------------
     keys = [sx.col(name) for name in ("customer_id", *window_key, *group_cols.values())]

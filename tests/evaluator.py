@@ -6,9 +6,9 @@ over events); for tests only.
 
 Decisions it shares with meterql's documentation (README / metric_compiler):
 - a number is a plain decimal: optional sign, ASCII digits with an optional fraction (or a
-  fraction alone), at most 18 integer and 12 fractional digits; anything else is not a finite
-  decimal and the event does not count for SUM, MAX or LATEST (a group with no valid value has
-  no row);
+  fraction alone), at most 12 fractional digits, magnitude below 10^18; anything else is not a
+  finite decimal and the event does not count for SUM, MAX or LATEST (a group with no valid
+  value has no row);
 - UNIQUE counts distinct strings; LATEST takes the greatest (timestamp, transaction_id).
 """
 
@@ -18,11 +18,11 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 DIGITS = frozenset("0123456789")
-MAX_INTEGER_DIGITS = 18
+LIMIT = Decimal(10) ** 18
 MAX_FRACTION_DIGITS = 12
 
 
@@ -44,16 +44,17 @@ class WindowRow:
 
 
 def finite_decimal(text: str) -> Decimal | None:
-    """The value of `text` if it is a plain finite decimal within DECIMAL(38, 12), else None."""
+    """The value of `text` if it is a plain finite decimal of the metric, else None."""
     body = text[1:] if text[:1] in ("+", "-") else text
-    whole, dot, fraction = body.partition(".")
+    whole, _dot, fraction = body.partition(".")
     if not whole and not fraction:
         return None
     if any(c not in DIGITS for c in whole) or any(c not in DIGITS for c in fraction):
         return None
-    if len(whole) > MAX_INTEGER_DIGITS or len(fraction) > MAX_FRACTION_DIGITS:
+    if len(fraction) > MAX_FRACTION_DIGITS:
         return None
-    return Decimal(text)
+    value = Decimal(text)
+    return value if value.copy_abs() < LIMIT else None
 
 
 def _get(metric: Any, name: str) -> Any:
@@ -149,23 +150,31 @@ def evaluate(
             groups[(event.customer_id, *bucket, *group)].append(event)
 
     rows = []
-    for group_key, members in groups.items():
-        if agg == "COUNT":
-            value = Decimal(len(members))
-        elif agg == "SUM":
-            value = sum((finite_decimal(e.properties[key]) for e in members), Decimal(0))
-        elif agg == "MAX":
-            value = max(finite_decimal(e.properties[key]) for e in members)
-        elif agg == "UNIQUE":
-            value = Decimal(len({e.properties[key] for e in members}))
-        elif agg == "LATEST":
-            last = max(members, key=lambda e: (e.timestamp, e.transaction_id))
-            value = finite_decimal(last.properties[key])
-        else:
-            raise ValueError(agg)
-        customer, rest = group_key[0], group_key[1:]
-        rows.append((customer, metric_id, *rest, value))
+    with localcontext() as exact:
+        exact.prec = 100  # wide enough that no sum of DECIMAL(38, 12) values is rounded
+        for group_key, members in groups.items():
+            rows.append(_aggregate(agg, key, metric_id, group_key, members))
     return sorted(rows, key=_sort_key)
+
+
+def _aggregate(
+    agg: str, key: str, metric_id: str, group_key: tuple[Any, ...], members: list[Event]
+) -> tuple[Any, ...]:
+    if agg == "COUNT":
+        value = Decimal(len(members))
+    elif agg == "SUM":
+        value = sum((finite_decimal(e.properties[key]) for e in members), Decimal(0))
+    elif agg == "MAX":
+        value = max(finite_decimal(e.properties[key]) for e in members)
+    elif agg == "UNIQUE":
+        value = Decimal(len({e.properties[key] for e in members}))
+    elif agg == "LATEST":
+        last = max(members, key=lambda e: (e.timestamp, e.transaction_id))
+        value = finite_decimal(last.properties[key])
+    else:
+        raise ValueError(agg)
+    customer, rest = group_key[0], group_key[1:]
+    return (customer, metric_id, *rest, value)
 
 
 def _sort_key(row: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,6 +15,7 @@ from evaluator import Event, evaluate, finite_decimal, load_events
 from sqlglot import exp
 
 from metric_compiler import Window, compile_usage, metric_properties
+from metric_compiler.numbers import DECIMAL_PATTERN, is_decimal_text
 from metric_compiler.verify import CompiledQueryError, verify
 from sql_templates import SqlComment, render
 from warehouse.errors import UserError
@@ -121,10 +124,17 @@ NUMBERS: list[tuple[str, Decimal | None]] = [
     ("-3.25", Decimal("-3.25")),
     ("0.000000000001", Decimal("0.000000000001")),
     ("0.123456789012", Decimal("0.123456789012")),
-    ("999999999999999999", Decimal("999999999999999999")),  # 18 integer digits: the most
+    ("999999999999999999.999999999999", Decimal("999999999999999999.999999999999")),  # largest
+    ("-999999999999999999", Decimal("-999999999999999999")),
+    ("0000000000000000000000001", Decimal(1)),  # leading zeros are fine
+    ("1000000000000000000", None),  # 10^18: out of range
     ("0.1234567890123", None),  # 13 fractional digits: excluded, not rounded
     ("1.0000000000000", None),  # also 13, although the value would fit
-    ("9999999999999999999", None),  # 19 integer digits
+    ("9999999999999999999", None),
+    ("+-1", None),
+    ("1-", None),
+    ("\t1", None),
+    ("１", None),
     ("1e5", None),
     ("1E5", None),
     ("  3", None),
@@ -152,6 +162,7 @@ def test_number_texts_count_exactly_or_exclude_the_event(
     text: str, value: Decimal | None, agg: str
 ) -> None:
     assert finite_decimal(text) == value  # the evaluator agrees with this table
+    assert (re.fullmatch(DECIMAL_PATTERN, text) is not None) >= (value is not None)
     events = [
         Event("t1", "c1", "use", at(1), {"v": text}),
         Event("t0", "c2", "use", at(1), {"v": text}),
@@ -339,3 +350,17 @@ def test_fused_metrics_need_distinct_ids() -> None:
     m = metric(aggregation_type="count")
     with pytest.raises(UserError, match="'bm' is listed twice"):
         compile_usage([m, m], EVENTS_TABLE, window=Window.none(START, END))
+
+
+def test_decimal_check_accepts_exactly_the_documented_language() -> None:
+    """Every string of up to five characters over `01.+-` (and hostile samples): the SQL check
+    agrees with the evaluator's reading of the rule."""
+    texts = ["".join(p) for n in range(6) for p in itertools.product("01.+-", repeat=n)]
+    texts += [t for t, _ in NUMBERS]
+    column = exp.column("t", quoted=True)
+    check = exp.select(column, is_decimal_text(column)).from_("texts").sql("duckdb")
+    con = duckdb.connect()
+    con.execute("CREATE TABLE texts AS SELECT unnest(?::VARCHAR[]) AS t", [texts])
+    got = {t: bool(ok) for t, ok in con.execute(check).fetchall()}
+    assert len(got) == len(set(texts))
+    assert {t for t, ok in got.items() if ok} == {t for t in got if finite_decimal(t) is not None}

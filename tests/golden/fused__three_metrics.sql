@@ -8,10 +8,18 @@ WITH "events" AS (
     TRUE AS "m0_match", /* metric 'bm-count' ('Count metric'): COUNT */
     TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m1_arg",
     "e"."event_type" IN ('embedding', 'llm_request')
-    AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})') AS "m1_match", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+    AND (
+      NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+      AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+      AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
+    ) AS "m1_match", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
     TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m2_arg",
     "e"."event_type" IN ('embedding', 'llm_request')
-    AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})') AS "m2_match" /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+    AND (
+      NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+      AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+      AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
+    ) AS "m2_match" /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
   FROM events AS "e"
   JOIN windows AS "w"
     ON "w"."customer_id" = "e"."customer_id"
@@ -21,11 +29,19 @@ WITH "events" AS (
     TRUE
     OR (
       "e"."event_type" IN ('embedding', 'llm_request')
-      AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+      AND (
+        NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+        AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+        AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
+      )
     )
     OR (
       "e"."event_type" IN ('embedding', 'llm_request')
-      AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+      AND (
+        NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+        AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+        AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
+      )
     )
 ), "usage" AS MATERIALIZED (
   SELECT

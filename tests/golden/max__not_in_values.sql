@@ -10,7 +10,9 @@ WITH "events" AS (
     AND (
       "e"."p_region" IS NULL OR NOT "e"."p_region" IN ('eu-west-1')
     )
-    AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+    AND NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+    AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+    AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
 ), "usage" AS (
   SELECT
     "customer_id",

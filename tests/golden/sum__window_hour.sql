@@ -8,7 +8,9 @@ WITH "events" AS (
   WHERE
     "e"."timestamp" >= CAST('2026-01-01 00:00:00' AS TIMESTAMP)
     AND "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMP)
-    AND REGEXP_FULL_MATCH("e"."p_tokens", '[+-]?([0-9]{1,18}(\.[0-9]{0,12})?|\.[0-9]{1,12})')
+    AND NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+    AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+    AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
 ), "usage" AS (
   SELECT
     "customer_id",
