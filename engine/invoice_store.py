@@ -81,9 +81,9 @@ def money(value: Decimal, precision: int) -> Decimal:
     return out
 
 
-def exact_text(text: str) -> Decimal:
-    """A stored quantity or unit price (exact decimal text)."""
-    return Decimal(text)
+def exact(value: Decimal) -> Decimal:
+    """A stored quantity, unit price or tier bound (DECIMAL(38, 18)) without trailing zeros."""
+    return value.normalize() if value else Decimal(0)
 
 
 _HEADER = """
@@ -93,14 +93,17 @@ FROM invoices
 """
 
 _LINES = """
-SELECT l.invoice_id, l.product_name, l.product_id, l.quantity, l.unit_price, l.total,
-       l.pricing_group_keys, l.pricing_group_values, l.presentation_group_keys,
-       l.presentation_group_values, l.starting_at, l.ending_before, l.billable_metric_id,
+SELECT l.invoice_id, p.product_name, l.product_id, l.quantity, l.unit_price, l.total,
+       p.pricing_group_keys, l.pricing_group_values, p.presentation_group_keys,
+       l.presentation_group_values, l.starting_at, l.ending_before, p.billable_metric_id,
        l.rate_type, l.tier_index, l.tier_starting_at, l.tier_size
 FROM invoice_line_items l
 JOIN invoices i ON i.id = l.invoice_id AND i.revision = l.revision
+JOIN invoice_products p
+  ON p.invoice_id = l.invoice_id AND p.revision = l.revision AND p.product_id = l.product_id
 WHERE l.invoice_id IN (SELECT unnest(?::VARCHAR[]))
-ORDER BY l.invoice_id, l.position
+ORDER BY l.invoice_id, p.product_name, l.product_id, l.pricing_group_values,
+         l.presentation_group_values, l.starting_at, l.tier_index NULLS FIRST
 """
 
 
@@ -117,8 +120,8 @@ def _invoices(con: duckdb.DuckDBPyConnection, headers: Sequence[tuple[Any, ...]]
                 LineItem(
                     name=name,
                     product_id=product_id,
-                    quantity=exact_text(quantity),
-                    unit_price=exact_text(unit_price),
+                    quantity=exact(quantity),
+                    unit_price=exact(unit_price),
                     total=money(total, precision[invoice_id]),
                     pricing_group_values=dict(zip(pkeys, pvalues, strict=True)),
                     presentation_group_values=dict(zip(gkeys, gvalues, strict=True)),
@@ -130,8 +133,8 @@ def _invoices(con: duckdb.DuckDBPyConnection, headers: Sequence[tuple[Any, ...]]
                     if tier_index is None
                     else TierRef(
                         index=tier_index,
-                        starting_at=exact_text(tier_start),
-                        size=None if tier_size is None else exact_text(tier_size),
+                        starting_at=exact(tier_start),
+                        size=None if tier_size is None else exact(tier_size),
                     ),
                 )
             )

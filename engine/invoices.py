@@ -310,26 +310,29 @@ def _register_periods(
 
 def _register_windows(
     con: duckdb.DuckDBPyConnection, targets: Sequence[Target], kinds: set[str]
-) -> None:
-    """mq_windows: the segments (cut at every rate boundary of the contract's rate card) and the
-    whole period of every target, one windows relation for all customers."""
+) -> bool:
+    """mq_windows: one windows relation for all customers: the segments of every target (its
+    period cut at every rate boundary of the contract's rate card; `is_segment`) and its whole
+    period (`is_period`).  A period with a single segment has one window that is both, so
+    metrics of both kinds can share one scan.  Returns whether any period has several
+    segments."""
     cuts: dict[str, list[datetime]] = {}
     cols: dict[str, list[Any]] = defaultdict(list)
-    window_id = 0
+    multi_segment = False
 
-    def add(key: int, kind: str, customer: str, lo: datetime, hi: datetime) -> None:
-        nonlocal window_id
-        cols["window_id"].append(window_id)
+    def add(key: int, customer: str, lo: datetime, hi: datetime, seg: bool, per: bool) -> None:
+        cols["window_id"].append(len(cols["window_id"]))
         cols["period_key"].append(key)
-        cols["kind"].append(kind)
         cols["customer_id"].append(customer)
         cols["window_start"].append(_naive(lo))
         cols["window_end"].append(_naive(hi))
-        window_id += 1
+        cols["is_segment"].append(seg)
+        cols["is_period"].append(per)
 
     for key, target in enumerate(targets):
         card, period = target.card, target.period
         customer = target.contract.customer_id
+        edges = [period.start, period.end]
         if SEGMENT in kinds:
             assert card.id
             if card.id not in cuts:
@@ -341,10 +344,14 @@ def _register_windows(
                 bisect.bisect_right(points, period.start) : bisect.bisect_left(points, period.end)
             ]
             edges = [period.start, *inside, period.end]
-            for lo, hi in zip(edges, edges[1:], strict=False):
-                add(key, SEGMENT, customer, lo, hi)
+        if len(edges) == 2:
+            add(key, customer, period.start, period.end, SEGMENT in kinds, PERIOD in kinds)
+            continue
+        multi_segment = True
+        for lo, hi in zip(edges, edges[1:], strict=False):
+            add(key, customer, lo, hi, True, False)
         if PERIOD in kinds:
-            add(key, PERIOD, customer, period.start, period.end)
+            add(key, customer, period.start, period.end, False, True)
     ts = pa.timestamp("us")
     _register(
         con,
@@ -353,21 +360,30 @@ def _register_windows(
             {
                 "window_id": pa.array(cols["window_id"], pa.int64()),
                 "period_key": pa.array(cols["period_key"], pa.int64()),
-                "kind": pa.array(cols["kind"], pa.string()),
                 "customer_id": pa.array(cols["customer_id"], pa.string()),
                 "window_start": pa.array(cols["window_start"], ts),
                 "window_end": pa.array(cols["window_end"], ts),
+                "is_segment": pa.array(cols["is_segment"], pa.bool_()),
+                "is_period": pa.array(cols["is_period"], pa.bool_()),
             }
         ),
     )
+    return multi_segment
+
+
+ALL_WINDOWS = "all"  # both kinds share every window (no period has several segments)
 
 
 def _windows_of(kind: str) -> exp.Select:
-    return (
-        exp.select("customer_id", "window_id", "window_start", "window_end")
-        .from_("mq_windows")
-        .where(exp.EQ(this=exp.column("kind"), expression=exp.Literal.string(kind)))
+    select = exp.select("customer_id", "window_id", "window_start", "window_end").from_(
+        "mq_windows"
     )
+    if kind == SEGMENT:
+        return select.where(exp.column("is_segment"))
+    if kind == PERIOD:
+        return select.where(exp.column("is_period"))
+    assert kind == ALL_WINDOWS
+    return select
 
 
 def _values_list(columns: Sequence[str]) -> exp.Expression:
@@ -384,8 +400,11 @@ def _compute_quantities(
     targets: Sequence[Target],
     notes: list[str],
     bar: Any,
+    *,
+    multi_segment: bool,
 ) -> None:
-    """mq_quantities: one compiled usage query per (window kind, group keys), all customers."""
+    """mq_quantities: one compiled usage query per group keys (and window kind, when some
+    period has several segments), all customers; its metrics share one scan."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE mq_quantities (window_id BIGINT, product_id VARCHAR, "
         "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
@@ -400,7 +419,8 @@ def _compute_quantities(
             )
             continue
         keys = tuple(sorted({*product.pricing_group_key, *product.presentation_group_key}))
-        groups[(pricing.kinds[pid], keys)].append(product)
+        kind = pricing.kinds[pid] if multi_segment else ALL_WINDOWS
+        groups[(kind, keys)].append(product)
     if not targets:
         return
     lo = min(t.period.start for t in targets)
@@ -458,9 +478,9 @@ def _compute(
     )
     notes.extend(pricing.unsupported)
     _register_periods(con, snap, targets)
-    _register_windows(con, targets, set(pricing.kinds.values()))
-    _compute_quantities(con, home, pricing, targets, notes, bar)
-    rate(con, pricing)
+    multi_segment = _register_windows(con, targets, set(pricing.kinds.values()))
+    _compute_quantities(con, home, pricing, targets, notes, bar, multi_segment=multi_segment)
+    rate(con, pricing, multi_segment=multi_segment)
     bar.advance(1)
     return pricing
 
@@ -469,49 +489,44 @@ def _compute(
 # Invoices from rated lines
 
 
-def _text(column: str) -> str:
-    """SQL: the exact decimal text of `column` without trailing zeros."""
-    return (
-        f"CASE WHEN contains(CAST({column} AS VARCHAR), '.') "
-        f"THEN rtrim(rtrim(CAST({column} AS VARCHAR), '0'), '.') "
-        f"ELSE CAST({column} AS VARCHAR) END"
-    )
-
-
-_INVOICE_LINES = f"""
-CREATE OR REPLACE TEMP TABLE mq_invoice_lines AS
-SELECT i.invoice_id,
-       CAST(row_number() OVER (
-           PARTITION BY i.invoice_id
-           ORDER BY l.product_name, l.product_id, l.pricing_values, l.presentation_values,
-                    l.starting_at, l.tier_index NULLS FIRST) AS INTEGER) AS position,
-       l.product_id, l.product_name, l.billable_metric_id, l.rate_type, l.rate_card_id,
-       l.rate_index, l.pricing_keys, l.pricing_values, l.presentation_keys,
-       l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
-       {_text("l.tier_lower")} AS tier_starting_at, {_text("l.tier_size")} AS tier_size,
-       {_text("l.quantity")} AS quantity, {_text("l.unit_price")} AS unit_price, l.total
+# The lines of each invoice: rated lines joined with the invoice of their period and credit
+# type (not materialised: read twice, by the totals and by the insert).
+_INVOICE_LINES = """(
+SELECT i.invoice_id, l.*
 FROM mq_lines l
 JOIN mq_invoices i ON i.period_key = l.period_key AND i.credit_type_id = l.credit_type_id
-"""  # noqa: S608 - fixed SQL
+)"""
 
-_INVOICE_TOTALS = """
+# The content hash of an invoice: two independent 64-bit combinations of per-line hashes (a
+# sum and an xor; lines are distinct, so their order does not matter) and the line count.  A
+# line's hash covers its product's name, metric and keys too.
+_LINE_FIELDS = """l.product_id, l.rate_type, l.rate_card_id, l.rate_index, l.pricing_values,
+                  l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
+                  l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total,
+                  pr.product_name, pr.billable_metric_id, pr.pricing_keys,
+                  pr.presentation_keys"""
+
+_INVOICE_TOTALS = f"""
 CREATE OR REPLACE TEMP TABLE mq_invoice_totals AS
+WITH per_invoice AS (
+    SELECT l.invoice_id,
+           sum(l.total)::DECIMAL(38, 12) AS total,
+           count(*) AS line_count,
+           sum(hash({_LINE_FIELDS})) % 18446744073709551616 AS h1,
+           bit_xor(hash('meterql', {_LINE_FIELDS})) AS h2
+    FROM {_INVOICE_LINES} l
+    JOIN mq_products pr ON pr.product_id = l.product_id
+    GROUP BY l.invoice_id
+)
 SELECT i.invoice_id,
-       coalesce(sum(l.total), 0)::DECIMAL(38, 12) AS subtotal,
-       coalesce(sum(l.total), 0)::DECIMAL(38, 12) AS total,
-       CAST(count(l.position) AS INTEGER) AS line_count,
-       md5(coalesce(string_agg(
-           concat_ws('|', l.product_id, l.product_name, l.billable_metric_id, l.rate_type,
-                     l.rate_card_id, l.rate_index, to_json(l.pricing_keys),
-                     to_json(l.pricing_values), to_json(l.presentation_keys),
-                     to_json(l.presentation_values), l.starting_at, l.ending_before,
-                     coalesce(l.tier_index, -1), l.tier_starting_at, l.tier_size, l.quantity,
-                     l.unit_price, l.total),
-           chr(10) ORDER BY l.position), '')) AS content_hash
+       coalesce(p.total, 0)::DECIMAL(38, 12) AS subtotal,
+       coalesce(p.total, 0)::DECIMAL(38, 12) AS total,
+       CAST(coalesce(p.line_count, 0) AS INTEGER) AS line_count,
+       printf('%d-%d-%d', coalesce(p.line_count, 0), coalesce(p.h1, 0), coalesce(p.h2, 0))
+           AS content_hash
 FROM mq_invoices i
-LEFT JOIN mq_invoice_lines l ON l.invoice_id = i.invoice_id
-GROUP BY i.invoice_id
-"""
+LEFT JOIN per_invoice p ON p.invoice_id = i.invoice_id
+"""  # noqa: S608 - fixed SQL
 
 _OUTCOMES = """
 CREATE OR REPLACE TEMP TABLE mq_outcomes AS
@@ -552,17 +567,25 @@ FROM mq_outcomes o
 WHERE invoices.id = o.invoice_id AND o.outcome IN ('updated', 'finalized')
 """
 
-_INSERT_LINES = """
+_INSERT_LINES = f"""
 INSERT INTO invoice_line_items
-SELECT l.invoice_id, o.revision, l.position, l.product_id, l.product_name, l.billable_metric_id,
-       l.rate_type, l.rate_card_id, l.rate_index, l.pricing_keys, l.pricing_values,
-       l.presentation_keys, l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
-       l.tier_starting_at, l.tier_size, l.quantity, l.unit_price, l.total
-FROM mq_invoice_lines l
+SELECT l.invoice_id, o.revision, l.product_id, l.rate_type, l.rate_card_id, l.rate_index,
+       l.pricing_values, l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
+       l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total
+FROM {_INVOICE_LINES} l
 JOIN mq_outcomes o ON o.invoice_id = l.invoice_id
 WHERE o.outcome = 'created' OR o.revision <> o.old_revision
-ORDER BY l.invoice_id, l.position
-"""
+"""  # noqa: S608 - fixed SQL
+
+_INSERT_PRODUCTS = f"""
+INSERT INTO invoice_products
+SELECT x.invoice_id, o.revision, pr.product_id, pr.product_name, pr.billable_metric_id,
+       pr.pricing_keys, pr.presentation_keys
+FROM (SELECT DISTINCT invoice_id, product_id FROM {_INVOICE_LINES}) x
+JOIN mq_outcomes o ON o.invoice_id = x.invoice_id
+JOIN mq_products pr ON pr.product_id = x.product_id
+WHERE o.outcome = 'created' OR o.revision <> o.old_revision
+"""  # noqa: S608 - fixed SQL
 
 
 def _register_invoices(
@@ -629,7 +652,6 @@ def _register_invoices(
             }
         ),
     )
-    con.execute(_INVOICE_LINES)
     con.execute(_INVOICE_TOTALS)
     con.execute(_OUTCOMES)
     frozen = con.execute(
@@ -665,6 +687,7 @@ def _write(
         con.execute(_INSERT_INVOICES, params)
         con.execute(_UPDATE_INVOICES, params)
         con.execute(_INSERT_LINES)
+        con.execute(_INSERT_PRODUCTS)
         for statement, args in extra:
             con.execute(statement, args)
         con.execute("COMMIT")

@@ -117,7 +117,7 @@ def run_rating(
     )
     target = Target(contract, card, Period(T(period[0]), T(period[1])), "draft")
     _register_periods(con, _snap(card, credit_types), [target])
-    _register_windows(con, [target], set(pricing.kinds.values()))
+    multi_segment = _register_windows(con, [target], set(pricing.kinds.values()))
     con.execute(
         "CREATE TEMP TABLE mq_quantities (window_id BIGINT, product_id VARCHAR, "
         "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
@@ -127,10 +127,11 @@ def run_rating(
         start = T(row.get("window_start", period[0])).replace(tzinfo=None)
         con.execute(
             "INSERT INTO mq_quantities SELECT window_id, 'p', ?, ?, ? FROM mq_windows "
-            "WHERE kind = ? AND window_start = ?",
+            "WHERE (CASE WHEN ? = 'segment' THEN is_segment ELSE is_period END) "
+            "AND window_start = ?",
             [row.get("pv", ["gpt-5"]), row.get("gv", []), Decimal(row["qty"]), kind, start],
         )
-    rate(con, pricing)
+    rate(con, pricing, multi_segment=multi_segment)
     lines = _dicts(
         con,
         "SELECT * FROM mq_lines ORDER BY presentation_values, starting_at, tier_index",
@@ -201,12 +202,15 @@ def test_a_credit_type_with_two_decimal_places():
     lines, _ = run_rating(
         product(),
         metric(),
-        [flat("0.125", credit_type_id="usd")],
-        [{"qty": "1"}, {"qty": "3", "pv": ["gpt-5"], "gv": []}],
+        [
+            flat("0.125", credit_type_id="usd"),
+            flat("0.125", credit_type_id="usd", pricing_group_values={"model": "o3"}),
+        ],
+        [{"qty": "1", "pv": ["gpt-5"]}, {"qty": "4", "pv": ["o3"]}],
         credit_types=(USD, usd),
     )
-    # both rows fall in the same line group: 4 x 0.125 = 0.5
-    assert [(line["total"], line["credit_type_id"]) for line in lines] == [(Decimal("0.50"), "usd")]
+    got = sorted((line["total"], line["credit_type_id"]) for line in lines)
+    assert got == [(Decimal("0.13"), "usd"), (Decimal("0.50"), "usd")]  # 0.125 -> 0.13
 
 
 def test_tiny_prices_and_big_quantities_stay_exact():
@@ -440,14 +444,21 @@ def test_conversion_then_rounding_per_line_quantity():
         quantity_conversion={"conversion_factor": "1000000", "operation": "divide"},
         quantity_rounding={"decimal_places": 0, "rounding_method": "round_up"},
     )
+    # a rate of another model starts mid-month: the gpt-5 usage comes in two windows, which
+    # form one line (same rate), and the conversion and rounding apply to the line's quantity
+    other = flat("1", start="2026-03-10T00:00:00Z", pricing_group_values={"model": "o3"})
     lines, _ = run_rating(
         prod,
         metric(),
-        [flat("150")],
-        [{"qty": "1000000", "gv": []}, {"qty": "500001", "pv": ["gpt-5"]}],
+        [flat("150"), other],
+        [
+            {"qty": "1000000"},
+            {"qty": "500001", "window_start": "2026-03-10T00:00:00Z"},
+        ],
     )
-    # 1,500,001 tokens -> 1.500001 million -> rounded up: 2 (per line, not per row)
-    assert q(lines[0]) == (Decimal(2), Decimal(150), Decimal(300))
+    # 1,500,001 tokens -> 1.500001 million -> rounded up: 2 (not 1 + 1)
+    assert [q(line) for line in lines] == [(Decimal(2), Decimal(150), Decimal(300))]
+    assert lines[0]["starting_at"].day == 1 and lines[0]["ending_before"].month == 4
 
 
 @settings(max_examples=150, deadline=None)

@@ -13,8 +13,8 @@ CREATE TABLE invoices (
     credit_precision INTEGER NOT NULL,
     status VARCHAR NOT NULL,              -- draft | finalized | void
     revision INTEGER NOT NULL,            -- the revision of invoice_line_items it shows
-    content_hash VARCHAR NOT NULL,        -- of its line items and totals: a re-run that
-                                          -- computes the same content changes nothing
+    content_hash VARCHAR NOT NULL,        -- of its line items: a re-run that computes the
+                                          -- same content changes nothing
     subtotal DECIMAL(38, 12) NOT NULL,
     total DECIMAL(38, 12) NOT NULL,
     line_count INTEGER NOT NULL,
@@ -29,31 +29,39 @@ CREATE TABLE invoices (
     voided_at TIMESTAMP
 );
 
--- Quantities and unit prices are kept as their exact decimal text: their scale depends on the
--- conversions and prices in use and they are never rounded.  Totals are rounded to the credit
--- type's precision (at most 12 places), so DECIMAL(38, 12) holds them exactly.
+-- Quantities, unit prices and tier bounds are never rounded: rating refuses conversions and
+-- prices that would need more than the 18 decimal places stored here.  Totals are rounded to
+-- the credit type's precision (at most 12 places).  Lines are read in a deterministic order:
+-- product name, product id, pricing values, presentation values, starting_at, tier.
 CREATE TABLE invoice_line_items (
     invoice_id VARCHAR NOT NULL,
     revision INTEGER NOT NULL,
-    position INTEGER NOT NULL,            -- 1, 2, ... in the invoice's line order
-    product_id VARCHAR NOT NULL,
-    product_name VARCHAR NOT NULL,
-    billable_metric_id VARCHAR,
+    product_id VARCHAR NOT NULL,          -- name and group keys: invoice_products
     rate_type VARCHAR NOT NULL,           -- FLAT | TIERED
     rate_card_id VARCHAR NOT NULL,
     rate_index INTEGER NOT NULL,          -- position of the rate in its rate card's rates
-    pricing_group_keys VARCHAR[] NOT NULL,
-    pricing_group_values VARCHAR[] NOT NULL,
-    presentation_group_keys VARCHAR[] NOT NULL,
-    presentation_group_values VARCHAR[] NOT NULL,
+    pricing_group_values VARCHAR[] NOT NULL,       -- in the order of pricing_group_keys
+    presentation_group_values VARCHAR[] NOT NULL,  -- in the order of presentation_group_keys
     starting_at TIMESTAMP NOT NULL,
     ending_before TIMESTAMP NOT NULL,
     tier_index INTEGER,                   -- TIERED: 0, 1, ...
-    tier_starting_at VARCHAR,             -- TIERED: the quantity the tier starts after
-    tier_size VARCHAR,                    -- TIERED: NULL for the unbounded last tier
-    quantity VARCHAR NOT NULL,
-    unit_price VARCHAR NOT NULL,
+    tier_starting_at DECIMAL(38, 18),     -- TIERED: the quantity the tier starts after
+    tier_size DECIMAL(38, 18),            -- TIERED: NULL for the unbounded last tier
+    quantity DECIMAL(38, 18) NOT NULL,
+    unit_price DECIMAL(38, 18) NOT NULL,
     total DECIMAL(38, 12) NOT NULL
+);
+
+-- The products of an invoice revision as they were when it was computed (a later rename or
+-- key change of the product does not change an existing invoice).
+CREATE TABLE invoice_products (
+    invoice_id VARCHAR NOT NULL,
+    revision INTEGER NOT NULL,
+    product_id VARCHAR NOT NULL,
+    product_name VARCHAR NOT NULL,
+    billable_metric_id VARCHAR,
+    pricing_group_keys VARCHAR[] NOT NULL,
+    presentation_group_keys VARCHAR[] NOT NULL
 );
 
 -- Every committed ingest batch, numbered by the invoice run (or regenerate) that first saw it.
