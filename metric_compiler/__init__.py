@@ -9,7 +9,8 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
         the event properties a usage query of the metric reads; ask the read API for just these:
         EventStore(home, con).relation(metric_properties(m, group_by), start, end)
 
-    compile_usage(metrics, source, *, window, group_by=(), customer_ids=None, dialect="duckdb")
+    compile_usage(metrics, source, *, window, group_by=(), customer_ids=None, dialect="duckdb",
+                  ordered=True)
         -> CompiledQuery(tree, sql, columns, group_columns, metric_ids, properties)
 
         metrics       one BillableMetric, or a list of them with the same grouping: compiled
@@ -28,6 +29,7 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
                                                 customer; windows may overlap
         group_by      property names, a subset of one compound group key of every metric
         customer_ids  restrict to these catalog customer ids (None: all customers)
+        ordered       False leaves out the final ORDER BY (rows to be stored or joined)
 
         Output columns, in order:
             customer_id, metric_id,
@@ -35,8 +37,9 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
             one column per group_by property, named property_column(name)
                                           (CompiledQuery.group_columns maps name -> column)
             value DECIMAL(38, 12)
-        Rows are ordered by customer_id, window, group values, metric_id.  A row exists only
-        for a (customer, window, group values, metric) with at least one matching event.
+        Rows are ordered by customer_id, window, group values, metric_id (unless ordered=False).
+        A row exists only for a (customer, window, group values, metric) with at least one
+        matching event.
 
 Semantics (SEMANTICS.md section 2, and decisions):
     - numbers are DECIMAL(38, 12) (metric_compiler.numbers); a value that is not a plain finite

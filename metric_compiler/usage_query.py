@@ -80,7 +80,7 @@ def _events(i: int) -> str:
 
 
 def compile_plan(
-    plan: UsagePlan, source: exp.Expression, *, dialect: str = "duckdb"
+    plan: UsagePlan, source: exp.Expression, *, dialect: str = "duckdb", ordered: bool = True
 ) -> CompiledQuery:
     if dialect.lower() not in SUPPORTED_DIALECTS:
         raise UserError(
@@ -191,6 +191,8 @@ def compile_plan(
     order_by = [
         sx.col(name) for name in ("customer_id", *window_out, *group_cols.values(), "metric_id")
     ]
+    if not ordered:
+        order_by = []
 
     header = note(
         "meterql usage: "
@@ -305,8 +307,11 @@ def compile_usage(
     group_by: Sequence[str] = (),
     customer_ids: Sequence[str] | None = None,
     dialect: str = "duckdb",
+    ordered: bool = True,
 ) -> CompiledQuery:
-    """Compile one metric, or several fused into one scan, over `source` (see metric_compiler)."""
+    """Compile one metric, or several fused into one scan, over `source` (see metric_compiler).
+
+    `ordered=False` leaves out the final ORDER BY (for callers that store or join the rows)."""
     listed = [metrics] if isinstance(metrics, BillableMetric) else list(metrics)
     plan = plan_usage(listed, group_by=group_by, window=window, customer_ids=customer_ids)
-    return compile_plan(plan, source, dialect=dialect)
+    return compile_plan(plan, source, dialect=dialect, ordered=ordered)

@@ -364,3 +364,12 @@ def test_decimal_check_accepts_exactly_the_documented_language() -> None:
     got = {t: bool(ok) for t, ok in con.execute(check).fetchall()}
     assert len(got) == len(set(texts))
     assert {t for t, ok in got.items() if ok} == {t for t in got if finite_decimal(t) is not None}
+
+
+def test_unordered_output_leaves_out_the_order_by() -> None:
+    m = metric(aggregation_type="count")
+    ordered = compile_usage(m, EVENTS_TABLE, window=Window.none(START, END))
+    unordered = compile_usage(m, EVENTS_TABLE, window=Window.none(START, END), ordered=False)
+    assert "ORDER BY" in ordered.sql and "ORDER BY" not in unordered.sql
+    events = [Event(f"t{i}", f"c{i % 3}", "use", at(i), {}) for i in range(9)]
+    assert sorted(run(unordered.sql, events, [])) == run(ordered.sql, events, [])
