@@ -188,7 +188,7 @@ def test_engine_equals_evaluator(
     assert normalise(got) == normalise(expected)
 
 
-@SETTINGS
+@settings(max_examples=35, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     events=events_strategy(),
     metrics=st.integers(2, 3).flatmap(lambda n: st.tuples(*map(metric_strategy, range(n)))),
