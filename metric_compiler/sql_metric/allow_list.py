@@ -180,11 +180,16 @@ STATEMENT_NAMES: dict[type[exp.Expression], str] = {
 
 
 def function_name(source: SqlSource, node: exp.Expression) -> str:
+    """The function's name as written (sqlglot may rename: string_agg is GroupConcat)."""
     if isinstance(node, exp.Anonymous):
         return node.name
     meta = node._meta
     if meta and "start" in meta:
         return source.text[meta["start"] : meta["end"] + 1]
+    span = source.span(node)
+    written = source.name_before(span[0]) if span else None
+    if written:
+        return written
     return node.sql_name().lower() if isinstance(node, exp.Func) else node.key
 
 
@@ -250,7 +255,18 @@ def _allowed(source: SqlSource, node: exp.Expression) -> bool:
                 exp.Intersect: ("INTERSECT",),
                 exp.Except: ("EXCEPT",),
             }.get(kind, ())
-            source.report(node, f"{name} is not allowed: {why}", *keyword)
+            message = f"{name} is not allowed: {why}"
+            after = (
+                node.args.get("this") if isinstance(node, exp.SetOperation | exp.Filter) else None
+            )
+            token = None
+            if after is not None and keyword:
+                after_span = source.span(after)
+                token = source.keyword_after(after_span[1], *keyword) if after_span else None
+            if token is not None:
+                source.problems.append(source.at(token.start, token.end + 1, message))
+            else:
+                source.report(node, message, *keyword)
             return not isinstance(node, OPAQUE)
     if isinstance(node, exp.With) and node.args.get("recursive"):
         source.report(node, "WITH RECURSIVE is not allowed: a SQL metric is not recursive", "WITH")

@@ -43,14 +43,56 @@ class SqlSource:
         return SqlProblem(start, max(end, start + 1), line, col, message)
 
     def span(self, node: exp.Expression) -> tuple[int, int] | None:
-        """[start, end) of the text a node came from, when sqlglot located anything under it."""
+        """[start, end) of the text a node came from, when sqlglot located anything under it;
+        a function call includes its parentheses."""
         starts, ends = [], []
         for child in node.walk():
             meta = child._meta  # (no empty meta dicts created)
             if meta and "start" in meta:
                 starts.append(meta["start"])
                 ends.append(meta["end"] + 1)
-        return (min(starts), max(ends)) if starts else None
+        if not starts:
+            return None
+        start, end = min(starts), max(ends)
+        if isinstance(node, exp.Func):
+            end = max(end, self._call_end(start))
+        return start, end
+
+    def _call_end(self, start: int) -> int:
+        """The end of `name(...)` when a name token starts at `start` (else 0)."""
+        tokens = self.tokens
+        index = next((i for i, t in enumerate(tokens) if t.start == start), None)
+        if index is None or index + 1 >= len(tokens) or tokens[index + 1].text != "(":
+            return 0
+        depth = 0
+        for token in tokens[index + 1 :]:
+            if token.text == "(":
+                depth += 1
+            elif token.text == ")":
+                depth -= 1
+                if depth == 0:
+                    return token.end + 1
+        return 0
+
+    def name_before(self, offset: int) -> str | None:
+        """The function name written before the `(` that precedes `offset`."""
+        previous = [t for t in self.tokens if t.start < offset]
+        for i in range(len(previous) - 1, 0, -1):
+            if previous[i].text == "(":
+                return previous[i - 1].text
+        return None
+
+    def keyword_after(self, offset: int, *words: str) -> Token | None:
+        """The first token starting with one of `words` (any case) at or after `offset`."""
+        wanted = {w.upper() for w in words}
+        for token in self.tokens:
+            if (
+                token.start >= offset
+                and token.text.split()
+                and (token.text.split()[0].upper() in wanted)
+            ):
+                return token
+        return None
 
     def keyword_before(self, offset: int, *words: str) -> Token | None:
         """The last token starting with one of `words` (any case) that starts before `offset`
@@ -101,7 +143,5 @@ class SqlSource:
 
     def written(self, node: exp.Expression) -> str:
         """The text of a node as the author wrote it (its located span), else its SQL."""
-        meta = node._meta
-        if meta and "start" in meta:
-            return self.text[meta["start"] : meta["end"] + 1]
-        return node.sql("duckdb")
+        span = self.span(node)
+        return self.text[span[0] : span[1]] if span else node.sql("duckdb")

@@ -1,0 +1,484 @@
+"""The SQL metric checker: every refusal by name with line, column and caret, "did you mean",
+all problems at once, the returned columns, and the apply hook (SEMANTICS.md section 3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from metric_compiler.checks import check_metric
+from metric_compiler.sql_metric import (
+    SqlMetricError,
+    check_sql,
+    sql_metric_columns,
+    sql_problems,
+)
+from warehouse.models import BillableMetric
+
+SEED = """SELECT count(DISTINCT properties.user_id) as value,
+       properties.region
+FROM events
+WHERE event_type = 'api_request'
+GROUP BY properties.region"""
+
+
+def only_problem(sql: str):
+    problems = sql_problems(sql)
+    assert len(problems) == 1, [p.format(sql) for p in problems]
+    return problems[0]
+
+
+def where(sql: str, fragment: str, nth: int = 0) -> tuple[int, int]:
+    """1-based (line, col) of the nth occurrence of `fragment` in `sql`."""
+    offset = -1
+    for _ in range(nth + 1):
+        offset = sql.index(fragment, offset + 1)
+    line = sql.count("\n", 0, offset) + 1
+    return line, offset - (sql.rfind("\n", 0, offset) + 1) + 1
+
+
+def test_the_seed_example_passes_with_value_and_region() -> None:
+    checked = check_sql(SEED)
+    assert (checked.value, checked.group_keys) == ("value", ("region",))
+    assert checked.properties == ("user_id", "region")
+    assert sql_metric_columns(SEED) == ("value", ("region",))
+    assert sql_problems(SEED) == []
+
+
+def test_first_column_is_the_value_without_a_value_column() -> None:
+    sql = (
+        "SELECT sum(CAST(properties.tokens AS DECIMAL(38, 12))) AS total, event_type "
+        "FROM events GROUP BY event_type"
+    )
+    assert sql_metric_columns(sql) == ("total", ("event_type",))
+    assert sql_metric_columns("SELECT event_type, count(*) AS Value FROM events GROUP BY 1") == (
+        "Value",
+        ("event_type",),
+    )
+
+
+# -- escapes: refused by name, with line and column -------------------------------------------
+
+ESCAPES = [
+    (
+        "SELECT count(*) AS value FROM read_csv('/etc/passwd')",
+        "table function read_csv",
+        "read_csv",
+    ),
+    (
+        "SELECT count(*) AS value FROM '/etc/passwd'",
+        "file path '/etc/passwd' used as a table",
+        "'/etc",
+    ),
+    (
+        "SELECT count(*) AS value FROM read_text('/etc/passwd')",
+        "table function read_text",
+        "read_text",
+    ),
+    (
+        "SELECT count(*) AS value FROM read_parquet('x.parquet')",
+        "table function read_parquet",
+        "read_parquet",
+    ),
+    ("SELECT count(*) AS value FROM glob('/*')", "table function glob", "glob"),
+    (
+        "SELECT count(*) AS value FROM duckdb_settings()",
+        "table function duckdb_settings",
+        "duckdb_settings",
+    ),
+    ("SELECT getenv('HOME') AS value FROM events", "function getenv is not allowed", "getenv"),
+    ("SELECT count(*) AS value FROM customers", "table customers is not allowed", "customers"),
+    (
+        "SELECT count(*) AS value FROM information_schema.tables",
+        "table information_schema.tables is not allowed",
+        "information_schema",
+    ),
+    (
+        "SELECT count(*) AS value FROM main.events",
+        "table main.events is not allowed",
+        "main.events",
+    ),
+    ("CREATE TABLE t AS SELECT 1", "CREATE statements are not allowed", "CREATE"),
+    ("INSERT INTO events VALUES (1)", "INSERT statements are not allowed", "INSERT"),
+    ("DROP TABLE events", "DROP statements are not allowed", "DROP"),
+    ("DELETE FROM events", "DELETE statements are not allowed", "DELETE"),
+    ("UPDATE events SET event_type = 'x'", "UPDATE statements are not allowed", "UPDATE"),
+    ("PRAGMA database_list", "PRAGMA statements are not allowed", "PRAGMA"),
+    ("SET enable_external_access = true", "SET statements are not allowed", "SET"),
+    ("ATTACH '/tmp/x.db' AS x", "ATTACH statements are not allowed", "ATTACH"),
+    ("COPY (SELECT 1) TO '/tmp/out.csv'", "COPY statements are not allowed", "COPY"),
+    ("INSTALL httpfs", "INSTALL statements are not allowed", "INSTALL"),
+    ("LOAD httpfs", "LOAD statements are not allowed", "LOAD"),
+    (
+        "SELECT count(*) AS value FROM events; DROP TABLE events",
+        "a second statement (DROP, statement 2)",
+        "DROP",
+    ),
+    (
+        "SELECT 1 AS value;\nSELECT 2 AS value",
+        "a second statement (SELECT, statement 2)",
+        "SELECT 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(("sql", "message", "at"), ESCAPES, ids=[e[2] for e in ESCAPES])
+def test_escapes_are_refused_by_name_at_their_place(sql: str, message: str, at: str) -> None:
+    problem = only_problem(sql)
+    assert message in problem.message
+    assert (problem.line, problem.col) == where(sql, at)
+
+
+INSIDE = [
+    "read_csv('/etc/passwd')",
+    "read_text('/etc/passwd')",
+    "glob('/*')",
+    "duckdb_settings()",
+    "'/etc/passwd'",
+    "customers",
+    "information_schema.tables",
+]
+
+
+@pytest.mark.parametrize("relation", INSIDE)
+def test_escapes_inside_a_cte_or_a_subquery_are_refused_too(relation: str) -> None:
+    for template in (
+        "WITH x AS (SELECT count(*) AS n FROM RELATION) SELECT max(n) AS value FROM x",
+        "SELECT count(*) AS value FROM (SELECT 1 AS one FROM RELATION)",
+        "SELECT count(*) AS value FROM events WHERE event_type IN (SELECT 'a' FROM RELATION)",
+        "SELECT (SELECT count(*) FROM RELATION) AS value",
+    ):
+        sql = template.replace("RELATION", relation)
+        problem = only_problem(sql)
+        assert "not allowed" in problem.message and "reads only the table events" in problem.message
+        assert (problem.line, problem.col) == where(sql, relation.split("(")[0])
+
+
+def test_statements_and_functions_nested_in_a_query_are_refused() -> None:
+    sql = "WITH x AS (DELETE FROM events RETURNING *) SELECT count(*) AS value FROM x"
+    problem = only_problem(sql)
+    assert "DELETE is not allowed" in problem.message
+    assert (problem.line, problem.col) == where(sql, "DELETE")
+    sql = "SELECT count(*) AS value FROM events WHERE event_type = getenv('USER')"
+    assert "function getenv is not allowed" in only_problem(sql).message
+
+
+def test_a_column_of_another_table_is_refused() -> None:
+    sql = "SELECT count(*) AS value FROM events WHERE customers.name = 'x'"
+    problem = only_problem(sql)
+    assert "customers.name: there is no table customers in this query" in problem.message
+    assert (problem.line, problem.col) == where(sql, "customers")
+
+
+def test_hidden_columns_are_explained() -> None:
+    problem = only_problem("SELECT count(*) AS value FROM events WHERE customer_id = 'c'")
+    assert "customer_id is not a column of events in a SQL metric" in problem.message
+    assert "meterql evaluates it for every customer" in problem.message
+    assert (
+        "ingested_at is not a column"
+        in only_problem("SELECT max(ingested_at) AS value FROM events").message
+    )
+
+
+# -- constructs that cannot be scoped ---------------------------------------------------------
+
+UNSCOPABLE = [
+    (
+        "SELECT row_number() OVER () AS value FROM events",
+        "a window function (OVER) is not allowed",
+        "row_number",
+    ),
+    (
+        "SELECT count(*) AS value FROM events GROUP BY event_type ORDER BY 1",
+        "ORDER BY is not allowed",
+        "ORDER",
+    ),
+    ("SELECT count(*) AS value FROM events LIMIT 1", "LIMIT is not allowed", "LIMIT"),
+    (
+        "SELECT count(*) AS value FROM (SELECT event_type FROM events LIMIT 5)",
+        "LIMIT is not allowed",
+        "LIMIT",
+    ),
+    (
+        "SELECT count(*) AS value FROM events e "
+        "JOIN events f ON e.transaction_id = f.transaction_id",
+        "JOIN is not allowed",
+        "JOIN",
+    ),
+    ("SELECT count(*) AS value FROM events UNION ALL SELECT 1", "UNION is not allowed", "UNION"),
+    (
+        "SELECT count(*) FILTER (WHERE event_type = 'a') AS value FROM events",
+        "aggregate FILTER is not allowed",
+        "FILTER",
+    ),
+    (
+        "SELECT count(*) AS value FROM events GROUP BY ALL",
+        "GROUP BY ALL is not allowed",
+        "GROUP BY ALL",
+    ),
+    (
+        "SELECT count(*) AS value FROM events GROUP BY ROLLUP (event_type)",
+        "ROLLUP is not allowed",
+        "ROLLUP",
+    ),
+    (
+        "SELECT DISTINCT ON (event_type) event_type AS value FROM events",
+        "DISTINCT ON is not allowed",
+        "event_type)",
+    ),
+    (
+        "WITH RECURSIVE r AS (SELECT 1 AS n) SELECT n AS value FROM r",
+        "WITH RECURSIVE is not allowed",
+        "WITH",
+    ),
+    (
+        "SELECT count(*) AS value FROM events WHERE timestamp > (SELECT max(e2.timestamp) "
+        "FROM events e2 WHERE e2.event_type = events.event_type)",
+        "correlated subquery",
+        "events.event_type",
+    ),
+    (
+        "SELECT count(*) AS value FROM events QUALIFY count(*) > 1",
+        "QUALIFY is not allowed",
+        "QUALIFY",
+    ),
+    ("SELECT count(*) AS value FROM events USING SAMPLE 10%", "sampling is not allowed", "10"),
+]
+
+
+@pytest.mark.parametrize(("sql", "message", "at"), UNSCOPABLE, ids=[u[1][:30] for u in UNSCOPABLE])
+def test_unscopable_constructs_are_refused_with_a_reason(sql: str, message: str, at: str) -> None:
+    problem = only_problem(sql)
+    assert message in problem.message
+    assert (problem.line, problem.col) == where(sql, at)
+
+
+def test_functions_types_and_operators_outside_the_allow_list_are_refused() -> None:
+    cases = [
+        (
+            "SELECT sum(CAST(properties.t AS DOUBLE)) AS value FROM events",
+            "type DOUBLE is not allowed: floating point is not exact",
+        ),
+        (
+            "SELECT sum(TRY_CAST(properties.t AS FLOAT)) AS value FROM events",
+            "type REAL is not allowed: floating point is not exact",
+        ),
+        (
+            "SELECT count(*) AS value FROM events "
+            "WHERE timestamp > CAST('2024-01-01' AS TIMESTAMPTZ)",
+            "it depends on the session time zone",
+        ),
+        (
+            "SELECT count(*) AS value FROM events WHERE properties.a LIKE 'x%'",
+            "LIKE is not allowed",
+        ),
+        ("SELECT upper(event_type) AS value FROM events", "function upper is not allowed"),
+        (
+            "SELECT count(*) AS value FROM events WHERE timestamp > now() - INTERVAL 1 DAY",
+            "function now is not allowed",
+        ),
+        (
+            "SELECT string_agg(event_type, ',') AS value FROM events",
+            "function string_agg is not allowed",
+        ),
+        (
+            "SELECT count(*) AS value FROM events WHERE event_type = $1",
+            "query parameters is not allowed",
+        ),
+        ("SELECT * FROM events", "* is not allowed"),
+        (
+            "SELECT count(*) AS value FROM events WHERE properties.a || 'x' = 'y'",
+            "|| (string concatenation) is not allowed",
+        ),
+    ]
+    for sql, message in cases:
+        messages = [p.message for p in sql_problems(sql)]
+        assert any(message in m for m in messages), (sql, messages)
+
+
+def test_everything_the_semantics_allow_passes() -> None:
+    sql = """
+    WITH daily AS (
+        SELECT date_trunc('day', timestamp) AS day,
+               properties.user_id AS user_id,
+               count(*) AS n,
+               count(DISTINCT transaction_id) AS tx,
+               sum(TRY_CAST(properties.tokens AS DECIMAL(38, 12))) AS tokens,
+               min(timestamp) AS first_seen,
+               max(timestamp) AS last_seen,
+               arg_max(properties.model, timestamp) AS latest_model,
+               arg_min(properties.model, timestamp) AS earliest_model
+        FROM events
+        WHERE event_type IN ('a', 'b') AND event_type NOT IN ('c')
+          AND properties.region IS NOT NULL AND NOT (properties.region IS NULL)
+          AND timestamp BETWEEN TIMESTAMP '2024-01-01' AND TIMESTAMP '2025-01-01'
+        GROUP BY day, user_id
+        HAVING count(*) > 0
+    )
+    SELECT round(avg(tokens), 2) + ceil(max(n) / 2) - floor(min(n) * 1.5) % 7 AS value,
+           CASE WHEN count(*) > 1 THEN 'many' ELSE 'one' END AS size,
+           coalesce(max(latest_model), 'none') AS model,
+           greatest(max(tx), 1) - least(min(tx), 1) AS spread
+    FROM daily
+    WHERE user_id IN (SELECT properties.user_id FROM events WHERE event_type = 'a')
+      AND EXISTS (SELECT 1 FROM events)
+      AND n >= (SELECT count(*) // 100 FROM events)
+    """
+    checked = check_sql(sql)
+    assert checked.group_keys == ("size", "model", "spread")
+    assert set(checked.properties) == {"user_id", "tokens", "model", "region"}
+
+
+# -- columns: did you mean, every problem at once ---------------------------------------------
+
+
+def test_misspelled_columns_get_did_you_mean_and_every_problem_is_reported_at_once() -> None:
+    sql = (
+        "SELECT count(*) AS value, event_typ AS kind\n"
+        "FROM events\n"
+        "WHERE timestmp > TIMESTAMP '2024-01-01' AND region = 'eu'\n"
+        "  AND read_text('x') = 'y' AND transaction = '1'"
+    )
+    problems = sql_problems(sql)
+    messages = [p.message for p in problems]
+    assert len(problems) == 5, messages
+    assert (
+        "column event_typ does not exist" in messages[0]
+        and "did you mean 'event_type'?" in messages[0]
+    )
+    assert (problems[0].line, problems[0].col) == (1, 27)
+    assert "did you mean 'timestamp'?" in messages[1] and (problems[1].line, problems[1].col) == (
+        3,
+        7,
+    )
+    assert "did you mean properties.region?" in messages[2]
+    assert "function read_text is not allowed" in messages[3] and problems[3].line == 4
+    assert "did you mean 'transaction_id'?" in messages[4]
+
+
+def test_misspelled_cte_columns_and_tables_get_suggestions() -> None:
+    sql = (
+        "WITH daily AS (SELECT count(*) AS total FROM events) SELECT max(totl) AS value FROM daily"
+    )
+    assert "did you mean 'total'?" in only_problem(sql).message
+    sql = (
+        "WITH daily AS (SELECT count(*) AS total FROM events) SELECT max(total) AS value FROM daly"
+    )
+    assert "did you mean 'daily'?" in only_problem(sql).message
+    assert "did you mean 'events'?" in only_problem("SELECT count(*) AS value FROM event").message
+    sql = "SELECT count(*) AS value FROM events WHERE propertes.region = 'eu'"
+    assert "did you mean 'properties'?" in only_problem(sql).message
+
+
+def test_the_error_prints_every_problem_with_a_caret_under_the_place() -> None:
+    sql = "SELECT count(*) AS value\nFROM read_csv('/etc/passwd')\nWHERE getenv('X') = '1'"
+    with pytest.raises(SqlMetricError) as raised:
+        check_sql(sql)
+    text = str(raised.value)
+    assert text.startswith("2 problem(s) in the SQL metric")
+    assert (
+        "  - line 2, col 6: table function read_csv is not allowed; a SQL metric reads only the "
+        "table events\n"
+        "      FROM read_csv('/etc/passwd')\n"
+        "           ^^^^^^^^^^^^^^^^^^^^^^^" in text
+    )
+    assert "line 3, col 7: function getenv is not allowed" in text
+    assert text.endswith("      WHERE getenv('X') = '1'\n            ^^^^^^^^^^^")
+
+
+def test_syntax_errors_have_a_place_including_ones_sqlglot_would_forgive() -> None:
+    problem = only_problem("SELECT count(* AS value FROM events")
+    assert problem.message.startswith("syntax error") and problem.line == 1
+    problem = only_problem("SELECT event_type,, count(*) AS value FROM events GROUP BY 1")
+    assert problem.message == 'syntax error: at or near ","' and problem.col == 19
+    problem = only_problem("SELECT count(*) AS value FROM events WHERE event_type = 'open")
+    assert "unterminated" in problem.message and problem.col == 57
+    problem = only_problem("SELECT 'ä' AS k,, count(*) AS value FROM events")
+    assert problem.col == 17  # DuckDB reports byte offsets; the caret is on characters
+    assert "the SQL is empty" in only_problem("  \n ").message
+
+
+def test_returned_columns_need_names_distinct_and_unreserved() -> None:
+    messages = [
+        p.message
+        for p in sql_problems(
+            "SELECT count(*) AS value, properties.a AS customer_id, properties.b AS region, "
+            "properties.c AS Region, coalesce(properties.d, 'x'), count(*) AS value FROM events"
+        )
+    ]
+    assert any("a group key cannot be named customer_id" in m for m in messages)
+    assert any("group key Region is returned twice (also column 3)" in m for m in messages)
+    assert any(
+        "column 5 (coalesce(properties.d, 'x')) is a group key and needs a name" in m
+        for m in messages
+    )
+    assert any("more than one column named value" in m for m in messages)
+
+
+def test_reserved_names_are_refused() -> None:
+    for sql in (
+        "WITH __mq_events AS (SELECT 1 AS n) SELECT n AS value FROM __mq_events",
+        "SELECT count(*) AS __mq_value FROM events",
+        "SELECT count(*) AS value FROM events AS __mq_w",
+    ):
+        assert "is reserved" in only_problem(sql).message, sql
+    assert (
+        "a CTE cannot be named events"
+        in only_problem("WITH events AS (SELECT 1 AS n) SELECT n AS value FROM events").message
+    )
+
+
+def test_properties_need_a_name_and_an_events_relation() -> None:
+    assert (
+        "properties is a group of columns"
+        in only_problem("SELECT count(properties) AS value FROM events").message
+    )
+    sql = (
+        "SELECT sum(n) AS value FROM (SELECT count(*) AS n FROM events) t WHERE properties.x = '1'"
+    )
+    assert (
+        "properties can be read only where the query reads events directly"
+        in only_problem(sql).message
+    )
+
+
+def test_ambiguous_alias_and_column_is_refused() -> None:
+    sql = "SELECT properties.kind AS event_type, count(*) AS value FROM events GROUP BY event_type"
+    assert "event_type is ambiguous" in only_problem(sql).message
+    # an alias that names its own column is not ambiguous
+    assert (
+        sql_problems(
+            "SELECT event_type AS event_type, count(*) AS value FROM events GROUP BY event_type"
+        )
+        == []
+    )
+
+
+# -- property names ---------------------------------------------------------------------------
+
+
+def test_hostile_property_names_via_quoted_identifiers() -> None:
+    names = ['a b"c', "x'); DROP TABLE events; --", "Model", "model", "zählung", "a.b", "__mq_x"]
+    quoted = [n.replace('"', '""') for n in names]
+    columns = ", ".join(f'max(properties."{q}") AS c{i}' for i, q in enumerate(quoted))
+    checked = check_sql(f"SELECT count(*) AS value, {columns} FROM events")  # noqa: S608
+    assert checked.properties == tuple(names)
+    checked = check_sql(
+        "SELECT count(*) AS value FROM events AS e "
+        "WHERE e.properties.\"a.b\" = '1' AND e.properties.userId = '2'"
+    )
+    assert checked.properties == ("a.b", "userId")  # property names keep their case
+
+
+# -- the apply hook ---------------------------------------------------------------------------
+
+
+def test_check_metric_reports_sql_problems_with_line_col_and_caret() -> None:
+    good = BillableMetric(name="Users", sql=SEED)
+    assert check_metric(good) == []
+    bad = BillableMetric(name="Bad", sql="SELECT count(*) AS value FROM read_csv('/etc/passwd')")
+    [problem] = check_metric(bad)
+    assert problem.startswith("sql: line 1, col 31: table function read_csv is not allowed")
+    assert problem.endswith(
+        "\n  SELECT count(*) AS value FROM read_csv('/etc/passwd')"
+        "\n                                ^^^^^^^^^^^^^^^^^^^^^^^"
+    )
