@@ -181,6 +181,7 @@ def sql_run(
 ) -> None:
     """Run a SQL metric's query for every customer (or one) over [start, end), in a sandbox."""
     from engine.api import Meterql
+    from engine.output import progress
     from engine.sql_run import SQL_RUN_FORMATS, print_sql_rows
 
     if format not in SQL_RUN_FORMATS:
@@ -188,7 +189,8 @@ def sql_run(
     text = read_sql(file)
     mq = Meterql.open(home_of(ctx))
     try:
-        table = mq.sql_run(text, start, end, customer=customer)
+        with progress("running the SQL metric"):
+            table = mq.sql_run(text, start, end, customer=customer)
     finally:
         mq.close()
     print_sql_rows(table, format)

@@ -2,26 +2,34 @@
 
     check_sql_metric(text) -> SqlCheck                 static checks + DuckDB binds the query
     run_sql_metric(home, con, text, windows) -> Table  one row per (customer, window, group)
-    open_sandbox(...) -> DuckDBPyConnection            the connection user SQL runs in
+    sql_run(home, con, catalog, text, start, end)      `meterql sql run`: shaped like usage
+    open_sandbox(...) / sandbox(...)                   the connection user SQL runs in
 
 Defence in depth.  The checker (metric_compiler.sql_metric) refuses everything outside the
-allow-list, and what runs is the SQL that sqlglot generates from the checked and scoped tree
-(parsed back and compared before it runs), never the author's text.  Even so, user SQL runs
-only in a sandbox connection: in-memory, `enable_external_access=false` with no allowed
-directories or paths, extension auto-install/auto-load and community extensions off, and
-`lock_configuration=true` set last, so nothing the query says can read or write a file, load
-an extension, or change a setting (tests/test_sql_metric_sandbox.py tries each escape on the raw
-connection, bypassing the checker).
+allow-list before anything runs, and what runs is the SQL that sqlglot generates from the checked
+and scoped tree (parsed back and compared first), never the author's text.  Even so, user SQL
+runs only in a sandbox connection: in-memory, `enable_external_access=false` with empty
+`allowed_paths` and `allowed_directories`, extension auto-install/auto-load and community
+extensions off, and `lock_configuration=true` set last, so a checker bug still cannot read or
+write a file, load an extension, or change a setting (tests/test_sql_metric_sandbox.py tries each
+escape on the raw connection, bypassing the checker).
 
-Why the events stream in as Arrow instead of `read_parquet` in the sandbox: DuckDB 2.0 does
-let `read_parquet` read files under `allowed_directories` with external access off, but it
-also lets `COPY ... TO` write there (new files, or overwrite with USE_TMP_FILE false), and
-`allowed_paths` has the same hole for the listed files.  So the sandbox gets no path at all:
-the read API's relation (warehouse.events.EventStore.relation: manifest files pruned to the
-windows' span, customer ids resolved through customer_keys) runs on the normal connection and
-its Arrow record batches stream into the sandbox; nothing is materialised in Python.  When the
-query reads `events` more than once the scoped query materialises the events CTE, because a
-stream can be read once.
+What was verified in DuckDB 2.0, and why the events stream in as Arrow:
+- `read_parquet` does read files under `allowed_directories` with external access off, but
+  `COPY ... TO` can then also write there (new files, and overwrite with USE_TMP_FILE false);
+  `allowed_paths` has the same hole for the listed files.  So the sandbox gets no event path:
+  the read API's relation (warehouse.events.EventStore.relation: manifest files pruned to the
+  windows' span, customer ids resolved through customer_keys) runs on the normal connection and
+  its Arrow record batches stream into the sandbox, registered before the query runs (explicit
+  registration works with external access off; replacement scans of Python variables do not).
+  Nothing is materialised in Python; when the query reads `events` more than once the scoped
+  query materialises the events CTE (a stream is read once).
+- DuckDB adds its temp directory and the cwd-relative paths `./:memory:*` to the allowed lists
+  at start-up (a `COPY ... TO './:memory:'` would succeed); the sandbox empties both lists before
+  turning external access off, and checks them.  The temp directory stays allowed whenever one is
+  set, so the sandbox spills to a private, empty directory under the home's staging area that is
+  deleted afterwards (no home: no spilling).
+- `lock_configuration=true` refuses every later SET/RESET/PRAGMA that changes a setting.
 """
 
 from __future__ import annotations
@@ -281,10 +289,11 @@ def run_sql_metric(
     windows: pa.Table,
 ) -> pa.Table:
     """The metric for every (customer_id, window_id) of `windows` (columns customer_id,
-    window_id, window_start, window_end): a table with those columns, the group keys and
-    value (DECIMAL(38, 12)), ordered by customer, window and group."""
+    window_id of any type, window_start, window_end as naive UTC timestamps): a table with those
+    columns, the group keys and value (DECIMAL(38, 12)), ordered by customer, window and group.
+    Events are read from the home's committed files for the windows' overall span."""
     checked = text if isinstance(text, CheckedSql) else check_sql(text)
-    windows = windows.select(list(WINDOWS_SCHEMA.names)).cast(WINDOWS_SCHEMA)
+    windows = windows.select(list(WINDOWS_SCHEMA.names))
     with sandbox(home, con) as box:
         # Bind first, over no events: type errors are reported before any event is read.
         empty = events_relation([], checked.properties, None, None)

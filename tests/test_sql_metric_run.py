@@ -193,6 +193,34 @@ def test_windows_of_the_engine_are_half_open_and_per_customer(home: Home) -> Non
     )
 
 
+def test_hostile_and_case_variant_property_names_end_to_end(home: Home) -> None:
+    hostile = 'x"; DROP TABLE events; --'
+    extra = [
+        {
+            "transaction_id": f"odd-{i}",
+            "customer_id": "cust-globex",
+            "event_type": "odd",
+            "timestamp": START + timedelta(minutes=i),
+            "properties": {hostile: str(i), "Model": "big", "model": ["a", "b"][i % 2]},
+        }
+        for i in range(1, 5)
+    ]
+    store_events(home, extra, batch_id="b2")
+    quoted = hostile.replace('"', '""')
+    sql = (
+        f'SELECT sum(CAST(properties."{quoted}" AS INTEGER)) AS value, '  # noqa: S608
+        "properties.Model AS upper_m, properties.model AS lower_m "
+        "FROM events WHERE event_type = 'odd' GROUP BY 2, 3"
+    )
+    mq = Meterql.open(home)
+    rows = mq.sql_run(sql, START, END).to_pylist()
+    mq.close()
+    got = {
+        (r["customer_id"], r["group"]["upper_m"], r["group"]["lower_m"]): r["value"] for r in rows
+    }
+    assert got == {("cust-globex", "big", "a"): Decimal(6), ("cust-globex", "big", "b"): Decimal(4)}
+
+
 def test_type_and_evaluation_errors_are_user_errors(home: Home) -> None:
     mq = Meterql.open(home)
     with pytest.raises(SqlMetricError) as raised:
