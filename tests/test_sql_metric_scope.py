@@ -215,6 +215,13 @@ QUERIES = {
     "events WHERE properties.user_id = 'u1' GROUP BY p_user_id",
     "having_alias_and_subquery": "SELECT count(*) AS value, properties.region AS r FROM events "
     "GROUP BY 2 HAVING r IS NOT NULL AND value > (SELECT count(*) / 5 FROM events)",
+    "nested_scalar_without_from": "SELECT (SELECT (SELECT count(*) FROM events WHERE "
+    "event_type = 'error')) AS value",
+    "nested_scalar_in_where": "SELECT count(*) AS value FROM events WHERE CAST(properties.tokens "
+    "AS DECIMAL(10, 2)) > (SELECT avg(CAST(properties.tokens AS DECIMAL(10, 2))) FROM events "
+    "WHERE properties.region = (SELECT max(properties.region) FROM events))",
+    "subquery_in_scalar_aggregate": "SELECT (SELECT count(*) FROM events) - count(*) AS value, "
+    "max(timestamp) AS last FROM events WHERE event_type = 'login' HAVING count(*) >= 0",
     "between_timestamps": "SELECT event_type, count(*) AS value FROM events WHERE timestamp "
     "BETWEEN TIMESTAMP '2024-01-02' AND TIMESTAMP '2024-01-03' GROUP BY event_type",
 }
