@@ -1,0 +1,79 @@
+"""Keeping the exact text of JSON numbers (`0.1000` stays `0.1000`, never via a float).
+
+DuckDB's JSON functions parse numbers and write them back in shortest form (`0.1000` -> `0.1`,
+`1E2` -> `100.0`, `-0` -> `0`).  Integers otherwise come back exactly, and so do numbers too big
+for a double (kept raw).  So only a text holding a number with a fraction or an exponent, or a
+`-0`, needs care; `FLOAT_HINT` finds those texts cheaply (it may also fire on such text inside a
+string, which is harmless).
+
+Those texts are "marked" before parsing: every number token outside a string is wrapped into a
+string that starts with `MARK` (a private-use character), e.g. `{"a":0.10}` ->
+`{"a":"\\ue0000.10"}`.  After parsing, `unmark_value` turns a marked string back into the
+number's text and removes the marks inside nested objects and arrays (which are stored as their
+compact JSON text).  A text that already contains `MARK` is never marked, so a mark is always
+ours; such a text (practically never seen) keeps DuckDB's number form.
+"""
+
+from __future__ import annotations
+
+from warehouse.ingest.sqltext import lit
+
+MARK = "\ue000"
+
+# A number with a fraction or an exponent as an object value or array element, or a -0.
+FLOAT_HINT = r'"\s*:\s*-?[0-9]+[.eE]|[\[,]\s*-?[0-9]+[.eE]|[:\[,]\s*-0([^.eE0-9]|$)'
+
+# Group 1: everything up to the next number token outside strings (whole strings, and any
+# character that cannot start a number); group 2: that number token (RFC 8259 grammar).
+_NUMBER_TOKEN = (
+    r'((?:"(?:[^"\\]|\\.)*"|[^"0-9-])*)'
+    r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+)
+
+
+_MARK_SQL = lit(MARK)
+_HINT_SQL = lit(FLOAT_HINT)
+_TOKEN_SQL = lit(_NUMBER_TOKEN)
+_MARKED_TOKEN_SQL = lit('\\1"' + MARK + '\\2"')  # \1"<MARK>\2"
+_MARKED_STRING_SQL = lit('"' + MARK + '([^"]*)"')
+_GROUP_1_SQL = lit("\\1")
+
+
+def needs_mark(text_sql: str) -> str:
+    """SQL: TRUE when `text_sql` holds a number whose text DuckDB would not keep."""
+    return f"(NOT contains({text_sql}, {_MARK_SQL}) AND regexp_matches({text_sql}, {_HINT_SQL}))"
+
+
+# In DuckDB's compact re-serialisation (no whitespace) a number with a fraction or an exponent
+# (a DOUBLE) shows as digits followed by `.`, `e` or `E`, and a `-0` sent shows as `0`.
+_REWRITTEN_SQL = lit(r"[:,\[](-?[0-9]+[.eE]|0[,\]}])")
+
+
+def text_changed(parsed_sql: str, raw_sql: str) -> str:
+    """SQL: TRUE when `parsed_sql`, DuckDB's compact JSON text of a value parsed from the text
+    `raw_sql`, may not hold the text of a number as sent: when it holds a fractional or
+    exponent number (which DuckDB rewrites), or a zero (which may have been sent as `-0`).
+    Only the short parsed text is searched."""
+    return (
+        f"(regexp_matches({parsed_sql}, {_REWRITTEN_SQL}) AND NOT contains({raw_sql}, {_MARK_SQL}))"
+    )
+
+
+def mark(text_sql: str) -> str:
+    """SQL: `text_sql` with every number token turned into a marked string."""
+    return f"regexp_replace({text_sql}, {_TOKEN_SQL}, {_MARKED_TOKEN_SQL}, 'g')"
+
+
+def unmark_text(text_sql: str) -> str:
+    """SQL: a JSON text with its marked strings turned back into the original number tokens."""
+    return f"regexp_replace({text_sql}, {_MARKED_STRING_SQL}, {_GROUP_1_SQL}, 'g')"
+
+
+def unmark_value(value_sql: str, marked_sql: str) -> str:
+    """SQL: a value extracted (json_extract_string) from a text that may have been marked."""
+    return (
+        f"CASE WHEN NOT {marked_sql} OR {value_sql} IS NULL THEN {value_sql} "
+        f"WHEN starts_with({value_sql}, {_MARK_SQL}) THEN substr({value_sql}, 2) "
+        f"WHEN contains({value_sql}, {_MARK_SQL}) THEN {unmark_text(value_sql)} "
+        f"ELSE {value_sql} END"
+    )

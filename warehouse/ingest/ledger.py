@@ -1,0 +1,165 @@
+"""The ingest ledger (`ingest_batches`), the file manifest (`event_files`) and crash recovery.
+
+A batch moves staged -> committed | failed.  Its files are written under temporary names in
+`staging/<batch_id>/`, renamed into `events/event_date=.../<batch_id>-<n>.parquet`, and become
+visible only when `commit` inserts their manifest rows and marks the batch committed, in one
+catalog transaction (readers read only the manifest).  A crash at any point before that commit
+leaves files nobody reads; `sweep`, run at the start of every ingest under the writer lock,
+deletes them and marks such batches failed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+
+from warehouse.home import Home
+from warehouse.ingest.write import WrittenFile
+from warehouse.layout import PARTITION_COLUMN
+
+STAGED, COMMITTED, FAILED = "staged", "committed", "failed"
+
+
+def final_name(batch_id: str, file: WrittenFile) -> str:
+    """The file's path relative to events/."""
+    return f"{PARTITION_COLUMN}={file.event_date.isoformat()}/{batch_id}-{file.number}.parquet"
+
+
+def start(
+    con: duckdb.DuckDBPyConnection,
+    batch_id: str,
+    sources: Sequence[str],
+    clock: datetime,
+    started_at: datetime,
+) -> None:
+    con.execute(
+        "INSERT INTO ingest_batches (batch_id, sources, status, clock, started_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [batch_id, list(sources), STAGED, clock, started_at],
+    )
+
+
+def fail(con: duckdb.DuckDBPyConnection, batch_id: str, message: str, at: datetime) -> None:
+    con.execute(
+        "UPDATE ingest_batches SET status = ?, finished_at = ?, message = ? WHERE batch_id = ?",
+        [FAILED, at, message[:2000], batch_id],
+    )
+
+
+def place_files(home: Home, batch_id: str, files: Sequence[WrittenFile]) -> list[Path]:
+    """Rename the staged files into events/ (still invisible: not in the manifest)."""
+    placed = []
+    for file in files:
+        target = home.events_dir / final_name(batch_id, file)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(file.staged_path, target)
+        placed.append(target)
+    return placed
+
+
+def commit(
+    con: duckdb.DuckDBPyConnection,
+    batch_id: str,
+    files: Sequence[WrittenFile],
+    counts: dict[str, int],
+    rejects_path: str | None,
+    finished_at: datetime,
+) -> None:
+    """One transaction: the batch's manifest rows, and the batch marked committed."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if files:
+            con.executemany(
+                "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
+                "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    [
+                        final_name(batch_id, f),
+                        batch_id,
+                        f.event_date,
+                        f.row_count,
+                        f.min_timestamp,
+                        f.max_timestamp,
+                        list(f.property_columns),
+                        list(f.event_types),
+                    ]
+                    for f in files
+                ],
+            )
+        con.execute(
+            """
+            UPDATE ingest_batches SET status = ?, finished_at = ?, received = ?, accepted = ?,
+                duplicates = ?, rejected = ?, unknown_customer_events = ?, rejects_path = ?
+            WHERE batch_id = ?
+            """,
+            [
+                COMMITTED,
+                finished_at,
+                counts["received"],
+                counts["accepted"],
+                counts["duplicates"],
+                counts["rejected"],
+                counts["unknown_customer_events"],
+                rejects_path,
+                batch_id,
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def remove_quietly(paths: Sequence[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def sweep(home: Home, con: duckdb.DuckDBPyConnection, by_batch: str, at: datetime) -> int:
+    """Clean up after batches that never committed (a crash or a kill mid-ingest).
+
+    Marks `staged` batches failed, and deletes event files that are not in the manifest, the
+    rejects files of uncommitted batches and every staging directory.  Call it holding the
+    writer lock (no other ingest can be running).  Returns the number of files deleted."""
+    con.execute(
+        "UPDATE ingest_batches SET status = ?, finished_at = ?, message = ? WHERE status = ?",
+        [FAILED, at, f"interrupted before commit; cleaned up by batch {by_batch}", STAGED],
+    )
+    listed = {p for (p,) in con.execute("SELECT path FROM event_files").fetchall()}
+    committed = {
+        b
+        for (b,) in con.execute(
+            "SELECT batch_id FROM ingest_batches WHERE status = ?", [COMMITTED]
+        ).fetchall()
+    }
+    deleted = 0
+    events = home.events_dir
+    if events.is_dir():
+        for partition in events.iterdir():
+            if not partition.is_dir():
+                continue
+            for path in partition.iterdir():
+                relative = f"{partition.name}/{path.name}"
+                if path.is_file() and path.suffix == ".parquet" and relative not in listed:
+                    path.unlink()
+                    deleted += 1
+            if not any(partition.iterdir()):
+                partition.rmdir()
+    if home.rejects_dir.is_dir():
+        for path in home.rejects_dir.iterdir():
+            if path.is_file() and path.name.removesuffix(".ndjson") not in committed:
+                path.unlink()
+                deleted += 1
+    if home.staging_dir.is_dir():
+        for path in home.staging_dir.iterdir():
+            if path.is_dir() and path.name.startswith("ingest-"):
+                shutil.rmtree(path, ignore_errors=True)
+    return deleted

@@ -1,0 +1,68 @@
+"""From the staged properties to one VARCHAR column per property key (warehouse.layout).
+
+Staged rows hold their properties in up to three shapes, depending on the source: a JSON object
+text (`props_json`, from NDJSON/JSON and JSON-text columns), a `props_map` MAP(VARCHAR, VARCHAR)
+(Parquet MAP columns), and one column per property (Parquet/CSV extra columns and STRUCT
+fields).  `discover_keys` finds, with one DuckDB query per shape, the keys the accepted events
+carry; `property_values` gives, for each key, the SQL of its value: the first shape that has it.
+
+Values are text: JSON strings unescaped, JSON numbers and booleans as their exact text (see
+exactjson), nested objects and arrays as compact JSON text.  A JSON `null` value, like a NULL in a
+MAP, STRUCT or extra column, means the property is absent.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from warehouse.ingest import exactjson
+from warehouse.ingest.readers import Plan
+from warehouse.ingest.sqltext import ident, json_pointer, lit
+from warehouse.layout import property_column
+
+JSON_VALUES = "__prop_values"  # the list column json_extract_string fills, one item per key
+
+
+def discover_keys(con: duckdb.DuckDBPyConnection, plan: Plan, accepted: str) -> list[str]:
+    """Every property key present in the `accepted` relation, sorted."""
+    keys: set[str] = set(plan.column_properties)
+    if plan.has_json:
+        rows = con.execute(
+            f"SELECT DISTINCT unnest(json_keys(props_json)) FROM {accepted} "  # noqa: S608
+            "WHERE props_json IS NOT NULL"
+        ).fetchall()
+        keys.update(k for (k,) in rows)
+    if plan.has_map:
+        rows = con.execute(
+            f"SELECT DISTINCT unnest(map_keys(props_map)) FROM {accepted} "  # noqa: S608
+            "WHERE props_map IS NOT NULL"
+        ).fetchall()
+        keys.update(k for (k,) in rows)
+    return sorted(keys)
+
+
+def json_values_sql(plan: Plan, keys: list[str]) -> str | None:
+    """SQL of the `JSON_VALUES` list column (one json_extract_string for all keys), if needed."""
+    if not plan.has_json or not keys:
+        return None
+    paths = "[" + ", ".join(lit(json_pointer(k)) for k in keys) + "]"
+    return f"json_extract_string(props_json, {paths})"
+
+
+def property_values(plan: Plan, keys: list[str], row: str) -> list[tuple[str, str]]:
+    """(quoted column name, value SQL) per key, reading the staged row alias `row`."""
+    columns = set(plan.column_properties)
+    out = []
+    for i, key in enumerate(keys, start=1):
+        column = property_column(key)
+        shapes = []
+        if key in columns:
+            shapes.append(f"{row}.{ident(column)}")
+        if plan.has_map:
+            shapes.append(f"{row}.props_map[{lit(key)}]")
+        if plan.has_json:
+            value = f"{row}.{JSON_VALUES}[{i}]"
+            shapes.append(exactjson.unmark_value(value, f"{row}.props_marked"))
+        expr = shapes[0] if len(shapes) == 1 else "coalesce(" + ", ".join(shapes) + ")"
+        out.append((ident(column), expr))
+    return out

@@ -1,0 +1,545 @@
+"""Reading the source files into the `staged` table, with DuckDB's readers (no per-event Python).
+
+`inspect_sources` looks at every CSV and Parquet file's columns first and raises a `UserError`
+naming the file, the column, its type and what was expected, before anything is written.
+`stage` then fills one temporary table `staged` (columns: `staged_columns`) with one row per
+record, already checked by `normalise`:
+
+- NDJSON (`.ndjson`, `.jsonl`, optionally gzipped) is read as lines (read_csv of one VARCHAR
+  column), so a line that is not JSON rejects only itself and keeps its text and line number.
+  Blank lines are skipped (they still count for line numbers).
+- `.json`: a JSON array of event objects (one record per element), a single event object, or,
+  when the whole file is not one JSON document, NDJSON.
+- CSV (all columns read as text, exactly as sent) and Parquet: the four event fields plus the
+  properties as a `properties` column (a MAP, a STRUCT, or JSON text) or as extra columns (every
+  column beyond the four fields is a property).
+
+Positions: every record gets `pos = source index << 40 | record number`, so ordering by `pos` is
+input order (file order, then line/row order) and the first copy of a duplicate wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+
+from warehouse.errors import UserError, suggest
+from warehouse.ingest import exactjson
+from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
+from warehouse.ingest.sources import SourceFile
+from warehouse.ingest.sqltext import first_row, ident, int_lit, lit
+from warehouse.layout import property_column
+
+FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
+PROPERTIES = "properties"
+POS_SHIFT = 40
+MAX_LINE_BYTES = 256 * 1024 * 1024
+
+_INTEGER_TYPES = frozenset(
+    {"tinyint", "smallint", "integer", "bigint", "hugeint"}
+    | {"utinyint", "usmallint", "uinteger", "ubigint", "uhugeint"}
+)
+_TIMESTAMP_TYPES = frozenset(
+    {"timestamp", "timestamp with time zone", "timestamp_ns", "timestamp_ms", "timestamp_s"}
+)
+_NESTED_TYPES = frozenset({"struct", "list", "map", "array", "union"})
+_UNSUPPORTED_VALUE_TYPES = frozenset({"blob", "bit", "varint", "bignum", "geometry"})
+
+# DuckDB errors that mean "this file cannot be read as that format" (others are bugs)
+_READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+STAGED_FIXED = {
+    "pos": "BIGINT",
+    "transaction_id": "VARCHAR",
+    "customer_id": "VARCHAR",
+    "event_type": "VARCHAR",
+    "ts": "TIMESTAMP",
+    "reason": "VARCHAR",
+    "field": "VARCHAR",
+    "message": "VARCHAR",
+    "props_json": "VARCHAR",  # JSON object text (numbers marked when props_marked)
+    "props_marked": "BOOLEAN",
+    "props_map": "MAP(VARCHAR, VARCHAR)",
+    "duplicate": "BOOLEAN",  # set by dedup: a valid event whose transaction_id is already taken
+}
+
+
+@dataclass
+class TableSource:
+    """A CSV or Parquet file whose columns were checked."""
+
+    file: SourceFile
+    fields: dict[str, tuple[str, str]]  # event field -> (DuckDB column name, type id)
+    props_kind: str  # none | json | map | struct | columns
+    props_column: str | None = None  # DuckDB name of the `properties` column
+    props_type: Any = None  # its DuckDB type
+    # (DuckDB column or struct field name, property name, type id) of column-kind properties
+    property_columns: list[tuple[str, str, str]] = field(default_factory=list)
+    # every column: (DuckDB name, name as written in the file)
+    columns: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    json_files: list[SourceFile]
+    tables: list[TableSource]
+
+    @property
+    def column_properties(self) -> list[str]:
+        """Property names held as columns (extra columns, STRUCT fields), in first-seen order."""
+        names: dict[str, None] = {}
+        for table in self.tables:
+            for _, name, _ in table.property_columns:
+                names.setdefault(name, None)
+        return list(names)
+
+    @property
+    def has_json(self) -> bool:
+        return bool(self.json_files) or any(t.props_kind == "json" for t in self.tables)
+
+    @property
+    def has_map(self) -> bool:
+        return any(t.props_kind == "map" for t in self.tables)
+
+
+def staged_columns(plan: Plan) -> dict[str, str]:
+    columns = dict(STAGED_FIXED)
+    for name in plan.column_properties:
+        columns[property_column(name)] = "VARCHAR"
+    return columns
+
+
+# -- inspecting CSV and Parquet columns ---------------------------------------------------------
+
+
+def _csv_args(file: SourceFile, *, header: bool) -> str:
+    return (
+        f"{lit(file.name)}, header={'true' if header else 'false'}, all_varchar=true, "
+        f"max_line_size={MAX_LINE_BYTES}"
+    )
+
+
+def _relation_columns(
+    con: duckdb.DuckDBPyConnection, file: SourceFile
+) -> tuple[list[str], list[Any], list[str]]:
+    """(DuckDB column names, DuckDB types, the names as written in the file)."""
+    try:
+        if file.format == "csv":
+            rel = con.sql(f"SELECT * FROM read_csv({_csv_args(file, header=True)})")  # noqa: S608
+            names, types = list(rel.columns), list(rel.dtypes)
+            first = first_row(
+                con,
+                f"SELECT * FROM read_csv({_csv_args(file, header=False)}) LIMIT 1",  # noqa: S608
+            )
+            written = [str(v) if v is not None else "" for v in first]
+        else:
+            rel = con.sql(f"SELECT * FROM read_parquet({lit(file.name)})")  # noqa: S608
+            names, types = list(rel.columns), list(rel.dtypes)
+            written = list(pq.read_schema(file.path).names)
+    except (duckdb.Error, OSError, ValueError) as error:
+        raise UserError(
+            f"cannot read {file.format} file {file.name}: {_first_line(error)}"
+        ) from None
+    if len(written) != len(names):
+        written = names  # DuckDB and the file disagree on the header: trust DuckDB's reading
+    return names, types, written
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _type_name(dtype: Any) -> str:
+    return str(dtype)
+
+
+def _check_value_type(file: SourceFile, where: str, dtype: Any) -> None:
+    if dtype.id in _UNSUPPORTED_VALUE_TYPES:
+        raise UserError(
+            f"{file.format} file {file.name}: {where} has type {_type_name(dtype)}; expected "
+            "text, a number, a boolean, a date/time, or a nested value (stored as JSON text)"
+        )
+
+
+def _inspect_table(con: duckdb.DuckDBPyConnection, file: SourceFile) -> TableSource:
+    names, types, written = _relation_columns(con, file)
+    table = _classify(file, names, types, written)
+    table.columns = list(zip(names, written, strict=True))
+    return table
+
+
+def _classify(
+    file: SourceFile, names: list[str], types: list[Any], written: list[str]
+) -> TableSource:
+    by_written = {w: (n, t) for n, t, w in zip(names, types, written, strict=True)}
+    kind = "CSV" if file.format == "csv" else "Parquet"
+    missing = [f for f in FIELDS if f not in by_written]
+    if missing:
+        hints = "".join(suggest(m, written) for m in missing[:1])
+        raise UserError(
+            f"{kind} file {file.name} has no column {', '.join(missing)} (columns: "
+            f"{', '.join(written) or 'none'}); every event needs {', '.join(FIELDS)}{hints}"
+        )
+    fields: dict[str, tuple[str, str]] = {}
+    for name in FIELDS:
+        column, dtype = by_written[name]
+        if name == "timestamp":
+            if dtype.id != "varchar" and dtype.id not in _TIMESTAMP_TYPES:
+                raise UserError(
+                    f"{kind} file {file.name}: column timestamp has type {_type_name(dtype)}; "
+                    "expected a TIMESTAMP or TIMESTAMP WITH TIME ZONE column, or text holding "
+                    "RFC 3339 timestamps (e.g. 2024-01-15T10:00:00Z)"
+                )
+        elif dtype.id != "varchar" and dtype.id not in _INTEGER_TYPES:
+            raise UserError(
+                f"{kind} file {file.name}: column {name} has type {_type_name(dtype)}; "
+                "expected text (VARCHAR) or an integer"
+            )
+        fields[name] = (column, dtype.id)
+    extras = [(n, t, w) for n, t, w in zip(names, types, written, strict=True) if w not in FIELDS]
+    if any(w == PROPERTIES for _, _, w in extras):
+        others = [w for _, _, w in extras if w != PROPERTIES]
+        if others:
+            raise UserError(
+                f"{kind} file {file.name} has a properties column and extra columns "
+                f"({', '.join(others)}); put the properties either in the properties column or "
+                "in extra columns, not both"
+            )
+        column, dtype = by_written[PROPERTIES]
+        if dtype.id == "varchar":
+            return TableSource(file, fields, "json", column, dtype)
+        if dtype.id == "map":
+            (_, key_type), (_, value_type) = dtype.children
+            if key_type.id not in ("varchar",) and key_type.id not in _INTEGER_TYPES:
+                raise UserError(
+                    f"{kind} file {file.name}: column properties has type {_type_name(dtype)}; "
+                    "a MAP of properties needs text keys"
+                )
+            _check_value_type(file, "the values of column properties", value_type)
+            return TableSource(file, fields, "map", column, dtype)
+        if dtype.id == "struct":
+            struct_names = [n for n, _ in dtype.children]
+            written_names = _struct_written_names(file, struct_names)
+            props = []
+            for (duck_name, child), prop in zip(dtype.children, written_names, strict=True):
+                _check_value_type(file, f"field {prop} of column properties", child)
+                props.append((duck_name, prop, child.id))
+            return TableSource(file, fields, "struct", column, dtype, props)
+        raise UserError(
+            f"{kind} file {file.name}: column properties has type {_type_name(dtype)}; expected "
+            "a MAP(VARCHAR, ...), a STRUCT, or text holding a JSON object"
+        )
+    props = []
+    for column, dtype, written_name in extras:
+        _check_value_type(file, f"column {written_name}", dtype)
+        props.append((column, written_name, dtype.id))
+    return TableSource(file, fields, "columns" if props else "none", property_columns=props)
+
+
+def _struct_written_names(file: SourceFile, duck_names: list[str]) -> list[str]:
+    """The STRUCT field names as written in the Parquet file (DuckDB renames case duplicates)."""
+    if file.format != "parquet":
+        return duck_names
+    schema = pq.read_schema(file.path)
+    struct = schema.field(PROPERTIES).type
+    names = [struct.field(i).name for i in range(struct.num_fields)]
+    return names if len(names) == len(duck_names) else duck_names
+
+
+def inspect_sources(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> Plan:
+    json_files: list[SourceFile] = []
+    tables: list[TableSource] = []
+    for file in files:
+        if file.format in ("ndjson", "json"):
+            json_files.append(file)
+        elif file.size == 0:
+            continue  # an empty file holds no events
+        else:
+            tables.append(_inspect_table(con, file))
+    return Plan(json_files, tables)
+
+
+# -- staging ------------------------------------------------------------------------------------
+
+
+def _pos(file: SourceFile, record_sql: str) -> str:
+    return f"({int_lit(file.index)}::BIGINT << {POS_SHIFT}) + ({record_sql})"
+
+
+def _create_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
+    columns = ", ".join(f"{ident(n)} {t}" for n, t in staged_columns(plan).items())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE staged ({columns})")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE records (pos BIGINT, raw VARCHAR, q VARCHAR, marked BOOLEAN)"
+    )
+
+
+def lines_sql(file: SourceFile) -> str:
+    """SQL: (pos, raw) of the lines of a text file, with their line numbers, in file order.
+    Blank lines are left out (they still count for line numbers)."""
+    return f"""
+        SELECT {_pos(file, "ln")} AS pos, line AS raw
+        FROM (
+            SELECT row_number() OVER () AS ln, line
+            FROM read_csv({lit(file.name)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
+                          quote='', escape='', header=false, auto_detect=false,
+                          max_line_size={MAX_LINE_BYTES})
+        )
+        WHERE line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND trim(line) = '')
+    """  # noqa: S608 - path rendered by sqlglot
+
+
+def _read_failure(file: SourceFile, error: BaseException) -> UserError:
+    text = _first_line(error)
+    if "Expected Number of Columns" in str(error):
+        text = "a line holds a NUL byte (the file is not text)"
+    return UserError(f"cannot read {file.format} file {file.name}: {text}")
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> None:
+    """Copy a file's lines into `records` (numbering lines keeps this step on one thread, so
+    it does nothing else; the parsing reads `records` on every thread)."""
+    try:
+        con.execute(
+            f"INSERT INTO records SELECT pos, raw, NULL, false FROM ({lines_sql(file)})"  # noqa: S608
+        )
+    except _READ_ERRORS as error:
+        raise _read_failure(file, error) from None
+
+
+def _load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str:
+    """A `.json` file: an array of events, one event object, or else NDJSON, into `records`.
+    Returns what a record of the file is called in messages (element, record, line)."""
+    row = first_row(con, f"SELECT try(json_type(content)) FROM read_text({lit(file.name)})")  # noqa: S608
+    kind = row[0] if row else None
+    if kind is None:
+        _load_lines(con, file)
+        return "line"
+    if kind == "ARRAY":
+        # The whole document is parsed at once; its numbers are marked first when DuckDB would
+        # not keep their text (exactjson), and each element keeps that marked text in `q`.
+        con.execute(
+            f"""
+            INSERT INTO records
+            SELECT {_pos(file, "i")}, CASE WHEN m THEN {exactjson.unmark_text("e")} ELSE e END,
+                   e, m
+            FROM (
+                SELECT m, unnest(els) AS e, generate_subscripts(els, 1) AS i
+                FROM (
+                    SELECT m, json_transform(CASE WHEN m THEN {exactjson.mark("content")}
+                                                  ELSE content END, '["JSON"]') AS els
+                    FROM (SELECT content, {exactjson.needs_mark("content")} AS m
+                          FROM read_text({lit(file.name)}))
+                )
+            )
+            """  # noqa: S608 - path rendered by sqlglot
+        )
+        return "element"
+    con.execute(
+        f"""
+        INSERT INTO records
+        SELECT {_pos(file, "1")}, content, NULL, false FROM read_text({lit(file.name)})
+        """  # noqa: S608 - path rendered by sqlglot
+    )
+    return "record"
+
+
+_JSON_PATHS = ["/transaction_id", "/customer_id", "/event_type", "/timestamp", "/properties"]
+
+
+def _json_staged_select(source_sql: str, clock: datetime) -> str:
+    """SQL: the staged rows of JSON records.
+
+    `source_sql` returns (pos, raw, q, marked): `raw` the record's text as sent; `q`, when not
+    NULL, the text to parse instead, whose numbers are already marked when `marked`."""
+    types_paths = "[" + ", ".join(lit(p) for p in ["", *_JSON_PATHS]) + "]"
+    value_paths = "[" + ", ".join(lit(p) for p in _JSON_PATHS) + "]"
+
+    def kind(i: int) -> str:
+        # a number marked inside an array document is still a number for the event fields
+        return (
+            f"CASE WHEN marked AND starts_with(vals[{i}], {lit(exactjson.MARK)}) THEN 'DOUBLE' "
+            f"ELSE types[{i + 1}] END"
+        )
+
+    raw_select = f"""
+        SELECT pos,
+               CASE WHEN types IS NULL THEN 'not valid JSON'
+                    WHEN types[1] <> 'OBJECT'
+                    THEN 'expected an event object, got ' || CASE types[1]
+                         WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string'
+                         WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null'
+                         ELSE 'a number' END
+               END AS root_problem,
+               vals[1] AS tid, {kind(1)} AS tid_type,
+               vals[2] AS cust, {kind(2)} AS cust_type,
+               vals[3] AS et, {kind(3)} AS et_type,
+               vals[4] AS ts_text, NULL::TIMESTAMP AS ts_value,
+               CASE {kind(4)} WHEN 'VARCHAR' THEN 'TEXT' ELSE {kind(4)} END AS ts_type,
+               types[6] AS props_type,
+               CASE WHEN types[6] = 'OBJECT' AND length(vals[5]) > {MAX_PROPERTIES * 4}
+                    THEN len(json_keys(vals[5])) ELSE 0 END AS props_count,
+               CASE WHEN remark THEN json_extract_string({exactjson.mark("raw")}, '/properties')
+                    WHEN types[6] = 'OBJECT' THEN vals[5] END AS props_json,
+               marked OR remark AS props_marked
+        FROM (
+            SELECT *,
+                   q IS NULL AND types[6] = 'OBJECT'
+                   AND {exactjson.text_changed("vals[5]", "raw")} AS remark
+            FROM (
+                SELECT pos, raw, q, marked,
+                       try(json_type(coalesce(q, raw), {types_paths})) AS types,
+                       try(json_extract_string(coalesce(q, raw), {value_paths})) AS vals
+                FROM ({source_sql})
+            )
+        )
+    """  # noqa: S608 - fixed SQL
+    return normalised_select(raw_select, ["props_json", "props_marked"], clock)
+
+
+def _text_field(column: str, type_id: str) -> tuple[str, str]:
+    """(value SQL, kind SQL) of a text or integer column."""
+    col = ident(column)
+    value = col if type_id == "varchar" else f"CAST({col} AS VARCHAR)"
+    return value, f"CASE WHEN {col} IS NULL THEN 'NULL' ELSE 'VARCHAR' END"
+
+
+def _value_text(value_sql: str, type_id: str) -> str:
+    """SQL: a typed value as its exact text (nested values as compact JSON)."""
+    if type_id == "varchar":
+        return value_sql
+    if type_id in _NESTED_TYPES:
+        return f"CAST(to_json({value_sql}) AS VARCHAR)"
+    return f"CAST({value_sql} AS VARCHAR)"
+
+
+def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
+    """SQL: the raw columns of one CSV or Parquet file, and the property columns it fills."""
+    file = table.file
+    if file.format == "csv":
+        source = f"read_csv({_csv_args(file, header=True)})"
+        record = "row_number() OVER ()"
+    else:
+        source = f"read_parquet({lit(file.name)}, file_row_number=true)"
+        record = "file_row_number + 1"
+    tid, tid_kind = _text_field(*table.fields["transaction_id"])
+    cust, cust_kind = _text_field(*table.fields["customer_id"])
+    et, et_kind = _text_field(*table.fields["event_type"])
+    ts_column, ts_type = table.fields["timestamp"]
+    ts_col = ident(ts_column)
+    if ts_type == "varchar":
+        ts_cols = (
+            f"{ts_col} AS ts_text, NULL::TIMESTAMP AS ts_value, "
+            f"CASE WHEN {ts_col} IS NULL THEN 'NULL' ELSE 'TEXT' END AS ts_type"
+        )
+    else:
+        ts_cols = (
+            f"NULL::VARCHAR AS ts_text, CAST({ts_col} AS TIMESTAMP) AS ts_value, "
+            f"CASE WHEN {ts_col} IS NULL THEN 'NULL' ELSE 'TIMESTAMP' END AS ts_type"
+        )
+    props: list[str] = []
+    filled: list[str] = []
+    props_type = "NULL::VARCHAR"
+    props_count = "0"
+    if table.props_kind == "json":
+        p = ident(table.props_column or PROPERTIES)
+        marked = exactjson.needs_mark(p)
+        doc = f"CASE WHEN {marked} THEN {exactjson.mark(p)} ELSE {p} END"
+        props_type = (
+            f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE coalesce(try(json_type({doc})), 'INVALID') END"
+        )
+        props_count = (
+            f"CASE WHEN length({p}) > {MAX_PROPERTIES * 4} "
+            f"THEN coalesce(try(len(json_keys({p}))), 0) ELSE 0 END"
+        )
+        props += [f"{doc} AS props_json", f"{marked} AS props_marked"]
+        filled += ["props_json", "props_marked"]
+    elif table.props_kind == "map":
+        p = ident(table.props_column or PROPERTIES)
+        (_, key_type), (_, value_type) = table.props_type.children
+        key = "e.key" if key_type.id == "varchar" else "CAST(e.key AS VARCHAR)"
+        value = _value_text("e.value", value_type.id)
+        if key_type.id == "varchar" and value_type.id == "varchar":
+            as_text = p
+        else:
+            as_text = (
+                f"map_from_entries(list_transform(map_entries({p}), "
+                f"lambda e: {{'key': {key}, 'value': {value}}}))"
+            )
+        props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
+        props_count = f"coalesce(cardinality({p}), 0)"
+        props.append(f"{as_text} AS props_map")
+        filled.append("props_map")
+    elif table.props_kind in ("struct", "columns"):
+        parent = ident(table.props_column) + "." if table.props_kind == "struct" else ""
+        for column, name, type_id in table.property_columns:
+            target = ident(property_column(name))
+            props.append(f"{_value_text(parent + ident(column), type_id)} AS {target}")
+            filled.append(target)
+        if len(table.property_columns) > MAX_PROPERTIES:
+            props_count = " + ".join(
+                f"({parent}{ident(c)} IS NOT NULL)::INT" for c, _, _ in table.property_columns
+            )
+        if table.props_kind == "struct":
+            p = ident(table.props_column or PROPERTIES)
+            props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
+    select = f"""
+        SELECT {_pos(file, record)} AS pos, NULL::VARCHAR AS root_problem,
+               {tid} AS tid, {tid_kind} AS tid_type,
+               {cust} AS cust, {cust_kind} AS cust_type,
+               {et} AS et, {et_kind} AS et_type,
+               {ts_cols},
+               {props_type} AS props_type, {props_count} AS props_count
+               {"".join(", " + p for p in props)}
+        FROM {source}
+    """  # noqa: S608 - names and paths rendered by sqlglot
+    return select, filled
+
+
+def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[int, str]:
+    """Fill the temp table `staged` (and `records`, the JSON texts) from every source.
+    Returns, per source index, what its records are called in messages (line, element, row)."""
+    _create_tables(con, plan)
+    units: dict[int, str] = {}
+    for file in plan.json_files:
+        units[file.index] = "line"
+        if file.size == 0:
+            continue
+        if file.format == "json":
+            units[file.index] = _load_json_file(con, file)
+        else:
+            _load_lines(con, file)
+    if units:
+        records = _json_staged_select("SELECT pos, raw, q, marked FROM records", clock)
+        con.execute(f"INSERT INTO staged BY NAME {records}")
+    for table in plan.tables:
+        raw, filled = _table_raw_select(table)
+        try:
+            con.execute("INSERT INTO staged BY NAME " + normalised_select(raw, filled, clock))
+        except _READ_ERRORS as error:
+            raise UserError(
+                f"cannot read {table.file.format} file {table.file.name}: {_first_line(error)}"
+            ) from None
+    return units
+
+
+def record_payload_sql(table: TableSource, positions_table: str) -> str:
+    """SQL: (pos, payload) of the rows of a CSV/Parquet file whose pos is in `positions_table`:
+    the row as sent, as the JSON text of an object of its columns (CSV values are text)."""
+    file = table.file
+    pairs = ", ".join(f"{lit(w)}, {ident(n)}" for n, w in table.columns)
+    if file.format == "csv":
+        source = f"read_csv({_csv_args(file, header=True)})"
+        record = "row_number() OVER ()"
+    else:
+        source = f"read_parquet({lit(file.name)}, file_row_number=true)"
+        record = "file_row_number + 1"
+    return f"""
+        SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
+        FROM (SELECT {_pos(file, record)} AS pos, * FROM {source}) r
+        SEMI JOIN {positions_table} p ON p.pos = r.pos
+    """  # noqa: S608 - names and paths rendered by sqlglot

@@ -1,0 +1,102 @@
+"""The rejects file of a batch: one JSON object per rejected event, in input order.
+
+    {"batch_id": "...", "source": "/abs/path/events.ndjson", "record": 2,
+     "reason": "malformed", "field": null,
+     "message": "line 2 of events.ndjson: not valid JSON", "raw": "{\\"transaction_id\\": ..."}
+
+`record` is the line number (NDJSON), the element number (JSON array) or the row number
+(CSV, Parquet; header excluded), 1-based.  The event as sent is under `event`: the line's text
+verbatim when it is JSON, the CSV row as an object of its text cells, the Parquet row as an
+object of its values; a line that is not JSON is kept as a string under `raw`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import duckdb
+
+from warehouse.ingest.readers import POS_SHIFT, TableSource, lines_sql, record_payload_sql
+from warehouse.ingest.sources import SourceFile
+from warehouse.ingest.sqltext import first_row, lit
+
+UNITS = {"ndjson": "line", "json": "line", "csv": "row", "parquet": "row"}
+
+
+def write_rejects(
+    work: duckdb.DuckDBPyConnection,
+    batch_id: str,
+    files: Sequence[SourceFile],
+    units: dict[int, str],
+    tables: Sequence[TableSource],
+    target: Path,
+) -> int:
+    """Write the rejects of `staged` to `target`; returns how many (no file when none)."""
+    work.execute(
+        "CREATE OR REPLACE TEMP TABLE rejected AS "
+        "SELECT pos, reason, field, message FROM staged WHERE reason IS NOT NULL"
+    )
+    count = int(first_row(work, "SELECT count(*) FROM rejected")[0])
+    if count == 0:
+        return 0
+    work.execute(
+        "CREATE OR REPLACE TEMP TABLE reject_sources (src BIGINT, path VARCHAR, name VARCHAR, "
+        "unit VARCHAR)"
+    )
+    work.executemany(
+        "INSERT INTO reject_sources VALUES (?, ?, ?, ?)",
+        [[f.index, f.name, f.path.name, units.get(f.index, UNITS[f.format])] for f in files],
+    )
+    work.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE reject_payloads AS
+        SELECT r.pos, CASE WHEN json_valid(r.raw) THEN '"event":' || r.raw
+                           ELSE '"raw":' || to_json(r.raw) END AS payload
+        FROM records r SEMI JOIN rejected j ON j.pos = r.pos
+        """
+    )
+    shift = 1 << POS_SHIFT
+
+    def has_rejects(file: SourceFile) -> bool:
+        lo, hi = file.index * shift, (file.index + 1) * shift
+        sql = "SELECT count(*) FROM rejected WHERE pos >= ? AND pos < ?"
+        return bool(first_row(work, sql, [lo, hi])[0])
+
+    for file in files:
+        if file.format in ("ndjson", "json") and units.get(file.index) == "line":
+            if file.size and has_rejects(file):
+                work.execute(
+                    f"""
+                    INSERT INTO reject_payloads
+                    SELECT l.pos, CASE WHEN json_valid(l.raw) THEN '"event":' || l.raw
+                                       ELSE '"raw":' || to_json(l.raw) END
+                    FROM ({lines_sql(file)}) l SEMI JOIN rejected j ON j.pos = l.pos
+                    """  # noqa: S608 - path rendered by sqlglot
+                )
+    for table in tables:
+        if has_rejects(table.file):
+            payloads = record_payload_sql(table, "rejected")
+            work.execute(
+                f"INSERT INTO reject_payloads SELECT pos, '\"event\":' || payload FROM ({payloads})"  # noqa: S608
+            )
+    work.execute(
+        f"""
+        COPY (
+            SELECT '{{"batch_id":' || to_json({lit(batch_id)})
+                || ',"source":' || to_json(s.path)
+                || ',"record":' || (j.pos & {shift - 1})
+                || ',"reason":' || to_json(j.reason)
+                || ',"field":' || coalesce(to_json(j.field), 'null')
+                || ',"message":' || to_json(s.unit || ' ' || (j.pos & {shift - 1}) || ' of '
+                                            || s.name || ': ' || j.message)
+                || coalesce(',' || p.payload, '') || '}}'
+            FROM rejected j
+            JOIN reject_sources s ON s.src = j.pos >> {POS_SHIFT}
+            LEFT JOIN reject_payloads p ON p.pos = j.pos
+            ORDER BY j.pos
+        ) TO {lit(str(target))}
+          (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {lit(chr(1))})
+        """  # noqa: S608 - batch id and path rendered by sqlglot
+    )
+    return count

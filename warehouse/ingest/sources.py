@@ -1,0 +1,122 @@
+"""Which files an ingest reads: PATH arguments (files, directories, globs) -> typed source files.
+
+Every problem here is found before anything is written: a path that does not exist, a glob that
+matches nothing, a file of an unsupported kind.  Inside a directory (searched recursively), files
+of other kinds and hidden files are skipped (and listed in the summary), so a README beside the
+dumps does not stop an ingest.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from warehouse.errors import UserError
+
+# file name ending -> format
+EXTENSIONS: dict[str, str] = {
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".ndjson.gz": "ndjson",
+    ".jsonl.gz": "ndjson",
+    ".json": "json",  # a JSON array of events, one event object, or NDJSON
+    ".csv": "csv",
+    ".csv.gz": "csv",
+    ".parquet": "parquet",
+}
+_GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    index: int  # position in the batch: the first file's events win duplicates
+    path: Path  # absolute
+    format: str  # ndjson | json | csv | parquet
+    size: int
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+
+@dataclass(frozen=True)
+class Sources:
+    files: tuple[SourceFile, ...]
+    skipped: tuple[str, ...]  # files inside directories that are not event dumps
+
+
+def format_of(path: Path) -> str | None:
+    name = path.name.lower()
+    for ending in sorted(EXTENSIONS, key=len, reverse=True):
+        if name.endswith(ending):
+            return EXTENSIONS[ending]
+    return None
+
+
+def _supported() -> str:
+    return ", ".join(EXTENSIONS)
+
+
+def _directory_files(directory: Path) -> list[Path]:
+    found = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+    return found
+
+
+def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
+    """Expand the PATH arguments into source files, in argument order (then path order)."""
+    if not paths:
+        raise UserError("ingest needs at least one PATH (a file, a directory or a glob)")
+    chosen: list[Path] = []
+    skipped: list[str] = []
+    for raw in paths:
+        text = os.fspath(raw)
+        candidate = Path(text).expanduser()
+        if candidate.exists():
+            matches = [candidate]
+        elif _GLOB_CHARS & set(text):
+            matches = [Path(m) for m in sorted(glob.glob(str(candidate), recursive=True))]
+            if not matches:
+                raise UserError(f"ingest path {text!r}: the glob matches no file")
+        else:
+            raise UserError(f"ingest path {text!r} does not exist")
+        for match in matches:
+            if match.is_dir():
+                inside = _directory_files(match)
+                usable = [p for p in inside if format_of(p) is not None]
+                skipped.extend(str(p.absolute()) for p in inside if format_of(p) is None)
+                if not usable and not _GLOB_CHARS & set(text):
+                    raise UserError(
+                        f"ingest path {text!r} is a directory with no event files "
+                        f"(expected files ending in {_supported()})"
+                    )
+                chosen.extend(usable)
+            elif format_of(match) is None:
+                if match is candidate:  # named explicitly: an error, not a silent skip
+                    raise UserError(
+                        f"ingest path {text!r} has an unsupported file type "
+                        f"(expected a file ending in {_supported()})"
+                    )
+                skipped.append(str(match.absolute()))
+            else:
+                chosen.append(match)
+    seen: set[Path] = set()
+    files: list[SourceFile] = []
+    for path in chosen:
+        absolute = path.absolute()
+        if absolute in seen:
+            continue
+        seen.add(absolute)
+        fmt = format_of(absolute)
+        assert fmt is not None
+        files.append(SourceFile(len(files), absolute, fmt, absolute.stat().st_size))
+    if not files:
+        raise UserError(
+            "ingest found no event files in " + ", ".join(repr(os.fspath(p)) for p in paths)
+        )
+    return Sources(tuple(files), tuple(skipped))
