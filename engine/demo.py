@@ -46,6 +46,8 @@ def run_demo(echo: Callable[[str], None] | None = None) -> DemoResult:
     """Run the quickstart in a fresh temporary home (deleted afterwards); returns the run
     summary and the customer's invoice."""
     from engine.api import Meterql
+    from engine.invoices import parse_as_of
+    from warehouse.ingest import ingest
 
     say = echo or (lambda _text: None)
     with tempfile.TemporaryDirectory(prefix="meterql-demo-") as tmp:
@@ -58,7 +60,9 @@ def run_demo(echo: Callable[[str], None] | None = None) -> DemoResult:
             applied = mq.apply([folder / "catalog.yaml"])
             for line in applied.lines():
                 say(f"  apply: {line}")
-            ingested = mq.ingest([folder / "events.ndjson"], now=INGEST_NOW)
+            ingested = ingest(
+                mq.home, [folder / "events.ndjson"], now=parse_as_of(INGEST_NOW), con=mq.con
+            )
             say(f"  ingest (clock {INGEST_NOW}): {_describe(ingested)}")
             summary = mq.invoice_run(AS_OF)
             for line in summary.lines():

@@ -70,11 +70,12 @@ def _span(invoice_or_line_start, end) -> str:  # type: ignore[no-untyped-def]
 def print_invoice(invoice: Invoice) -> None:
     """A readable table of one invoice (rich, on stdout)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from engine.output import to_jsonable
 
-    title = (
+    title = escape(
         f"Invoice {invoice.id} [{invoice.status}]\n"
         f"customer {invoice.customer_id}  contract {invoice.contract_id}\n"
         f"period {_span(invoice.start_timestamp, invoice.end_timestamp)}  "
@@ -84,7 +85,7 @@ def print_invoice(invoice: Invoice) -> None:
     table.add_column("product", footer="total")
     table.add_column("pricing group")
     table.add_column("presentation group")
-    table.add_column("rate segment")
+    table.add_column("rate segment", no_wrap=True)
     table.add_column("tier")
     table.add_column("quantity", justify="right")
     table.add_column("unit price", justify="right")
@@ -95,9 +96,9 @@ def print_invoice(invoice: Invoice) -> None:
             size = "unbounded" if line.tier.size is None else to_jsonable(line.tier.size)
             tier = f"#{line.tier.index} from {to_jsonable(line.tier.starting_at)} ({size})"
         table.add_row(
-            line.name,
-            _group_text(line.pricing_group_values),
-            _group_text(line.presentation_group_values),
+            escape(line.name),
+            escape(_group_text(line.pricing_group_values)),
+            escape(_group_text(line.presentation_group_values)),
             _span(line.starting_at, line.ending_before),
             tier,
             to_jsonable(line.quantity),
@@ -108,7 +109,7 @@ def print_invoice(invoice: Invoice) -> None:
         table.caption = f"replaces {invoice.replaces}"
     if invoice.superseded_by:
         table.caption = f"superseded by {invoice.superseded_by}"
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(150, Console().width)).print(table)
 
 
 def print_invoice_list(invoices: Sequence[Invoice]) -> None:

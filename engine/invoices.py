@@ -44,7 +44,8 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -66,6 +67,7 @@ from warehouse.events import EventFile, EventStore, events_relation
 from warehouse.home import Home
 from warehouse.models import (
     USD_CENTS_ID,
+    AggregationType,
     BillableMetric,
     Contract,
     CreditType,
@@ -165,6 +167,7 @@ class RunSummary(BaseModel):
     late_events: list[LateEvents]
     notes: list[str]
     elapsed_seconds: float
+    stage_seconds: dict[str, float] = {}  # plan, usage, rating, invoices, write, late_events
 
     def lines(self) -> list[str]:
         c = self.invoices
@@ -196,7 +199,8 @@ class RunSummary(BaseModel):
                     f"{late.events} event(s)"
                 )
         out.extend(f"note: {n}" for n in self.notes)
-        out.append(f"elapsed {self.elapsed_seconds:.2f} s")
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in self.stage_seconds.items())
+        out.append(f"elapsed {self.elapsed_seconds:.2f} s" + (f" ({stages})" if stages else ""))
         return out
 
 
@@ -229,6 +233,27 @@ class Snapshot:
         return card.fiat_credit_type_id or USD_CENTS_ID
 
 
+class Stopwatch:
+    """Seconds spent per stage of a run; each stage also names the progress bar's task."""
+
+    def __init__(self, bar: Any = None):
+        self.bar = bar
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.bar is not None:
+            self.bar.update(description=f"invoice run: {name}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + spent, 3)
+            if self.bar is not None:
+                self.bar.advance(1)
+
+
 @dataclass(frozen=True)
 class Target:
     """One (contract, statement period) to compute, and the status its invoices get."""
@@ -249,6 +274,9 @@ def _targets(
         ).fetchall()
     )
     targets: list[Target] = []
+    # contracts often share a schedule and a start (e.g. monthly from the 1st): compute each
+    # distinct schedule's periods once
+    cache: dict[tuple[Any, ...], list[Period]] = {}
     for contract in snap.contracts:
         assert contract.id
         card = snap.rate_cards.get(contract.rate_card_id)
@@ -259,13 +287,20 @@ def _targets(
             )
             continue
         since = frozen_until.get(contract.id)
-        for period in started_periods(
-            contract.usage_statement_schedule,
+        schedule = contract.usage_statement_schedule
+        key = (
+            schedule.frequency,
+            schedule.day,
+            schedule.billing_anchor_date,
             contract.starting_at,
             contract.ending_before,
-            as_of,
-            since=since,
-        ):
+            since,
+        )
+        if key not in cache:
+            cache[key] = started_periods(
+                schedule, contract.starting_at, contract.ending_before, as_of, since=since
+            )
+        for period in cache[key]:
             final = period.end + GRACE_PERIOD <= as_of
             targets.append(Target(contract, card, period, "finalized" if final else "draft"))
     return targets
@@ -320,12 +355,14 @@ def _register_windows(
     cols: dict[str, list[Any]] = defaultdict(list)
     multi_segment = False
 
+    naive: dict[datetime, datetime] = {}
+
     def add(key: int, customer: str, lo: datetime, hi: datetime, seg: bool, per: bool) -> None:
         cols["window_id"].append(len(cols["window_id"]))
         cols["period_key"].append(key)
         cols["customer_id"].append(customer)
-        cols["window_start"].append(_naive(lo))
-        cols["window_end"].append(_naive(hi))
+        cols["window_start"].append(naive.get(lo) or naive.setdefault(lo, _naive(lo)))
+        cols["window_end"].append(naive.get(hi) or naive.setdefault(hi, _naive(hi)))
         cols["is_segment"].append(seg)
         cols["is_period"].append(per)
 
@@ -393,23 +430,83 @@ def _values_list(columns: Sequence[str]) -> exp.Expression:
     )
 
 
+@dataclass(frozen=True)
+class UsageGroup:
+    """One usage query: metrics sharing a scan, grouped by `keys` over the windows of `kind`;
+    each product takes its rows, rolled up to its own keys when they are fewer."""
+
+    kind: str
+    keys: tuple[str, ...]
+    products: tuple[Product, ...]
+
+
+_ADDITIVE = (AggregationType.COUNT, AggregationType.SUM)
+
+
+def plan_usage_groups(
+    products: Sequence[Product],
+    metrics: dict[str, BillableMetric],
+    kinds: dict[str, str],
+) -> list[UsageGroup]:
+    """Group products into as few usage queries as the compiler allows.
+
+    A product needs its metric grouped by its pricing + presentation keys, over the windows of
+    its kind.  Products with the same (kind, keys) share one query.  A group whose metrics are
+    all COUNT or SUM (additive: finer groups sum up exactly) also joins a group of the same
+    kind grouped by more keys, when those keys lie within a compound group key of each of its
+    metrics: one scan less, its rows rolled up.
+    """
+    exact: dict[tuple[str, tuple[str, ...]], list[Product]] = defaultdict(list)
+    for product in products:
+        assert product.id
+        keys = tuple(sorted({*product.pricing_group_key, *product.presentation_group_key}))
+        exact[(kinds[product.id], keys)].append(product)
+
+    def fits(keys: tuple[str, ...], group: list[Product]) -> bool:
+        for product in group:
+            metric = metrics[product.id or ""]
+            if metric.aggregation_type not in _ADDITIVE:
+                return False
+            if not any(set(keys) <= set(compound) for compound in metric.group_keys):
+                return False
+        return True
+
+    merged = {key: list(group) for key, group in exact.items()}
+    for key in sorted(exact, key=lambda k: (len(k[1]), k)):
+        kind, keys = key
+        hosts = [
+            other
+            for other in merged
+            if other != key
+            and other[0] == kind
+            and set(keys) < set(other[1])
+            and fits(other[1], merged[key])
+        ]
+        if hosts:
+            host = max(hosts, key=lambda h: (len(merged[h]), -len(h[1]), h))
+            merged[host].extend(merged.pop(key))
+    return [
+        UsageGroup(kind, keys, tuple(sorted(group, key=lambda p: p.id or "")))
+        for (kind, keys), group in sorted(merged.items())
+    ]
+
+
 def _compute_quantities(
     con: duckdb.DuckDBPyConnection,
     home: Home,
     pricing: Pricing,
     targets: Sequence[Target],
     notes: list[str],
-    bar: Any,
     *,
     multi_segment: bool,
 ) -> None:
-    """mq_quantities: one compiled usage query per group keys (and window kind, when some
-    period has several segments), all customers; its metrics share one scan."""
+    """mq_quantities: one compiled usage query per usage group (plan_usage_groups), each over
+    the one windows relation, all customers at once; its metrics share one scan."""
     con.execute(
         "CREATE OR REPLACE TEMP TABLE mq_quantities (window_id BIGINT, product_id VARCHAR, "
         "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
     )
-    groups: dict[tuple[str, tuple[str, ...]], list[Product]] = defaultdict(list)
+    billable: list[Product] = []
     for pid, product in sorted(pricing.products.items()):
         metric = pricing.metrics[pid]
         if metric.sql is not None:
@@ -418,47 +515,55 @@ def _compute_quantities(
                 "are not billed yet"
             )
             continue
-        keys = tuple(sorted({*product.pricing_group_key, *product.presentation_group_key}))
-        kind = pricing.kinds[pid] if multi_segment else ALL_WINDOWS
-        groups[(kind, keys)].append(product)
-    if not targets:
+        billable.append(product)
+    if not targets or not billable:
         return
+    kinds = {pid: (kind if multi_segment else ALL_WINDOWS) for pid, kind in pricing.kinds.items()}
+    metrics = {pid: pricing.metrics[pid] for pid in pricing.products}
     lo = min(t.period.start for t in targets)
     hi = max(t.period.end for t in targets)
     store = EventStore(home, con)
-    for (kind, keys), products in sorted(groups.items()):
-        metrics = list({pricing.metrics[p.id].id: pricing.metrics[p.id] for p in products}.values())
+    for group in plan_usage_groups(billable, metrics, kinds):
+        used = list({metrics[p.id].id: metrics[p.id] for p in group.products}.values())  # type: ignore[index]
         properties = list(
-            dict.fromkeys(prop for m in metrics for prop in metric_properties(m, keys))
+            dict.fromkeys(prop for m in used for prop in metric_properties(m, group.keys))
         )
         compiled = compile_usage(
-            metrics,
+            used,
             store.relation(properties, lo, hi),
-            window=Window.relation(_windows_of(kind)),
-            group_by=list(keys),
+            window=Window.relation(_windows_of(group.kind)),
+            group_by=list(group.keys),
+            ordered=False,
         )
         con.execute(f"CREATE OR REPLACE TEMP TABLE mq_usage AS {compiled.sql}")
-        for product in products:
+        for product in group.products:
             pricing_cols = [compiled.group_columns[k] for k in product.pricing_group_key]
             present_cols = [compiled.group_columns[k] for k in product.presentation_group_key]
+            rollup = len(pricing_cols) + len(present_cols) < len(group.keys)
+            value: exp.Expression = exp.column("value")
             select = (
                 exp.select(
                     exp.column("window_id"),
                     exp.Literal.string(product.id or ""),
                     _values_list(pricing_cols),
                     _values_list(present_cols),
-                    exp.column("value"),
+                    exp.Sum(this=value) if rollup else value,
                 )
                 .from_("mq_usage")
                 .where(
                     exp.EQ(
                         this=exp.column("metric_id"),
-                        expression=exp.Literal.string(pricing.metrics[product.id].id or ""),
+                        expression=exp.Literal.string(metrics[product.id].id or ""),  # type: ignore[index]
                     )
                 )
             )
+            if rollup:
+                select = select.group_by(
+                    exp.column("window_id"),
+                    *(exp.column(c, quoted=True) for c in pricing_cols),
+                    *(exp.column(c, quoted=True) for c in present_cols),
+                )
             con.execute("INSERT INTO mq_quantities " + select.sql(dialect="duckdb"))
-        bar.advance(1)
 
 
 def _compute(
@@ -467,7 +572,7 @@ def _compute(
     snap: Snapshot,
     targets: Sequence[Target],
     notes: list[str],
-    bar: Any,
+    watch: Stopwatch,
 ) -> Pricing:
     pricing = register_pricing(
         con,
@@ -477,11 +582,13 @@ def _compute(
         credit_types=snap.credit_types.values(),
     )
     notes.extend(pricing.unsupported)
-    _register_periods(con, snap, targets)
-    multi_segment = _register_windows(con, targets, set(pricing.kinds.values()))
-    _compute_quantities(con, home, pricing, targets, notes, bar, multi_segment=multi_segment)
-    rate(con, pricing, multi_segment=multi_segment)
-    bar.advance(1)
+    with watch.stage("plan"):
+        _register_periods(con, snap, targets)
+        multi_segment = _register_windows(con, targets, set(pricing.kinds.values()))
+    with watch.stage("usage"):
+        _compute_quantities(con, home, pricing, targets, notes, multi_segment=multi_segment)
+    with watch.stage("rating"):
+        rate(con, pricing, multi_segment=multi_segment)
     return pricing
 
 
@@ -497,26 +604,28 @@ FROM mq_lines l
 JOIN mq_invoices i ON i.period_key = l.period_key AND i.credit_type_id = l.credit_type_id
 )"""
 
-# The content hash of an invoice: two independent 64-bit combinations of per-line hashes (a
-# sum and an xor; lines are distinct, so their order does not matter) and the line count.  A
-# line's hash covers its product's name, metric and keys too.
+# The content hash of an invoice: the line count and two combinations (sum and xor) of the
+# 64-bit hashes of its lines (lines are distinct, so their order does not matter).  A line's
+# hash covers its product's name, metric and keys too.
 _LINE_FIELDS = """l.product_id, l.rate_type, l.rate_card_id, l.rate_index, l.pricing_values,
                   l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
-                  l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total,
-                  pr.product_name, pr.billable_metric_id, pr.pricing_keys,
-                  pr.presentation_keys"""
+                  l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total, pr.product_hash"""
 
 _INVOICE_TOTALS = f"""
 CREATE OR REPLACE TEMP TABLE mq_invoice_totals AS
-WITH per_invoice AS (
-    SELECT l.invoice_id,
-           sum(l.total)::DECIMAL(38, 12) AS total,
-           count(*) AS line_count,
-           sum(hash({_LINE_FIELDS})) % 18446744073709551616 AS h1,
-           bit_xor(hash('meterql', {_LINE_FIELDS})) AS h2
+WITH products AS (
+    SELECT product_id,
+           hash(product_name, billable_metric_id, pricing_keys, presentation_keys) AS product_hash
+    FROM mq_products
+), per_line AS (
+    SELECT l.invoice_id, l.total, hash({_LINE_FIELDS}) AS h
     FROM {_INVOICE_LINES} l
-    JOIN mq_products pr ON pr.product_id = l.product_id
-    GROUP BY l.invoice_id
+    JOIN products pr ON pr.product_id = l.product_id
+), per_invoice AS (
+    SELECT invoice_id, sum(total)::DECIMAL(38, 12) AS total, count(*) AS line_count,
+           sum(h) % 18446744073709551616 AS h1, bit_xor(h) AS h2
+    FROM per_line
+    GROUP BY invoice_id
 )
 SELECT i.invoice_id,
        coalesce(p.total, 0)::DECIMAL(38, 12) AS subtotal,
@@ -786,8 +895,10 @@ def run(
     started = time.perf_counter()
     as_of = utc(as_of)
     notes: list[str] = []
-    snap = Snapshot.load(con)
-    targets = _targets(con, snap, as_of, notes)
+    watch = Stopwatch()
+    with watch.stage("plan"):
+        snap = Snapshot.load(con)
+        targets = _targets(con, snap, as_of, notes)
     counts = InvoiceCounts()
     [(counts.frozen,)] = con.execute(
         "SELECT count(*) FROM invoices WHERE status <> 'draft' AND period_start <= ?",
@@ -803,13 +914,16 @@ def run(
                 else "the catalog has no contracts; no invoices"
             )
     else:
-        bar_cm = progress if progress is not None else progress_bar("invoice run", total=None)
+        bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
         with bar_cm as bar:
-            pricing = _compute(con, home, snap, targets, notes, bar)
-            _register_invoices(con, snap, targets)
-            unrated = _unrated(con, pricing)
-            _write(con, as_of, [])
-            bar.advance(1)
+            watch.bar = bar
+            pricing = _compute(con, home, snap, targets, notes, watch)
+            with watch.stage("invoices"):
+                _register_invoices(con, snap, targets)
+                unrated = _unrated(con, pricing)
+            with watch.stage("write"):
+                _write(con, as_of, [])
+            watch.bar = None
         for outcome, n in con.execute(
             "SELECT outcome, count(*) FROM mq_outcomes GROUP BY outcome"
         ).fetchall():
@@ -827,16 +941,18 @@ def run(
                     total=invoice_store.money(total, precision),
                 )
             )
-    summary = RunSummary(
+    with watch.stage("late_events"):
+        late = late_events(con, home)
+    return RunSummary(
         as_of=as_of,
         invoices=counts,
         totals=totals,
         unrated_usage=unrated,
-        late_events=late_events(con, home),
+        late_events=late,
         notes=notes,
         elapsed_seconds=round(time.perf_counter() - started, 3),
+        stage_seconds=watch.seconds,
     )
-    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -871,8 +987,8 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
     notes: list[str] = []
     from engine.output import progress as progress_bar
 
-    with progress_bar("regenerate invoice") as bar:
-        _compute(con, home, snap, [target], notes, bar)
+    with progress_bar("regenerate invoice", total=3) as bar:
+        _compute(con, home, snap, [target], notes, Stopwatch(bar))
     _register_invoices(con, snap, [target], ids={(0, old.credit_type.id): new_id}, replaces=old.id)
     _write(
         con,

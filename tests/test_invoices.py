@@ -461,3 +461,102 @@ def test_cli_run_list_show_json_and_table(mq):
     assert "model=gpt-5" in table.output
     text = cli(home, "invoice", "run", "--as-of", "2026-03-15T00:00:00Z")
     assert "0 created, 0 updated, 0 finalized, 2 unchanged" in text.output
+
+
+# -- usage query planning -----------------------------------------------------------------------
+
+
+def _metric(name: str, agg: str, keys: list[list[str]]) -> Any:
+    from warehouse.models import BillableMetric
+
+    props = sorted({k for compound in keys for k in compound})
+    doc: dict[str, Any] = {
+        "id": name,
+        "name": name,
+        "aggregation_type": agg,
+        "property_filters": [{"name": p, "exists": True} for p in props],
+        "group_keys": keys,
+    }
+    if agg != "count":
+        doc["aggregation_key"] = props[0]
+    return BillableMetric.model_validate(doc)
+
+
+def _product(name: str, metric: str, pricing: list[str], presentation: list[str]) -> Any:
+    from warehouse.models import Product
+
+    return Product(
+        id=name,
+        name=name,
+        type="usage",
+        billable_metric_id=metric,
+        pricing_group_key=pricing,
+        presentation_group_key=presentation,
+    )
+
+
+def test_additive_metrics_join_a_finer_grouped_scan_and_roll_up():
+    from engine.invoices import plan_usage_groups
+
+    metrics = {
+        "in": _metric("in", "sum", [["model", "region"]]),
+        "out": _metric("out", "sum", [["model", "region"]]),
+        "calls": _metric("calls", "count", [["region"]]),
+        "users": _metric("users", "unique", [["model", "region"]]),
+    }
+    products = [
+        _product("in", "in", ["model"], ["region"]),
+        _product("out", "out", ["model"], []),  # joins ("model", "region"), rolled up
+        _product("calls", "calls", [], ["region"]),  # its metric has no "model": own scan
+        _product("users", "users", [], []),  # UNIQUE cannot be rolled up: own scan
+    ]
+    kinds = {p.id: "all" for p in products}
+    groups = plan_usage_groups(products, metrics, kinds)
+    assert [(g.keys, [p.id for p in g.products]) for g in groups] == [
+        ((), ["users"]),
+        (("model", "region"), ["in", "out"]),
+        (("region",), ["calls"]),
+    ]
+    # a group that also holds a UNIQUE metric stays whole (moving part of it saves no scan)
+    products[3] = _product("users", "users", ["model"], [])
+    groups = plan_usage_groups(products, metrics, kinds)
+    assert [(g.keys, [p.id for p in g.products]) for g in groups][0] == (
+        ("model",),
+        ["out", "users"],
+    )
+
+
+def test_rolled_up_quantities_are_exact(mq, tmp_path):
+    doc = catalog()
+    doc["products"].append(
+        {
+            "name": "Tokens by model",
+            "type": "usage",
+            "billable_metric_id": "Input Tokens",
+            "pricing_group_key": ["model"],
+        }
+    )
+    doc["rate_cards"][0]["rates"].append(
+        {
+            "product_id": "Tokens by model",
+            "starting_at": "2026-01-01T00:00:00Z",
+            "rate_type": "flat",
+            "price": "1",
+            "pricing_group_values": {"model": "gpt-5"},
+        }
+    )
+    apply_docs(mq, tmp_path, doc)
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-02T00:00:00Z", "gpt-5", "10.5", "u1"),
+            tokens("a2", "acme", "2026-03-03T00:00:00Z", "gpt-5", "20.25", "u2"),
+            tokens("a3", "acme", "2026-03-04T00:00:00Z", "gpt-5", "1", "u2"),
+        ],
+    )
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [acme] = by_customer(mq, "Acme")
+    by_name = [(li.name, li.presentation_group_values, li.quantity) for li in acme.line_items]
+    assert ("Tokens by model", {}, Decimal("31.75")) in by_name
+    assert ("Input Tokens", {"user_id": "u1"}, Decimal("10.5")) in by_name
+    assert ("Input Tokens", {"user_id": "u2"}, Decimal("21.25")) in by_name
