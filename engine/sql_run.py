@@ -223,16 +223,15 @@ def _value_problems(
     node = checked.tree.expressions[checked.outputs.value_index]
     name = checked.value or "the first column"
     source = SqlSource(checked.text)
+    if isinstance(node, exp.Alias) and source.span(node.this) is not None:
+        node = node.this
     hint = (
         "; property values are strings: cast them, e.g. CAST(properties.x AS DECIMAL(38, 12))"
         if value_type in ("VARCHAR", "NULL")
         else ""
     )
     return [
-        source.problem(
-            node.this if isinstance(node, exp.Alias) else node,
-            f"the value column {name} is {value_type}; it must be a number{hint}",
-        )
+        source.problem(node, f"the value column {name} is {value_type}; it must be a number{hint}")
     ]
 
 

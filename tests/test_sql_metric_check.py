@@ -4,7 +4,10 @@ all problems at once, the returned columns, and the apply hook (SEMANTICS.md sec
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from engine.sql_run import check_sql_metric
 from metric_compiler.checks import check_metric
 from metric_compiler.sql_metric import (
     SqlMetricError,
@@ -441,16 +444,22 @@ def test_properties_need_a_name_and_an_events_relation() -> None:
     )
 
 
-def test_ambiguous_alias_and_column_is_refused() -> None:
-    sql = "SELECT properties.kind AS event_type, count(*) AS value FROM events GROUP BY event_type"
-    assert "event_type is ambiguous" in only_problem(sql).message
-    # an alias that names its own column is not ambiguous
-    assert (
-        sql_problems(
-            "SELECT event_type AS event_type, count(*) AS value FROM events GROUP BY event_type"
-        )
-        == []
+def test_names_bind_like_duckdb_and_only_the_having_subtlety_is_refused() -> None:
+    # a column wins over a SELECT alias in the select list and GROUP BY, as in DuckDB
+    sql = "WITH d AS (SELECT count(*) AS value FROM events) SELECT max(value) AS value FROM d"
+    assert sql_problems(sql) == []
+    # in HAVING DuckDB prefers the alias unless the column is grouped: refused as ambiguous
+    sql = (
+        "SELECT properties.kind AS event_type, count(*) AS value FROM events "
+        "GROUP BY properties.kind HAVING event_type = 'x'"
     )
+    assert "event_type is ambiguous in HAVING" in only_problem(sql).message
+    # an alias that names its own column is not ambiguous
+    sql = "SELECT event_type AS event_type, count(*) AS value FROM events GROUP BY 1"
+    assert sql_problems(sql + " HAVING event_type <> 'x'") == []
+    # WHERE never sees SELECT aliases
+    sql = "SELECT properties.kind AS kind, count(*) AS value FROM events WHERE kind = 'x'"
+    assert "column kind does not exist" in only_problem(sql).message
 
 
 # -- property names ---------------------------------------------------------------------------
@@ -482,3 +491,75 @@ def test_check_metric_reports_sql_problems_with_line_col_and_caret() -> None:
         "\n  SELECT count(*) AS value FROM read_csv('/etc/passwd')"
         "\n                                ^^^^^^^^^^^^^^^^^^^^^^^"
     )
+
+
+# -- robustness -------------------------------------------------------------------------------
+
+WORDS = [
+    "SELECT",
+    "FROM",
+    "events",
+    "e",
+    "WHERE",
+    "GROUP BY",
+    "HAVING",
+    "WITH",
+    "AS",
+    "(",
+    ")",
+    ",",
+    ";",
+    "*",
+    "count(*)",
+    "count(DISTINCT",
+    "sum(",
+    "arg_max(",
+    "properties.x",
+    "properties",
+    "e.properties.y",
+    "event_type",
+    "timestamp",
+    "value",
+    "x",
+    "'a'",
+    "1",
+    "2.5",
+    "=",
+    ">",
+    "AND",
+    "OR",
+    "NOT",
+    "IN",
+    "EXISTS",
+    "IS NULL",
+    "CASE WHEN",
+    "THEN",
+    "ELSE",
+    "END",
+    "DISTINCT",
+    "CAST(",
+    "AS DECIMAL(10, 2))",
+    "read_csv('/etc/passwd')",
+    "JOIN",
+    "ON",
+    "UNION",
+    "LIMIT",
+    "ORDER BY",
+    "OVER ()",
+    "/",
+    '"a b"',
+    "--",
+    "\n",
+]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(WORDS), max_size=24))
+def test_any_text_gets_problems_or_a_checked_query_never_a_crash(words: list[str]) -> None:
+    sql = " ".join(words)
+    problems = sql_problems(sql)
+    assert all(0 <= p.start <= len(sql) and p.message for p in problems)
+    result = check_sql_metric(sql)  # also binds the scoped query when the checks pass
+    assert result.ok == (not result.problems)
+    if problems:
+        assert not result.ok

@@ -371,3 +371,58 @@ def test_result_columns_and_property_columns_of_the_scoped_query() -> None:
     assert "MATERIALIZED" not in sql  # events read once: streamed, not materialised
     twice = scoped_query(QUERIES["in_subquery"], exp.table_("src"), exp.table_("win")).sql()
     assert '__mq_events" AS MATERIALIZED' in twice
+
+
+# -- generated queries --------------------------------------------------------------------------
+
+TOKENS = "CAST(properties.tokens AS DECIMAL(10, 2))"
+KEYS = ["event_type", "properties.user_id", "properties.region", "date_trunc('day', timestamp)"]
+FILTERS = [
+    "event_type = 'login'",
+    "properties.region IS NOT NULL",
+    "properties.user_id IN ('u1', 'u2')",
+    f"{TOKENS} > 1",
+    "properties.user_id IN (SELECT properties.user_id FROM events WHERE event_type = 'error')",
+    "timestamp > (SELECT min(timestamp) FROM events WHERE event_type = 'login')",
+    "EXISTS (SELECT 1 FROM events WHERE properties.region = 'ap')",
+    f"{TOKENS} >= (SELECT avg({TOKENS}) FROM events)",  # noqa: S608
+]
+AGGREGATES = [
+    "count(*)",
+    "count(DISTINCT properties.user_id)",
+    f"sum({TOKENS})",
+    f"max({TOKENS})",
+    f"arg_max({TOKENS}, timestamp)",
+    f"coalesce(sum({TOKENS}), 0) + count(*)",
+]
+
+
+@st.composite
+def generated_queries(draw) -> str:
+    aggregate = draw(st.sampled_from(AGGREGATES))
+    key = draw(st.one_of(st.none(), st.sampled_from(KEYS)))
+    where = draw(st.one_of(st.none(), st.sampled_from(FILTERS)))
+    having = draw(
+        st.sampled_from([None, "count(*) > 3", "count(*) > (SELECT count(*) / 20 FROM events)"])
+    )
+    inner = f"SELECT {aggregate} AS value" + (f", {key} AS k" if key else "") + " FROM events"  # noqa: S608
+    inner += f" WHERE {where}" if where else ""
+    inner += " GROUP BY k" if key else ""
+    inner += f" HAVING {having}" if having else ""
+    shape = draw(st.sampled_from(["plain", "cte", "derived"]))
+    if shape == "plain" or not key:
+        return inner
+    outer = draw(st.sampled_from(["max", "sum", "count", "min"]))
+    outer_where = draw(st.sampled_from(["", " WHERE value > 1", " WHERE k IS NOT NULL"]))
+    if shape == "cte":
+        return f"WITH d AS ({inner}) SELECT {outer}(value) AS value FROM d{outer_where}"  # noqa: S608
+    return f"SELECT {outer}(value) AS value FROM ({inner}) AS d{outer_where}"  # noqa: S608
+
+
+GENERATED_EVENTS = random_events(5, count=160)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(generated_queries())
+def test_generated_queries_scope_like_per_customer_evaluation(sql: str) -> None:
+    assert scoped(sql, GENERATED_EVENTS) == per_customer(sql, GENERATED_EVENTS)

@@ -153,6 +153,14 @@ EXPLAINED: dict[type[exp.Expression], tuple[str, str]] = {
     exp.Bracket: ("subscripts ([])", "property values are strings"),
     exp.Star: ("*", "list the columns you need (count(*) is fine)"),
     exp.DPipe: ("|| (string concatenation)", "compare and group property values as they are"),
+    exp.RegexpLike: ("regular expressions", "use = or IN"),
+    exp.SimilarTo: ("SIMILAR TO", "use = or IN"),
+    exp.Any: ("ANY (...)", "use IN (subquery)"),
+    exp.All: ("ALL (...)", "use NOT IN (subquery) or an aggregate"),
+    exp.Tuple: ("row values (a, b)", "compare one value at a time"),
+    exp.PositionalColumn: ("#n column positions", "name the column"),
+    exp.Struct: ("struct values", "a metric returns plain columns"),
+    exp.Array: ("list values", "a metric returns plain columns"),
 }
 # Refused constructs whose parts are not worth reporting separately.
 OPAQUE = (exp.Order, exp.Limit, exp.Offset, exp.Fetch, exp.Qualify, exp.TableSample, exp.Star)

@@ -29,6 +29,9 @@ def check_outputs(source: SqlSource, tree: exp.Expression) -> Outputs | None:
     if not isinstance(tree, exp.Select):
         return None
     projections = tree.expressions
+    if not projections:
+        source.report(tree, "the query returns no columns; return the value (and any group keys)")
+        return None
     names = [output_name(p) for p in projections]
     named_value = [i for i, n in enumerate(names) if n and n.casefold() == VALUE_COLUMN]
     for i in named_value[1:]:

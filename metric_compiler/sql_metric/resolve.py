@@ -13,7 +13,9 @@ with the blocks around it) and binds each column reference:
 and reports, with "did you mean", everything else: other tables (also `schema.table` and file
 paths used as tables), unknown or hidden columns (customer_id: a metric is written for one
 customer), `properties` without a name, references to an enclosing query (correlated
-subqueries are not scoped), ambiguous names, and names with meterql's reserved prefix.  The
+subqueries are not scoped), names that are both a column and an alias in HAVING, and names with
+meterql's reserved prefix.  A bare name binds as DuckDB binds it: a column of the relation
+first, then a SELECT alias (select list, GROUP BY, HAVING; not WHERE).  The
 scoping rewrite (scope.py) resolves its own copy of the tree with the same function.
 """
 
@@ -165,11 +167,11 @@ class _Resolver:
                 block.aliases.setdefault(name.casefold(), projection)
 
         for projection in node.expressions:
-            self.expression(projection, block, ctes, aliases=True)
-        for key, aliases in (("where", False), ("group", True), ("having", True)):
+            self.expression(projection, block, ctes, clause="select")
+        for key in ("where", "group", "having"):
             clause = node.args.get(key)
             if clause is not None:
-                self.expression(clause, block, ctes, aliases=aliases)
+                self.expression(clause, block, ctes, clause=key)
 
         outputs: dict[str, str] = {}
         for projection in node.expressions:
@@ -195,6 +197,12 @@ class _Resolver:
         self, node: exp.Expression, ctes: dict[str, dict[str, str]], outer: Block | None
     ) -> Source | None:
         if isinstance(node, exp.Subquery):
+            if not isinstance(node.this, exp.Select):
+                if not isinstance(node.this, exp.SetOperation):  # set operations: allow-list
+                    self.source.report(
+                        node, "a parenthesised table is not supported; write FROM events"
+                    )
+                return None
             outputs = self._renamed(self.query(node.this, ctes, outer), node)
             alias = node.alias
             if alias and _reserved(alias):
@@ -241,26 +249,32 @@ class _Resolver:
         block: Block,
         ctes: dict[str, dict[str, str]],
         *,
-        aliases: bool,
+        clause: str,
     ) -> None:
         if isinstance(node, exp.Select):
+            if not isinstance(node.parent, exp.Exists) and len(node.expressions) != 1:
+                self.source.report(
+                    node.parent or node,
+                    f"a subquery used as a value must return one column, not "
+                    f"{len(node.expressions)}",
+                )
             self.query(node, ctes, block)
             return
         if isinstance(node, exp.Column):
             if not isinstance(node.this, exp.Star):
-                self.column(node, block, aliases=aliases)
+                self.column(node, block, clause=clause)
             return
         if isinstance(node, exp.Alias):
-            self.expression(node.this, block, ctes, aliases=aliases)
+            self.expression(node.this, block, ctes, clause=clause)
             return
         for child in node.iter_expressions():
-            self.expression(child, block, ctes, aliases=aliases)
+            self.expression(child, block, ctes, clause=clause)
 
-    def column(self, node: exp.Column, block: Block, *, aliases: bool) -> None:
+    def column(self, node: exp.Column, block: Block, *, clause: str) -> None:
         parts = [p.name for p in node.parts]
         binding: Binding | None = None
         if len(parts) == 1:
-            binding = self._unqualified(node, parts[0], block, aliases=aliases)
+            binding = self._unqualified(node, parts[0], block, clause=clause)
         elif len(parts) == 2:
             binding = self._qualified(node, parts[0], parts[1], block)
         elif len(parts) == 3 and parts[1].casefold() == PROPERTIES:
@@ -289,22 +303,25 @@ class _Resolver:
         return SourceColumn(src.columns[name.casefold()]) if src.has(name) else None
 
     def _unqualified(
-        self, node: exp.Column, name: str, block: Block, *, aliases: bool
+        self, node: exp.Column, name: str, block: Block, *, clause: str
     ) -> Binding | None:
+        """As DuckDB binds a bare name: a column of the relation first, then (in the select
+        list, GROUP BY and HAVING, not WHERE) a SELECT alias.  In HAVING DuckDB prefers the
+        alias unless the column is grouped; that subtlety is refused as ambiguous."""
         key = name.casefold()
         if _reserved(name):
             self._reserved(node, name)
             return None
         src = block.source
         found = self._source_column(src, name) if src else None
-        alias = block.aliases.get(key) if aliases else None
-        if found is not None and alias is not None:
+        alias = block.aliases.get(key) if clause != "where" else None
+        if found is not None and alias is not None and clause == "having":
             same = isinstance(alias.this, exp.Column) and alias.this.name.casefold() == key
             if not same:
                 self.source.report(
                     node,
-                    f"{name} is ambiguous: it is both a column of {src.alias or 'the subquery'} "
-                    f"and a SELECT alias; rename the alias",
+                    f"{name} is ambiguous in HAVING: it is both a column of "
+                    f"{src.alias or 'the subquery'} and a SELECT alias; rename the alias",
                 )
                 return None
         if found is not None:
@@ -324,7 +341,7 @@ class _Resolver:
             self._correlated(node, name)
             return None
         if not block.unreadable:
-            self._unknown(node, name, block, aliases=aliases)
+            self._unknown(node, name, block, aliases=clause != "where")
         return None
 
     def _qualified(self, node: exp.Column, table: str, name: str, block: Block) -> Binding | None:

@@ -75,11 +75,11 @@ class SqlSource:
         return 0
 
     def name_before(self, offset: int) -> str | None:
-        """The function name written before the `(` that precedes `offset`."""
+        """The function name of `name(` written just before `offset`, if that is what is
+        there."""
         previous = [t for t in self.tokens if t.start < offset]
-        for i in range(len(previous) - 1, 0, -1):
-            if previous[i].text == "(":
-                return previous[i - 1].text
+        if len(previous) >= 2 and previous[-1].text == "(":
+            return previous[-2].text
         return None
 
     def keyword_after(self, offset: int, *words: str) -> Token | None:
