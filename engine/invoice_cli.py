@@ -112,6 +112,64 @@ def print_invoice(invoice: Invoice) -> None:
     Console(width=max(150, Console().width)).print(table)
 
 
+def invoice_html(invoice: Invoice) -> str:
+    """A standalone HTML page of one invoice (every value escaped)."""
+    from html import escape
+
+    from engine.output import to_jsonable
+
+    def cell(value: object) -> str:
+        return escape("" if value is None else str(to_jsonable(value)))
+
+    rows = []
+    for line in invoice.line_items:
+        tier = "" if line.tier is None else f"#{line.tier.index}"
+        rows.append(
+            "<tr>"
+            + "".join(
+                f"<td>{cell(v)}</td>"
+                for v in (
+                    line.name,
+                    _group_text(line.pricing_group_values),
+                    _group_text(line.presentation_group_values),
+                    f"{to_jsonable(line.starting_at)} .. {to_jsonable(line.ending_before)}",
+                    tier,
+                )
+            )
+            + "".join(
+                f'<td class="n">{cell(v)}</td>'
+                for v in (line.quantity, line.unit_price, line.total)
+            )
+            + "</tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "product",
+            "pricing group",
+            "presentation group",
+            "rate segment",
+            "tier",
+            "quantity",
+            "unit price",
+            "total",
+        )
+    )
+    return (
+        '<!doctype html>\n<html><head><meta charset="utf-8">'
+        f"<title>Invoice {cell(invoice.id)}</title>"
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}.n{text-align:right}</style></head><body>"
+        f"<h1>Invoice {cell(invoice.id)} ({cell(invoice.status)})</h1>"
+        f"<p>customer {cell(invoice.customer_id)}, contract {cell(invoice.contract_id)}<br>"
+        f"period {cell(invoice.start_timestamp)} .. {cell(invoice.end_timestamp)}, "
+        f"credit type {cell(invoice.credit_type.name)}</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+        f'<tfoot><tr><th colspan="7">total</th><td class="n">{cell(invoice.total)}</td></tr>'
+        "</tfoot></table></body></html>\n"
+    )
+
+
 def print_invoice_list(invoices: Sequence[Invoice]) -> None:
     from engine.output import print_table, to_jsonable
 
@@ -180,16 +238,18 @@ def list_(
 def show(
     ctx: typer.Context,
     invoice_id: Annotated[str, typer.Argument(help="invoice id (or a unique prefix)")],
-    format: FormatOption = "table",
+    format: Annotated[str, typer.Option("--format", help="table|json|html")] = "table",
 ) -> None:
     """Show one invoice with its line items."""
     from engine.output import print_json
 
-    _check_format(format)
+    _check_format(format, ("table", "json", "html"))
     with _opened(ctx) as mq:
         invoice = mq.invoice(invoice_id)
     if format == "json":
         print_json(invoice)
+    elif format == "html":
+        typer.echo(invoice_html(invoice), nl=False)
     else:
         print_invoice(invoice)
 

@@ -459,6 +459,9 @@ def test_cli_run_list_show_json_and_table(mq):
     table = cli(home, "invoice", "show", listed[0]["id"])
     assert table.exit_code == 0 and "Input Tokens" in table.output and "2250" in table.output
     assert "model=gpt-5" in table.output
+    page = cli(home, "invoice", "show", listed[0]["id"], "--format", "html").output
+    assert page.startswith("<!doctype html>") and "<td>model=gpt-5</td>" in page
+    assert '<td class="n">2250</td>' in page
     text = cli(home, "invoice", "run", "--as-of", "2026-03-15T00:00:00Z")
     assert "0 created, 0 updated, 0 finalized, 2 unchanged" in text.output
 
