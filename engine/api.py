@@ -70,6 +70,24 @@ class Meterql:
         with self.home.writer_lock():
             return apply_files(self.con, [Path(p) for p in paths])
 
+    # -- events ------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        now: datetime | str | None = None,
+        progress=None,
+    ):
+        """Ingest event files (NDJSON, JSON, CSV, Parquet; files, directories or globs) as one
+        batch and return its `warehouse.ingest.IngestSummary`.  `now` pins the ingest clock
+        (ISO 8601; naive means UTC); default: the wall clock."""
+        from engine.usage import parse_timestamp
+        from warehouse.ingest import ingest
+
+        clock = parse_timestamp(now, "--now") if now is not None else None
+        return ingest(self.home, paths, now=clock, con=self.con, progress=progress)
+
     # -- usage -------------------------------------------------------------------------------
 
     def usage(

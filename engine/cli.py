@@ -69,6 +69,37 @@ def apply(
             typer.echo(line)
 
 
+@app.command()
+def ingest(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[str],
+        typer.Argument(help="event files (.ndjson .jsonl .json .csv .parquet), dirs, globs"),
+    ],
+    now: Annotated[
+        str | None, typer.Option("--now", help="ingest clock, ISO 8601 (default: wall clock)")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="text|json")] = "text",
+) -> None:
+    """Validate, deduplicate and store events as one batch; rejects go to <home>/rejects/."""
+    from engine.api import Meterql
+    from engine.output import print_json, progress
+
+    if format not in ("text", "json"):
+        raise UserError(f"--format {format!r} is not one of text, json")
+    mq = Meterql.open(home_of(ctx))
+    try:
+        with progress("ingesting") as bar:
+            summary = mq.ingest(paths, now=now, progress=bar)
+    finally:
+        mq.close()
+    if format == "json":
+        print_json(summary)
+    else:
+        for line in summary.lines():
+            typer.echo(line)
+
+
 USAGE_FORMATS = ("json", "table", "csv")
 
 

@@ -23,18 +23,21 @@ MARK = "\ue000"
 # A number with a fraction or an exponent as an object value or array element, or a -0.
 FLOAT_HINT = r'"\s*:\s*-?[0-9]+[.eE]|[\[,]\s*-?[0-9]+[.eE]|[:\[,]\s*-0([^.eE0-9]|$)'
 
-# Group 1: everything up to the next number token outside strings (whole strings, and any
-# character that cannot start a number); group 2: that number token (RFC 8259 grammar).
-_NUMBER_TOKEN = (
-    r'((?:"(?:[^"\\]|\\.)*"|[^"0-9-])*)'
-    r"(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
+# Every token that is a string (group 1) or a number (group 2, RFC 8259 grammar).  Scanning for
+# either from left to right, a string is always matched from its opening quote as a whole, so a
+# number is never found inside a string.
+_TOKEN = (
+    r'("(?:[^"\\]|\\.)*")'
+    r"|(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
 )
 
 
 _MARK_SQL = lit(MARK)
 _HINT_SQL = lit(FLOAT_HINT)
-_TOKEN_SQL = lit(_NUMBER_TOKEN)
-_MARKED_TOKEN_SQL = lit('\\1"' + MARK + '\\2"')  # \1"<MARK>\2"
+_TOKEN_SQL = lit(_TOKEN)
+# a string becomes itself followed by `"<MARK>"` (removed next), a number `"<MARK>number"`
+_MARKED_TOKEN_SQL = lit('\\1"' + MARK + '\\2"')
+_EMPTY_MARK_SQL = lit('"' + MARK + '"')
 _MARKED_STRING_SQL = lit('"' + MARK + '([^"]*)"')
 _GROUP_1_SQL = lit("\\1")
 
@@ -61,7 +64,8 @@ def text_changed(parsed_sql: str, raw_sql: str) -> str:
 
 def mark(text_sql: str) -> str:
     """SQL: `text_sql` with every number token turned into a marked string."""
-    return f"regexp_replace({text_sql}, {_TOKEN_SQL}, {_MARKED_TOKEN_SQL}, 'g')"
+    marked = f"regexp_replace({text_sql}, {_TOKEN_SQL}, {_MARKED_TOKEN_SQL}, 'g')"
+    return f"replace({marked}, {_EMPTY_MARK_SQL}, '')"
 
 
 def unmark_text(text_sql: str) -> str:

@@ -401,11 +401,16 @@ def _json_staged_select(source_sql: str, clock: datetime) -> str:
     return normalised_select(raw_select, ["props_json", "props_marked"], clock)
 
 
-def _text_field(column: str, type_id: str) -> tuple[str, str]:
+def _null_kind(file: SourceFile) -> str:
+    """The kind of a NULL value: in a CSV file an empty cell, reported as a missing field."""
+    return "NULL" if file.format == "csv" else "'NULL'"
+
+
+def _text_field(file: SourceFile, column: str, type_id: str) -> tuple[str, str]:
     """(value SQL, kind SQL) of a text or integer column."""
     col = ident(column)
     value = col if type_id == "varchar" else f"CAST({col} AS VARCHAR)"
-    return value, f"CASE WHEN {col} IS NULL THEN 'NULL' ELSE 'VARCHAR' END"
+    return value, f"CASE WHEN {col} IS NULL THEN {_null_kind(file)} ELSE 'VARCHAR' END"
 
 
 def _value_text(value_sql: str, type_id: str) -> str:
@@ -426,15 +431,15 @@ def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
     else:
         source = f"read_parquet({lit(file.name)}, file_row_number=true)"
         record = "file_row_number + 1"
-    tid, tid_kind = _text_field(*table.fields["transaction_id"])
-    cust, cust_kind = _text_field(*table.fields["customer_id"])
-    et, et_kind = _text_field(*table.fields["event_type"])
+    tid, tid_kind = _text_field(file, *table.fields["transaction_id"])
+    cust, cust_kind = _text_field(file, *table.fields["customer_id"])
+    et, et_kind = _text_field(file, *table.fields["event_type"])
     ts_column, ts_type = table.fields["timestamp"]
     ts_col = ident(ts_column)
     if ts_type == "varchar":
         ts_cols = (
             f"{ts_col} AS ts_text, NULL::TIMESTAMP AS ts_value, "
-            f"CASE WHEN {ts_col} IS NULL THEN 'NULL' ELSE 'TEXT' END AS ts_type"
+            f"CASE WHEN {ts_col} IS NULL THEN {_null_kind(file)} ELSE 'TEXT' END AS ts_type"
         )
     else:
         ts_cols = (

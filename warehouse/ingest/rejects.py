@@ -17,7 +17,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.ingest.readers import POS_SHIFT, TableSource, lines_sql, record_payload_sql
+from warehouse.ingest.readers import POS_SHIFT, TableSource, record_payload_sql
 from warehouse.ingest.sources import SourceFile
 from warehouse.ingest.sqltext import first_row, lit
 
@@ -63,17 +63,6 @@ def write_rejects(
         sql = "SELECT count(*) FROM rejected WHERE pos >= ? AND pos < ?"
         return bool(first_row(work, sql, [lo, hi])[0])
 
-    for file in files:
-        if file.format in ("ndjson", "json") and units.get(file.index) == "line":
-            if file.size and has_rejects(file):
-                work.execute(
-                    f"""
-                    INSERT INTO reject_payloads
-                    SELECT l.pos, CASE WHEN json_valid(l.raw) THEN '"event":' || l.raw
-                                       ELSE '"raw":' || to_json(l.raw) END
-                    FROM ({lines_sql(file)}) l SEMI JOIN rejected j ON j.pos = l.pos
-                    """  # noqa: S608 - path rendered by sqlglot
-                )
     for table in tables:
         if has_rejects(table.file):
             payloads = record_payload_sql(table, "rejected")

@@ -1,0 +1,314 @@
+"""Whole-batch behaviour: user errors that stop an ingest before anything is written, the ledger,
+crash safety (nothing visible before the commit, a re-run stores everything exactly once), and
+the `meterql ingest` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse.errors import UserError
+from warehouse.events import EventStore
+from warehouse.home import Home
+from warehouse.ingest import ingest, ledger
+
+NOW = datetime(2026, 2, 1)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    home = Home.resolve(tmp_path / "home")
+    home.init()
+    return home
+
+
+def events_file(tmp_path: Path, n: int = 3, name: str = "events.ndjson") -> Path:
+    path = tmp_path / name
+    path.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "transaction_id": f"t{i}",
+                    "customer_id": "c",
+                    "event_type": "e",
+                    "timestamp": f"2026-01-{10 + i % 3:02d}T00:00:00Z",
+                    "properties": {"n": str(i)},
+                }
+            )
+            for i in range(n)
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+def visible_ids(home: Home) -> list[str]:
+    con = home.connect()
+    try:
+        query = EventStore(home, con).relation([], resolve_customers=False)
+        return sorted(r[0] for r in con.execute(query.sql("duckdb")).fetchall())
+    finally:
+        con.close()
+
+
+def ledger_rows(home: Home) -> list[tuple]:
+    con = home.connect()
+    try:
+        return con.execute(
+            "SELECT status, received, accepted, message FROM ingest_batches ORDER BY started_at"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def nothing_written(home: Home) -> None:
+    assert ledger_rows(home) == []
+    assert list(home.events_dir.rglob("*.parquet")) == []
+    assert list(home.rejects_dir.iterdir()) == []
+
+
+def test_a_path_that_does_not_exist(home: Home, tmp_path: Path) -> None:
+    good = events_file(tmp_path)
+    with pytest.raises(UserError, match=r"ingest path '.*missing\.ndjson' does not exist"):
+        ingest(home, [good, tmp_path / "missing.ndjson"], now=NOW)
+    with pytest.raises(UserError, match="the glob matches no file"):
+        ingest(home, [str(tmp_path / "nothing-*.ndjson")], now=NOW)
+    nothing_written(home)
+
+
+def test_unsupported_extension(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "events.xml"
+    path.write_text("<events/>", encoding="utf-8")
+    with pytest.raises(UserError, match=r"'.*events\.xml' has an unsupported file type"):
+        ingest(home, [path], now=NOW)
+    nothing_written(home)
+
+
+def write_parquet(path: Path, **columns: pa.Array) -> Path:
+    base = {
+        "transaction_id": pa.array(["p1"]),
+        "customer_id": pa.array(["c"]),
+        "event_type": pa.array(["e"]),
+        "timestamp": pa.array(["2026-01-20T00:00:00Z"]),
+    }
+    pq.write_table(pa.table({**base, **columns}), path)
+    return path
+
+
+def test_parquet_timestamp_as_int64(home: Home, tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "bad.parquet", timestamp=pa.array([1767225600], pa.int64()))
+    with pytest.raises(UserError) as error:
+        ingest(home, [events_file(tmp_path), path], now=NOW)
+    message = str(error.value)
+    assert str(path) in message
+    assert "column timestamp has type BIGINT" in message
+    assert "expected a TIMESTAMP or TIMESTAMP WITH TIME ZONE column" in message
+    nothing_written(home)
+
+
+def test_parquet_properties_as_int_column(home: Home, tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "bad.parquet", properties=pa.array([7], pa.int32()))
+    with pytest.raises(UserError) as error:
+        ingest(home, [path], now=NOW)
+    assert str(error.value) == (
+        f"Parquet file {path}: column properties has type INTEGER; expected a MAP(VARCHAR, ...), "
+        "a STRUCT, or text holding a JSON object"
+    )
+    nothing_written(home)
+
+
+def test_parquet_id_column_of_a_wrong_type(home: Home, tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "bad.parquet", customer_id=pa.array([1.5], pa.float64()))
+    with pytest.raises(UserError, match="column customer_id has type DOUBLE; expected text"):
+        ingest(home, [path], now=NOW)
+    nothing_written(home)
+
+
+def test_parquet_blob_property_column(home: Home, tmp_path: Path) -> None:
+    path = write_parquet(tmp_path / "bad.parquet", payload=pa.array([b"\x00"], pa.binary()))
+    with pytest.raises(UserError, match="column payload has type BLOB"):
+        ingest(home, [path], now=NOW)
+
+
+def test_csv_missing_column_suggests_the_name(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "transaction_id,customerid,event_type,timestamp\nt1,c,e,2026-01-20T00:00:00Z\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError) as error:
+        ingest(home, [path], now=NOW)
+    assert f"CSV file {path} has no column customer_id" in str(error.value)
+    assert "did you mean 'customerid'?" in str(error.value)
+    nothing_written(home)
+
+
+def test_properties_column_and_extra_columns_together(home: Home, tmp_path: Path) -> None:
+    path = write_parquet(
+        tmp_path / "both.parquet", properties=pa.array(['{"a": "1"}']), model=pa.array(["m"])
+    )
+    with pytest.raises(UserError, match="has a properties column and extra columns \\(model\\)"):
+        ingest(home, [path], now=NOW)
+
+
+def test_ndjson_with_a_nul_byte(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "binary.ndjson"
+    path.write_bytes(b'{"a": 1}\n{"b": 2}\x00junk\n')
+    with pytest.raises(UserError, match=r"binary\.ndjson: a line holds a NUL byte"):
+        ingest(home, [path], now=NOW)
+    assert [r[0] for r in ledger_rows(home)] == ["failed"]
+    assert visible_ids(home) == []
+
+
+def test_ledger_records_a_committed_batch(home: Home, tmp_path: Path) -> None:
+    summary = ingest(home, [events_file(tmp_path)], now=NOW)
+    con = home.connect()
+    row = con.execute(
+        "SELECT batch_id, sources, status, clock, received, accepted, duplicates, rejected, "
+        "unknown_customer_events, rejects_path FROM ingest_batches"
+    ).fetchall()
+    files = con.execute("SELECT batch_id, row_count FROM event_files").fetchall()
+    con.close()
+    assert row == [
+        (summary.batch_id, [str(tmp_path / "events.ndjson")], "committed", NOW, 3, 3, 0, 0, 3, None)
+    ]
+    assert sorted(files) == [(summary.batch_id, 1)] * 3
+
+
+def test_failure_before_commit_leaves_nothing_visible_and_a_rerun_completes(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = events_file(tmp_path, 6)
+    (tmp_path / "bad.ndjson").write_text("not json\n", encoding="utf-8")
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full while committing")
+
+    monkeypatch.setattr(ledger, "commit", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(home, [path, tmp_path / "bad.ndjson"], now=NOW)
+    assert visible_ids(home) == []
+    assert ledger_rows(home) == [("failed", None, None, "RuntimeError: disk full while committing")]
+    assert list(home.events_dir.rglob("*.parquet")) == []  # the staged files were removed
+    assert list(home.rejects_dir.iterdir()) == []
+
+    monkeypatch.undo()
+    summary = ingest(home, [path, tmp_path / "bad.ndjson"], now=NOW)
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (6, 0, 1)
+    assert visible_ids(home) == [f"t{i}" for i in range(6)]
+
+
+def test_a_killed_ingest_is_swept_by_the_next_one(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill between placing the files and the commit: nothing cleans up in the process (the
+    failure handlers are stubbed out), so files sit in events/ and the batch stays `staged`."""
+    path = events_file(tmp_path, 4)
+
+    class Killed(BaseException):
+        pass
+
+    def kill(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(ledger, "commit", kill)
+    monkeypatch.setattr(ledger, "remove_quietly", lambda paths: None)
+    monkeypatch.setattr(ledger, "fail", lambda *args, **kwargs: None)
+    with pytest.raises(Killed):
+        ingest(home, [path], now=NOW)
+    orphans = list(home.events_dir.rglob("*.parquet"))
+    assert orphans, "the killed batch left its files in events/"
+    assert visible_ids(home) == []  # readers read only the manifest
+    assert [r[0] for r in ledger_rows(home)] == ["staged"]
+
+    monkeypatch.undo()
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 4
+    assert visible_ids(home) == ["t0", "t1", "t2", "t3"]
+    assert not any(p.exists() for p in orphans)
+    statuses = [(r[0], r[3]) for r in ledger_rows(home)]
+    assert statuses[0] == (
+        "failed",
+        f"interrupted before commit; cleaned up by batch {summary.batch_id}",
+    )
+    assert statuses[1] == ("committed", None)
+    con = home.connect()
+    listed = {p for (p,) in con.execute("SELECT path FROM event_files").fetchall()}
+    con.close()
+    on_disk = {str(p.relative_to(home.events_dir)) for p in home.events_dir.rglob("*.parquet")}
+    assert on_disk == listed
+
+
+def test_ingest_holds_the_writer_lock(home: Home, tmp_path: Path) -> None:
+    from warehouse.errors import HomeError
+
+    with home.writer_lock(), pytest.raises(HomeError, match="locked"):
+        ingest(home, [events_file(tmp_path)], now=NOW)
+
+
+def meterql(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_cli_json_summary_and_errors(home: Home, tmp_path: Path) -> None:
+    path = events_file(tmp_path)
+    (tmp_path / "bad.ndjson").write_text('{"transaction_id": "x"}\n', encoding="utf-8")
+    done = meterql(
+        "--home",
+        str(home.path),
+        "ingest",
+        str(path),
+        str(tmp_path / "bad.ndjson"),
+        "--now",
+        "2026-02-01T00:00:00Z",
+        "--format",
+        "json",
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert {k: out[k] for k in ("accepted", "duplicates", "rejected")} == {
+        "accepted": 3,
+        "duplicates": 0,
+        "rejected": 1,
+    }
+    assert out["rejects_path"] == str(home.rejects_dir / f"{out['batch_id']}.ndjson")
+    assert out["reasons"] == {"missing_field": 1}
+    assert out["unknown_customers"] == [{"customer_id": "c", "events": 3}]
+    assert out["clock"] == "2026-02-01T00:00:00Z"
+
+    again = meterql("--home", str(home.path), "ingest", str(path), "--now", "2026-02-01")
+    assert again.returncode == 0, again.stderr
+    assert "0 accepted, 3 duplicates, 0 rejected" in again.stdout
+
+    missing = meterql("--home", str(home.path), "ingest", str(tmp_path / "nope.ndjson"))
+    assert missing.returncode == 1
+    assert (
+        missing.stderr.strip() == f"error: ingest path '{tmp_path / 'nope.ndjson'}' does not exist"
+    )
+
+    bad_clock = meterql("--home", str(home.path), "ingest", str(path), "--now", "soon")
+    assert bad_clock.returncode == 1
+    assert "--now 'soon' is not an ISO 8601 timestamp" in bad_clock.stderr
+
+
+def test_a_batch_of_only_rejects_lists_no_files(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "all-bad.ndjson"
+    path.write_text("nope\n[]\n", encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.files_written) == (0, 2, 0)
+    con = duckdb.connect(str(home.catalog_path), read_only=True)
+    assert con.execute("SELECT count(*) FROM event_files").fetchall() == [(0,)]
+    con.close()

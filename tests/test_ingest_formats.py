@@ -1,0 +1,399 @@
+"""Every input format round-trips to the same canonical events through the read API."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse.events import EventStore
+from warehouse.home import Home
+from warehouse.ingest import ingest
+from warehouse.layout import property_column
+
+NOW = datetime(2026, 2, 1)
+
+HOSTILE = [
+    'x"; DROP TABLE events; --',
+    "it's",
+    "a.b",
+    "with space",
+    "[brackets]",
+    "ünïcödé 名前",
+    "Model",
+    "model",
+    "~/slash",
+    "",
+]
+
+EVENTS = [
+    {
+        "transaction_id": "tx-1",
+        "customer_id": "cust-a",
+        "event_type": "llm_request",
+        "timestamp": "2026-01-20T10:00:00.123456Z",
+        "properties": {"model": "gpt-4o", "input_tokens": "1500", "price": "0.1000"},
+    },
+    {
+        "transaction_id": "tx-2",
+        "customer_id": "cust-b",
+        "event_type": "embedding",
+        "timestamp": "2026-01-21T11:30:00+02:00",
+        "properties": {"model": "small", "input_tokens": "20"},
+    },
+    {
+        "transaction_id": "tx-3",
+        "customer_id": "cust-a",
+        "event_type": "llm_request",
+        "timestamp": "2026-01-21 08:00:00",
+        "properties": {},
+    },
+]
+
+EXPECTED = {
+    ("tx-1", "cust-a", "llm_request", datetime(2026, 1, 20, 10, 0, 0, 123456)): {
+        "model": "gpt-4o",
+        "input_tokens": "1500",
+        "price": "0.1000",
+    },
+    ("tx-2", "cust-b", "embedding", datetime(2026, 1, 21, 9, 30)): {
+        "model": "small",
+        "input_tokens": "20",
+    },
+    ("tx-3", "cust-a", "llm_request", datetime(2026, 1, 21, 8, 0)): {},
+}
+KEYS = ["model", "input_tokens", "price"]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    home = Home.resolve(tmp_path / "home")
+    home.init()
+    return home
+
+
+def stored(home: Home, keys: list[str]) -> dict[tuple, dict[str, str]]:
+    """Canonical events as the read API returns them (customers unresolved)."""
+    con = home.connect()
+    try:
+        query = EventStore(home, con).relation(keys, resolve_customers=False)
+        result = con.execute(query.sql("duckdb"))
+        names = [d[0] for d in result.description]
+        out = {}
+        for row in result.fetchall():
+            record = dict(zip(names, row, strict=True))
+            key = tuple(record[c] for c in ("transaction_id", "customer_id", "event_type"))
+            props = {
+                k: record[property_column(k)]
+                for k in keys
+                if record[property_column(k)] is not None
+            }
+            out[(*key, record["timestamp"])] = props
+        return out
+    finally:
+        con.close()
+
+
+def timestamp_value(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str | None]]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return path
+
+
+def base_columns() -> dict[str, pa.Array]:
+    return {
+        "transaction_id": pa.array([e["transaction_id"] for e in EVENTS]),
+        "customer_id": pa.array([e["customer_id"] for e in EVENTS]),
+        "event_type": pa.array([e["event_type"] for e in EVENTS]),
+        "timestamp": pa.array([e["timestamp"] for e in EVENTS]),
+    }
+
+
+def check(home: Home, path: Path, keys: list[str] = KEYS) -> None:
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.duplicates) == (3, 0, 0), summary
+    assert stored(home, keys) == EXPECTED
+
+
+def test_ndjson(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "events.ndjson"
+    path.write_text("\n".join(json.dumps(e) for e in EVENTS) + "\n", encoding="utf-8")
+    check(home, path)
+
+
+def test_ndjson_numbers_as_json_numbers(home: Home, tmp_path: Path) -> None:
+    lines = []
+    for e in EVENTS:
+        props = {k: (json.loads(v) if k != "model" else v) for k, v in e["properties"].items()}
+        lines.append(json.dumps({**e, "properties": props}))
+    # json.dumps would write 0.1 for 0.1000: write the exact text the sender used
+    text = "\n".join(lines).replace('"price": 0.1', '"price": 0.1000')
+    path = tmp_path / "events.jsonl"
+    path.write_text(text, encoding="utf-8")
+    check(home, path)
+
+
+def test_json_array(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "events.json"
+    path.write_text(json.dumps(EVENTS, indent=2).replace('"0.1000"', "0.1000"), encoding="utf-8")
+    check(home, path)
+
+
+def test_json_single_object_and_json_holding_ndjson(home: Home, tmp_path: Path) -> None:
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(EVENTS[0], indent=2), encoding="utf-8")
+    rest = tmp_path / "rest.json"
+    rest.write_text("\n".join(json.dumps(e) for e in EVENTS[1:]), encoding="utf-8")
+    summary = ingest(home, [one, rest], now=NOW)
+    assert summary.accepted == 3
+    assert stored(home, KEYS) == EXPECTED
+
+
+def test_csv_with_properties_json_column(home: Home, tmp_path: Path) -> None:
+    rows = [
+        [e["transaction_id"], e["customer_id"], e["event_type"], e["timestamp"]]
+        + [json.dumps(e["properties"]).replace('"0.1000"', "0.1000")]
+        for e in EVENTS
+    ]
+    path = write_csv(
+        tmp_path / "events.csv",
+        ["transaction_id", "customer_id", "event_type", "timestamp", "properties"],
+        rows,
+    )
+    check(home, path)
+
+
+def test_csv_with_extra_columns(home: Home, tmp_path: Path) -> None:
+    rows = [
+        [e["transaction_id"], e["customer_id"], e["event_type"], e["timestamp"]]
+        + [e["properties"].get(k) for k in KEYS]
+        for e in EVENTS
+    ]
+    path = write_csv(
+        tmp_path / "events.csv",
+        ["transaction_id", "customer_id", "event_type", "timestamp", *KEYS],
+        rows,
+    )
+    check(home, path)
+
+
+def test_parquet_map(home: Home, tmp_path: Path) -> None:
+    props = pa.array(
+        [list(e["properties"].items()) for e in EVENTS], pa.map_(pa.string(), pa.string())
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({**base_columns(), "properties": props}), path)
+    check(home, path)
+
+
+def test_parquet_map_of_numbers_keeps_exact_text(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    con = duckdb.connect()
+    con.execute(
+        f"""
+        COPY (SELECT 'tx-1' AS transaction_id, 'c' AS customer_id, 'e' AS event_type,
+                     TIMESTAMP '2026-01-20 10:00:00' AS "timestamp",
+                     MAP {{'tokens': 1500::DECIMAL(10, 4), 'n': 7}} AS properties)
+        TO '{path}' (FORMAT parquet)
+        """
+    )
+    con.close()
+    ingest(home, [path], now=NOW)
+    # a MAP has one value type: both values are DECIMAL(10, 4), stored as their exact text
+    assert list(stored(home, ["tokens", "n"]).values()) == [{"tokens": "1500.0000", "n": "7.0000"}]
+
+
+def test_parquet_struct(home: Home, tmp_path: Path) -> None:
+    struct = pa.array(
+        [{k: e["properties"].get(k) for k in KEYS} for e in EVENTS],
+        pa.struct([(k, pa.string()) for k in KEYS]),
+    )
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({**base_columns(), "properties": struct}), path)
+    check(home, path)
+
+
+def test_parquet_json_string(home: Home, tmp_path: Path) -> None:
+    props = pa.array([json.dumps(e["properties"]) for e in EVENTS])
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({**base_columns(), "properties": props}), path)
+    check(home, path)
+
+
+def test_parquet_extra_columns_with_typed_timestamp(home: Home, tmp_path: Path) -> None:
+    columns = base_columns()
+    columns["timestamp"] = pa.array(
+        [
+            timestamp_value(e["timestamp"])
+            if "Z" in e["timestamp"] or "+" in e["timestamp"]
+            else datetime.fromisoformat(e["timestamp"])
+            for e in EVENTS
+        ],
+        pa.timestamp("us", tz="UTC"),
+    )
+    for k in KEYS:
+        columns[k] = pa.array([e["properties"].get(k) for e in EVENTS])
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table(columns), path)
+    check(home, path)
+
+
+def test_parquet_typed_extra_columns_are_stored_as_exact_text(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "events.parquet"
+    con = duckdb.connect()
+    con.execute(
+        f"""
+        COPY (SELECT 'tx-1' AS transaction_id, 42 AS customer_id, 'e' AS event_type,
+                     TIMESTAMP '2026-01-20 10:00:00' AS "timestamp",
+                     1500 AS tokens, 0.1000::DECIMAL(8, 4) AS price, true AS flag,
+                     [1, 2] AS list, {{'a': 'b'}} AS nested, NULL::VARCHAR AS absent)
+        TO '{path}' (FORMAT parquet)
+        """
+    )
+    con.close()
+    ingest(home, [path], now=NOW)
+    (props,) = stored(home, ["tokens", "price", "flag", "list", "nested", "absent"]).values()
+    assert props == {
+        "tokens": "1500",
+        "price": "0.1000",
+        "flag": "true",
+        "list": "[1,2]",
+        "nested": '{"a":"b"}',
+    }
+    assert list(stored(home, []))[0][1] == "42"  # an integer customer_id column, as text
+
+
+def hostile_event(i: int) -> dict:
+    return {
+        "transaction_id": f"h-{i}",
+        "customer_id": "c",
+        "event_type": "e",
+        "timestamp": "2026-01-20T00:00:00Z",
+        "properties": {name: f"v{j}" for j, name in enumerate(HOSTILE)},
+    }
+
+
+EXPECTED_HOSTILE = {name: f"v{j}" for j, name in enumerate(HOSTILE)}
+
+
+def test_hostile_property_names_ndjson(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "h.ndjson"
+    path.write_text(json.dumps(hostile_event(1), ensure_ascii=False) + "\n", encoding="utf-8")
+    ingest(home, [path], now=NOW)
+    assert list(stored(home, HOSTILE).values()) == [EXPECTED_HOSTILE]
+
+
+def test_hostile_property_names_csv_and_parquet_columns(home: Home, tmp_path: Path) -> None:
+    names = [n for n in HOSTILE if n]  # a CSV/Parquet column needs a name
+    header = ["transaction_id", "customer_id", "event_type", "timestamp", *names]
+    write_csv(
+        tmp_path / "h.csv",
+        header,
+        [["h-1", "c", "e", "2026-01-20T00:00:00Z"] + [f"v{HOSTILE.index(n)}" for n in names]],
+    )
+    table = pa.table(
+        {
+            "transaction_id": ["h-2"],
+            "customer_id": ["c"],
+            "event_type": ["e"],
+            "timestamp": ["2026-01-20T00:00:00Z"],
+            **{n: [f"v{HOSTILE.index(n)}"] for n in names},
+        }
+    )
+    pq.write_table(table, tmp_path / "h.parquet")
+    summary = ingest(home, [tmp_path / "h.csv", tmp_path / "h.parquet"], now=NOW)
+    assert summary.accepted == 2
+    expected = {n: v for n, v in EXPECTED_HOSTILE.items() if n}
+    assert list(stored(home, names).values()) == [expected, expected]
+
+
+def test_hostile_struct_field_names(home: Home, tmp_path: Path) -> None:
+    struct = pa.array(
+        [{"Model": "M", "model": "m", "a.b": "dot"}],
+        pa.struct([("Model", pa.string()), ("model", pa.string()), ("a.b", pa.string())]),
+    )
+    table = pa.table(
+        {
+            "transaction_id": ["s-1"],
+            "customer_id": ["c"],
+            "event_type": ["e"],
+            "timestamp": ["2026-01-20T00:00:00Z"],
+            "properties": struct,
+        }
+    )
+    pq.write_table(table, tmp_path / "s.parquet")
+    ingest(home, [tmp_path / "s.parquet"], now=NOW)
+    assert list(stored(home, ["Model", "model", "a.b"]).values()) == [
+        {"Model": "M", "model": "m", "a.b": "dot"}
+    ]
+
+
+def test_directory_and_glob(home: Home, tmp_path: Path) -> None:
+    folder = tmp_path / "dump"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.ndjson").write_text(json.dumps(EVENTS[0]), encoding="utf-8")
+    (folder / "sub" / "b.ndjson").write_text(json.dumps(EVENTS[1]), encoding="utf-8")
+    (folder / "README.txt").write_text("not events", encoding="utf-8")
+    summary = ingest(home, [folder], now=NOW)
+    assert summary.accepted == 2
+    assert summary.skipped == [str(folder / "README.txt")]
+    (tmp_path / "c.ndjson").write_text(json.dumps(EVENTS[2]), encoding="utf-8")
+    assert ingest(home, [str(tmp_path / "*.ndjson")], now=NOW).accepted == 1
+    assert stored(home, KEYS) == EXPECTED
+
+
+def test_files_are_sorted_and_hold_only_their_property_columns(home: Home, tmp_path: Path) -> None:
+    events = [
+        {
+            "transaction_id": f"t{i}",
+            "customer_id": c,
+            "event_type": et,
+            "timestamp": ts,
+            "properties": props,
+        }
+        for i, (c, et, ts, props) in enumerate(
+            [
+                ("b", "x", "2026-01-20T03:00:00Z", {"only_day_20": "1"}),
+                ("a", "y", "2026-01-20T01:00:00Z", {}),
+                ("a", "x", "2026-01-20T02:00:00Z", {}),
+                ("a", "x", "2026-01-20T01:00:00Z", {}),
+                ("a", "x", "2026-01-21T01:00:00Z", {"only_day_21": "2"}),
+            ]
+        )
+    ]
+    path = tmp_path / "e.ndjson"
+    path.write_text("\n".join(json.dumps(e) for e in events), encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert summary.files_written == 2
+    con = home.connect()
+    rows = con.execute(
+        "SELECT path, event_date, row_count, property_columns, event_types FROM event_files "
+        "ORDER BY event_date"
+    ).fetchall()
+    assert [r[1].isoformat() for r in rows] == ["2026-01-20", "2026-01-21"]
+    assert rows[0][0].startswith(f"event_date=2026-01-20/{summary.batch_id}-")
+    assert [r[3] for r in rows] == [["p_only_day_20"], ["p_only_day_21"]]
+    assert rows[0][4] == ["x", "y"]
+    day20 = pq.read_table(home.events_dir / rows[0][0])
+    assert [c for c in day20.column_names if c.startswith("p_")] == ["p_only_day_20"]
+    order = list(
+        zip(
+            *(day20.column(c).to_pylist() for c in ("event_type", "customer_id", "timestamp")),
+            strict=True,
+        )
+    )
+    assert [(et, c) for et, c, _ in order] == [("x", "a"), ("x", "a"), ("x", "b"), ("y", "a")]
+    assert order == sorted(order)
+    con.close()

@@ -1,0 +1,424 @@
+"""The event rules (SEMANTICS.md section 1): each bad input is rejected with a message naming the
+field and the value, and the good events of the same input are still stored."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from warehouse.events import EventStore
+from warehouse.home import Home
+from warehouse.ingest import IngestSummary, ingest
+from warehouse.layout import property_column
+
+NOW = datetime(2026, 2, 1, 12, 0, 0)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    home = Home.resolve(tmp_path / "home")
+    home.init()
+    return home
+
+
+def event(tid: str = "good-1", **changes: object) -> dict:
+    base: dict = {
+        "transaction_id": tid,
+        "customer_id": "cust",
+        "event_type": "llm_request",
+        "timestamp": "2026-01-30T10:00:00Z",
+        "properties": {"model": "gpt"},
+    }
+    base.update(changes)
+    return base
+
+
+def lines_file(tmp_path: Path, lines: list[str], name: str = "events.ndjson") -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run(home: Home, tmp_path: Path, bad: list[str], **kwargs) -> tuple[IngestSummary, list[dict]]:
+    """Ingest one good event, the bad lines, another good event; return summary and rejects."""
+    lines = [json.dumps(event("good-1")), *bad, json.dumps(event("good-2"))]
+    summary = ingest(home, [lines_file(tmp_path, lines)], now=kwargs.get("now", NOW))
+    rejects = []
+    if summary.rejects_path:
+        rejects = [json.loads(x) for x in Path(summary.rejects_path).read_text().splitlines()]
+    assert stored_ids(home) >= {"good-1", "good-2"}, "good events must be stored"
+    return summary, rejects
+
+
+def stored_ids(home: Home) -> set[str]:
+    return set(stored_props(home, []))
+
+
+def stored_props(home: Home, keys: list[str]) -> dict[str, dict[str, str | None]]:
+    con = home.connect()
+    try:
+        query = EventStore(home, con).relation(keys, resolve_customers=False)
+        result = con.execute(query.sql("duckdb"))
+        names = [d[0] for d in result.description]
+        out = {}
+        for row in result.fetchall():
+            record = dict(zip(names, row, strict=True))
+            out[record["transaction_id"]] = {k: record[property_column(k)] for k in keys}
+        return out
+    finally:
+        con.close()
+
+
+def only_reject(rejects: list[dict]) -> dict:
+    assert len(rejects) == 1, rejects
+    return rejects[0]
+
+
+def test_malformed_line_rejects_only_itself_with_line_number_and_text(
+    home: Home, tmp_path: Path
+) -> None:
+    summary, rejects = run(home, tmp_path, ['{"transaction_id": "broken", oops'])
+    assert (summary.accepted, summary.rejected) == (2, 1)
+    reject = only_reject(rejects)
+    assert reject["reason"] == "malformed"
+    assert reject["record"] == 2
+    assert reject["message"] == "line 2 of events.ndjson: not valid JSON"
+    assert reject["raw"] == '{"transaction_id": "broken", oops'
+    assert reject["source"] == str(tmp_path / "events.ndjson")
+    assert summary.reasons == {"malformed": 1}
+
+
+def test_a_line_that_is_not_an_object_is_malformed(home: Home, tmp_path: Path) -> None:
+    _, rejects = run(home, tmp_path, ["[1, 2]"])
+    reject = only_reject(rejects)
+    assert reject["reason"] == "malformed"
+    assert "expected an event object, got an array" in reject["message"]
+    assert reject["event"] == [1, 2]
+
+
+@pytest.mark.parametrize("field", ["transaction_id", "customer_id", "event_type", "timestamp"])
+def test_each_missing_field(home: Home, tmp_path: Path, field: str) -> None:
+    bad = event("bad-1")
+    del bad[field]
+    _, rejects = run(home, tmp_path, [json.dumps(bad)])
+    reject = only_reject(rejects)
+    assert (reject["reason"], reject["field"]) == ("missing_field", field)
+    assert reject["message"] == f"line 2 of events.ndjson: {field} is missing"
+    assert reject["event"] == bad  # the event as sent
+
+
+@pytest.mark.parametrize("field", ["customer_id", "event_type"])
+def test_empty_or_null_field(home: Home, tmp_path: Path, field: str) -> None:
+    _, rejects = run(
+        home,
+        tmp_path,
+        [json.dumps(event("bad-1", **{field: ""})), json.dumps(event("bad-2", **{field: None}))],
+    )
+    assert [(r["reason"], r["field"]) for r in rejects] == [("missing_field", field)] * 2
+    assert rejects[0]["message"].endswith(f"{field} is empty")
+    assert rejects[1]["message"].endswith(f"{field} is null")
+
+
+def test_wrong_json_type_of_a_field(home: Home, tmp_path: Path) -> None:
+    _, rejects = run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("bad-1", customer_id={"id": 1})),
+            json.dumps(event(["not", "a", "string"])),
+            json.dumps(event("bad-3", timestamp=1767225600)),
+            json.dumps(event("bad-4", properties=["a"])),
+        ],
+    )
+    assert [(r["reason"], r["field"]) for r in rejects] == [
+        ("malformed", "customer_id"),
+        ("invalid_transaction_id", "transaction_id"),
+        ("invalid_timestamp", "timestamp"),
+        ("malformed", "properties"),
+    ]
+    assert 'customer_id must be a string, got an object "{\\"id\\":1}"' in rejects[0]["message"]
+    assert (
+        'timestamp must be an RFC 3339 string, got a number "1767225600"' in rejects[2]["message"]
+    )
+    assert "properties must be a JSON object, got an array" in rejects[3]["message"]
+
+
+def test_integer_ids_are_taken_as_their_text(home: Home, tmp_path: Path) -> None:
+    summary, _ = run(home, tmp_path, [json.dumps(event(12345, customer_id=987))])
+    assert summary.accepted == 3
+    assert "12345" in stored_ids(home)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-13-01T00:00:00Z",
+        "yesterday",
+        "2026-01-30",
+        "2026-01-30T24:00:00Z",
+        "2026-01-30T10:00:00+0100",
+    ],
+)
+def test_unparseable_timestamp(home: Home, tmp_path: Path, value: str) -> None:
+    _, rejects = run(home, tmp_path, [json.dumps(event("bad-1", timestamp=value))])
+    reject = only_reject(rejects)
+    assert (reject["reason"], reject["field"]) == ("invalid_timestamp", "timestamp")
+    assert f"timestamp {json.dumps(value)} is not an RFC 3339 timestamp" in reject["message"]
+
+
+def test_timestamps_offsets_and_microseconds(home: Home, tmp_path: Path) -> None:
+    run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("t-offset", timestamp="2026-01-30T12:00:00.123456+02:00")),
+            json.dumps(event("t-naive", timestamp="2026-01-30 10:00:00.5")),
+            json.dumps(event("t-nanos", timestamp="2026-01-30T10:00:00.123456789z")),
+        ],
+    )
+    con = home.connect()
+    query = EventStore(home, con).relation([], resolve_customers=False)
+    rows = dict(
+        con.execute(f"SELECT transaction_id, timestamp FROM ({query.sql('duckdb')})").fetchall()  # noqa: S608
+    )
+    con.close()
+    assert rows["t-offset"] == datetime(2026, 1, 30, 10, 0, 0, 123456)
+    assert rows["t-naive"] == datetime(2026, 1, 30, 10, 0, 0, 500000)
+    assert rows["t-nanos"] == datetime(2026, 1, 30, 10, 0, 0, 123456)
+
+
+def test_too_old_and_in_future_relative_to_the_clock(home: Home, tmp_path: Path) -> None:
+    def at(delta: timedelta) -> str:
+        return (NOW + delta).isoformat() + "Z"
+
+    summary, rejects = run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("oldest-ok", timestamp=at(-timedelta(days=34)))),
+            json.dumps(event("too-old", timestamp=at(-timedelta(days=34, microseconds=1)))),
+            json.dumps(event("newest-ok", timestamp=at(timedelta(minutes=5)))),
+            json.dumps(event("future", timestamp=at(timedelta(minutes=5, seconds=1)))),
+        ],
+    )
+    assert {"oldest-ok", "newest-ok"} <= stored_ids(home)
+    assert [(r["reason"], r["event"]["transaction_id"]) for r in rejects] == [
+        ("too_old", "too-old"),
+        ("in_future", "future"),
+    ]
+    assert rejects[0]["message"] == (
+        "line 3 of events.ndjson: timestamp 2025-12-29T11:59:59.999999Z is more than 34 days "
+        "before the ingest clock 2026-02-01T12:00:00Z"
+    )
+    assert rejects[1]["message"] == (
+        "line 5 of events.ndjson: timestamp 2026-02-01T12:05:01Z is more than 5 minutes after "
+        "the ingest clock 2026-02-01T12:00:00Z"
+    )
+    assert summary.reasons == {"too_old": 1, "in_future": 1}
+
+
+def test_transaction_id_length(home: Home, tmp_path: Path) -> None:
+    ok, too_long = "a" * 128, "b" * 129
+    _, rejects = run(home, tmp_path, [json.dumps(event(ok)), json.dumps(event(too_long))])
+    assert ok in stored_ids(home)
+    reject = only_reject(rejects)
+    assert (reject["reason"], reject["field"]) == ("invalid_transaction_id", "transaction_id")
+    assert "is 129 characters long; expected 1 to 128 characters" in reject["message"]
+    assert '"bbbbbbbbbb' in reject["message"]  # the value, shortened
+
+
+def test_property_count(home: Home, tmp_path: Path) -> None:
+    at_limit = {f"k{i}": i for i in range(2000)}
+    over = {f"k{i}": "v" for i in range(2001)}
+    summary, rejects = run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("limit", properties=at_limit)),
+            json.dumps(event("over", properties=over)),
+        ],
+    )
+    assert "limit" in stored_ids(home)
+    assert stored_props(home, ["k1999"])["limit"] == {"k1999": "1999"}
+    reject = only_reject(rejects)
+    assert (reject["reason"], reject["field"]) == ("too_many_properties", "properties")
+    assert "properties has 2001 keys; at most 2000 are allowed" in reject["message"]
+
+
+def test_numbers_and_booleans_keep_their_exact_text(home: Home, tmp_path: Path) -> None:
+    line = (
+        '{"transaction_id": "nums", "customer_id": "c", "event_type": "e",'
+        ' "timestamp": "2026-01-30T10:00:00Z", "properties": {"a": 0.1, "b": 1500,'
+        ' "c": 1e400, "d": 0.1000, "e": true, "f": false, "g": -0, "h": 1E5, "i": -2.50e-3,'
+        ' "j": {"x": [1.50, 2, "s"]}, "k": null, "l": "text 1.50", "m": 12345678901234567890123}}'
+    )
+    run(home, tmp_path, [line])
+    keys = list("abcdefghijklm")
+    assert stored_props(home, keys)["nums"] == {
+        "a": "0.1",
+        "b": "1500",
+        "c": "1e400",
+        "d": "0.1000",
+        "e": "true",
+        "f": "false",
+        "g": "-0",
+        "h": "1E5",
+        "i": "-2.50e-3",
+        "j": '{"x":[1.50,2,"s"]}',
+        "k": None,  # a JSON null is an absent property
+        "l": "text 1.50",
+        "m": "12345678901234567890123",
+    }
+
+
+def test_exact_numbers_in_a_json_array_file(home: Home, tmp_path: Path) -> None:
+    text = (
+        '[{"transaction_id": "arr-1", "customer_id": "c", "event_type": "e", '
+        '"timestamp": "2026-01-30T10:00:00Z", "properties": {"p": 0.1000, "q": "x-1"}},\n'
+        ' {"transaction_id": 7.5, "customer_id": "c", "event_type": "e", '
+        '"timestamp": "2026-01-30T10:00:00Z"}]'
+    )
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 1
+    assert stored_props(home, ["p", "q"])["arr-1"] == {"p": "0.1000", "q": "x-1"}
+    reject = json.loads(Path(summary.rejects_path or "").read_text())
+    assert reject["message"].startswith("element 2 of a.json: transaction_id must be a string")
+    assert reject["event"]["transaction_id"] == 7.5
+
+
+def test_duplicates_within_a_batch_first_copy_wins(home: Home, tmp_path: Path) -> None:
+    summary, rejects = run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("dup", properties={"copy": "first"})),
+            json.dumps(event("dup", properties={"copy": "second"})),
+            json.dumps(event("good-1", properties={"copy": "again"})),
+        ],
+    )
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (3, 2, 0)
+    assert rejects == []
+    assert sorted(summary.duplicate_transaction_ids) == ["dup", "good-1"]
+    props = stored_props(home, ["copy", "model"])
+    assert props["dup"]["copy"] == "first"
+    assert props["good-1"] == {"copy": None, "model": "gpt"}
+
+
+def test_duplicates_across_batches(home: Home, tmp_path: Path) -> None:
+    lines = [json.dumps(event(f"t{i}")) for i in range(5)]
+    path = lines_file(tmp_path, lines)
+    first = ingest(home, [path], now=NOW)
+    second = ingest(home, [path], now=NOW)
+    assert (first.accepted, first.duplicates) == (5, 0)
+    assert (second.accepted, second.duplicates, second.rejected) == (0, 5, 0)
+    assert second.files_written == 0
+    assert len(stored_ids(home)) == 5
+
+
+def test_duplicate_across_files_of_one_batch_first_file_wins(home: Home, tmp_path: Path) -> None:
+    a = lines_file(tmp_path, [json.dumps(event("same", properties={"from": "a"}))], "a.ndjson")
+    b = lines_file(tmp_path, [json.dumps(event("same", properties={"from": "b"}))], "b.ndjson")
+    summary = ingest(home, [b, a], now=NOW)
+    assert (summary.accepted, summary.duplicates) == (1, 1)
+    assert stored_props(home, ["from"])["same"] == {"from": "b"}
+
+
+def test_unknown_customer_is_stored_reported_and_visible_once_an_alias_exists(
+    home: Home, tmp_path: Path
+) -> None:
+    con = home.connect()
+    con.execute("INSERT INTO customer_keys VALUES ('known', 'cust-1')")
+    con.close()
+    lines = [
+        json.dumps(event("a", customer_id="known")),
+        json.dumps(event("b", customer_id="stranger")),
+        json.dumps(event("c", customer_id="stranger")),
+    ]
+    summary = ingest(home, [lines_file(tmp_path, lines)], now=NOW)
+    assert summary.accepted == 3
+    assert [(u.customer_id, u.events) for u in summary.unknown_customers] == [("stranger", 2)]
+    assert (summary.unknown_customer_keys, summary.unknown_customer_events) == (1, 2)
+    assert stored_ids(home) == {"a", "b", "c"}
+
+    def resolved() -> list[tuple[str, str]]:
+        con = home.connect()
+        try:
+            query = EventStore(home, con).relation([])
+            sql = f"SELECT transaction_id, customer_id FROM ({query.sql('duckdb')}) ORDER BY 1"  # noqa: S608
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    assert resolved() == [("a", "cust-1")]
+    con = home.connect()
+    con.execute("INSERT INTO customer_keys VALUES ('stranger', 'cust-1')")
+    con.close()
+    assert resolved() == [("a", "cust-1"), ("b", "cust-1"), ("c", "cust-1")]
+
+
+def test_empty_and_blank_files(home: Home, tmp_path: Path) -> None:
+    (tmp_path / "empty.ndjson").write_text("", encoding="utf-8")
+    (tmp_path / "blank.ndjson").write_text("\n  \n\n", encoding="utf-8")
+    (tmp_path / "empty.csv").write_text("", encoding="utf-8")
+    (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+    summary = ingest(home, sorted(tmp_path.glob("*.*")), now=NOW)
+    assert (summary.received, summary.accepted, summary.rejected) == (0, 0, 0)
+    assert summary.rejects_path is None
+
+
+def test_blank_lines_count_for_line_numbers(home: Home, tmp_path: Path) -> None:
+    path = lines_file(tmp_path, [json.dumps(event("a")), "", "   ", "nope", json.dumps(event("b"))])
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.received, summary.accepted) == (3, 2)
+    reject = json.loads(Path(summary.rejects_path or "").read_text())
+    assert reject["record"] == 4
+
+
+def test_rejects_of_csv_and_parquet_keep_the_row_as_sent(home: Home, tmp_path: Path) -> None:
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text(
+        "transaction_id,customer_id,event_type,timestamp,properties\n"
+        'c-1,cust,e,2026-01-30T10:00:00Z,"{""a"": 1}"\n'
+        'c-2,,e,2026-01-30T10:00:00Z,"{""a"": 1}"\n'
+        "c-3,cust,e,2026-01-30T10:00:00Z,{not json\n",
+        encoding="utf-8",
+    )
+    table = pa.table(
+        {
+            "transaction_id": ["p-1", "p-2"],
+            "customer_id": ["cust", "cust"],
+            "event_type": ["e", "e"],
+            "timestamp": pa.array(
+                [datetime(2026, 1, 30), datetime(2020, 1, 1)], pa.timestamp("us")
+            ),
+            "tokens": pa.array([1, 2], pa.int64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "e.parquet")
+    summary = ingest(home, [csv_path, tmp_path / "e.parquet"], now=NOW)
+    assert stored_ids(home) == {"c-1", "p-1"}
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["reason"], r["field"], r["record"]) for r in rejects] == [
+        ("missing_field", "customer_id", 2),
+        ("malformed", "properties", 3),
+        ("too_old", "timestamp", 2),
+    ]
+    assert rejects[0]["message"] == "row 2 of e.csv: customer_id is missing"
+    assert rejects[0]["event"] == {
+        "transaction_id": "c-2",
+        "customer_id": None,
+        "event_type": "e",
+        "timestamp": "2026-01-30T10:00:00Z",
+        "properties": '{"a": 1}',
+    }
+    assert (
+        "properties must be a JSON object, got text that is not valid JSON" in rejects[1]["message"]
+    )
+    assert rejects[2]["event"]["tokens"] == 2
