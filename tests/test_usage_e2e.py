@@ -1,5 +1,5 @@
 """`meterql usage` and `meterql compile` end to end: a home with applied catalog documents and
-stored events, all customers in one query, compared with the independent evaluator."""
+ingested events, all customers in one query, compared with the independent evaluator."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from evaluator import Event, evaluate
 from typer.testing import CliRunner
@@ -23,8 +22,6 @@ from typer.testing import CliRunner
 from engine.api import Meterql
 from engine.cli import app
 from warehouse.errors import NotFoundError, UserError
-from warehouse.home import Home
-from warehouse.layout import property_column
 
 START = datetime(2026, 3, 1)
 END = datetime(2026, 3, 3)
@@ -75,45 +72,18 @@ def make_events() -> list[Event]:
     return rows
 
 
-def store_events(home: Home, events: list[Event], batch_id: str = "test-batch") -> None:
-    """Write events as stored Parquet files plus their manifest rows (one file per day)."""
-    names = sorted({k for e in events for k in e.properties})
-    con = home.connect()
-    try:
-        by_day: dict[str, list[Event]] = {}
+def write_ndjson(path: Path, events: list[Event]) -> None:
+    """Events as Metronome-shaped NDJSON, the way a sender dumps them."""
+    with path.open("w") as out:
         for e in events:
-            by_day.setdefault(e.timestamp.date().isoformat(), []).append(e)
-        for day, day_events in sorted(by_day.items()):
-            columns = {
-                "transaction_id": pa.array([e.transaction_id for e in day_events]),
-                "customer_id": pa.array([e.customer_id for e in day_events]),
-                "event_type": pa.array([e.event_type for e in day_events]),
-                "timestamp": pa.array([e.timestamp for e in day_events], pa.timestamp("us")),
-                "ingested_at": pa.array([END] * len(day_events), pa.timestamp("us")),
-                "batch_id": pa.array([batch_id] * len(day_events)),
+            row = {
+                "transaction_id": e.transaction_id,
+                "customer_id": e.customer_id,
+                "event_type": e.event_type,
+                "timestamp": e.timestamp.isoformat() + "Z",
+                "properties": e.properties,
             }
-            for name in names:
-                columns[property_column(name)] = pa.array(
-                    [e.properties.get(name) for e in day_events], pa.string()
-                )
-            relative = f"event_date={day}/{batch_id}-0.parquet"
-            (home.events_dir / relative).parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table(columns), home.events_dir / relative)
-            con.execute(
-                "INSERT INTO event_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    relative,
-                    batch_id,
-                    day,
-                    len(day_events),
-                    min(e.timestamp for e in day_events),
-                    max(e.timestamp for e in day_events),
-                    [property_column(n) for n in names],
-                    sorted({e.event_type for e in day_events}),
-                ],
-            )
-    finally:
-        con.close()
+            out.write(json.dumps(row) + "\n")
 
 
 EVENTS = make_events()
@@ -131,8 +101,11 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     doc = path.parent / "catalog.yaml"
     doc.write_text(CATALOG)
     mq.apply([doc])
+    dump = path.parent / "events.ndjson"
+    write_ndjson(dump, EVENTS)
+    summary = mq.ingest([dump], now=max(e.timestamp for e in EVENTS) + timedelta(hours=1))
+    assert summary.accepted == len(EVENTS)
     mq.close()
-    store_events(Home.resolve(path), EVENTS)
     return path
 
 
