@@ -373,3 +373,19 @@ def test_unordered_output_leaves_out_the_order_by() -> None:
     assert "ORDER BY" in ordered.sql and "ORDER BY" not in unordered.sql
     events = [Event(f"t{i}", f"c{i % 3}", "use", at(i), {}) for i in range(9)]
     assert sorted(run(unordered.sql, events, [])) == run(ordered.sql, events, [])
+
+
+@pytest.mark.parametrize("window", ["none", "day"])
+def test_parameter_bounds_run_with_bound_values(window: str) -> None:
+    """`meterql compile` without a period emits $start/$end; bound, they mean the period."""
+    events = [Event(f"t{i}", "c1", "use", START + timedelta(hours=7 * i), {}) for i in range(12)]
+    m = metric(aggregation_type="count")
+    lo, hi = exp.Placeholder(this="start"), exp.Placeholder(this="end")
+    sql = compile_usage(m, EVENTS_TABLE, window=Window.parse(window, lo, hi)).sql
+    assert "$start" in sql and "$end" in sql
+    con = duckdb.connect()
+    load_events(con, events)
+    end = START + timedelta(days=2, hours=3)
+    got = con.execute(sql, {"start": START, "end": end}).fetchall()
+    expected = evaluate(m, events, window=window, start=START, end=end)
+    assert [tuple(r) for r in got] == expected
