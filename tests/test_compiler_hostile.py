@@ -54,11 +54,12 @@ def at(minutes: int) -> datetime:
     return START + timedelta(minutes=minutes)
 
 
-@pytest.mark.parametrize("key", HOSTILE)
-@pytest.mark.parametrize("group", ["Model", 'x"; DROP TABLE events; --', "zählung ✓"])
+GROUPS = ["Model", 'x"; DROP TABLE events; --', "zählung ✓"]
+PAIRS = [(key, group) for key in HOSTILE for group in GROUPS if key != group]
+
+
+@pytest.mark.parametrize(("key", "group"), PAIRS)
 def test_hostile_property_names_are_ordinary_properties(key: str, group: str) -> None:
-    if key == group:
-        pytest.skip("one property cannot be both")
     bad_value = "'); DROP TABLE events; --"
     events = [
         Event("t1", "c1", "use", at(1), {key: "5", group: "a"}),
