@@ -264,3 +264,18 @@ def ingested_home(dataset: Dataset, fmt: str = "parquet"):
     ingest(home, [source], now=dataset.now)
     building.replace(target)
     return Home(target)
+
+
+def environment() -> str:
+    """One line describing the machine and versions, printed with every benchmark table."""
+    import platform
+    import sys
+
+    import pyarrow
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{os.cpu_count()} cores, DuckDB {duckdb.__version__}, pyarrow {pyarrow.__version__}, "
+        f"Python {sys.version.split()[0]}, {platform.system()} {platform.machine()}, "
+        f"load average {load:.2f}"
+    )
