@@ -1,25 +1,21 @@
-"""Helpers of the invoice tests: catalog documents and committed event batches in a home.
-
-`commit_events` writes one committed batch the way the warehouse lays it out (one Parquet file
-per event date under events/, listed in the event_files manifest, a committed ingest_batches
-row), so invoice tests control batches and ingest clocks exactly.  It holds no tests.
-"""
+"""Helpers of the invoice tests: catalog documents, and events stored through the real ingest
+pipeline (one call = one committed batch, with a pinned ingest clock).  It holds no tests."""
 
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
+import json
+import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from engine.api import Meterql
-from warehouse.layout import property_column
+from warehouse.ingest import ingest
 
-_batches = itertools.count(1)
+_files = itertools.count(1)
 
 
 def ts(text: str) -> datetime:
@@ -27,65 +23,23 @@ def ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def naive(text: str) -> datetime:
-    return ts(text).replace(tzinfo=None)
-
-
 def apply_docs(mq: Meterql, tmp_path: Path, doc: dict[str, Any], name: str = "catalog") -> None:
-    path = tmp_path / f"{name}-{next(_batches)}.yaml"
+    path = tmp_path / f"{name}-{next(_files)}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     mq.apply([path])
 
 
-def commit_events(
-    mq: Meterql, events: list[dict[str, Any]], *, ingested_at: str = "2026-01-01T00:00:00Z"
-) -> str:
-    """Store `events` (Metronome-shaped dicts) as one committed batch; returns its id."""
-    batch = f"batch-{next(_batches):04d}"
-    con = mq.con
-    clock = naive(ingested_at)
-    by_date: dict[str, list[dict[str, Any]]] = {}
-    for event in events:
-        by_date.setdefault(event["timestamp"][:10], []).append(event)
-    con.execute(
-        "INSERT INTO ingest_batches (batch_id, sources, status, clock, started_at, finished_at, "
-        "received, accepted, duplicates, rejected) VALUES (?, ['test'], 'committed', ?, ?, ?, "
-        "?, ?, 0, 0)",
-        [batch, clock, clock, clock, len(events), len(events)],
-    )
-    for day, rows in sorted(by_date.items()):
-        names = sorted({k for e in rows for k in e.get("properties", {})})
-        columns: dict[str, pa.Array] = {
-            "transaction_id": pa.array([e["transaction_id"] for e in rows], pa.string()),
-            "customer_id": pa.array([e["customer_id"] for e in rows], pa.string()),
-            "event_type": pa.array([e["event_type"] for e in rows], pa.string()),
-            "timestamp": pa.array([naive(e["timestamp"]) for e in rows], pa.timestamp("us")),
-            "ingested_at": pa.array([clock] * len(rows), pa.timestamp("us")),
-            "batch_id": pa.array([batch] * len(rows), pa.string()),
-        }
-        for name in names:
-            columns[property_column(name)] = pa.array(
-                [e.get("properties", {}).get(name) for e in rows], pa.string()
-            )
-        relative = f"event_date={day}/{batch}-0.parquet"
-        target = mq.home.events_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.table(columns), target)
-        stamps = [naive(e["timestamp"]) for e in rows]
-        con.execute(
-            "INSERT INTO event_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                relative,
-                batch,
-                day,
-                len(rows),
-                min(stamps),
-                max(stamps),
-                [property_column(n) for n in names],
-                sorted({e["event_type"] for e in rows}),
-            ],
-        )
-    return batch
+def commit_events(mq: Meterql, events: list[dict[str, Any]], *, now: str | None = None) -> str:
+    """Ingest `events` (Metronome-shaped dicts) as one batch; the ingest clock is `now`, by
+    default one minute after the latest event.  Returns the batch id; every event must be
+    accepted."""
+    clock = ts(now) if now else max(ts(e["timestamp"]) for e in events) + timedelta(minutes=1)
+    with tempfile.TemporaryDirectory(prefix="meterql-test-events-") as tmp:
+        path = Path(tmp) / f"events-{next(_files)}.ndjson"
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        summary = ingest(mq.home, [path], now=clock, con=mq.con)
+    assert summary.accepted == len(events), summary.lines()
+    return summary.batch_id
 
 
 def event(
