@@ -21,8 +21,9 @@ Measured in one process, same DuckDB settings, best of --repeat:
 
 - bare scan: the PERFORMANCE.md reference query, hand-written over the same stored event files:
   sum of input_tokens as DECIMAL per customer and model for the month, llm_request only;
-- hand-written fused scan: every aggregate the 6 metrics need, in one hand-written query
-  (a lower bound for the usage part of any invoice run);
+- hand-written usage: every aggregate the 6 metrics need, as a person would write it (one
+  fused query for the sums and counts, one for the distinct users): the usage part of an
+  invoice run without windows, filters on absent properties, decimal checks or rating;
 - invoice run: `Meterql.invoice_run` on a fresh copy of the catalog (everything: periods,
   usage queries, rating, invoices written in one transaction), and a re-run (nothing changed).
 
@@ -205,18 +206,28 @@ WHERE event_type = 'llm_request'
 GROUP BY ALL
 """
 
-FUSED_SCAN = """
+# What a person would write by hand for the 6 metrics: one fused scan for the five sums and
+# counts per customer, model and region, and one for the distinct users per customer.
+HAND_WRITTEN = (
+    """
 SELECT customer_id, p_model, p_region,
        sum(TRY_CAST(p_input_tokens AS DECIMAL(38, 12))) FILTER (event_type = 'llm_request'),
        sum(TRY_CAST(p_output_tokens AS DECIMAL(38, 12))) FILTER (event_type = 'llm_request'),
        sum(TRY_CAST(p_input_tokens AS DECIMAL(38, 12))) FILTER (event_type = 'embedding_request'),
        count(*) FILTER (event_type = 'image_generation'),
-       count(*) FILTER (event_type = 'api_call'),
-       count(DISTINCT p_user_id) FILTER (event_type = 'llm_request')
+       count(*) FILTER (event_type = 'api_call')
 FROM read_parquet({files}, union_by_name = true)
 WHERE "timestamp" >= TIMESTAMP '2026-01-01' AND "timestamp" < TIMESTAMP '2026-02-01'
 GROUP BY ALL
-"""
+""",
+    """
+SELECT customer_id, count(DISTINCT p_user_id)
+FROM read_parquet({files}, union_by_name = true)
+WHERE "timestamp" >= TIMESTAMP '2026-01-01' AND "timestamp" < TIMESTAMP '2026-02-01'
+  AND event_type = 'llm_request'
+GROUP BY ALL
+""",
+)
 
 
 def run(n_events: int, n_customers: int, seed: int, repeat: int) -> dict[str, Any]:
@@ -236,7 +247,7 @@ def run(n_events: int, n_customers: int, seed: int, repeat: int) -> dict[str, An
         mq = fresh()
         files = _files(mq.con, work)
         bare = BARE_SCAN.format(files=files)
-        fused = FUSED_SCAN.format(files=files)
+        hand = [q.format(files=files) for q in HAND_WRITTEN]
         runs, reruns, summaries = [], [], []
         for _ in range(repeat):
             mq.con.execute(bare).fetchall()  # warm the OS cache like the run below
@@ -252,7 +263,9 @@ def run(n_events: int, n_customers: int, seed: int, repeat: int) -> dict[str, An
             mq.close()
             mq = fresh()
         results["bare_scan_s"], _ = _best(lambda: mq.con.execute(bare).fetchall(), repeat)
-        results["fused_scan_s"], _ = _best(lambda: mq.con.execute(fused).fetchall(), repeat)
+        results["fused_scan_s"], _ = _best(
+            lambda: [mq.con.execute(q).fetchall() for q in hand], repeat
+        )
         results["invoice_run_s"] = min(runs)
         results["invoice_rerun_s"] = min(reruns)
         best = summaries[runs.index(min(runs))]
@@ -273,7 +286,7 @@ def table(r: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
     rows = [
         ("bare scan-and-aggregate (sum input_tokens per customer and model)", r["bare_scan_s"]),
-        ("hand-written fused scan of all 6 metrics' aggregates", r["fused_scan_s"]),
+        ("hand-written usage of the 6 metrics (2 queries, no rating)", r["fused_scan_s"]),
         (
             f"meterql invoice run ({r['invoices']:,} invoices, {r['line_items']:,} line items)",
             r["invoice_run_s"],
@@ -289,7 +302,7 @@ def table(r: dict[str, Any]) -> str:
         "| --- | --- |",
         *(f"| {label} | {seconds:.2f} |" for label, seconds in rows),
         f"| **invoice run / bare scan** (target <= 2.0) | **{r['ratio_run_vs_bare']:.2f}** |",
-        f"| invoice run / hand-written fused scan | {r['ratio_run_vs_fused']:.2f} |",
+        f"| invoice run / hand-written usage of the 6 metrics | {r['ratio_run_vs_fused']:.2f} |",
         "",
         f"invoice run stages (s): {stages}",
     ]
