@@ -236,14 +236,15 @@ class Snapshot:
 class Stopwatch:
     """Seconds spent per stage of a run; each stage also names the progress bar's task."""
 
-    def __init__(self, bar: Any = None):
+    def __init__(self, bar: Any = None, label: str = "invoice run"):
         self.bar = bar
+        self.label = label
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if self.bar is not None:
-            self.bar.update(description=f"invoice run: {name}")
+            self.bar.update(description=f"{self.label}: {name}")
         started = time.perf_counter()
         try:
             yield
@@ -988,7 +989,7 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
     from engine.output import progress as progress_bar
 
     with progress_bar("regenerate invoice", total=3) as bar:
-        _compute(con, home, snap, [target], notes, Stopwatch(bar))
+        _compute(con, home, snap, [target], notes, Stopwatch(bar, "regenerate invoice"))
     _register_invoices(con, snap, [target], ids={(0, old.credit_type.id): new_id}, replaces=old.id)
     _write(
         con,
