@@ -10,9 +10,11 @@ One run, whatever the number of customers:
    usage windows: *segments* at every rate boundary of the contract's rate card (for COUNT and
    SUM products) and the whole *period* (for MAX, UNIQUE, LATEST).  They become ONE windows
    relation, `mq_windows (customer_id, window_id, window_start, window_end, ...)`.
-2. Products are grouped by window kind and group keys; each group is ONE compiled usage query
-   (metric_compiler.compile_usage: its metrics fused into one scan of the events) over that
-   windows relation, for all customers and periods at once.  Python never sees an event.
+2. Products are grouped by window kind and group keys (plan_usage_groups); each group is ONE
+   compiled usage query (metric_compiler.compile_usage: its metrics fused into one scan of the
+   events) over that windows relation, for all customers and periods at once.  A SQL metric
+   runs once, sandboxed (engine.sql_run), over every whole period.  Python never sees an
+   event.
 3. engine.rating prices the grouped quantities in SQL (DECIMAL) into line items.
 4. The invoices are compared with the stored ones (a content hash) and every change is written
    in ONE catalog transaction, under the home's writer lock.
@@ -508,16 +510,14 @@ def _compute_quantities(
         "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
     )
     billable: list[Product] = []
-    for pid, product in sorted(pricing.products.items()):
-        metric = pricing.metrics[pid]
-        if metric.sql is not None:
-            notes.append(
-                f"product {product.name!r} ({pid}) uses SQL metric {metric.name!r}; SQL metrics "
-                "are not billed yet"
-            )
-            continue
-        billable.append(product)
-    if not targets or not billable:
+    sql_products: list[Product] = []
+    for _pid, product in sorted(pricing.products.items()):
+        (sql_products if pricing.metrics[_pid].sql is not None else billable).append(product)
+    if not targets:
+        return
+    if sql_products:
+        _sql_metric_quantities(con, home, pricing, sql_products, notes)
+    if not billable:
         return
     kinds = {pid: (kind if multi_segment else ALL_WINDOWS) for pid, kind in pricing.kinds.items()}
     metrics = {pid: pricing.metrics[pid] for pid in pricing.products}
@@ -565,6 +565,78 @@ def _compute_quantities(
                     *(exp.column(c, quoted=True) for c in present_cols),
                 )
             con.execute("INSERT INTO mq_quantities " + select.sql(dialect="duckdb"))
+
+
+def _sql_metric_quantities(
+    con: duckdb.DuckDBPyConnection,
+    home: Home,
+    pricing: Pricing,
+    products: Sequence[Product],
+    notes: list[str],
+) -> None:
+    """Quantities of products on SQL metrics (SEMANTICS.md section 3): each SQL metric runs
+    once, sandboxed (engine.sql_run), over the whole period windows of every customer; the
+    products are priced at the rate in effect at the period's last instant (kind PERIOD).  A
+    product's pricing + presentation keys must be exactly the query's group columns (a SQL
+    value cannot be rolled up)."""
+    from engine.sql_run import run_sql_metric
+    from metric_compiler.sql_metric import sql_metric_columns
+
+    windows = con.sql(
+        "SELECT customer_id, window_id, window_start, window_end FROM mq_windows WHERE is_period"
+    ).to_arrow_table()
+    by_metric: dict[str, list[Product]] = defaultdict(list)
+    for product in products:
+        by_metric[pricing.metrics[product.id].id or ""].append(product)  # type: ignore[index]
+    for metric_id, group in sorted(by_metric.items()):
+        metric = pricing.metrics[group[0].id]  # type: ignore[index]
+        assert metric.sql is not None
+        _value, keys = sql_metric_columns(metric.sql)
+        usable = []
+        for product in group:
+            wanted = {*product.pricing_group_key, *product.presentation_group_key}
+            if wanted != set(keys):
+                notes.append(
+                    f"product {product.name!r} ({product.id}): its pricing + presentation keys "
+                    f"{sorted(wanted)} are not the group columns {list(keys)} of SQL metric "
+                    f"{metric.name!r}; a SQL value cannot be regrouped, so it is not billed"
+                )
+                con.execute(
+                    "UPDATE mq_products SET computed = false WHERE product_id = ?", [product.id]
+                )
+                continue
+            usable.append(product)
+        if not usable:
+            continue
+        try:
+            table = run_sql_metric(home, con, metric.sql, windows)
+        except UserError as error:
+            raise UserError(f"billable metric {metric.name!r} ({metric_id}): {error}") from None
+        con.register("mq_sql_usage_arrow", table)
+        try:
+            for product in usable:
+
+                def values(names: Sequence[str]) -> exp.Expression:
+                    return exp.cast(
+                        exp.Array(
+                            expressions=[
+                                exp.cast(exp.column(n, quoted=True), exp.DataType.build("VARCHAR"))
+                                for n in names
+                            ]
+                        ),
+                        exp.DataType.build("VARCHAR[]"),
+                    )
+
+                select = exp.select(
+                    exp.column("window_id"),
+                    exp.Literal.string(product.id or ""),
+                    values(product.pricing_group_key),
+                    values(product.presentation_group_key),
+                    exp.cast(exp.column("value"), exp.DataType.build("DECIMAL(38, 12)")),
+                ).from_("mq_sql_usage_arrow")
+                con.execute("INSERT INTO mq_quantities " + select.sql(dialect="duckdb"))
+        finally:
+            con.unregister("mq_sql_usage_arrow")
 
 
 def _compute(

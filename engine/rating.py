@@ -435,6 +435,9 @@ def register_pricing(
             "no_presentation_values": pa.array(
                 [[None] * len(p.presentation_group_key) for p in ordered], strings
             ),
+            # false for a product whose usage could not be computed (see engine.invoices):
+            # it gets no zero lines, which would claim it had no usage
+            "computed": pa.array([True] * len(ordered), pa.bool_()),
         }
     )
     credit = sorted(credit_types, key=lambda c: c.id or "")
@@ -592,7 +595,7 @@ SELECT p.period_key, r.product_id, r.pricing_values, pr.no_presentation_values, 
 FROM mq_periods p
 JOIN mq_rates r ON r.rate_card_id = p.rate_card_id
 JOIN mq_products pr ON pr.product_id = r.product_id
-WHERE len(pr.pricing_keys) = 0
+WHERE len(pr.pricing_keys) = 0 AND pr.computed
   AND r.entitled AND r.rate_type IN ('FLAT', 'TIERED')
   AND r.starting_at < p.period_end
   AND ((pr.kind = 'segment' AND (r.ending_before IS NULL OR r.ending_before > p.period_start))

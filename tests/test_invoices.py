@@ -564,3 +564,79 @@ def test_rolled_up_quantities_are_exact(mq, tmp_path):
     assert ("Tokens by model", {}, Decimal("31.75")) in by_name
     assert ("Input Tokens", {"user_id": "u1"}, Decimal("10.5")) in by_name
     assert ("Input Tokens", {"user_id": "u2"}, Decimal("21.25")) in by_name
+
+
+# -- SQL metrics --------------------------------------------------------------------------------
+
+USERS_PER_MODEL = (
+    "SELECT count(DISTINCT properties.user_id) AS value, properties.model AS model\n"
+    "FROM events WHERE event_type = 'llm_request' GROUP BY properties.model"
+)
+
+
+def test_a_sql_metric_is_priced_for_the_period_at_the_last_rate(mq, tmp_path):
+    doc = {
+        "billable_metrics": [{"name": "Users per model", "sql": USERS_PER_MODEL}],
+        "products": [
+            {
+                "name": "Seats",
+                "type": "usage",
+                "billable_metric_id": "Users per model",
+                "pricing_group_key": ["model"],
+            },
+            {"name": "Seats total", "type": "usage", "billable_metric_id": "Users per model"},
+        ],
+        "rate_cards": [
+            {
+                "name": "Seats card",
+                "rates": [
+                    {
+                        "product_id": "Seats",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "ending_before": "2026-03-20T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "100",
+                        "pricing_group_values": {"model": "gpt-5"},
+                    },
+                    {
+                        "product_id": "Seats",
+                        "starting_at": "2026-03-20T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "200",
+                        "pricing_group_values": {"model": "gpt-5"},
+                    },
+                    {
+                        "product_id": "Seats total",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "1",
+                    },
+                ],
+            }
+        ],
+        "customers": [{"name": "Gamma", "ingest_aliases": ["gamma"]}],
+        "contracts": [
+            {
+                "name": "gamma-monthly",
+                "customer_id": "Gamma",
+                "rate_card_id": "Seats card",
+                "starting_at": "2026-03-01T00:00:00Z",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            }
+        ],
+    }
+    apply_docs(mq, tmp_path, doc)
+    commit_events(
+        mq,
+        [
+            tokens("g1", "gamma", "2026-03-02T00:00:00Z", "gpt-5", "1", "u1"),
+            tokens("g2", "gamma", "2026-03-03T00:00:00Z", "gpt-5", "1", "u2"),
+            tokens("g3", "gamma", "2026-03-04T00:00:00Z", "gpt-5", "1", "u2"),
+        ],
+    )
+    summary = mq.invoice_run("2026-03-25T00:00:00Z")
+    [gamma] = by_customer(mq, "Gamma")
+    assert lines_of(gamma) == [("Seats", {"model": "gpt-5"}, {}, 2, 200, 400)]
+    assert any(
+        "'Seats total'" in n and "not the group columns ['model']" in n for n in summary.notes
+    )
