@@ -354,3 +354,21 @@ def test_uninitialised_home_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(HomeError, match="not initialised.*meterql --home .* init"):
         Meterql.open(tmp_path / "never")
     assert not (tmp_path / "never").exists()
+
+
+def test_the_same_object_twice_is_applied_once(mq: Meterql, tmp_path: Path) -> None:
+    a = write(tmp_path, "customers: [{name: A, ingest_aliases: [x]}]\n", "a.yaml")
+    b = write(tmp_path, "customers: [{name: A, ingest_aliases: [x]}]\n", "b.yaml")
+    assert mq.apply([a, b]).counts()["created"] == 1
+    assert mq.catalog.customer("x").name == "A"
+
+
+def test_many_objects_apply_in_bulk(mq: Meterql, tmp_path: Path) -> None:
+    customers = [{"name": f"c{i}", "ingest_aliases": [f"a{i}"]} for i in range(2000)]
+    doc = write(tmp_path, json.dumps({"customers": customers}), "many.json")
+    assert mq.apply([doc]).counts()["created"] == 2000
+    customers[7]["ingest_aliases"] = ["renamed"]
+    doc.write_text(json.dumps({"customers": customers}))
+    assert mq.apply([doc]).counts() == {"created": 0, "updated": 1, "unchanged": 1999}
+    assert mq.catalog.customer("renamed").name == "c7"
+    assert mq.con.execute("SELECT count(*) FROM customer_keys").fetchone() == (4000,)

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 from pydantic import BaseModel
 
 from warehouse.catalog import SINGULAR, TABLES
@@ -81,45 +81,51 @@ class _Pending:
 
 
 class _Resolver:
-    """Resolves ids and names of every kind, over the documents and the catalog."""
+    """Resolves ids and names of every kind, over the documents and the catalog (indexed, so
+    applying many objects stays linear)."""
 
     def __init__(
         self,
         con: duckdb.DuckDBPyConnection,
-        pending: list[_Pending],
         invalid_refs: dict[str, set[str]],
     ):
-        self.con = con
-        self.pending = pending
         self.invalid_refs = invalid_refs
         self.existing: dict[str, dict[str, dict[str, Any]]] = {}
+        self._existing_names: dict[str, dict[str, str]] = {}
+        self._pending: dict[str, dict[str, _Pending]] = {kind: {} for kind in TABLES}
+        self._pending_names: dict[str, list[str]] = {kind: [] for kind in TABLES}
         for kind in TABLES:
             rows = con.execute(f"SELECT id, doc FROM {kind}").fetchall()  # noqa: S608 - fixed names
             self.existing[kind] = {i: json.loads(d) for i, d in rows}
+            self._existing_names[kind] = {
+                doc["name"]: i for i, doc in self.existing[kind].items() if "name" in doc
+            }
+
+    def register(self, p: _Pending) -> None:
+        """Make a document object (its id and name assigned) resolvable."""
+        index = self._pending[p.loaded.kind]
+        index.setdefault(p.id, p)
+        index.setdefault(p.name, p)
+        self._pending_names[p.loaded.kind].append(p.name)
 
     def existing_by_name(self, kind: str, name: str) -> str | None:
-        for object_id, doc in self.existing[kind].items():
-            if doc.get("name") == name:
-                return object_id
-        return None
+        return self._existing_names[kind].get(name)
 
     def resolve(self, kind: str, ref: str) -> str | None:
-        for p in self.pending:
-            if p.loaded.kind == kind and ref in (p.id, p.name):
-                return p.id
+        found = self._pending[kind].get(ref)
+        if found is not None:
+            return found.id
         if ref in self.existing[kind]:
             return ref
         return self.existing_by_name(kind, ref)
 
     def names(self, kind: str) -> list[str]:
-        names = [p.name for p in self.pending if p.loaded.kind == kind]
-        names += [d.get("name", i) for i, d in self.existing[kind].items()]
-        return names
+        return self._pending_names[kind] + list(self._existing_names[kind])
 
     def doc(self, kind: str, object_id: str) -> dict[str, Any] | None:
-        for p in self.pending:
-            if p.loaded.kind == kind and p.id == object_id:
-                return p.doc
+        found = self._pending[kind].get(object_id)
+        if found is not None and found.id == object_id:
+            return found.doc
         return self.existing[kind].get(object_id)
 
 
@@ -147,7 +153,7 @@ def apply_objects(
     ones found here, and references to `invalid_refs` (objects that failed validation) are not
     reported again as missing."""
     pending = [_Pending(obj) for obj in loaded]
-    resolver = _Resolver(con, pending, invalid_refs or {})
+    resolver = _Resolver(con, invalid_refs or {})
     problems = list(problems or [])
 
     # 1. Ids and names, per kind in dependency order (contracts key on resolved references).
@@ -172,6 +178,7 @@ def apply_objects(
                         f"{p.loaded.describe()}: name {name!r} is already used by "
                         f"{SINGULAR[kind]} {holder}"
                     )
+            resolver.register(p)
     _check_duplicates(pending, problems)
 
     # 2. Resolve references and build the stored documents.
@@ -189,13 +196,23 @@ def apply_objects(
 
     # 4. Write everything in one transaction.
     result = ApplyResult()
+    changes: dict[str, tuple[list[_Pending], list[_Pending]]] = {k: ([], []) for k in ORDER}
+    seen: set[tuple[str, str]] = set()
+    for p in pending:
+        if (p.loaded.kind, p.id) in seen:
+            continue  # the same object twice in the documents (identical: checked above)
+        seen.add((p.loaded.kind, p.id))
+        before = resolver.existing[p.loaded.kind].get(p.id)
+        action = "unchanged" if before == p.doc else "created" if before is None else "updated"
+        if action != "unchanged":
+            changes[p.loaded.kind][action == "updated"].append(p)
+        result.objects.append(
+            AppliedObject(kind=p.loaded.kind, id=p.id, name=p.name, action=action)
+        )
     con.execute("BEGIN TRANSACTION")
     try:
-        for p in pending:
-            action = _write(con, p, resolver)
-            result.objects.append(
-                AppliedObject(kind=p.loaded.kind, id=p.id, name=p.name, action=action)
-            )
+        for kind, (created, updated) in changes.items():
+            _write(con, kind, created, updated)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -406,48 +423,68 @@ def _check_aliases(pending: list[_Pending], resolver: _Resolver, problems: list[
 # -- writing ------------------------------------------------------------------------------------
 
 
-def _write(con: duckdb.DuckDBPyConnection, p: _Pending, resolver: _Resolver) -> str:
-    kind = p.loaded.kind
-    before = resolver.existing[kind].get(p.id)
-    if before == p.doc:
-        return "unchanged"
-    text = json.dumps(p.doc, sort_keys=True)
-    columns: dict[str, Any] = {"id": p.id, "name": p.name}
+def _row(p: _Pending) -> dict[str, Any]:
+    """The table row of an object: id, name, the join columns of its kind, and its document."""
+    row: dict[str, Any] = {"id": p.id, "name": p.name}
     model = p.loaded.model
     if isinstance(model, BillableMetric):
-        columns["archived"] = model.archived
+        row["archived"] = model.archived
     elif isinstance(model, Product):
-        columns["billable_metric_id"] = p.doc.get("billable_metric_id")
+        row["billable_metric_id"] = p.doc.get("billable_metric_id")
     elif isinstance(model, CreditType):
-        columns["precision"] = model.precision
+        row["precision"] = model.precision
     elif isinstance(model, Contract):
-        columns["customer_id"] = p.doc["customer_id"]
-        columns["rate_card_id"] = p.doc["rate_card_id"]
-    columns["doc"] = text
-    names = list(columns)
-    if before is None:
-        placeholders = ", ".join("?" for _ in names)
-        con.execute(
-            f"INSERT INTO {kind} ({', '.join(names)}, created_at, updated_at) "  # noqa: S608
-            f"VALUES ({placeholders}, now()::TIMESTAMP, now()::TIMESTAMP)",
-            list(columns.values()),
-        )
-        action = "created"
-    else:
-        sets = ", ".join(f"{n} = ?" for n in names if n != "id")
-        con.execute(
-            f"UPDATE {kind} SET {sets}, updated_at = now()::TIMESTAMP WHERE id = ?",  # noqa: S608
-            [v for n, v in columns.items() if n != "id"] + [p.id],
-        )
-        action = "updated"
-    if isinstance(model, Customer):
-        _write_customer_keys(con, p.id, model.ingest_aliases)
-    return action
+        row["customer_id"] = p.doc["customer_id"]
+        row["rate_card_id"] = p.doc["rate_card_id"]
+    row["doc"] = json.dumps(p.doc, sort_keys=True)
+    return row
 
 
-def _write_customer_keys(
-    con: duckdb.DuckDBPyConnection, customer_id: str, aliases: Iterable[str]
+def _write(
+    con: duckdb.DuckDBPyConnection, kind: str, created: list[_Pending], updated: list[_Pending]
 ) -> None:
-    con.execute("DELETE FROM customer_keys WHERE customer_id = ?", [customer_id])
-    keys = list(dict.fromkeys([customer_id, *aliases]))
-    con.executemany("INSERT INTO customer_keys VALUES (?, ?)", [[k, customer_id] for k in keys])
+    """Insert and update the objects of one kind, set-based (one statement each)."""
+    for batch, statement in ((created, _INSERT), (updated, _UPDATE)):
+        if not batch:
+            continue
+        rows = [_row(p) for p in batch]
+        staged = pa.Table.from_pylist(rows)
+        con.register("__meterql_staged", staged)
+        try:
+            con.execute(statement(kind, list(rows[0])))
+        finally:
+            con.unregister("__meterql_staged")
+    customers = [p for p in [*created, *updated] if isinstance(p.loaded.model, Customer)]
+    if customers:
+        keys = pa.Table.from_pylist(
+            [
+                {"key": key, "customer_id": p.id}
+                for p in customers
+                for key in dict.fromkeys([p.id, *p.loaded.model.ingest_aliases])
+            ]
+        )
+        con.register("__meterql_keys", keys)
+        try:
+            con.execute(
+                "DELETE FROM customer_keys WHERE customer_id IN "
+                "(SELECT customer_id FROM __meterql_keys)"
+            )
+            con.execute("INSERT INTO customer_keys SELECT key, customer_id FROM __meterql_keys")
+        finally:
+            con.unregister("__meterql_keys")
+
+
+def _INSERT(kind: str, columns: list[str]) -> str:
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {kind} ({names}, created_at, updated_at) "  # noqa: S608 - fixed names
+        f"SELECT {names}, now()::TIMESTAMP, now()::TIMESTAMP FROM __meterql_staged"
+    )
+
+
+def _UPDATE(kind: str, columns: list[str]) -> str:
+    sets = ", ".join(f"{c} = s.{c}" for c in columns if c != "id")
+    return (
+        f"UPDATE {kind} SET {sets}, updated_at = now()::TIMESTAMP "  # noqa: S608 - fixed names
+        f"FROM __meterql_staged AS s WHERE {kind}.id = s.id"
+    )
