@@ -372,3 +372,32 @@ def test_many_objects_apply_in_bulk(mq: Meterql, tmp_path: Path) -> None:
     assert mq.apply([doc]).counts() == {"created": 0, "updated": 1, "unchanged": 1999}
     assert mq.catalog.customer("renamed").name == "c7"
     assert mq.con.execute("SELECT count(*) FROM customer_keys").fetchone() == (4000,)
+
+
+SQL_METRIC = """
+billable_metrics:
+  - name: Unique users
+    sql: |
+      SELECT count(DISTINCT properties.user_id) AS value, properties.region
+      FROM events WHERE event_type = 'api_request' GROUP BY properties.region
+products:
+  - {name: Users, type: usage, billable_metric_id: Unique users, pricing_group_key: [KEY]}
+"""
+
+
+def test_sql_metric_product_keys_are_its_returned_columns(mq: Meterql, tmp_path: Path) -> None:
+    mq.apply([write(tmp_path, SQL_METRIC.replace("KEY", "region"))])
+    assert mq.catalog.product("Users").pricing_group_key == ["region"]
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, SQL_METRIC.replace("KEY", "regoin"), "b.yaml")])
+    assert "['regoin'] are not columns returned by SQL metric 'Unique users'" in problems_of(
+        excinfo
+    )
+
+
+def test_sql_metric_problems_are_reported_at_apply(mq: Meterql, tmp_path: Path) -> None:
+    text = SQL_METRIC.replace("FROM events", "FROM read_csv('/etc/passwd')")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text.replace("KEY", "region"))])
+    message = problems_of(excinfo)
+    assert "'Unique users'" in message and "read_csv" in message and "line 2" in message

@@ -340,7 +340,20 @@ def _check_product(p: _Pending, resolver: _Resolver, problems: list[str]) -> Non
             "is archived; new products cannot use it"
         )
     keys = [*product.pricing_group_key, *product.presentation_group_key]
-    if keys and metric.sql is None:
+    if keys and metric.sql is not None:
+        from metric_compiler.sql_metric import SqlMetricError, sql_metric_columns
+
+        try:
+            _, returned = sql_metric_columns(metric.sql)
+        except SqlMetricError:
+            return  # the metric's own problems are reported with the metric
+        missing = [k for k in keys if k not in returned]
+        if missing:
+            problems.append(
+                f"{p.loaded.describe()}: group key(s) {missing} are not columns returned by SQL "
+                f"metric {metric.name!r} (its group columns: {list(returned) or 'none'})"
+            )
+    elif keys:
         if not any(set(keys) <= set(compound) for compound in metric.group_keys):
             declared = ", ".join(str(k) for k in metric.group_keys) or "none"
             problems.append(
