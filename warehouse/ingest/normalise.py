@@ -195,21 +195,28 @@ def normalised_select(raw_select: str, property_columns: list[str], clock: datet
     ]
     problem_case = "CASE " + " ".join(f"WHEN {c} THEN {code}" for c, code in checks) + " END"
     problems = _problems(clock_sql)
+    # Each CASE first sends the (many) good records to NULL, so they skip the comparisons.
     reason_case = (
-        "CASE problem "
-        + " ".join(f"WHEN '{code}' THEN '{reason}'" for code, (reason, _, _) in problems.items())
+        "CASE WHEN problem IS NULL THEN NULL "
+        + " ".join(
+            f"WHEN problem = '{code}' THEN '{reason}'" for code, (reason, _, _) in problems.items()
+        )
         + " END"
     )
     field_case = (
-        "CASE problem "
+        "CASE WHEN problem IS NULL THEN NULL "
         + " ".join(
-            f"WHEN '{code}' THEN '{field}'" for code, (_, field, _) in problems.items() if field
+            f"WHEN problem = '{code}' THEN '{field}'"
+            for code, (_, field, _) in problems.items()
+            if field
         )
         + " END"
     )
     message_case = (
-        "CASE problem "
-        + " ".join(f"WHEN '{code}' THEN {message}" for code, (_, _, message) in problems.items())
+        "CASE WHEN problem IS NULL THEN NULL "
+        + " ".join(
+            f"WHEN problem = '{code}' THEN {message}" for code, (_, _, message) in problems.items()
+        )
         + " END"
     )
     ts_expr = (

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import duckdb
 
-from warehouse.events import EventStore, ts_literal
+from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ledger
 from warehouse.ingest.dedup import find_duplicates
@@ -27,9 +27,9 @@ from warehouse.ingest.properties import JSON_VALUES, discover_keys, json_values_
 from warehouse.ingest.readers import inspect_sources, stage
 from warehouse.ingest.rejects import write_rejects
 from warehouse.ingest.sources import resolve_sources
-from warehouse.ingest.sqltext import DIALECT, first_row, lit
+from warehouse.ingest.sqltext import first_row, lit
 from warehouse.ingest.summary import IngestSummary, UnknownCustomer
-from warehouse.ingest.write import DATE_COLUMN, write_sorted
+from warehouse.ingest.write import DATE_COLUMN, Constants, write_sorted
 
 UNKNOWN_SHOWN = 20
 
@@ -160,8 +160,9 @@ def _run(
             progress.update(description="writing", total=counts["accepted"], completed=0)
             written = write_sorted(
                 work,
-                _write_query(plan, keys, batch_id, clock),
+                _write_query(plan, keys),
                 scratch / "files",
+                Constants(ingested_at=clock, batch_id=batch_id),
                 on_rows=progress.advance,
             )
             phase("write")
@@ -245,16 +246,14 @@ def _counts(
     return counts, reasons, unknown, dup_ids
 
 
-def _write_query(plan: Any, keys: list[str], batch_id: str, clock: datetime) -> str:
+def _write_query(plan: Any, keys: list[str]) -> str:
     values = property_values(plan, keys, "s")
     json_values = json_values_sql(plan, keys)
     extra = f", {json_values} AS {JSON_VALUES}" if json_values else ""
     inner = f"SELECT *{extra} FROM accepted"  # noqa: S608 - fixed SQL
     props = "".join(f", {expr} AS {column}" for column, expr in values)
-    clock_sql = ts_literal(clock).sql(DIALECT)
     return f"""
-        SELECT s.transaction_id, s.customer_id, s.event_type, s.ts AS "timestamp",
-               {clock_sql} AS ingested_at, {lit(batch_id)} AS batch_id {props},
+        SELECT s.transaction_id, s.customer_id, s.event_type, s.ts AS "timestamp" {props},
                CAST(s.ts AS DATE) AS {DATE_COLUMN}
         FROM ({inner}) s
         JOIN dims d ON d.event_type = s.event_type AND d.customer_id = s.customer_id

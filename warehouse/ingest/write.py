@@ -56,8 +56,33 @@ def _date_runs(batch: pa.RecordBatch) -> Iterator[tuple[date, pa.RecordBatch]]:
         start = end
 
 
+@dataclass(frozen=True)
+class Constants:
+    """The columns that are the same in every row of a batch (added here, not by DuckDB, so
+    they cost neither a conversion nor an encoding per row)."""
+
+    ingested_at: datetime
+    batch_id: str
+
+
+def _with_constants(table: pa.Table, constants: Constants) -> pa.Table:
+    n = len(table)
+    zeros = pa.nulls(n, pa.int32()).fill_null(0)
+    ingested_at = pa.DictionaryArray.from_arrays(
+        zeros, pa.array([constants.ingested_at], pa.timestamp("us"))
+    ).cast(pa.timestamp("us"))
+    batch_id = pa.DictionaryArray.from_arrays(zeros, pa.array([constants.batch_id]))
+    at = table.column_names.index("timestamp") + 1
+    table = table.add_column(at, "ingested_at", ingested_at)
+    return table.add_column(at + 1, "batch_id", batch_id)
+
+
 def _write_file(
-    pieces: list[pa.RecordBatch], event_date: date, number: int, directory: Path
+    pieces: list[pa.RecordBatch],
+    event_date: date,
+    number: int,
+    directory: Path,
+    constants: Constants,
 ) -> WrittenFile:
     table = pa.Table.from_batches(pieces).drop_columns([DATE_COLUMN])
     empty = [
@@ -65,9 +90,16 @@ def _write_file(
         for name in table.column_names
         if is_property_column(name) and table.column(name).null_count == len(table)
     ]
-    table = table.drop_columns(empty)
+    table = _with_constants(table.drop_columns(empty), constants)
     path = directory / f".tmp-{number}.parquet"
-    pq.write_table(table, path, row_group_size=ROW_GROUP_SIZE, compression="snappy")
+    pq.write_table(
+        table,
+        path,
+        row_group_size=ROW_GROUP_SIZE,
+        compression="snappy",
+        # unique ids gain nothing from a dictionary; every other column usually does
+        use_dictionary=[c for c in table.column_names if c != "transaction_id"],
+    )
     bounds = pc.min_max(table.column("timestamp"))
     return WrittenFile(
         staged_path=path,
@@ -85,10 +117,12 @@ def write_sorted(
     work: duckdb.DuckDBPyConnection,
     query: str,
     directory: Path,
+    constants: Constants,
     on_rows: Callable[[int], None] = lambda n: None,
 ) -> list[WrittenFile]:
-    """Run `query` (accepted events sorted by DATE_COLUMN first) and write one or more Parquet
-    files per date into `directory`.  Returns the files, in order."""
+    """Run `query` (accepted events sorted by DATE_COLUMN first; every stored column but the
+    `constants`) and write one or more Parquet files per date into `directory`.  Returns the
+    files, in order."""
     directory.mkdir(parents=True, exist_ok=True)
     reader = work.sql(query).to_arrow_reader(BATCH_ROWS)
     written: list[Future[WrittenFile]] = []
@@ -105,7 +139,9 @@ def write_sorted(
                 while sum(not f.done() for f in written) >= 2:
                     next(f for f in written if not f.done()).result()
                 written.append(
-                    pool.submit(_write_file, pending, pending_date, len(written), directory)
+                    pool.submit(
+                        _write_file, pending, pending_date, len(written), directory, constants
+                    )
                 )
             pending, pending_rows = [], 0
 
