@@ -563,3 +563,9 @@ def test_any_text_gets_problems_or_a_checked_query_never_a_crash(words: list[str
     assert result.ok == (not result.problems)
     if problems:
         assert not result.ok
+
+
+@pytest.mark.parametrize("sql", ["SELECT events events", "SELECT b AS a, a AS b FROM events"])
+def test_self_referencing_aliases_are_problems_not_crashes(sql: str) -> None:
+    problems = sql_problems(sql)
+    assert problems and all("refers back to itself" in p.message for p in problems)

@@ -291,6 +291,23 @@ class _Resolver:
         if binding is not None:
             self.bound.columns[id(node)] = binding
 
+    def _alias_cycle(self, alias: exp.Alias, block: Block, seen: set[int]) -> bool:
+        """Whether the aliased expression reaches itself through bare names that bind to
+        SELECT aliases (`SELECT x AS x` with no column x, `SELECT b AS a, a AS b`)."""
+        if id(alias) in seen:
+            return True
+        seen = seen | {id(alias)}
+        src = block.source
+        for column in alias.this.find_all(exp.Column):
+            if column.table:
+                continue
+            if src is not None and self._source_column(src, column.name) is not None:
+                continue
+            target = block.aliases.get(column.name.casefold())
+            if target is not None and self._alias_cycle(target, block, seen):
+                return True
+        return False
+
     def _property(self, name: str) -> PropertyRef:
         if name not in self.bound.properties:
             self.bound.properties.append(name)
@@ -327,6 +344,11 @@ class _Resolver:
         if found is not None:
             return found
         if alias is not None:
+            if self._alias_cycle(alias, block, set()):
+                self.source.report(
+                    node, f"{name} refers to a SELECT alias that refers back to itself"
+                )
+                return None
             return AliasRef(alias)
         if src is not None and src.kind == EVENTS:
             if key == PROPERTIES:
