@@ -312,3 +312,34 @@ def test_a_batch_of_only_rejects_lists_no_files(home: Home, tmp_path: Path) -> N
     con = duckdb.connect(str(home.catalog_path), read_only=True)
     assert con.execute("SELECT count(*) FROM event_files").fetchall() == [(0,)]
     con.close()
+
+
+def test_a_corrupt_parquet_file(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file")
+    with pytest.raises(UserError, match=r"cannot read parquet file .*corrupt\.parquet"):
+        ingest(home, [events_file(tmp_path), path], now=NOW)
+    nothing_written(home)
+
+
+def test_gzipped_ndjson_and_a_path_with_quotes(home: Home, tmp_path: Path) -> None:
+    import gzip
+
+    folder = tmp_path / 'it\'s a "dir"'
+    folder.mkdir()
+    plain = events_file(folder, 2)
+    with gzip.open(folder / "more.ndjson.gz", "wt", encoding="utf-8") as handle:
+        handle.write(
+            json.dumps(
+                {
+                    "transaction_id": "gz",
+                    "customer_id": "c",
+                    "event_type": "e",
+                    "timestamp": "2026-01-20T00:00:00Z",
+                }
+            )
+            + "\n"
+        )
+    summary = ingest(home, [plain, folder / "more.ndjson.gz"], now=NOW)
+    assert summary.accepted == 3
+    assert visible_ids(home) == ["gz", "t0", "t1"]

@@ -422,3 +422,18 @@ def test_rejects_of_csv_and_parquet_keep_the_row_as_sent(home: Home, tmp_path: P
         "properties must be a JSON object, got text that is not valid JSON" in rejects[1]["message"]
     )
     assert rejects[2]["event"]["tokens"] == 2
+
+
+def test_json_array_elements_that_are_not_objects(home: Home, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.json"
+    path.write_text(json.dumps([event("ok-1"), 42, "text", event("ok-2")]), encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 2
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["record"], r["reason"], r["event"]) for r in rejects] == [
+        (2, "malformed", 42),
+        (3, "malformed", "text"),
+    ]
+    assert (
+        rejects[0]["message"] == "element 2 of mixed.json: expected an event object, got a number"
+    )
