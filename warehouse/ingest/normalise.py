@@ -222,7 +222,8 @@ def normalised_select(raw_select: str, property_columns: list[str], clock: datet
     ts_expr = (
         "CASE WHEN ts_type = 'TIMESTAMP' THEN ts_value "
         f"WHEN ts_type = 'TEXT' AND regexp_full_match(ts_text, '{RFC3339}') "
-        "THEN try_cast(upper(ts_text) AS TIMESTAMPTZ)::TIMESTAMP END"
+        "THEN coalesce(try_cast(ts_text AS TIMESTAMPTZ), try_cast(upper(ts_text) AS TIMESTAMPTZ))"
+        "::TIMESTAMP END"
     )
     passthrough = "".join(f", {c}" for c in property_columns)
     return f"""

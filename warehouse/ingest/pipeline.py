@@ -13,7 +13,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,14 +24,23 @@ from warehouse.home import Home
 from warehouse.ingest import ledger
 from warehouse.ingest.dedup import find_duplicates
 from warehouse.ingest.properties import JSON_VALUES, discover_keys, json_values_sql, property_values
-from warehouse.ingest.readers import inspect_sources, stage
+from warehouse.ingest.readers import Plan, inspect_sources, stage
 from warehouse.ingest.rejects import write_rejects
-from warehouse.ingest.sources import resolve_sources
+from warehouse.ingest.sources import Sources, resolve_sources
 from warehouse.ingest.sqltext import first_row, lit
 from warehouse.ingest.summary import IngestSummary, UnknownCustomer
-from warehouse.ingest.write import DATE_COLUMN, Constants, write_sorted
+from warehouse.ingest.write import (
+    DATE_COLUMN,
+    Constants,
+    sorted_batches,
+    sorted_batches_per_date,
+    write_sorted,
+)
 
 UNKNOWN_SHOWN = 20
+# Up to this many property keys, the events are sorted with one column per key; beyond, with
+# their properties in one column and expanded per date (see write.sorted_batches_per_date).
+DENSE_KEYS = 32
 
 
 class Progress(Protocol):
@@ -96,7 +105,7 @@ def ingest(
 def _run(
     home: Home,
     catalog: duckdb.DuckDBPyConnection,
-    sources: Any,
+    sources: Sources,
     clock: datetime,
     progress: Progress,
     started: float,
@@ -158,9 +167,14 @@ def _run(
             phase("rejects")
 
             progress.update(description="writing", total=counts["accepted"], completed=0)
+            if len(keys) <= DENSE_KEYS:
+                batches = sorted_batches(work, _write_query(plan, keys))
+            else:
+                batches = sorted_batches_per_date(
+                    work, _narrow_query(), lambda d: _date_query(work, plan, d)
+                )
             written = write_sorted(
-                work,
-                _write_query(plan, keys),
+                batches,
                 scratch / "files",
                 Constants(ingested_at=clock, batch_id=batch_id),
                 on_rows=progress.advance,
@@ -246,7 +260,33 @@ def _counts(
     return counts, reasons, unknown, dup_ids
 
 
-def _write_query(plan: Any, keys: list[str]) -> str:
+def _narrow_query() -> str:
+    """SQL: the accepted events sorted, their properties still in their staged shape."""
+    return f"""
+        SELECT s.*, CAST(s.ts AS DATE) AS {DATE_COLUMN}
+        FROM accepted s
+        JOIN dims d ON d.event_type = s.event_type AND d.customer_id = s.customer_id
+        ORDER BY {DATE_COLUMN}, d.k, s.ts, s.pos
+    """  # noqa: S608 - fixed SQL
+
+
+def _date_query(work: duckdb.DuckDBPyConnection, plan: Plan, event_date: date) -> str:
+    """SQL: one date's rows of `sorted_events`, in order, with a column per key they hold."""
+    day = f"DATE {lit(event_date.isoformat())}"
+    rows = f"(SELECT * FROM sorted_events WHERE {DATE_COLUMN} = {day})"  # noqa: S608
+    keys = discover_keys(work, plan, rows)
+    values = property_values(plan, keys, "s")
+    json_values = json_values_sql(plan, keys)
+    extra = f", {json_values} AS {JSON_VALUES}" if json_values else ""
+    props = "".join(f", {expr} AS {column}" for column, expr in values)
+    return f"""
+        SELECT s.transaction_id, s.customer_id, s.event_type, s.ts AS "timestamp" {props},
+               s.{DATE_COLUMN}
+        FROM (SELECT *{extra} FROM sorted_events WHERE {DATE_COLUMN} = {day}) s
+    """  # noqa: S608 - names rendered by sqlglot
+
+
+def _write_query(plan: Plan, keys: list[str]) -> str:
     values = property_values(plan, keys, "s")
     json_values = json_values_sql(plan, keys)
     extra = f", {json_values} AS {JSON_VALUES}" if json_values else ""

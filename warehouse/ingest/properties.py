@@ -46,7 +46,10 @@ def json_values_sql(plan: Plan, keys: list[str]) -> str | None:
     if not plan.has_json or not keys:
         return None
     paths = "[" + ", ".join(lit(json_pointer(k)) for k in keys) + "]"
-    return f"json_extract_string(props_json, {paths})"
+    values = f"json_extract_string(props_json, {paths})"
+    # marks are removed once per list (not once per key: the SQL stays small with many keys)
+    unmarked = f"list_transform({values}, lambda v: {exactjson.unmark_value('v', 'true')})"
+    return f"CASE WHEN props_marked THEN {unmarked} ELSE {values} END"
 
 
 def property_values(plan: Plan, keys: list[str], row: str) -> list[tuple[str, str]]:
@@ -61,8 +64,7 @@ def property_values(plan: Plan, keys: list[str], row: str) -> list[tuple[str, st
         if plan.has_map:
             shapes.append(f"{row}.props_map[{lit(key)}]")
         if plan.has_json:
-            value = f"{row}.{JSON_VALUES}[{i}]"
-            shapes.append(exactjson.unmark_value(value, f"{row}.props_marked"))
+            shapes.append(f"{row}.{JSON_VALUES}[{i}]")
         expr = shapes[0] if len(shapes) == 1 else "coalesce(" + ", ".join(shapes) + ")"
         out.append((ident(column), expr))
     return out
