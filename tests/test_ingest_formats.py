@@ -14,7 +14,7 @@ import pytest
 
 from warehouse.events import EventStore
 from warehouse.home import Home
-from warehouse.ingest import ingest
+from warehouse.ingest import ingest, pipeline
 from warehouse.layout import property_column
 
 NOW = datetime(2026, 2, 1)
@@ -69,6 +69,15 @@ EXPECTED = {
     ("tx-3", "cust-a", "llm_request", datetime(2026, 1, 21, 8, 0)): {},
 }
 KEYS = ["model", "input_tokens", "price"]
+
+
+@pytest.fixture(autouse=True, params=["dense", "sparse"])
+def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run every test through both ways of writing: one column per key from a single sorted
+    query (few keys), and the per-date expansion of a values list (many keys)."""
+    if request.param == "sparse":
+        monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)
+    return request.param
 
 
 @pytest.fixture
@@ -397,3 +406,53 @@ def test_files_are_sorted_and_hold_only_their_property_columns(home: Home, tmp_p
     assert [(et, c) for et, c, _ in order] == [("x", "a"), ("x", "a"), ("x", "b"), ("y", "a")]
     assert order == sorted(order)
     con.close()
+
+
+def test_one_batch_mixing_every_property_shape(home: Home, tmp_path: Path) -> None:
+    """The same key as an extra column, in a MAP, in a STRUCT and in JSON, in one batch."""
+    base = {
+        "customer_id": ["c"],
+        "event_type": ["e"],
+        "timestamp": ["2026-01-20T00:00:00Z"],
+    }
+    pq.write_table(
+        pa.table({"transaction_id": ["col"], **base, "model": ["m-col"]}), tmp_path / "a.parquet"
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "transaction_id": ["map"],
+                **base,
+                "properties": pa.array(
+                    [[("model", "m-map"), ("only_map", "x")]], pa.map_(pa.string(), pa.string())
+                ),
+            }
+        ),
+        tmp_path / "b.parquet",
+    )
+    pq.write_table(
+        pa.table(
+            {
+                "transaction_id": ["struct"],
+                **base,
+                "properties": pa.array(
+                    [{"model": "m-struct"}], pa.struct([("model", pa.string())])
+                ),
+            }
+        ),
+        tmp_path / "c.parquet",
+    )
+    (tmp_path / "d.ndjson").write_text(
+        '{"transaction_id": "json", "customer_id": "c", "event_type": "e", '
+        '"timestamp": "2026-01-20T00:00:00Z", "properties": {"model": "m-json", "n": 1.50}}',
+        encoding="utf-8",
+    )
+    summary = ingest(home, sorted(tmp_path.glob("*.*")), now=NOW)
+    assert summary.accepted == 4
+    got = {k[0]: v for k, v in stored(home, ["model", "only_map", "n"]).items()}
+    assert got == {
+        "col": {"model": "m-col"},
+        "map": {"model": "m-map", "only_map": "x"},
+        "struct": {"model": "m-struct"},
+        "json": {"model": "m-json", "n": "1.50"},
+    }

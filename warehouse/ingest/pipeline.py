@@ -23,11 +23,17 @@ from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ledger
 from warehouse.ingest.dedup import find_duplicates
-from warehouse.ingest.properties import JSON_VALUES, discover_keys, json_values_sql, property_values
+from warehouse.ingest.properties import (
+    JSON_VALUES,
+    discover_keys,
+    json_entry_value,
+    json_values_sql,
+    property_values,
+)
 from warehouse.ingest.readers import Plan, inspect_sources, stage
 from warehouse.ingest.rejects import write_rejects
 from warehouse.ingest.sources import Sources, resolve_sources
-from warehouse.ingest.sqltext import first_row, lit
+from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
 from warehouse.ingest.summary import IngestSummary, UnknownCustomer
 from warehouse.ingest.write import (
     DATE_COLUMN,
@@ -36,6 +42,7 @@ from warehouse.ingest.write import (
     sorted_batches_per_date,
     write_sorted,
 )
+from warehouse.layout import property_column
 
 UNKNOWN_SHOWN = 20
 # Up to this many property keys, the events are sorted with one column per key; beyond, with
@@ -270,20 +277,54 @@ def _narrow_query() -> str:
     """  # noqa: S608 - fixed SQL
 
 
-def _date_query(work: duckdb.DuckDBPyConnection, plan: Plan, event_date: date) -> str:
-    """SQL: one date's rows of `sorted_events`, in order, with a column per key they hold."""
+def _date_query(
+    work: duckdb.DuckDBPyConnection, plan: Plan, event_date: date
+) -> tuple[str, str | None, list[str]]:
+    """For one date of `sorted_events` (see write.sorted_batches_per_date): the SQL of its
+    rows in order with the fixed columns and the column properties, the SQL of its JSON and MAP
+    property values in long form (row, key index, value), and the keys."""
     day = f"DATE {lit(event_date.isoformat())}"
     rows = f"(SELECT * FROM sorted_events WHERE {DATE_COLUMN} = {day})"  # noqa: S608
-    keys = discover_keys(work, plan, rows)
-    values = property_values(plan, keys, "s")
-    json_values = json_values_sql(plan, keys)
-    extra = f", {json_values} AS {JSON_VALUES}" if json_values else ""
-    props = "".join(f", {expr} AS {column}" for column, expr in values)
-    return f"""
-        SELECT s.transaction_id, s.customer_id, s.event_type, s.ts AS "timestamp" {props},
-               s.{DATE_COLUMN}
-        FROM (SELECT *{extra} FROM sorted_events WHERE {DATE_COLUMN} = {day}) s
-    """  # noqa: S608 - names rendered by sqlglot
+    columns = "".join(f", {ident(property_column(n))}" for n in plan.column_properties)
+    fixed = 'transaction_id, customer_id, event_type, ts AS "timestamp"'
+    rows_sql = f"SELECT {fixed} {columns}, {DATE_COLUMN} FROM {rows} s"  # noqa: S608
+    keys = discover_keys(work, plan, rows, columns=False)
+    if not keys:
+        return rows_sql, None, []
+    numbered = f"(SELECT row_number() OVER () - 1 AS rn, * FROM {rows} s)"  # noqa: S608
+    parts = []
+    if plan.has_json:
+        value = json_entry_value("kind", "value", "text", "marked")
+        parts.append(
+            f"""
+            SELECT row, name, {value} AS value
+            FROM (
+                SELECT s.rn AS row, s.props_marked AS marked, e.key AS name, e.type AS kind,
+                       CAST(e.value AS VARCHAR) AS value,
+                       CASE WHEN e.type = 'VARCHAR' THEN json_extract_string(e.value, '$') END
+                           AS text
+                FROM {numbered} s, json_each(s.props_json) e
+                WHERE s.props_json IS NOT NULL AND e.type <> 'NULL'
+            )
+            """  # noqa: S608 - fixed SQL
+        )
+    if plan.has_map:
+        parts.append(
+            f"""
+            SELECT rn AS row, entry.key AS name, entry.value AS value
+            FROM (SELECT rn, unnest(map_entries(props_map)) AS entry FROM {numbered} s
+                  WHERE props_map IS NOT NULL)
+            WHERE entry.value IS NOT NULL
+            """  # noqa: S608 - fixed SQL
+        )
+    long_sql = f"""
+        SELECT v.row, k.key, v.value
+        FROM ({" UNION ALL ".join(parts)}) v
+        JOIN (SELECT unnest({lit_list(keys)}) AS name, unnest(range({len(keys)})) AS key) k
+          ON k.name = v.name
+        ORDER BY k.key, v.row
+    """  # noqa: S608 - keys rendered by sqlglot
+    return rows_sql, long_sql, keys
 
 
 def _write_query(plan: Plan, keys: list[str]) -> str:

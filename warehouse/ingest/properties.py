@@ -23,9 +23,12 @@ from warehouse.layout import property_column
 JSON_VALUES = "__prop_values"  # the list column json_extract_string fills, one item per key
 
 
-def discover_keys(con: duckdb.DuckDBPyConnection, plan: Plan, accepted: str) -> list[str]:
-    """Every property key present in the `accepted` relation, sorted."""
-    keys: set[str] = set(plan.column_properties)
+def discover_keys(
+    con: duckdb.DuckDBPyConnection, plan: Plan, accepted: str, *, columns: bool = True
+) -> list[str]:
+    """Every property key present in the `accepted` relation, sorted (with `columns=False`,
+    only the keys held in JSON or MAP properties)."""
+    keys: set[str] = set(plan.column_properties) if columns else set()
     if plan.has_json:
         rows = con.execute(
             f"SELECT DISTINCT unnest(json_keys(props_json)) FROM {accepted} "  # noqa: S608
@@ -68,3 +71,14 @@ def property_values(plan: Plan, keys: list[str], row: str) -> list[tuple[str, st
         expr = shapes[0] if len(shapes) == 1 else "coalesce(" + ", ".join(shapes) + ")"
         out.append((ident(column), expr))
     return out
+
+
+def json_entry_value(kind: str, value: str, text: str, marked_sql: str) -> str:
+    """SQL: the stored text of a json_each entry of a props_json object, given its JSON `kind`,
+    its JSON `value` and, for a string, its unquoted `text` (columns computed beforehand: the
+    same text `property_values` gives for that key; JSON nulls are left out by the caller)."""
+    nested = f"CASE WHEN {marked_sql} THEN {exactjson.unmark_text(value)} ELSE {value} END"
+    return (
+        f"CASE WHEN {kind} = 'VARCHAR' THEN {exactjson.unmark_value(text, marked_sql)} "
+        f"WHEN {kind} IN ('OBJECT', 'ARRAY') THEN {nested} ELSE {value} END"
+    )
