@@ -13,6 +13,10 @@ events / 5) events.  For each dump, in the same run:
     reingest  the same dump again into that home (Parquet only): every event is a duplicate,
               found by an anti-join against the stored transaction ids
 
+    sparse    an NDJSON dump whose events carry 5 of 2,000 property keys each (`--sparse-events`,
+              default events / 100): the many-keys write path; the table shows the property
+              columns per written file (each file holds only the keys present in its rows)
+
 Ratios are ingest seconds / copy seconds.  Targets (PERFORMANCE.md): Parquet >= 2M events/s,
 NDJSON >= 500k events/s.  Phase times come from the ingest summary.
 """
@@ -48,7 +52,36 @@ def plain_copy(source: Path, fmt: str, target: Path) -> float:
     return elapsed
 
 
-def run(n_events: int, n_ndjson: int, reingest: bool = True) -> list[dict]:
+SPARSE_KEYS = 2_000
+
+
+def sparse_dump(n_events: int, target: Path) -> Path:
+    """NDJSON events with 5 of SPARSE_KEYS property keys each (seeded arithmetic, no Python
+    loop), one month, 100 customers."""
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    quote = "'\"'"  # the SQL literal '"'
+    props = ", ".join(
+        f"{quote} || 'key_' || ((i * 7919) % {SPARSE_KEYS // 5} + {j * SPARSE_KEYS // 5}) "
+        f"|| {quote} || ':' || {quote} || (i % 997) || {quote}"
+        for j in range(5)
+    )
+    con.execute(
+        f"""
+        COPY (
+            SELECT '{{"transaction_id":"s' || i || '","customer_id":"c' || (i % 100)
+                || '","event_type":"e","timestamp":"2026-01-'
+                || lpad((1 + i % 31)::VARCHAR, 2, '0') || 'T00:00:00Z","properties":{{'
+                || concat_ws(',', {props}) || '}}}}' AS line
+            FROM range({int(n_events)}) r(i)
+        ) TO {lit(str(target))} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')
+        """  # noqa: S608 - integers and our own scratch path
+    )
+    con.close()
+    return target
+
+
+def run(n_events: int, n_ndjson: int, n_sparse: int = 0, reingest: bool = True) -> list[dict]:
     parquet = generate(n_events, formats=("parquet",))
     ndjson = generate(n_ndjson, formats=("ndjson",))
     rows = []
@@ -97,6 +130,38 @@ def run(n_events: int, n_ndjson: int, reingest: bool = True) -> list[dict]:
                     }
                 )
             shutil.rmtree(home.path)
+        if n_sparse:
+            source = sparse_dump(n_sparse, scratch / "sparse.ndjson")
+            copy_s = plain_copy(source, "ndjson", scratch / "copy.parquet")
+            rows.append(
+                {
+                    "case": "sparse keys: plain DuckDB COPY",
+                    "events": n_sparse,
+                    "seconds": copy_s,
+                    "ratio": 1.0,
+                    "phases": {},
+                }
+            )
+            home = Home(scratch / "home-sparse")
+            home.init()
+            started = time.perf_counter()
+            summary = ingest(home, [source], now=generate(1).now)
+            seconds = time.perf_counter() - started
+            assert summary.accepted == n_sparse, summary
+            con = home.connect()
+            (width,) = con.execute("SELECT avg(len(property_columns)) FROM event_files").fetchall()[
+                0
+            ]
+            con.close()
+            rows.append(
+                {
+                    "case": f"sparse keys: ingest ({width:.0f} columns/file)",
+                    "events": n_sparse,
+                    "seconds": seconds,
+                    "ratio": seconds / copy_s,
+                    "phases": summary.phases,
+                }
+            )
     return rows
 
 
@@ -120,10 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=10_000_000, help="Parquet dump size")
     parser.add_argument("--ndjson-events", type=int, help="NDJSON dump size (default events/5)")
+    parser.add_argument("--sparse-events", type=int, help="sparse dump size (default events/100)")
     parser.add_argument("--no-reingest", action="store_true", help="skip the all-duplicates run")
     args = parser.parse_args(argv)
     n_ndjson = args.ndjson_events or max(1, args.events // 5)
-    report(run(args.events, n_ndjson, reingest=not args.no_reingest))
+    n_sparse = args.sparse_events if args.sparse_events is not None else args.events // 100
+    report(run(args.events, n_ndjson, n_sparse, reingest=not args.no_reingest))
 
 
 if __name__ == "__main__":
