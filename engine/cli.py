@@ -115,11 +115,16 @@ def usage(
     window: Annotated[str, typer.Option("--window", help="none|hour|day")] = "none",
     group_by: Annotated[
         list[str] | None,
-        typer.Option("--group-by", help="group key (repeatable; a subset of one compound key)"),
+        typer.Option(
+            "--group-by",
+            help="group key (repeatable; a subset of one compound key; for a SQL metric all of "
+            "its group columns, or omit it)",
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="json|table|csv")] = "table",
 ) -> None:
-    """Usage of one billable metric for every customer (or one), per window and group."""
+    """Usage of one billable metric (or SQL metric) for every customer (or one), per window and
+    group."""
     from engine.api import Meterql
     from engine.usage import print_usage
 
@@ -139,7 +144,12 @@ def usage(
 def compile_(
     ctx: typer.Context,
     metric: Annotated[str, typer.Option("--metric", help="billable metric id or name")],
-    dialect: Annotated[str, typer.Option("--dialect", help="SQL dialect (duckdb)")] = "duckdb",
+    dialect: Annotated[
+        str,
+        typer.Option(
+            "--dialect", help="duckdb|spark|trino|bigquery|snowflake|clickhouse (not with --start)"
+        ),
+    ] = "duckdb",
     start: Annotated[str | None, typer.Option("--start", help="ISO 8601 (optional)")] = None,
     end: Annotated[str | None, typer.Option("--end", help="ISO 8601 (optional)")] = None,
     customer: Annotated[str | None, typer.Option("--customer")] = None,
@@ -150,7 +160,8 @@ def compile_(
 
     With --start and --end: exactly the query `usage` runs over this home's event files.
     Without them: the same query over a relation `events` of the canonical event columns, with
-    the period as the parameters $start and $end.
+    the period as the parameters $start and $end, in any --dialect (a SQL metric whose query
+    returns rows without events also reads `customers`, a column `id`).
     """
     from engine.api import Meterql
 

@@ -19,15 +19,15 @@ from sqlglot import exp
 
 from metric_compiler import expressions as sx
 from metric_compiler import numbers
+from metric_compiler.dialects import DIALECTS, dialect_name, rewrite, transpile
 from metric_compiler.plan import MetricPlan, Operand, Reducer, UsagePlan, plan_usage
 from metric_compiler.verify import comments_of, literals_of, parse_query, verify
 from metric_compiler.windows import Window, WindowKind
 from sql_templates import SqlComment, render
-from warehouse.errors import UserError
 from warehouse.layout import property_column
 from warehouse.models import BillableMetric
 
-SUPPORTED_DIALECTS = ("duckdb",)
+SUPPORTED_DIALECTS = DIALECTS
 EVENTS = "e"  # alias of the source relation
 WINDOWS = "w"  # alias of the windows relation
 CTES = ("events", "usage")
@@ -49,6 +49,7 @@ class CompiledQuery:
     group_columns: dict[str, str]
     metric_ids: tuple[str, ...]
     properties: tuple[str, ...]
+    dialect: str = "duckdb"  # the dialect of `tree` and `sql`
 
 
 def _aliased(relation: exp.Expression, name: str) -> exp.Expression:
@@ -82,12 +83,10 @@ def _events(i: int) -> str:
 def compile_plan(
     plan: UsagePlan, source: exp.Expression, *, dialect: str = "duckdb", ordered: bool = True
 ) -> CompiledQuery:
-    if dialect.lower() not in SUPPORTED_DIALECTS:
-        raise UserError(
-            f"--dialect {dialect!r} is not supported yet; supported: "
-            + ", ".join(SUPPORTED_DIALECTS)
-        )
-    dialect = dialect.lower()
+    # Compiled, verified and (by tests) executed as DuckDB; other dialects are transpiled from
+    # the verified tree (metric_compiler.dialects).
+    target = dialect_name(dialect)
+    dialect = "duckdb"
     window = plan.window
     fused = plan.fused
     e = EVENTS
@@ -245,13 +244,15 @@ def compile_plan(
         columns=columns,
         dialect=dialect,
     )
+    text_columns = {property_column(p) for p in plan.properties} | set(group_cols.values())
     return CompiledQuery(
-        tree=tree,
-        sql=tree.sql(dialect=dialect, pretty=True) + "\n",
+        tree=rewrite(tree, target, text_columns=text_columns),
+        sql=transpile(tree, target, text_columns=text_columns),
         columns=columns,
         group_columns=group_cols,
         metric_ids=tuple(m.metric_id for m in plan.metrics),
         properties=plan.properties,
+        dialect=target,
     )
 
 

@@ -40,12 +40,17 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def render_comment(comment: SqlComment, dialect: str = "duckdb") -> str:
+    """`/* text */`, sanitised by sqlglot (the text cannot end the comment early)."""
+    generator = Dialect.get_or_raise(dialect).generator()
+    return generator.maybe_comment("", comments=[comment.text]).strip()
+
+
 def _prepare(value: Any, dialect: str, path: str) -> Any:
     if isinstance(value, exp.Expression):
         return value.sql(dialect=dialect)
     if isinstance(value, SqlComment):
-        generator = Dialect.get_or_raise(dialect).generator()
-        return generator.maybe_comment("", comments=[value.text]).strip()
+        return render_comment(value, dialect)
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, Mapping):

@@ -342,9 +342,11 @@ def test_window_and_dialect_errors() -> None:
         Window.hour(END, START)
     m = metric(aggregation_type="count")
     with pytest.raises(
-        UserError, match="--dialect 'spark' is not supported yet; supported: duckdb"
+        UserError,
+        match="--dialect 'sparkk' is not a supported SQL dialect; expected one of duckdb, spark, "
+        "trino, bigquery, snowflake, clickhouse; did you mean 'spark'",
     ):
-        compile_usage(m, EVENTS_TABLE, window=Window.none(START, END), dialect="spark")
+        compile_usage(m, EVENTS_TABLE, window=Window.none(START, END), dialect="sparkk")
 
 
 def test_fused_metrics_need_distinct_ids() -> None:

@@ -296,8 +296,8 @@ def test_bad_format_and_dialect(home: Path) -> None:
                  "--end", "2026-03-02", "--format", "xml")  # fmt: skip
     assert result.returncode == 1
     assert "--format 'xml' is not one of json, table, csv" in result.stderr
-    result = cli("--home", str(home), "compile", "--metric", "API Calls", "--dialect", "spark")
+    result = cli("--home", str(home), "compile", "--metric", "API Calls", "--dialect", "oracle")
     assert result.returncode == 1
-    assert "--dialect 'spark' is not supported yet; supported: duckdb" in result.stderr
+    assert "--dialect 'oracle' is not a supported SQL dialect" in result.stderr
     result = cli("--home", str(home), "compile", "--metric", "API Calls", "--start", "2026-03-01")
     assert result.returncode == 1 and "--end is missing" in result.stderr
