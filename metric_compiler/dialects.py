@@ -456,8 +456,8 @@ Rewrite = Callable[[exp.Expression, Differences, str], exp.Expression]
 REWRITES: tuple[Rewrite, ...] = (
     _decimal_check,
     _not_finite,
+    _filter_clauses,  # before _composite_keys: a FILTER's aggregate is still an aggregate
     _composite_keys,
-    _filter_clauses,
     _materialized,
     _column_alias_lists,
     _series,

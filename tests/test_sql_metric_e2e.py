@@ -391,3 +391,26 @@ def test_the_seed_metric_prices_a_product_by_region_on_invoices(mq: Meterql):
     assert [li.name for li in initech.line_items if li.name == "Active users"] == []
     unrated = json.dumps(summary.model_dump(mode="json"))
     assert "apac" in unrated and "no_rate_for_group_values" in unrated
+
+
+# -- which windows: decided from the query's shape, never wrong --------------------------------
+
+
+def test_queries_said_to_return_nothing_without_events_return_nothing_without_events():
+    """`rows_without_events` False (only windows holding events are evaluated) must mean the
+    query gives no row for a window without events; checked by running every scoping test
+    query over no events."""
+    from test_sql_metric_scope import QUERIES, scoped
+
+    from metric_compiler.sql_metric import check_sql
+    from metric_compiler.sql_metric.usage import rows_without_events
+
+    windows = [("c1", 0, datetime(2024, 1, 1), datetime(2024, 1, 2))]
+    decided = {name: rows_without_events(check_sql(sql)) for name, sql in QUERIES.items()}
+    for name, sql in QUERIES.items():
+        if not decided[name]:
+            assert scoped(sql, [], windows) == [], name
+    assert not decided["seed"] and not decided["date_trunc_groups"]  # grouped over events
+    assert not decided["group_having"] and not decided["scalar_subquery_having"]
+    assert decided["count_no_group"] and decided["no_from"] and decided["cte_agg_of_agg"]
+    assert decided["having_no_group"]  # unsure (HAVING may drop the row): every window

@@ -1,0 +1,111 @@
+SELECT
+  *
+FROM (
+  /* meterql usage: metric 'bm-count' ('Count metric'): COUNT; metric 'bm-sum' ('Sum metric'): SUM of 'tokens'; metric 'bm-latest' ('Latest metric'): LATEST of 'tokens'; window relation */
+  WITH "events" AS (
+    SELECT
+      "e"."customer_id" AS "customer_id",
+      "w"."window_id" AS "window_id",
+      "e"."timestamp" AS "timestamp",
+      "e"."transaction_id" AS "transaction_id",
+      TRUE AS "m0_match", /* metric 'bm-count' ('Count metric'): COUNT */
+      CAST("e"."p_tokens" AS Nullable(Decimal(38, 12))) AS "m1_arg",
+      "e"."event_type" IN ('embedding', 'llm_request')
+      AND (
+        NOT (
+          match("e"."p_tokens", '[^0-9.+-]')
+          OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
+        )
+        AND NOT match("e"."p_tokens", '[.][0-9]{13}')
+        AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
+      ) AS "m1_match", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+      CAST("e"."p_tokens" AS Nullable(Decimal(38, 12))) AS "m2_arg",
+      "e"."event_type" IN ('embedding', 'llm_request')
+      AND (
+        NOT (
+          match("e"."p_tokens", '[^0-9.+-]')
+          OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
+        )
+        AND NOT match("e"."p_tokens", '[.][0-9]{13}')
+        AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
+      ) AS "m2_match" /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+    FROM "events" AS "e"
+    JOIN "windows" AS "w"
+      ON "w"."customer_id" = "e"."customer_id"
+      AND "w"."window_start" <= "e"."timestamp"
+      AND "e"."timestamp" < "w"."window_end"
+    WHERE
+      TRUE
+      OR (
+        "e"."event_type" IN ('embedding', 'llm_request')
+        AND (
+          NOT (
+            match("e"."p_tokens", '[^0-9.+-]')
+            OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
+          )
+          AND NOT match("e"."p_tokens", '[.][0-9]{13}')
+          AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
+        )
+      )
+      OR (
+        "e"."event_type" IN ('embedding', 'llm_request')
+        AND (
+          NOT (
+            match("e"."p_tokens", '[^0-9.+-]')
+            OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
+          )
+          AND NOT match("e"."p_tokens", '[.][0-9]{13}')
+          AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
+        )
+      )
+  ), "usage" AS (
+    SELECT
+      "customer_id",
+      "window_id",
+      COUNT(*) FILTER(WHERE
+        "m0_match") AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
+      SUM("m1_arg") FILTER(WHERE
+        "m1_match") AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+      COUNT(*) FILTER(WHERE
+        "m1_match") AS "m1_events",
+      argMax("m2_arg", ("timestamp", "transaction_id")) FILTER(WHERE
+        "m2_match") AS "m2_value", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+      COUNT(*) FILTER(WHERE
+        "m2_match") AS "m2_events"
+    FROM "events"
+    GROUP BY
+      "customer_id",
+      "window_id"
+  )
+  SELECT
+    "customer_id",
+    'bm-count' AS "metric_id", /* metric 'bm-count' ('Count metric'): COUNT */
+    "window_id",
+    CAST("m0_value" AS Nullable(Decimal(38, 12))) AS "value"
+  FROM "usage"
+  WHERE
+    "m0_value" > 0
+  UNION ALL
+  SELECT
+    "customer_id",
+    'bm-sum' AS "metric_id", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+    "window_id",
+    CAST("m1_value" AS Nullable(Decimal(38, 12))) AS "value"
+  FROM "usage"
+  WHERE
+    "m1_events" > 0
+  UNION ALL
+  SELECT
+    "customer_id",
+    'bm-latest' AS "metric_id", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+    "window_id",
+    CAST("m2_value" AS Nullable(Decimal(38, 12))) AS "value"
+  FROM "usage"
+  WHERE
+    "m2_events" > 0
+  SETTINGS "join_use_nulls" = 1
+) AS "_l_0"
+ORDER BY
+  "customer_id",
+  "window_id",
+  "metric_id"

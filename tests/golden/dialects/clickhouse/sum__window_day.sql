@@ -1,0 +1,38 @@
+/* meterql usage: metric 'bm-sum' ('Sum metric'): SUM of 'tokens'; window day */
+WITH "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    dateTrunc('DAY', "e"."timestamp") AS "bucket",
+    CAST("e"."p_tokens" AS Nullable(Decimal(38, 12))) AS "m0_arg"
+  FROM "events" AS "e"
+  WHERE
+    "e"."timestamp" >= CAST('2026-01-01 00:00:00' AS DateTime64(6, 'UTC'))
+    AND "e"."timestamp" < CAST('2026-01-04 00:00:00' AS DateTime64(6, 'UTC'))
+    AND NOT (
+      match("e"."p_tokens", '[^0-9.+-]')
+      OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
+    )
+    AND NOT match("e"."p_tokens", '[.][0-9]{13}')
+    AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
+), "usage" AS (
+  SELECT
+    "customer_id",
+    "bucket",
+    SUM("m0_arg") AS "m0_value" /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  FROM "events"
+  GROUP BY
+    "customer_id",
+    "bucket"
+)
+SELECT
+  "customer_id",
+  'bm-sum' AS "metric_id", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  GREATEST("bucket", CAST('2026-01-01 00:00:00' AS DateTime64(6, 'UTC'))) AS "window_start",
+  LEAST("bucket" + INTERVAL '1' DAY, CAST('2026-01-04 00:00:00' AS DateTime64(6, 'UTC'))) AS "window_end",
+  CAST("m0_value" AS Nullable(Decimal(38, 12))) AS "value"
+FROM "usage"
+ORDER BY
+  "customer_id",
+  "window_start",
+  "metric_id"
+SETTINGS "join_use_nulls" = 1

@@ -1,0 +1,51 @@
+/* meterql usage: metric 'bm-latest' ('Latest metric'): LATEST of 'tokens'; window none; group by ['region', 'model'] */
+WITH "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    "e"."p_region" AS "p_region",
+    "e"."p_model" AS "p_model",
+    "e"."timestamp" AS "timestamp",
+    "e"."transaction_id" AS "transaction_id",
+    TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m0_arg"
+  FROM "events" AS "e"
+  WHERE
+    "e"."timestamp" >= CAST('2026-01-01 00:00:00' AS TIMESTAMPNTZ)
+    AND "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMPNTZ)
+    AND NOT "e"."p_model" IS NULL
+    AND "e"."p_region" IN ('eu-west-1', 'us-east-1')
+    AND NOT "e"."p_user" IS NULL
+    AND NOT (
+      REGEXP_INSTR("e"."p_tokens", '[^0-9.+-]') > 0
+      OR NOT REGEXP_INSTR("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$') > 0
+    )
+    AND NOT REGEXP_INSTR("e"."p_tokens", '[.][0-9]{13}') > 0
+    AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
+), "usage" AS (
+  SELECT
+    "customer_id",
+    "p_region",
+    "p_model",
+    ARRAY_AGG(CASE WHEN NOT "timestamp" IS NULL THEN "m0_arg" END) WITHIN GROUP (ORDER BY
+      "timestamp" DESC NULLS LAST,
+      "transaction_id" DESC NULLS LAST)[0] AS "m0_value" /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+  FROM "events"
+  GROUP BY
+    "customer_id",
+    "p_region",
+    "p_model"
+)
+SELECT
+  "customer_id",
+  'bm-latest' AS "metric_id", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
+  CAST('2026-01-01 00:00:00' AS TIMESTAMPNTZ) AS "window_start",
+  CAST('2026-01-04 00:00:00' AS TIMESTAMPNTZ) AS "window_end",
+  "p_region",
+  "p_model",
+  CAST("m0_value" AS DECIMAL(38, 12)) AS "value"
+FROM "usage"
+ORDER BY
+  "customer_id",
+  "window_start",
+  "p_region",
+  "p_model",
+  "metric_id"
