@@ -29,6 +29,9 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
                                                 customer; windows may overlap
         group_by      property names, a subset of one compound group key of every metric
         customer_ids  restrict to these catalog customer ids (None: all customers)
+        dialect       duckdb (what meterql runs), or spark, trino, bigquery, snowflake,
+                      clickhouse: the verified DuckDB query transpiled with the table of
+                      differences in metric_compiler.dialects (DialectError when it cannot be)
         ordered       False leaves out the final ORDER BY (rows to be stored or joined)
 
         Output columns, in order:
@@ -50,7 +53,9 @@ Semantics (SEMANTICS.md section 2, and decisions):
       greatest (timestamp, transaction_id);
     - group values are never NULL for a checked metric (every group key property must have an
       `exists: true` or `in_values` filter);
-    - SQL metrics (`sql` set) raise SqlMetricNotSupported (a UserError) for now.
+    - SQL metrics (`sql` set) are not plans: compile_usage raises SqlMetricNotSupported for
+      them; they are checked and scoped by metric_compiler.sql_metric, and their usage query
+      (windows, --group-by rule, any dialect) is metric_compiler.sql_metric.usage.
 """
 
 from __future__ import annotations
