@@ -88,6 +88,33 @@ class Meterql:
         clock = parse_timestamp(now, "--now") if now is not None else None
         return ingest(self.home, paths, now=clock, con=self.con, progress=progress)
 
+    def compact(
+        self,
+        *,
+        grace_minutes: float = 30,
+        target_rows: int | None = None,
+        now: datetime | str | None = None,
+        progress=None,
+    ):
+        """Merge each date's small event files into few large sorted ones (atomically, safe
+        for running readers: replaced files stay readable for `grace_minutes`) and return a
+        `warehouse.compact.CompactionSummary`.  `now` is the clock that decides which replaced
+        files are past their grace period (default: the wall clock)."""
+        from datetime import timedelta
+
+        from engine.usage import parse_timestamp
+        from warehouse.compact import DEFAULT_TARGET_ROWS, compact
+
+        clock = parse_timestamp(now, "--now") if now is not None else None
+        return compact(
+            self.home,
+            self.con,
+            grace=timedelta(minutes=grace_minutes),
+            target_rows=target_rows or DEFAULT_TARGET_ROWS,
+            now=clock,
+            progress=progress,
+        )
+
     # -- usage -------------------------------------------------------------------------------
 
     def usage(

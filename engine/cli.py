@@ -238,6 +238,41 @@ def sql_run(
     print_sql_rows(table, format)
 
 
+warehouse_app = typer.Typer(help="Maintain the event warehouse.", no_args_is_help=True)
+app.add_typer(warehouse_app, name="warehouse")
+
+
+@warehouse_app.command("compact")
+def warehouse_compact(
+    ctx: typer.Context,
+    grace_minutes: Annotated[
+        float,
+        typer.Option("--grace-minutes", help="how long replaced files stay readable"),
+    ] = 30,
+    format: Annotated[str, typer.Option("--format", help="text|json")] = "text",
+) -> None:
+    """Merge each date's small event files into few large sorted ones, atomically; running
+    readers keep reading the replaced files until the grace period is over."""
+    from engine.api import Meterql
+    from engine.output import print_json, progress
+
+    if format not in ("text", "json"):
+        raise UserError(f"--format {format!r} is not one of text, json")
+    if grace_minutes < 0:
+        raise UserError(f"--grace-minutes {grace_minutes} is negative; expected 0 or more")
+    mq = Meterql.open(home_of(ctx))
+    try:
+        with progress("compacting") as bar:
+            summary = mq.compact(grace_minutes=grace_minutes, progress=bar)
+    finally:
+        mq.close()
+    if format == "json":
+        print_json(summary)
+    else:
+        for line in summary.lines():
+            typer.echo(line)
+
+
 from engine.invoice_cli import demo, invoice_app  # noqa: E402 - registered after the commands
 
 app.add_typer(invoice_app, name="invoice")

@@ -1,0 +1,603 @@
+"""Compaction: many small ingest files of a date -> few large sorted ones, safely while readers run.
+
+    from warehouse.compact import compact
+    summary = compact(home)            # under the home's writer lock
+
+Every ingest batch writes at least one file per event date it touches, so a home fed by many
+small batches ends up with many small files per date, and every query opens all of them.
+`compact` rewrites each date partition whose file count exceeds what its rows need
+(ceil(rows / target_rows)) as files of up to `target_rows` rows, sorted like ingest sorts them
+(event_type, customer_id, timestamp; then transaction_id), with the union of the property
+columns (a column with no value in a written file is left out of it, as ingest does).
+
+Per partition, in this order (the flow of an ingest batch, see warehouse.ingest.ledger):
+
+1. DuckDB reads the partition's listed files (`union_by_name`) sorted, and the rows are written
+   under temporary names in `staging/<compaction_id>/`.
+2. Verification: the written files hold exactly the rows of the old ones: the same row count
+   (also equal to the manifest's), and the same sums of a hash of every row and of every
+   transaction_id.  A mismatch raises before anything visible changed.
+3. The new files are renamed into `events/event_date=.../<compaction_id>-<n>.parquet` (still
+   unlisted, so no reader sees them).
+4. ONE catalog transaction: the old files' `event_files` rows are replaced by the new files'
+   rows, the old paths are recorded in `retired_event_files`, the compaction is recorded in
+   the ledger (`ingest_batches`, status `compacted`, sources = the replaced files), and the
+   ingest batches of the rows are numbered for the invoice run (below).
+
+Readers and the grace period.  Readers list files from the manifest and then open them, and a
+reader that listed before the commit may still open an old file.  So old files are not deleted
+at the commit: they stay at their paths for `grace` (default 30 minutes) and a later compaction
+deletes them.  Guarantee: a query whose files were listed at most `grace` before it finishes
+reading them reads a complete, consistent set (all old files or all new files of a partition,
+never both: they are swapped in one transaction).  Note: an ingest's orphan sweep
+(warehouse.ingest.ledger.sweep) deletes every unlisted event file when it starts, retired ones
+included, so an ingest started within the grace period shortens it to the ingest's start.
+
+Dedup.  The new files hold exactly the same transaction ids (checked in step 2) and are listed
+with the old files' timestamp range, so a later ingest's anti-join against the manifest still
+sees every stored transaction_id: re-sending a compacted event is a duplicate.
+
+Late events and auditing.  Every row keeps its own `batch_id` and `ingested_at` (the data is not
+re-stamped).  The manifest row of a compacted file carries the compaction id as its batch_id;
+in `invoice_event_batches` the compaction id is numbered with the greatest number of the
+batches whose rows it holds (batches the invoice run had not numbered yet are first numbered as
+the next invoice run would have numbered them), so the invoice run's late-event check (which
+prunes files by their manifest batch and then joins rows on their own batch_id) keeps finding
+exactly the events it found before.
+
+Crash safety.  A crash before the commit leaves the old files listed and the new files
+unlisted orphans, deleted by the next compaction or ingest (so nothing changed).  A crash after
+the commit leaves the compaction complete; its old files are deleted after the grace period.
+Each partition commits on its own: a crash mid-run keeps the partitions already committed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from pydantic import BaseModel
+
+from warehouse.errors import UserError
+from warehouse.home import Home
+from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
+from warehouse.ingest.write import BATCH_ROWS, MAX_ROWS_PER_FILE, ROW_GROUP_SIZE
+from warehouse.layout import EVENT_COLUMNS, PARTITION_COLUMN, is_property_column
+
+COMPACTED = "compacted"
+DEFAULT_GRACE = timedelta(minutes=30)
+DEFAULT_TARGET_ROWS = MAX_ROWS_PER_FILE
+SORT_KEY = ("event_type", "customer_id", "timestamp", "transaction_id")
+PREFIX = "compact-"
+
+
+class Progress(Protocol):
+    def advance(self, n: float = 1) -> None: ...
+
+    def update(self, **kwargs: Any) -> None: ...
+
+
+class _NoProgress:
+    def advance(self, n: float = 1) -> None:
+        pass
+
+    def update(self, **kwargs: Any) -> None:
+        pass
+
+
+class CompactedPartition(BaseModel):
+    event_date: date
+    files_before: int
+    files_after: int
+    rows: int
+    bytes_before: int
+    bytes_after: int
+
+
+class CompactionSummary(BaseModel):
+    """What `meterql warehouse compact` did."""
+
+    compaction_id: str | None  # None when there was nothing to compact
+    partitions: list[CompactedPartition]
+    files_before: int
+    files_after: int
+    rows: int
+    retired_files_deleted: int  # old files of earlier compactions, past their grace period
+    orphan_files_deleted: int  # unlisted files left by an interrupted ingest or compaction
+    grace_seconds: float
+    elapsed_seconds: float
+
+    def lines(self) -> list[str]:
+        if not self.partitions:
+            head = "nothing to compact"
+        else:
+            head = (
+                f"compaction {self.compaction_id}: {len(self.partitions)} partitions, "
+                f"{self.files_before} files -> {self.files_after}, {self.rows} events"
+            )
+        out = [head]
+        out.extend(
+            f"  {p.event_date}: {p.files_before} files -> {p.files_after}, {p.rows} events, "
+            f"{p.bytes_before:,} -> {p.bytes_after:,} bytes"
+            for p in self.partitions
+        )
+        if self.retired_files_deleted or self.orphan_files_deleted:
+            out.append(
+                f"deleted {self.retired_files_deleted} retired files (grace period over) and "
+                f"{self.orphan_files_deleted} orphan files"
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class _Listed:
+    path: str  # relative to events/
+    row_count: int
+    min_timestamp: datetime
+    max_timestamp: datetime
+
+
+@dataclass(frozen=True)
+class _Written:
+    staged: Path
+    number: int
+    row_count: int
+    min_timestamp: datetime
+    max_timestamp: datetime
+    property_columns: tuple[str, ...]
+    event_types: tuple[str, ...]
+
+
+def _wall() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _naive_utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
+
+
+def new_compaction_id(at: datetime) -> str:
+    return f"{PREFIX}{at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def compact(
+    home: Home,
+    con: duckdb.DuckDBPyConnection | None = None,
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+    target_rows: int = DEFAULT_TARGET_ROWS,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> CompactionSummary:
+    """Compact every partition that needs it (see the module docstring), under the writer lock.
+
+    `grace`: how long replaced files stay readable; `target_rows`: rows per written file at
+    most; `now`: the clock that decides which retired files are past their grace (default: the
+    wall clock).  `con` is an open catalog connection to use (default: a new one)."""
+    if grace < timedelta(0):
+        raise UserError(f"compaction grace period {grace} is negative; expected 0 or more")
+    if target_rows < 1:
+        raise UserError(f"compaction target_rows {target_rows} is not a positive number of rows")
+    started = time.perf_counter()
+    with home.writer_lock():
+        catalog = con if con is not None else home.connect()
+        try:
+            return _run(
+                home,
+                catalog,
+                grace,
+                target_rows,
+                _naive_utc(now) if now is not None else None,
+                progress or _NoProgress(),
+                started,
+            )
+        finally:
+            if con is None:
+                catalog.close()
+
+
+def _run(
+    home: Home,
+    catalog: duckdb.DuckDBPyConnection,
+    grace: timedelta,
+    target_rows: int,
+    now: datetime | None,
+    progress: Progress,
+    started: float,
+) -> CompactionSummary:
+    retired_deleted = delete_expired(home, catalog, (now or _wall()) - grace)
+    orphans = sweep_orphans(home, catalog)
+    plan = partitions_to_compact(catalog, target_rows)
+    compaction_id = new_compaction_id(_wall()) if plan else None
+    done: list[CompactedPartition] = []
+    if compaction_id is not None:
+        scratch = home.staging_dir / compaction_id
+        scratch.mkdir(parents=True)
+        progress.update(description="compacting", total=len(plan), completed=0)
+        try:
+            for event_date in plan:
+                done.append(
+                    _compact_partition(home, catalog, compaction_id, event_date, target_rows)
+                )
+                progress.advance(1)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        # with a zero grace period, the files replaced just now go at once
+        retired_deleted += delete_expired(home, catalog, (now or _wall()) - grace)
+    return CompactionSummary(
+        compaction_id=compaction_id,
+        partitions=done,
+        files_before=sum(p.files_before for p in done),
+        files_after=sum(p.files_after for p in done),
+        rows=sum(p.rows for p in done),
+        retired_files_deleted=retired_deleted,
+        orphan_files_deleted=orphans,
+        grace_seconds=grace.total_seconds(),
+        elapsed_seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def partitions_to_compact(con: duckdb.DuckDBPyConnection, target_rows: int) -> list[date]:
+    """Event dates whose listed files are more than their rows need (ceil(rows / target))."""
+    rows = con.execute(
+        "SELECT event_date, count(*), sum(row_count) FROM event_files GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    return [d for d, files, n in rows if files > max(1, math.ceil(int(n) / target_rows))]
+
+
+def _listed(con: duckdb.DuckDBPyConnection, event_date: date) -> list[_Listed]:
+    return [
+        _Listed(p, int(n), lo, hi)
+        for p, n, lo, hi in con.execute(
+            "SELECT path, row_count, min_timestamp, max_timestamp FROM event_files "
+            "WHERE event_date = ? ORDER BY path",
+            [event_date],
+        ).fetchall()
+    ]
+
+
+def _work_connection(scratch: Path) -> duckdb.DuckDBPyConnection:
+    work = duckdb.connect()
+    work.execute("SET TimeZone = 'UTC'")
+    work.execute("SET enable_progress_bar = false")
+    work.execute(f"SET temp_directory = {lit(str(scratch / 'spill'))}")
+    return work
+
+
+def _source(paths: Sequence[Path]) -> str:
+    return (
+        f"read_parquet({lit_list(str(p) for p in paths)}, union_by_name = true, "
+        "hive_partitioning = false)"
+    )
+
+
+def _present(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str]:
+    """The column names of the files (unioned by name)."""
+    query = f"DESCRIBE SELECT * FROM {_source(paths)}"  # noqa: S608 - paths rendered by sqlglot
+    return [r[0] for r in work.execute(query).fetchall()]
+
+
+def _columns(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str]:
+    """The fixed columns in their order, then every property column of the files, sorted."""
+    names = _present(work, paths)
+    missing = [c for c in EVENT_COLUMNS if c not in names]
+    if missing:
+        raise RuntimeError(f"event files {[str(p) for p in paths]} lack the columns {missing}")
+    return [*EVENT_COLUMNS, *sorted(n for n in names if is_property_column(n))]
+
+
+def _checksum(
+    work: duckdb.DuckDBPyConnection, paths: Sequence[Path], columns: Sequence[str]
+) -> tuple[int, int, int]:
+    """(rows, sum of a hash of every row, sum of a hash of every transaction_id) of the files;
+    a column a file set lacks reads as NULL, as the event relation reads it."""
+    present = set(_present(work, paths))
+    values = ", ".join(ident(c) if c in present else "NULL::VARCHAR" for c in columns)
+    count, rows, ids = first_row(
+        work,
+        f"SELECT count(*), coalesce(sum(hash({values})), 0), "  # noqa: S608 - sqlglot names
+        f"coalesce(sum(hash(transaction_id)), 0) FROM {_source(paths)}",
+    )
+    return int(count), int(rows), int(ids)
+
+
+def _sorted_batches(
+    work: duckdb.DuckDBPyConnection, paths: Sequence[Path], columns: Sequence[str]
+) -> Iterator[pa.RecordBatch]:
+    select = ", ".join(ident(c) for c in columns)
+    order = ", ".join(ident(c) for c in SORT_KEY)
+    query = f"SELECT {select} FROM {_source(paths)} ORDER BY {order}"  # noqa: S608
+    yield from work.sql(query).to_arrow_reader(BATCH_ROWS)
+
+
+def _write(table: pa.Table, path: Path, number: int) -> _Written:
+    empty = [
+        name
+        for name in table.column_names
+        if is_property_column(name) and table.column(name).null_count == len(table)
+    ]
+    table = table.drop_columns(empty)
+    pq.write_table(
+        table,
+        path,
+        row_group_size=ROW_GROUP_SIZE,
+        compression="snappy",
+        use_dictionary=[c for c in table.column_names if c != "transaction_id"],
+    )
+    bounds = pc.min_max(table.column("timestamp"))
+    return _Written(
+        staged=path,
+        number=number,
+        row_count=len(table),
+        min_timestamp=bounds["min"].as_py(),
+        max_timestamp=bounds["max"].as_py(),
+        property_columns=tuple(n for n in table.column_names if is_property_column(n)),
+        event_types=tuple(sorted(pc.unique(table.column("event_type")).to_pylist())),
+    )
+
+
+def write_compacted(
+    batches: Iterator[pa.RecordBatch], directory: Path, target_rows: int
+) -> list[_Written]:
+    """Write sorted `batches` as files of at most `target_rows` rows, in order."""
+    written: list[_Written] = []
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+
+    def flush() -> None:
+        nonlocal pending, pending_rows
+        if pending_rows:
+            number = len(written)
+            table = pa.Table.from_batches(pending)
+            written.append(_write(table, directory / f".tmp-{number}.parquet", number))
+        pending, pending_rows = [], 0
+
+    for batch in batches:
+        offset = 0
+        while offset < batch.num_rows:
+            take = min(batch.num_rows - offset, target_rows - pending_rows)
+            pending.append(batch.slice(offset, take))
+            pending_rows += take
+            offset += take
+            if pending_rows >= target_rows:
+                flush()
+    flush()
+    return written
+
+
+def final_name(compaction_id: str, event_date: date, number: int) -> str:
+    """A compacted file's path relative to events/."""
+    return f"{PARTITION_COLUMN}={event_date.isoformat()}/{compaction_id}-{number}.parquet"
+
+
+def _compact_partition(
+    home: Home,
+    catalog: duckdb.DuckDBPyConnection,
+    compaction_id: str,
+    event_date: date,
+    target_rows: int,
+) -> CompactedPartition:
+    old = _listed(catalog, event_date)
+    old_paths = [home.events_dir / f.path for f in old]
+    scratch = home.staging_dir / compaction_id / event_date.isoformat()
+    scratch.mkdir(parents=True)
+    work = _work_connection(scratch)
+    placed: list[Path] = []
+    try:
+        columns = _columns(work, old_paths)
+        before = _checksum(work, old_paths, columns)
+        listed_rows = sum(f.row_count for f in old)
+        if before[0] != listed_rows:
+            raise RuntimeError(
+                f"partition {event_date}: the files hold {before[0]} rows, the manifest "
+                f"says {listed_rows}; not compacting it"
+            )
+        batch_ids = [
+            b
+            for (b,) in work.execute(
+                f"SELECT DISTINCT batch_id FROM {_source(old_paths)} ORDER BY 1"  # noqa: S608
+            ).fetchall()
+        ]
+        (scratch / "files").mkdir()
+        written = write_compacted(
+            _sorted_batches(work, old_paths, columns), scratch / "files", target_rows
+        )
+        after = _checksum(work, [w.staged for w in written], columns)
+        if after != before:
+            raise RuntimeError(
+                f"partition {event_date}: compacted files do not hold the same rows "
+                f"(rows/row hash/id hash {after} vs {before}); nothing changed"
+            )
+        bytes_before = sum(p.stat().st_size for p in old_paths)
+        bytes_after = sum(w.staged.stat().st_size for w in written)
+        for w in written:
+            target = home.events_dir / final_name(compaction_id, event_date, w.number)
+            os.replace(w.staged, target)
+            placed.append(target)
+        _commit_partition(catalog, compaction_id, event_date, old, written, batch_ids)
+    except BaseException:
+        remove_quietly(placed)
+        raise
+    finally:
+        work.close()
+    return CompactedPartition(
+        event_date=event_date,
+        files_before=len(old),
+        files_after=len(written),
+        rows=before[0],
+        bytes_before=bytes_before,
+        bytes_after=bytes_after,
+    )
+
+
+def _commit_partition(
+    con: duckdb.DuckDBPyConnection,
+    compaction_id: str,
+    event_date: date,
+    old: Sequence[_Listed],
+    written: Sequence[_Written],
+    batch_ids: Sequence[str],
+) -> None:
+    """ONE transaction: swap the manifest rows, retire the old files, record the compaction in
+    the ledger and number the row batches for the invoice run (see the module docstring)."""
+    at = _wall()
+    old_paths = [f.path for f in old]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        [(still,)] = con.execute(
+            "SELECT count(*) FROM event_files WHERE list_contains(?, path)", [old_paths]
+        ).fetchall()
+        if still != len(old):
+            raise RuntimeError(
+                f"partition {event_date}: the manifest changed during compaction "
+                f"({still} of {len(old)} files still listed); nothing changed"
+            )
+        con.execute("DELETE FROM event_files WHERE list_contains(?, path)", [old_paths])
+        con.executemany(
+            "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
+            "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                [
+                    final_name(compaction_id, event_date, w.number),
+                    compaction_id,
+                    event_date,
+                    w.row_count,
+                    w.min_timestamp,
+                    w.max_timestamp,
+                    list(w.property_columns),
+                    list(w.event_types),
+                ]
+                for w in written
+            ],
+        )
+        con.executemany(
+            "INSERT INTO retired_event_files (path, compaction_id, retired_at) VALUES (?, ?, ?)",
+            [[p, compaction_id, at] for p in old_paths],
+        )
+        rows = sum(w.row_count for w in written)
+        con.execute(
+            """
+            INSERT INTO ingest_batches (batch_id, sources, status, clock, started_at,
+                finished_at, received, accepted, duplicates, rejected, unknown_customer_events,
+                message)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?)
+            ON CONFLICT (batch_id) DO UPDATE SET
+                sources = list_concat(ingest_batches.sources, excluded.sources),
+                finished_at = excluded.finished_at,
+                received = ingest_batches.received + excluded.received,
+                accepted = ingest_batches.accepted + excluded.accepted,
+                message = excluded.message
+            """,
+            [
+                compaction_id,
+                old_paths,
+                COMPACTED,
+                at,
+                at,
+                at,
+                rows,
+                rows,
+                f"compaction: replaced files are listed in sources; last partition {event_date}",
+            ],
+        )
+        _number_batches(con, compaction_id, batch_ids)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _number_batches(
+    con: duckdb.DuckDBPyConnection, compaction_id: str, batch_ids: Sequence[str]
+) -> None:
+    """Number the row batches the invoice run has not numbered yet (as its next run would: one
+    number after the greatest), then give the compaction id the greatest number of its rows'
+    batches (raised, never lowered, when a later partition of the same run adds batches)."""
+    con.execute(
+        """
+        INSERT INTO invoice_event_batches
+        SELECT b, (SELECT coalesce(max(seq), 0) + 1 FROM invoice_event_batches)
+        FROM unnest(?::VARCHAR[]) t(b)
+        WHERE b NOT IN (SELECT batch_id FROM invoice_event_batches)
+        """,
+        [list(batch_ids)],
+    )
+    [(seq,)] = con.execute(
+        "SELECT max(seq) FROM invoice_event_batches WHERE list_contains(?, batch_id)",
+        [list(batch_ids)],
+    ).fetchall()
+    con.execute(
+        """
+        INSERT INTO invoice_event_batches VALUES (?, ?)
+        ON CONFLICT (batch_id) DO UPDATE SET seq = greatest(invoice_event_batches.seq, excluded.seq)
+        """,
+        [compaction_id, seq],
+    )
+
+
+def remove_quietly(paths: Sequence[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def delete_expired(home: Home, con: duckdb.DuckDBPyConnection, before: datetime) -> int:
+    """Delete the retired files retired at or before `before`; returns how many."""
+    rows = [
+        p
+        for (p,) in con.execute(
+            "SELECT path FROM retired_event_files WHERE retired_at <= ? ORDER BY path", [before]
+        ).fetchall()
+    ]
+    for path in rows:
+        (home.events_dir / path).unlink(missing_ok=True)
+    if rows:
+        con.execute("DELETE FROM retired_event_files WHERE list_contains(?, path)", [rows])
+    _remove_empty_partitions(home)
+    return len(rows)
+
+
+def sweep_orphans(home: Home, con: duckdb.DuckDBPyConnection) -> int:
+    """Delete event files neither listed nor retired (left by a crash before a commit) and the
+    staging directories of interrupted compactions.  Call it holding the writer lock."""
+    keep = {p for (p,) in con.execute("SELECT path FROM event_files").fetchall()}
+    keep |= {p for (p,) in con.execute("SELECT path FROM retired_event_files").fetchall()}
+    deleted = 0
+    for partition in _partitions(home):
+        for path in partition.iterdir():
+            relative = f"{partition.name}/{path.name}"
+            if path.is_file() and path.suffix == ".parquet" and relative not in keep:
+                path.unlink()
+                deleted += 1
+    _remove_empty_partitions(home)
+    if home.staging_dir.is_dir():
+        for path in home.staging_dir.iterdir():
+            if path.is_dir() and path.name.startswith(PREFIX):
+                shutil.rmtree(path, ignore_errors=True)
+    return deleted
+
+
+def _partitions(home: Home) -> list[Path]:
+    if not home.events_dir.is_dir():
+        return []
+    return [p for p in home.events_dir.iterdir() if p.is_dir()]
+
+
+def _remove_empty_partitions(home: Home) -> None:
+    for partition in _partitions(home):
+        if not any(partition.iterdir()):
+            partition.rmdir()
