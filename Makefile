@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 
+# meterql vs DuckDB SQL, Polars, chdb, a per-customer loop, ingest, peak memory (one table;
+# flock: never two benchmark runs at once).  Every benchmark: `make bench-all`.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	flock /tmp/meterql-bench.lock $(BIN)/python -m benchmarks --only compare
+
+bench-all: $(STAMP)
+	flock /tmp/meterql-bench.lock $(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "layout": "benchmarks.bench_layout",
     "compiler": "benchmarks.bench_compiler",
     "invoice": "benchmarks.bench_invoice",
+    "compare": "benchmarks.bench_compare",
 }
 
 

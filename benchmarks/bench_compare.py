@@ -1,0 +1,442 @@
+"""meterql vs other engines: one table, the same stored events and the same query, one run.
+
+    python -m benchmarks.bench_compare [--events 10000000] [--customers 10000] [--repeat 3]
+                                       [--sample 20] [--no-ingest]
+    python -m benchmarks.bench_compare --scale [--scale-events 10000000,30000000]
+                                       [--scale-customers 1000,10000]
+
+Data: benchmarks.datagen (seeded, cached): `--events` events of `--customers` customers, one
+month, ingested once into a cached home, with the invoice benchmark's catalog applied
+(benchmarks.bench_invoice.prepared_home: 6 metrics, one monthly contract per customer).
+
+The query (PERFORMANCE.md's reference): the sum of `input_tokens` as DECIMAL per customer and
+model over January, `llm_request` events only.  Rows of the table, each measured in its own
+subprocess (so each has its own peak RSS; best of --repeat after one warm-up run):
+
+    meterql usage         Meterql.usage of the "Input Tokens" metric grouped by model: the
+                          compiled query through the engine (customer aliases resolved,
+                          decimal checks, property filters)
+    meterql invoice run   Meterql.invoice_run over all 6 metrics, all customers, rating and
+                          invoices written (a fresh copy of the catalog each time)
+    DuckDB SQL            the same query hand-written over the same files (the baseline: 1.00)
+    Polars lazy scan      pl.scan_parquet over the same files (extra `bench`; skipped if absent)
+    ClickHouse (chdb)     ClickHouse's engine over the same files (extra `bench`; skipped if absent)
+    per-customer loop     the hand-written query once per customer (as per-customer billing
+                          loops do), timed for --sample customers and extrapolated to all
+    ingest Parquet/NDJSON benchmarks.bench_ingest.run: events/s of `meterql ingest` (NDJSON:
+                          events / 5 events), compared with a plain DuckDB COPY
+
+Ratios are seconds / DuckDB SQL seconds, all from this one run; every query side also reports
+its result (groups and the sum of all values) so the table shows they computed the same thing.
+
+`--scale` runs only the invoice run and the hand-written SQL over a grid of sizes and prints
+seconds per 1M events: linear in events means a flat column down a customer count, sub-linear
+in customers means it grows less than the customer count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from benchmarks.bench_invoice import AS_OF, BARE_SCAN, _link_home, prepared_home
+
+START, END = "2026-01-01", "2026-02-01"
+DUCKDB_SIDE = "duckdb"
+SIDES: dict[str, str] = {  # side -> table label
+    "usage": "meterql usage (compiled query)",
+    "invoice": "meterql invoice run (6 metrics, rating, invoices written)",
+    DUCKDB_SIDE: "hand-written DuckDB SQL",
+    "polars": "Polars lazy scan",
+    "chdb": "ClickHouse engine (chdb)",
+    "loop": "per-customer query loop",
+}
+THREADS = 2  # Polars and chdb get as many threads as DuckDB uses here (all cores)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sides (each runs in a child process: `--side NAME`)
+
+
+def _files(home: Path) -> list[str]:
+    con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
+    try:
+        return [
+            str(home / "events" / p)
+            for (p,) in con.execute("SELECT path FROM event_files ORDER BY path").fetchall()
+        ]
+    finally:
+        con.close()
+
+
+def _sql_list(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "]"
+
+
+def _result(rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Groups and the exact sum of the last column (to check that sides agree)."""
+    total = sum((Decimal(str(r[-1])) for r in rows if r[-1] is not None), Decimal(0))
+    return {"groups": len(rows), "sum": format(total.normalize(), "f")}
+
+
+def _timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    fn()  # warm-up: OS cache, imports, first-use costs
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - started)
+    return best, result
+
+
+def side_duckdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    query = BARE_SCAN.format(files=_sql_list(_files(prepared)))
+    con = duckdb.connect()
+    seconds, rows = _timed(lambda: con.execute(query).fetchall(), args.repeat)
+    return {"seconds": seconds, **_result(rows)}
+
+
+def side_loop(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The hand-written query for one customer at a time (bound parameter), for a sample."""
+    query = BARE_SCAN.format(files=_sql_list(_files(prepared))).replace(
+        "WHERE event_type", "WHERE customer_id = $c AND event_type"
+    )
+    step = max(1, args.customers // args.sample)
+    sample = [f"c{i:05d}" for i in range(0, args.customers, step)][: args.sample]
+    con = duckdb.connect()
+
+    def loop() -> list[tuple[Any, ...]]:
+        out: list[tuple[Any, ...]] = []
+        for customer in sample:
+            out += con.execute(query, {"c": customer}).fetchall()
+        return out
+
+    seconds, rows = _timed(loop, 1)
+    per_customer = seconds / len(sample)
+    return {
+        "seconds": per_customer * args.customers,
+        "note": f"extrapolated: {per_customer * 1000:.1f} ms x {args.customers:,} customers "
+        f"(timed {len(sample)})",
+        "groups": None,
+        "sum": None,
+        "sampled_groups": len(rows),
+    }
+
+
+def _fresh(prepared: Path, work: Path):
+    from engine.api import Meterql
+
+    (work / "catalog.duckdb").unlink(missing_ok=True)
+    _link_home(prepared, work)
+    return Meterql.open(work)
+
+
+def side_usage(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="meterql-bench-compare-") as tmp:
+        work = Path(tmp) / "home"
+        work.mkdir()
+        mq = _fresh(prepared, work)
+        try:
+            seconds, table = _timed(
+                lambda: mq.usage("Input Tokens", START, END, group_by=["model"]), args.repeat
+            )
+            rows = [(v,) for v in table.column("value").to_pylist()]
+        finally:
+            mq.close()
+    return {"seconds": seconds, **_result(rows)}
+
+
+def side_invoice(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    times = []
+    with tempfile.TemporaryDirectory(prefix="meterql-bench-compare-") as tmp:
+        work = Path(tmp) / "home"
+        work.mkdir()
+        for i in range(args.repeat + 1):  # the first run warms up
+            mq = _fresh(prepared, work)
+            try:
+                started = time.perf_counter()
+                summary = mq.invoice_run(AS_OF)
+                if i:
+                    times.append(time.perf_counter() - started)
+                [(lines,)] = mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall()
+            finally:
+                mq.close()
+    return {
+        "seconds": min(times),
+        "groups": None,
+        "sum": None,
+        "note": f"{summary.invoices.created:,} invoices, {lines:,} line items",
+    }
+
+
+def side_polars(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.setdefault("POLARS_MAX_THREADS", str(THREADS))
+    import polars as pl
+
+    files = _files(prepared)
+    start, end = pl.datetime(2026, 1, 1), pl.datetime(2026, 2, 1)
+
+    def query() -> Any:
+        return (
+            pl.scan_parquet(files, missing_columns="insert")
+            .filter(
+                (pl.col("event_type") == "llm_request")
+                & (pl.col("timestamp") >= start)
+                & (pl.col("timestamp") < end)
+            )
+            .group_by("customer_id", "p_model")
+            .agg(pl.col("p_input_tokens").cast(pl.Decimal(38, 12), strict=False).sum())
+            .collect()
+        )
+
+    seconds, frame = _timed(query, args.repeat)
+    rows = [(v,) for v in frame.get_column("p_input_tokens").to_list()]
+    return {"seconds": seconds, **_result(rows), "version": pl.__version__}
+
+
+def side_chdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    import chdb
+    from chdb import session
+
+    files = _files(prepared)
+    # ClickHouse's file() takes one path pattern: the listed files as a {a,b,...} alternation
+    # of their names relative to events/ (no commas or braces in meterql's file names)
+    relative = [os.path.relpath(f, prepared / "events") for f in files]
+    assert not any(set(r) & set(",{}'") for r in relative), relative
+    root = str(Path(os.path.realpath(prepared / "events")))
+    pattern = root + "/{" + ",".join(relative) + "}"
+    sql = f"""
+        SELECT customer_id, p_model, sum(toDecimal128OrNull(p_input_tokens, 12)) AS value
+        FROM file('{pattern}', Parquet)
+        WHERE event_type = 'llm_request'
+          AND "timestamp" >= toDateTime64('{START} 00:00:00', 6, 'UTC')
+          AND "timestamp" < toDateTime64('{END} 00:00:00', 6, 'UTC')
+        GROUP BY customer_id, p_model
+        SETTINGS max_threads = {THREADS}, schema_inference_mode = 'union',
+                 session_timezone = 'UTC'
+    """  # noqa: S608 - our own benchmark files
+    with tempfile.TemporaryDirectory(prefix="meterql-bench-chdb-") as tmp:
+        sess = session.Session(tmp)
+        try:
+            seconds, result = _timed(lambda: sess.query(sql, "CSV"), args.repeat)
+        finally:
+            sess.close()
+    values = [line.rsplit(",", 1)[-1] for line in result.bytes().decode().splitlines()]
+    rows = [(None if v in ("\\N", "") else v,) for v in values]
+    return {"seconds": seconds, **_result(rows), "version": chdb.__version__}
+
+
+def side_ingest(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from benchmarks.bench_ingest import run
+
+    rows = run(args.events, max(1, args.events // 5), 0, reingest=False)
+    return {"seconds": None, "ingest": rows}
+
+
+SIDE_FUNCTIONS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
+    "usage": side_usage,
+    "invoice": side_invoice,
+    DUCKDB_SIDE: side_duckdb,
+    "polars": side_polars,
+    "chdb": side_chdb,
+    "loop": side_loop,
+    "ingest": side_ingest,
+}
+OPTIONAL = {"polars": "polars", "chdb": "chdb"}  # side -> module of the `bench` extra
+
+
+def run_side(side: str, args: argparse.Namespace) -> None:
+    """Child process: measure one side, print its result as JSON on the last line."""
+    prepared = prepared_home(args.events, args.customers, args.seed)
+    out = SIDE_FUNCTIONS[side](prepared, args)
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(out, default=str), flush=True)
+
+
+def measure(side: str, args: argparse.Namespace, *, events: int, customers: int) -> dict:
+    """Run one side in a child process (its own peak RSS); {'skipped': reason} when the
+    optional package is not installed."""
+    module = OPTIONAL.get(side)
+    if module is not None:
+        import importlib.util
+
+        if importlib.util.find_spec(module) is None:
+            return {"skipped": "not installed (pip install -e '.[bench]')"}
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_compare",
+        "--side",
+        side,
+        "--events",
+        str(events),
+        "--customers",
+        str(customers),
+        "--seed",
+        str(args.seed),
+        "--repeat",
+        str(args.repeat),
+        "--sample",
+        str(args.sample),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"skipped": f"failed: {done.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def environment() -> str:
+    import pyarrow
+
+    def version(module: str) -> str:
+        try:
+            return __import__(module).__version__
+        except ImportError:
+            return "not installed"
+
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{os.cpu_count()} cores, {ram:.0f} GiB RAM, {platform.system()} {platform.machine()}; "
+        f"Python {platform.python_version()}, DuckDB {duckdb.__version__}, "
+        f"pyarrow {pyarrow.__version__}, polars {version('polars')}, chdb {version('chdb')}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+
+
+def compare(args: argparse.Namespace) -> str:
+    prepared_home(args.events, args.customers, args.seed)  # build the cached data first
+    sides = [s for s in SIDES if s not in args.skip]
+    results = {s: measure(s, args, events=args.events, customers=args.customers) for s in sides}
+    base = results.get(DUCKDB_SIDE, {}).get("seconds")
+    reference = {k: results[DUCKDB_SIDE].get(k) for k in ("groups", "sum")} if base else {}
+    out = [
+        f"meterql vs other engines: {args.events:,} events, {args.customers:,} customers, "
+        f"query = sum(input_tokens) as DECIMAL per customer and model, llm_request, January; "
+        f"best of {args.repeat} after a warm-up, each side in its own process",
+        f"environment: {environment()}",
+        "",
+        "| side | seconds | vs DuckDB SQL | peak RSS (MiB) | result (groups / sum) | note |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for side in sides:
+        r = results[side]
+        label = SIDES[side]
+        if "skipped" in r:
+            out.append(f"| {label} | - | - | - | - | skipped: {r['skipped']} |")
+            continue
+        seconds = r["seconds"]
+        ratio = f"{seconds / base:.2f}x" if base else "-"
+        if r.get("groups") is not None:
+            same = {"groups": r["groups"], "sum": r["sum"]} == reference
+            result = f"{r['groups']:,} / {r['sum']}" + ("" if same else " (DIFFERS)")
+        else:
+            result = "-"
+        note = r.get("note", "")
+        if r.get("version"):
+            note = f"{side} {r['version']}" + (f"; {note}" if note else "")
+        out.append(
+            f"| {label} | {seconds:.2f} | {ratio} | {r['peak_rss_mib']:,.0f} | {result} | {note} |"
+        )
+    if "ingest" not in args.skip:
+        r = measure("ingest", args, events=args.events, customers=args.customers)
+        if "skipped" in r:
+            out.append(f"| ingest | - | - | - | - | {r['skipped']} |")
+        else:
+            copy = {}
+            for row in r["ingest"]:
+                fmt, case = row["case"].split(": ", 1)
+                if case.startswith("plain"):
+                    copy[fmt] = row["seconds"]
+                    continue
+                rate = row["events"] / row["seconds"]
+                out.append(
+                    f"| meterql ingest, {fmt} ({row['events']:,} events) | {row['seconds']:.2f} "
+                    f"| - | {r['peak_rss_mib']:,.0f} | {rate:,.0f} events/s | "
+                    f"{row['seconds'] / copy[fmt]:.2f}x a plain DuckDB COPY of the dump |"
+                )
+    out.append("")
+    out.append(
+        "Peak RSS is each side's whole process (Python, libraries, data); the ingest row's is "
+        "one process ingesting both dumps."
+    )
+    return "\n".join(out)
+
+
+def scale(args: argparse.Namespace) -> None:
+    """Print the scaling table, a row as soon as it is measured."""
+    out = [
+        "scaling: meterql invoice run and hand-written DuckDB SQL, seconds per 1M events",
+        f"environment: {environment()}",
+        "",
+        "| events | customers | DuckDB SQL s | invoice run s | invoice / SQL | "
+        "SQL s per 1M events | invoice s per 1M events | invoice peak RSS (MiB) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    print("\n".join(out), flush=True)
+    for customers in args.scale_customers:
+        for events in args.scale_events:
+            prepared_home(events, customers, args.seed)
+            sql = measure(DUCKDB_SIDE, args, events=events, customers=customers)
+            inv = measure("invoice", args, events=events, customers=customers)
+            if "skipped" in sql or "skipped" in inv:
+                print(f"| {events:,} | {customers:,} | failed: {sql} {inv} |", flush=True)
+                continue
+            per = events / 1e6
+            print(
+                f"| {events:,} | {customers:,} | {sql['seconds']:.2f} | {inv['seconds']:.2f} | "
+                f"{inv['seconds'] / sql['seconds']:.2f} | {sql['seconds'] / per:.3f} | "
+                f"{inv['seconds'] / per:.3f} | {inv['peak_rss_mib']:,.0f} |",
+                flush=True,
+            )
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x.replace("_", "")) for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sample", type=int, default=20, help="customers timed in the loop")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=[*SIDES, "ingest"], help="repeatable"
+    )
+    parser.add_argument("--no-ingest", action="store_true", help="same as --skip ingest")
+    parser.add_argument("--scale", action="store_true", help="the scaling grid instead")
+    parser.add_argument("--scale-events", type=_ints, default=[10_000_000, 30_000_000])
+    parser.add_argument("--scale-customers", type=_ints, default=[1_000, 10_000])
+    parser.add_argument("--side", choices=sorted(SIDE_FUNCTIONS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.no_ingest:
+        args.skip.append("ingest")
+    if args.side:
+        run_side(args.side, args)
+        return
+    if args.scale:
+        scale(args)
+    else:
+        print(compare(args), flush=True)
+
+
+if __name__ == "__main__":
+    main()
