@@ -77,6 +77,7 @@ def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     query (few keys), and the per-date expansion of a values list (many keys)."""
     if request.param == "sparse":
         monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)
+        monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
     return request.param
 
 

@@ -28,6 +28,7 @@ from warehouse.ingest.properties import (
     discover_keys,
     json_entry_value,
     json_values_sql,
+    key_counts,
     property_values,
 )
 from warehouse.ingest.readers import Plan, inspect_sources, stage
@@ -45,9 +46,11 @@ from warehouse.ingest.write import (
 from warehouse.layout import property_column
 
 UNKNOWN_SHOWN = 20
-# Up to this many property keys, the events are sorted with one column per key; beyond, with
-# their properties in one column and expanded per date (see write.sorted_batches_per_date).
+# With more property keys than DENSE_KEYS, of which an event holds on average less than
+# SPARSE_DENSITY, the events are sorted with their properties in one column and expanded per
+# date (write.sorted_batches_per_date); otherwise with one column per key.
 DENSE_KEYS = 32
+SPARSE_DENSITY = 0.25
 
 
 class Progress(Protocol):
@@ -164,7 +167,8 @@ def _run(
                 FROM accepted GROUP BY event_type, customer_id
                 """
             )
-            keys = discover_keys(work, plan, "accepted")
+            key_uses = key_counts(work, plan, "accepted")
+            keys = sorted(set(plan.column_properties) | set(key_uses))
             counts, reasons, unknown, dup_ids = _counts(work, catalog)
             counts["duplicates"] = duplicates
             phase("summarise")
@@ -174,7 +178,10 @@ def _run(
             phase("rejects")
 
             progress.update(description="writing", total=counts["accepted"], completed=0)
-            if len(keys) <= DENSE_KEYS:
+            sparse = len(keys) > DENSE_KEYS and sum(key_uses.values()) < (
+                SPARSE_DENSITY * len(keys) * max(1, counts["accepted"])
+            )
+            if not sparse:
                 batches = sorted_batches(work, _write_query(plan, keys))
             else:
                 batches = sorted_batches_per_date(

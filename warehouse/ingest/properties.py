@@ -23,24 +23,29 @@ from warehouse.layout import property_column
 JSON_VALUES = "__prop_values"  # the list column json_extract_string fills, one item per key
 
 
+def key_counts(con: duckdb.DuckDBPyConnection, plan: Plan, accepted: str) -> dict[str, int]:
+    """How many events of the `accepted` relation hold each JSON or MAP property key."""
+    counts: dict[str, int] = {}
+    for shape, keys_of in (("json", "json_keys(props_json)"), ("map", "map_keys(props_map)")):
+        if not (plan.has_json if shape == "json" else plan.has_map):
+            continue
+        column = "props_json" if shape == "json" else "props_map"
+        rows = con.execute(
+            f"SELECT k, count(*) FROM (SELECT unnest({keys_of}) AS k FROM {accepted} "  # noqa: S608
+            f"WHERE {column} IS NOT NULL) GROUP BY k"
+        ).fetchall()
+        for key, n in rows:
+            counts[key] = counts.get(key, 0) + int(n)
+    return counts
+
+
 def discover_keys(
     con: duckdb.DuckDBPyConnection, plan: Plan, accepted: str, *, columns: bool = True
 ) -> list[str]:
     """Every property key present in the `accepted` relation, sorted (with `columns=False`,
     only the keys held in JSON or MAP properties)."""
     keys: set[str] = set(plan.column_properties) if columns else set()
-    if plan.has_json:
-        rows = con.execute(
-            f"SELECT DISTINCT unnest(json_keys(props_json)) FROM {accepted} "  # noqa: S608
-            "WHERE props_json IS NOT NULL"
-        ).fetchall()
-        keys.update(k for (k,) in rows)
-    if plan.has_map:
-        rows = con.execute(
-            f"SELECT DISTINCT unnest(map_keys(props_map)) FROM {accepted} "  # noqa: S608
-            "WHERE props_map IS NOT NULL"
-        ).fetchall()
-        keys.update(k for (k,) in rows)
+    keys.update(key_counts(con, plan, accepted))
     return sorted(keys)
 
 
