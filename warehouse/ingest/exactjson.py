@@ -3,8 +3,10 @@
 DuckDB's JSON functions parse numbers and write them back in shortest form (`0.1000` -> `0.1`,
 `1E2` -> `100.0`, `-0` -> `0`).  Integers otherwise come back exactly, and so do numbers too big
 for a double (kept raw).  So only a text holding a number with a fraction or an exponent, or a
-`-0`, needs care; `FLOAT_HINT` finds those texts cheaply (it may also fire on such text inside a
-string, which is harmless).
+`-0`, needs care.  Two ways to find those texts: `needs_mark` (a regular expression over the
+text as sent: whole JSON array documents, JSON text columns) and `text_changed` (over DuckDB's
+compact re-serialisation of an NDJSON line's properties, after the normal parse: cheaper, as
+that text is short).  Both may also fire on such text inside a string, which is harmless.
 
 Those texts are "marked" before parsing: every number token outside a string is wrapped into a
 string that starts with `MARK` (a private-use character), e.g. `{"a":0.10}` ->
