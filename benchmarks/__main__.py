@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "compiler": "benchmarks.bench_compiler",
     "invoice": "benchmarks.bench_invoice",
     "compare": "benchmarks.bench_compare",
+    "sql_metric": "benchmarks.bench_sql_metric",
 }
 
 
