@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
 
 import duckdb
 
 from warehouse.errors import NotFoundError, suggest
-from warehouse.models import (
-    BillableMetric,
-    Contract,
-    CreditType,
-    Customer,
-    Model,
-    Product,
-    RateCard,
-)
-
-M = TypeVar("M", bound=Model)
+from warehouse.models import KINDS, BillableMetric, Customer, Model, Product
 
 # kind (document key and table name) -> model
-TABLES: dict[str, type[Model]] = {
-    "credit_types": CreditType,
-    "billable_metrics": BillableMetric,
-    "products": Product,
-    "rate_cards": RateCard,
-    "customers": Customer,
-    "contracts": Contract,
-}
+TABLES: dict[str, type[Model]] = KINDS
 
 SINGULAR = {
     "credit_types": "credit type",
@@ -50,14 +32,6 @@ class Catalog:
         model = TABLES[kind]
         rows = self.con.execute(f"SELECT doc FROM {kind} ORDER BY name, id").fetchall()  # noqa: S608 - kind is one of TABLES
         return [model.model_validate(json.loads(doc)) for (doc,) in rows]
-
-    def resolve_id(self, kind: str, ref: str) -> str | None:
-        """The id of the object whose id or name is `ref`, or None."""
-        row = self.con.execute(
-            f"SELECT id FROM {kind} WHERE id = ? UNION ALL SELECT id FROM {kind} WHERE name = ?",  # noqa: S608
-            [ref, ref],
-        ).fetchone()
-        return row[0] if row else None
 
     def get(self, kind: str, ref: str) -> Model:
         """The object whose id or name is `ref`; a NotFoundError naming close names otherwise."""
