@@ -18,6 +18,8 @@ subprocess (so each has its own peak RSS; best of --repeat after one warm-up run
                           decimal checks, property filters)
     meterql invoice run   Meterql.invoice_run over all 6 metrics, all customers, rating and
                           invoices written (a fresh copy of the catalog each time)
+    6 metrics by hand     bench_invoice's hand-written usage of the 6 metrics (what the invoice
+                          run computes before rating; context for the invoice run's ratio)
     DuckDB SQL            the same query hand-written over the same files (the baseline: 1.00)
     Polars lazy scan      pl.scan_parquet over the same files (extra `bench`; skipped if absent)
     ClickHouse (chdb)     ClickHouse's engine over the same files (extra `bench`; skipped if absent)
@@ -52,13 +54,14 @@ from typing import Any
 
 import duckdb
 
-from benchmarks.bench_invoice import AS_OF, BARE_SCAN, _link_home, prepared_home
+from benchmarks.bench_invoice import AS_OF, BARE_SCAN, HAND_WRITTEN, _link_home, prepared_home
 
 START, END = "2026-01-01", "2026-02-01"
 DUCKDB_SIDE = "duckdb"
 SIDES: dict[str, str] = {  # side -> table label
     "usage": "meterql usage (compiled query)",
     "invoice": "meterql invoice run (6 metrics, rating, invoices written)",
+    "fused": "hand-written DuckDB SQL of the 6 metrics' usage (2 queries, no rating)",
     DUCKDB_SIDE: "hand-written DuckDB SQL",
     "polars": "Polars lazy scan",
     "chdb": "ClickHouse engine (chdb)",
@@ -107,6 +110,15 @@ def side_duckdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     con = duckdb.connect()
     seconds, rows = _timed(lambda: con.execute(query).fetchall(), args.repeat)
     return {"seconds": seconds, **_result(rows)}
+
+
+def side_fused(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """What the invoice run computes, as a person would write it (bench_invoice's queries)."""
+    files = _sql_list(_files(prepared))
+    queries = [q.format(files=files) for q in HAND_WRITTEN]
+    con = duckdb.connect()
+    seconds, _ = _timed(lambda: [con.execute(q).fetchall() for q in queries], args.repeat)
+    return {"seconds": seconds, "groups": None, "sum": None}
 
 
 def side_loop(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -249,6 +261,7 @@ def side_ingest(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
 SIDE_FUNCTIONS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
     "usage": side_usage,
     "invoice": side_invoice,
+    "fused": side_fused,
     DUCKDB_SIDE: side_duckdb,
     "polars": side_polars,
     "chdb": side_chdb,
