@@ -271,11 +271,24 @@ SIDE_FUNCTIONS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] 
 OPTIONAL = {"polars": "polars", "chdb": "chdb"}  # side -> module of the `bench` extra
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set size.  Linux's VmHWM, not getrusage's ru_maxrss: the
+    latter survives fork + exec, so a child of a parent that once held a lot (generating the
+    data) would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_side(side: str, args: argparse.Namespace) -> None:
     """Child process: measure one side, print its result as JSON on the last line."""
     prepared = prepared_home(args.events, args.customers, args.seed)
     out = SIDE_FUNCTIONS[side](prepared, args)
-    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(out, default=str), flush=True)
 
 
