@@ -65,7 +65,7 @@ from engine.rating import PERIOD, SEGMENT, Pricing, rate, register_pricing
 from metric_compiler import Window, compile_usage, metric_properties
 from warehouse.catalog import Catalog
 from warehouse.errors import UserError
-from warehouse.events import EventFile, EventStore, events_relation
+from warehouse.events import EventFile, events_relation
 from warehouse.home import Home
 from warehouse.models import (
     USD_CENTS_ID,
@@ -523,20 +523,20 @@ def _compute_quantities(
     metrics = {pid: pricing.metrics[pid] for pid in pricing.products}
     lo = min(t.period.start for t in targets)
     hi = max(t.period.end for t in targets)
-    store = EventStore(home, con)
     for group in plan_usage_groups(billable, metrics, kinds):
         used = list({metrics[p.id].id: metrics[p.id] for p in group.products}.values())  # type: ignore[index]
         properties = list(
             dict.fromkeys(prop for m in used for prop in metric_properties(m, group.keys))
         )
+        files = event_files(con, home, lo, hi, event_types_of(used))
         compiled = compile_usage(
             used,
-            store.relation(properties, lo, hi),
+            events_relation(files, properties, lo, hi),
             window=Window.relation(_windows_of(group.kind)),
             group_by=list(group.keys),
             ordered=False,
         )
-        con.execute(f"CREATE OR REPLACE TEMP TABLE mq_usage AS {compiled.sql}")
+        selects: list[exp.Expression] = []
         for product in group.products:
             pricing_cols = [compiled.group_columns[k] for k in product.pricing_group_key]
             present_cols = [compiled.group_columns[k] for k in product.presentation_group_key]
@@ -564,7 +564,52 @@ def _compute_quantities(
                     *(exp.column(c, quoted=True) for c in pricing_cols),
                     *(exp.column(c, quoted=True) for c in present_cols),
                 )
-            con.execute("INSERT INTO mq_quantities " + select.sql(dialect="duckdb"))
+            selects.append(select)
+        # one statement per usage group: the usage rows go straight into mq_quantities (kept
+        # once, MATERIALIZED, when several products read them)
+        hint = "MATERIALIZED " if len(selects) > 1 else ""
+        products = " UNION ALL ".join(s.sql(dialect="duckdb") for s in selects)
+        con.execute(f"INSERT INTO mq_quantities WITH mq_usage AS {hint}({compiled.sql}) {products}")
+
+
+def event_types_of(metrics: Sequence[BillableMetric]) -> list[str] | None:
+    """The event types that events of `metrics` can have (None: any, when some metric has no
+    `event_type_filter.in_values`)."""
+    types: set[str] = set()
+    for metric in metrics:
+        etf = metric.event_type_filter
+        if etf is None or etf.in_values is None:
+            return None
+        types |= set(etf.in_values) - set(etf.not_in_values or ())
+    return sorted(types)
+
+
+def event_files(
+    con: duckdb.DuckDBPyConnection,
+    home: Home,
+    start: datetime,
+    end: datetime,
+    event_types: Sequence[str] | None,
+) -> list[EventFile]:
+    """The committed event files (the manifest) that may hold events in [start, end) of one of
+    `event_types` (None: any type): files are pruned by their timestamp range and by the event
+    types they hold, before DuckDB opens any of them (inside a file, row groups are pruned by
+    the same filters: files are sorted by event type, customer and timestamp)."""
+    rows = con.execute(
+        """
+        SELECT path, row_count, min_timestamp, max_timestamp, property_columns
+        FROM event_files
+        WHERE max_timestamp >= ? AND min_timestamp < ?
+          AND (?::VARCHAR[] IS NULL OR list_has_any(event_types, ?::VARCHAR[]))
+        ORDER BY path
+        """,
+        [_naive(start), _naive(end), event_types, event_types],
+    ).fetchall()
+    root = home.events_dir
+    return [
+        EventFile(str(root / path), count, lo, hi, tuple(props))
+        for path, count, lo, hi, props in rows
+    ]
 
 
 def _sql_metric_quantities(

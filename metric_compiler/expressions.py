@@ -100,14 +100,37 @@ def disjunction(predicates: Sequence[exp.Expression]) -> exp.Expression:
 
 
 def filtered(aggregate: exp.Expression, where: exp.Expression | None) -> exp.Expression:
-    """`aggregate FILTER (WHERE where)`, or the bare aggregate when `where` is None.
+    """The aggregate over the rows where `where` holds (the bare aggregate when it is None).
 
     The one place filtered aggregates are written: several metrics share one scan of the events
-    and each aggregates only its own matching events.
+    and each aggregates only its own matching events.  `sum`, `max` and `count(*)` take the
+    condition inside: `sum(CASE WHEN where THEN x END)`, `count(CASE WHEN where THEN 1 END)`
+    (aggregates skip NULL, so it is the same aggregate over the same rows; measured on DuckDB
+    2.0, README "Performance": about 16% less CPU than `FILTER (WHERE ...)` for the benchmark's
+    fused query).  Other aggregates (count DISTINCT, arg_max) keep `FILTER (WHERE where)`.
     """
     if where is None:
         return aggregate
+    if isinstance(aggregate, exp.Count) and isinstance(aggregate.this, exp.Star):
+        counted = aggregate.copy()
+        counted.set("this", _when(where, exp.Literal.number(1)))
+        return counted
+    if isinstance(aggregate, exp.Sum | exp.Max) and not isinstance(aggregate.this, exp.Distinct):
+        inside = aggregate.copy()
+        inside.set("this", _when(where, aggregate.this.copy()))
+        return inside
     return exp.Filter(this=aggregate, expression=exp.Where(this=where))
+
+
+def _when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
+    return exp.Case(ifs=[exp.If(this=condition.copy(), true=value)])
+
+
+def null_when_unmatched(measure: Measure) -> bool:
+    """Whether `filtered(measure_aggregate(measure, ...), match)` is NULL exactly when no row
+    matched (SUM, MAX: their argument is never NULL on a matching event, the decimal check sees
+    to that), so no separate count of matching events is needed."""
+    return measure.reducer in (Reducer.SUM, Reducer.MAX)
 
 
 def measure_aggregate(

@@ -4,9 +4,10 @@
     -> text parsed back with sqlglot -> checked tree (metric_compiler.verify) -> DuckDB SQL
 
 Several metrics with the same grouping compile to ONE scan of the events ("fused"): the scan
-keeps events that any metric matches, each metric aggregates its own events with
-`agg(x) FILTER (WHERE match)`, and one SELECT block per metric returns its rows (a metric's
-row exists only where it matched at least one event).
+keeps events that any metric matches, each metric aggregates its own events
+(`sum(CASE WHEN match THEN x END)`, `count(DISTINCT x) FILTER (WHERE match)`, ...: see
+expressions.filtered), and one SELECT block per metric returns its rows (a metric's row exists
+only where it matched at least one event).
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def compile_plan(
         order = [sx.col("timestamp"), sx.col("transaction_id")]
         aggregate = sx.measure_aggregate(m.measure, argument, order)
         aggregates.append(sx.alias(sx.filtered(aggregate, match), _value(i), note(m.describe())))
-        if fused and m.measure.reducer is not Reducer.COUNT_EVENTS:
+        if fused and _counts_events(m):
             events = sx.filtered(exp.Count(this=exp.Star(), big_int=True), match)
             aggregates.append(sx.alias(events, _events(i)))
 
@@ -294,10 +295,18 @@ def _block(
     columns.append(sx.alias(exp.cast(sx.col(_value(i)), numbers.decimal_type()), "value"))
 
     block_where: exp.Expression | None = None
-    if fused:
-        counted = _value(i) if m.measure.reducer is Reducer.COUNT_EVENTS else _events(i)
+    if fused and sx.null_when_unmatched(m.measure):
+        block_where = exp.not_(exp.Is(this=sx.col(_value(i)), expression=exp.Null()))
+    elif fused:
+        counted = _events(i) if _counts_events(m) else _value(i)
         block_where = exp.GT(this=sx.col(counted), expression=exp.Literal.number(0))
     return {"columns": columns, "where": block_where}
+
+
+def _counts_events(m: MetricPlan) -> bool:
+    """A fused metric needs a count of its matching events to know which groups it has rows in
+    (COUNT is that count; SUM and MAX are NULL exactly where nothing matched)."""
+    return m.measure.reducer is not Reducer.COUNT_EVENTS and not sx.null_when_unmatched(m.measure)
 
 
 def compile_usage(

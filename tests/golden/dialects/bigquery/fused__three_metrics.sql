@@ -61,7 +61,6 @@ WITH `events` AS (
     `window_id`,
     COUNT(CASE WHEN `m0_match` THEN 1 END) AS `m0_value`, /* metric 'bm-count' ('Count metric'): COUNT */
     SUM(CASE WHEN `m1_match` THEN `m1_arg` END) AS `m1_value`, /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
-    COUNT(CASE WHEN `m1_match` THEN 1 END) AS `m1_events`,
     ARRAY_AGG(
       CASE WHEN NOT `timestamp` IS NULL THEN CASE WHEN `m2_match` THEN `m2_arg` END END IGNORE NULLS ORDER BY `timestamp` DESC, `transaction_id` DESC
       LIMIT 1
@@ -88,7 +87,7 @@ SELECT
   CAST(`m1_value` AS BIGNUMERIC) AS `value`
 FROM `usage`
 WHERE
-  `m1_events` > 0
+  NOT `m1_value` IS NULL
 UNION ALL
 SELECT
   `customer_id`,

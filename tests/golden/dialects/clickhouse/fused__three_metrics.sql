@@ -62,16 +62,11 @@ FROM (
     SELECT
       "customer_id",
       "window_id",
-      COUNT(*) FILTER(WHERE
-        "m0_match") AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
-      SUM("m1_arg") FILTER(WHERE
-        "m1_match") AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
-      COUNT(*) FILTER(WHERE
-        "m1_match") AS "m1_events",
+      COUNT(CASE WHEN "m0_match" THEN 1 END) AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
+      SUM(CASE WHEN "m1_match" THEN "m1_arg" END) AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
       argMax("m2_arg", ("timestamp", "transaction_id")) FILTER(WHERE
         "m2_match") AS "m2_value", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
-      COUNT(*) FILTER(WHERE
-        "m2_match") AS "m2_events"
+      COUNT(CASE WHEN "m2_match" THEN 1 END) AS "m2_events"
     FROM "events"
     GROUP BY
       "customer_id",
@@ -93,7 +88,9 @@ FROM (
     CAST("m1_value" AS Nullable(Decimal(38, 12))) AS "value"
   FROM "usage"
   WHERE
-    "m1_events" > 0
+    NOT (
+      "m1_value" IS NULL
+    )
   UNION ALL
   SELECT
     "customer_id",

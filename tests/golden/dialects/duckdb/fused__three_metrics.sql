@@ -47,16 +47,11 @@ WITH "events" AS (
   SELECT
     "customer_id",
     "window_id",
-    COUNT(*) FILTER(WHERE
-      "m0_match") AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
-    SUM("m1_arg") FILTER(WHERE
-      "m1_match") AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
-    COUNT(*) FILTER(WHERE
-      "m1_match") AS "m1_events",
+    COUNT(CASE WHEN "m0_match" THEN 1 END) AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
+    SUM(CASE WHEN "m1_match" THEN "m1_arg" END) AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
     ARG_MAX("m2_arg", {'timestamp': "timestamp", 'transaction_id': "transaction_id"}) FILTER(WHERE
       "m2_match") AS "m2_value", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */
-    COUNT(*) FILTER(WHERE
-      "m2_match") AS "m2_events"
+    COUNT(CASE WHEN "m2_match" THEN 1 END) AS "m2_events"
   FROM "events"
   GROUP BY
     "customer_id",
@@ -78,7 +73,7 @@ SELECT
   CAST("m1_value" AS DECIMAL(38, 12)) AS "value"
 FROM "usage"
 WHERE
-  "m1_events" > 0
+  NOT "m1_value" IS NULL
 UNION ALL
 SELECT
   "customer_id",
