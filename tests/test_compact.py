@@ -292,6 +292,16 @@ def test_a_reader_that_listed_before_the_compaction_reads_during_the_grace_perio
     assert event_files_on_disk(mq) == {p for p, *_ in manifest(mq)}
 
 
+def test_an_ingest_during_the_grace_period_keeps_the_retired_files(mq, tmp_path):
+    before = rows(mq)
+    listed_early = EventStore(mq.home, mq.con).files()
+    mq.compact(grace_minutes=30)
+    path = tmp_path / "more.ndjson"
+    path.write_text(json.dumps(event("new-1", "acme", "2026-03-04T00:00:00Z", "api_call")) + "\n")
+    assert ingest(mq.home, [path], now=datetime(2026, 3, 5), con=mq.con).accepted == 1
+    assert rows(mq, listed_early) == before  # the ingest's orphan sweep left them alone
+
+
 def test_zero_grace_deletes_the_replaced_files_at_once(mq):
     summary = mq.compact(grace_minutes=0)
     assert summary.retired_files_deleted == 9

@@ -29,9 +29,8 @@ reader that listed before the commit may still open an old file.  So old files a
 at the commit: they stay at their paths for `grace` (default 30 minutes) and a later compaction
 deletes them.  Guarantee: a query whose files were listed at most `grace` before it finishes
 reading them reads a complete, consistent set (all old files or all new files of a partition,
-never both: they are swapped in one transaction).  Note: an ingest's orphan sweep
-(warehouse.ingest.ledger.sweep) deletes every unlisted event file when it starts, retired ones
-included, so an ingest started within the grace period shortens it to the ingest's start.
+never both: they are swapped in one transaction).  An ingest's orphan sweep
+(warehouse.ingest.ledger.sweep) leaves retired files alone.
 
 Dedup.  The new files hold exactly the same transaction ids (checked in step 2) and are listed
 with the old files' timestamp range, so a later ingest's anti-join against the manifest still

@@ -126,14 +126,21 @@ def remove_quietly(paths: Sequence[Path]) -> None:
 def sweep(home: Home, con: duckdb.DuckDBPyConnection, by_batch: str, at: datetime) -> int:
     """Clean up after batches that never committed (a crash or a kill mid-ingest).
 
-    Marks `staged` batches failed, and deletes event files that are not in the manifest, the
+    Marks `staged` batches failed, and deletes event files that are neither in the manifest nor
+    retired by a compaction and still in their grace period, the
     rejects files of uncommitted batches and every staging directory.  Call it holding the
     writer lock (no other ingest can be running).  Returns the number of files deleted."""
     con.execute(
         "UPDATE ingest_batches SET status = ?, finished_at = ?, message = ? WHERE status = ?",
         [FAILED, at, f"interrupted before commit; cleaned up by batch {by_batch}", STAGED],
     )
-    listed = {p for (p,) in con.execute("SELECT path FROM event_files").fetchall()}
+    # Files a compaction retired stay for their grace period (warehouse.compact deletes them).
+    listed = {
+        p
+        for (p,) in con.execute(
+            "SELECT path FROM event_files UNION ALL SELECT path FROM retired_event_files"
+        ).fetchall()
+    }
     committed = {
         b
         for (b,) in con.execute(
