@@ -54,7 +54,6 @@ from decimal import Decimal
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 from pydantic import BaseModel
 from sqlglot import exp
 
@@ -62,6 +61,7 @@ from engine import invoice_store
 from engine.invoice_store import CreditTypeRef, Invoice
 from engine.periods import Period, started_periods, utc
 from engine.rating import PERIOD, SEGMENT, Pricing, rate, register_pricing
+from engine.temp_tables import create_temp
 from metric_compiler import Window, compile_usage, metric_properties
 from warehouse.catalog import Catalog
 from warehouse.errors import UserError
@@ -313,36 +313,25 @@ def _targets(
 # Computing: periods, windows, quantities, rating
 
 
-def _register(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    view = f"{name}_arrow"
-    con.register(view, table)
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")  # noqa: S608 - fixed names
-    finally:
-        con.unregister(view)
-
-
 def _register_periods(
     con: duckdb.DuckDBPyConnection, snap: Snapshot, targets: Sequence[Target]
 ) -> None:
-    ts = pa.timestamp("us")
-    _register(
+    create_temp(
         con,
         "mq_periods",
-        pa.table(
-            {
-                "period_key": pa.array(range(len(targets)), pa.int64()),
-                "contract_id": pa.array([t.contract.id for t in targets], pa.string()),
-                "customer_id": pa.array([t.contract.customer_id for t in targets], pa.string()),
-                "rate_card_id": pa.array([t.card.id for t in targets], pa.string()),
-                "period_start": pa.array([_naive(t.period.start) for t in targets], ts),
-                "period_end": pa.array([_naive(t.period.end) for t in targets], ts),
-                "status": pa.array([t.status for t in targets], pa.string()),
-                "primary_credit_type_id": pa.array(
-                    [snap.primary_credit_type(t.card) for t in targets], pa.string()
-                ),
-            }
-        ),
+        {
+            "period_key": ("BIGINT", range(len(targets))),
+            "contract_id": ("VARCHAR", [t.contract.id for t in targets]),
+            "customer_id": ("VARCHAR", [t.contract.customer_id for t in targets]),
+            "rate_card_id": ("VARCHAR", [t.card.id for t in targets]),
+            "period_start": ("TIMESTAMP", [_naive(t.period.start) for t in targets]),
+            "period_end": ("TIMESTAMP", [_naive(t.period.end) for t in targets]),
+            "status": ("VARCHAR", [t.status for t in targets]),
+            "primary_credit_type_id": (
+                "VARCHAR",
+                [snap.primary_credit_type(t.card) for t in targets],
+            ),
+        },
     )
 
 
@@ -392,21 +381,18 @@ def _register_windows(
             add(key, customer, lo, hi, True, False)
         if PERIOD in kinds:
             add(key, customer, period.start, period.end, False, True)
-    ts = pa.timestamp("us")
-    _register(
+    create_temp(
         con,
         "mq_windows",
-        pa.table(
-            {
-                "window_id": pa.array(cols["window_id"], pa.int64()),
-                "period_key": pa.array(cols["period_key"], pa.int64()),
-                "customer_id": pa.array(cols["customer_id"], pa.string()),
-                "window_start": pa.array(cols["window_start"], ts),
-                "window_end": pa.array(cols["window_end"], ts),
-                "is_segment": pa.array(cols["is_segment"], pa.bool_()),
-                "is_period": pa.array(cols["is_period"], pa.bool_()),
-            }
-        ),
+        {
+            "window_id": ("BIGINT", cols["window_id"]),
+            "period_key": ("BIGINT", cols["period_key"]),
+            "customer_id": ("VARCHAR", cols["customer_id"]),
+            "window_start": ("TIMESTAMP", cols["window_start"]),
+            "window_end": ("TIMESTAMP", cols["window_end"]),
+            "is_segment": ("BOOLEAN", cols["is_segment"]),
+            "is_period": ("BOOLEAN", cols["is_period"]),
+        },
     )
     return multi_segment
 
@@ -864,20 +850,18 @@ def _register_invoices(
         rows["credit_precision"].append(ctype.precision if ctype else 0)
         rows["status"].append(target.status)
         rows["replaces"].append(replaces)
-    _register(
+    create_temp(
         con,
         "mq_invoices",
-        pa.table(
-            {
-                "invoice_id": pa.array(rows["invoice_id"], pa.string()),
-                "period_key": pa.array(rows["period_key"], pa.int64()),
-                "credit_type_id": pa.array(rows["credit_type_id"], pa.string()),
-                "credit_type_name": pa.array(rows["credit_type_name"], pa.string()),
-                "credit_precision": pa.array(rows["credit_precision"], pa.int32()),
-                "status": pa.array(rows["status"], pa.string()),
-                "replaces": pa.array(rows["replaces"], pa.string()),
-            }
-        ),
+        {
+            "invoice_id": ("VARCHAR", rows["invoice_id"]),
+            "period_key": ("BIGINT", rows["period_key"]),
+            "credit_type_id": ("VARCHAR", rows["credit_type_id"]),
+            "credit_type_name": ("VARCHAR", rows["credit_type_name"]),
+            "credit_precision": ("INTEGER", rows["credit_precision"]),
+            "status": ("VARCHAR", rows["status"]),
+            "replaces": ("VARCHAR", rows["replaces"]),
+        },
     )
     con.execute(_INVOICE_TOTALS)
     con.execute(_OUTCOMES)

@@ -59,9 +59,9 @@ from decimal import Decimal, localcontext
 from typing import assert_never
 
 import duckdb
-import pyarrow as pa
 from sqlglot import exp
 
+from engine.temp_tables import create_temp
 from warehouse.errors import UserError
 from warehouse.models import (
     USD_CENTS_ID,
@@ -393,68 +393,69 @@ def register_pricing(
     if problems:
         raise UserError("; ".join(problems))
 
-    q_type = pa.decimal128(38, quantity_scale)
-    p_type = pa.decimal128(38, price_scale)
-    strings = pa.list_(pa.string())
-    rates = pa.table(
+    q_type = f"DECIMAL(38, {quantity_scale})"
+    p_type = f"DECIMAL(38, {price_scale})"
+    r = rate_rows
+    create_temp(
+        con,
+        "mq_rates",
         {
-            "rate_key": pa.array(rate_rows["rate_key"], pa.int64()),
-            "rate_card_id": pa.array(rate_rows["rate_card_id"], pa.string()),
-            "rate_index": pa.array(rate_rows["rate_index"], pa.int32()),
-            "product_id": pa.array(rate_rows["product_id"], pa.string()),
-            "pricing_values": pa.array(rate_rows["pricing_values"], strings),
-            "starting_at": pa.array(rate_rows["starting_at"], pa.timestamp("us")),
-            "ending_before": pa.array(rate_rows["ending_before"], pa.timestamp("us")),
-            "rate_type": pa.array(rate_rows["rate_type"], pa.string()),
-            "entitled": pa.array(rate_rows["entitled"], pa.bool_()),
-            "price": pa.array(rate_rows["price"], p_type),
-            "credit_type_id": pa.array(rate_rows["credit_type_id"], pa.string()),
-        }
+            "rate_key": ("BIGINT", r["rate_key"]),
+            "rate_card_id": ("VARCHAR", r["rate_card_id"]),
+            "rate_index": ("INTEGER", r["rate_index"]),
+            "product_id": ("VARCHAR", r["product_id"]),
+            "pricing_values": ("VARCHAR[]", r["pricing_values"]),
+            "starting_at": ("TIMESTAMP", r["starting_at"]),
+            "ending_before": ("TIMESTAMP", r["ending_before"]),
+            "rate_type": ("VARCHAR", r["rate_type"]),
+            "entitled": ("BOOLEAN", r["entitled"]),
+            "price": (p_type, r["price"]),
+            "credit_type_id": ("VARCHAR", r["credit_type_id"]),
+        },
     )
-    tiers = pa.table(
+    t = tier_rows
+    create_temp(
+        con,
+        "mq_tiers",
         {
-            "rate_key": pa.array(tier_rows["rate_key"], pa.int64()),
-            "tier_index": pa.array(tier_rows["tier_index"], pa.int32()),
-            "lower": pa.array(tier_rows["lower"], q_type),
-            "upper": pa.array(tier_rows["upper"], q_type),
-            "size": pa.array(tier_rows["size"], q_type),
-            "price": pa.array(tier_rows["price"], p_type),
-        }
+            "rate_key": ("BIGINT", t["rate_key"]),
+            "tier_index": ("INTEGER", t["tier_index"]),
+            "lower": (q_type, t["lower"]),
+            "upper": (q_type, t["upper"]),
+            "size": (q_type, t["size"]),
+            "price": (p_type, t["price"]),
+        },
     )
     ordered = sorted(usage_products.values(), key=lambda p: p.id or "")
-    product_table = pa.table(
+    create_temp(
+        con,
+        "mq_products",
         {
-            "product_id": pa.array([p.id for p in ordered], pa.string()),
-            "product_name": pa.array([p.name for p in ordered], pa.string()),
-            "billable_metric_id": pa.array([product_metrics[p.id].id for p in ordered]),
-            "kind": pa.array([kinds[p.id] for p in ordered], pa.string()),
-            "pricing_keys": pa.array([list(p.pricing_group_key) for p in ordered], strings),
-            "presentation_keys": pa.array(
-                [list(p.presentation_group_key) for p in ordered], strings
-            ),
-            "no_presentation_values": pa.array(
-                [[None] * len(p.presentation_group_key) for p in ordered], strings
+            "product_id": ("VARCHAR", [p.id for p in ordered]),
+            "product_name": ("VARCHAR", [p.name for p in ordered]),
+            "billable_metric_id": ("VARCHAR", [product_metrics[p.id].id for p in ordered]),  # type: ignore[index]
+            "kind": ("VARCHAR", [kinds[p.id] for p in ordered]),  # type: ignore[index]
+            "pricing_keys": ("VARCHAR[]", [list(p.pricing_group_key) for p in ordered]),
+            "presentation_keys": ("VARCHAR[]", [list(p.presentation_group_key) for p in ordered]),
+            "no_presentation_values": (
+                "VARCHAR[]",
+                [[None] * len(p.presentation_group_key) for p in ordered],
             ),
             # false for a product whose usage could not be computed (see engine.invoices):
             # it gets no zero lines, which would claim it had no usage
-            "computed": pa.array([True] * len(ordered), pa.bool_()),
-        }
+            "computed": ("BOOLEAN", [True] * len(ordered)),
+        },
     )
     credit = sorted(credit_types, key=lambda c: c.id or "")
-    credit_table = pa.table(
+    create_temp(
+        con,
+        "mq_credit_types",
         {
-            "credit_type_id": pa.array([c.id for c in credit], pa.string()),
-            "credit_type_name": pa.array([c.name for c in credit], pa.string()),
-            "credit_precision": pa.array([c.precision for c in credit], pa.int32()),
-        }
+            "credit_type_id": ("VARCHAR", [c.id for c in credit]),
+            "credit_type_name": ("VARCHAR", [c.name for c in credit]),
+            "credit_precision": ("INTEGER", [c.precision for c in credit]),
+        },
     )
-    for name, table in (
-        ("mq_rates", rates),
-        ("mq_tiers", tiers),
-        ("mq_products", product_table),
-        ("mq_credit_types", credit_table),
-    ):
-        _create_temp(con, name, table)
     return Pricing(
         quantity_scale=quantity_scale,
         price_scale=price_scale,
@@ -464,16 +465,6 @@ def register_pricing(
         kinds=kinds,
         unsupported=tuple(notes),
     )
-
-
-def _create_temp(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    """A temp table holding `table` (name is one of this package's fixed names)."""
-    view = f"{name}_arrow"
-    con.register(view, table)
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {view}")  # noqa: S608
-    finally:
-        con.unregister(view)
 
 
 # ---------------------------------------------------------------------------------------------
