@@ -20,6 +20,8 @@ BENCHMARKS: dict[str, str] = {
     "invoice": "benchmarks.bench_invoice",
     "compare": "benchmarks.bench_compare",
     "sql_metric": "benchmarks.bench_sql_metric",
+    "memory": "benchmarks.bench_memory",
+    "startup": "benchmarks.bench_startup",
 }
 
 

@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: rendering help with rich imports ~60 ms of rich
 )
 
 HomeOption = Annotated[
@@ -181,7 +182,11 @@ def compile_(
     typer.echo(sql, nl=False)
 
 
-sql_app = typer.Typer(help="Write and try SQL metrics before creating them.", no_args_is_help=True)
+sql_app = typer.Typer(
+    help="Write and try SQL metrics before creating them.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 app.add_typer(sql_app, name="sql")
 
 SqlFile = Annotated[str, typer.Argument(help="file with the SQL metric's query, or - for stdin")]
@@ -238,7 +243,9 @@ def sql_run(
     print_sql_rows(table, format)
 
 
-warehouse_app = typer.Typer(help="Maintain the event warehouse.", no_args_is_help=True)
+warehouse_app = typer.Typer(
+    help="Maintain the event warehouse.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(warehouse_app, name="warehouse")
 
 

@@ -16,16 +16,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine.invoice_store import Invoice
 from warehouse.errors import UserError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported lazily: `meterql --help` must not load duckdb or pydantic
     from engine.api import Meterql
+    from engine.invoice_store import Invoice
 
 invoice_app = typer.Typer(
     name="invoice",
     help="Compute, list, show, void and regenerate invoices.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 FormatOption = Annotated[str, typer.Option("--format", help="table|json")]

@@ -19,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 from pydantic import BaseModel
 
 from warehouse.errors import NotFoundError, UserError, suggest
+
+if TYPE_CHECKING:
+    import duckdb
 
 STATUSES = ("draft", "finalized", "void")
 
