@@ -97,13 +97,15 @@ def dataset_key(n_events: int, n_customers: int, n_users: int, seed: int) -> str
 def _rnd_macro(con: duckdb.DuckDBPyConnection, seed: int) -> None:
     """`rnd(i, salt)`: a deterministic pseudo-random BIGINT in [0, 4294967311) per (row, stream).
 
-    Two rounds of multiply-mod-prime with an xor-shift between them; every product stays below
+    Two rounds of multiply-mod-prime with an xor-shift between them; the first product is taken
+    in HUGEINT (it passes 2^63 from ~54M events on; same values below), the later ones stay below
     2^63, so it never overflows BIGINT."""
     prime = 4294967311
     offset = int(seed) * 7919 + 17
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP MACRO rnd0(x) AS ((x * 2654435761 + {offset}) % {prime});
+        CREATE OR REPLACE TEMP MACRO rnd0(x) AS
+            (((x::HUGEINT * 2654435761 + {offset}) % {prime})::BIGINT);
         CREATE OR REPLACE TEMP MACRO rnd1(x) AS ((xor(x, x >> 15) * 1000003 + 12345) % {prime});
         CREATE OR REPLACE TEMP MACRO rnd(i, salt) AS (rnd1(rnd1(rnd0(i * 64 + salt))));
         """
