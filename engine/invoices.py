@@ -801,6 +801,56 @@ WHERE o.outcome = 'created' OR o.revision <> o.old_revision
 """  # noqa: S608 - fixed SQL
 
 
+# The invoices of the targets (see _register_invoices), ids computed in SQL exactly as
+# invoice_id() computes them in Python (tests/test_invoices_support.py checks both agree).
+_INVOICES = """
+CREATE OR REPLACE TEMP TABLE mq_invoices AS
+WITH pairs AS (
+    SELECT period_key, primary_credit_type_id AS credit_type_id FROM mq_periods
+    UNION
+    SELECT period_key, credit_type_id FROM mq_lines
+    UNION
+    SELECT p.period_key, s.credit_type_id
+    FROM invoices s JOIN mq_periods p
+      ON s.contract_id = p.contract_id AND s.period_start = p.period_start
+    WHERE s.status = 'draft'
+)
+SELECT mq_uuid5(p.contract_id || '/' || mq_iso(p.period_start)
+                || CASE WHEN x.credit_type_id = p.primary_credit_type_id THEN ''
+                        ELSE '/' || x.credit_type_id END) AS invoice_id,
+       x.period_key, x.credit_type_id,
+       coalesce(c.credit_type_name, x.credit_type_id) AS credit_type_name,
+       coalesce(c.credit_precision, 0) AS credit_precision,
+       p.status, NULL::VARCHAR AS replaces
+FROM pairs x
+JOIN mq_periods p ON p.period_key = x.period_key
+LEFT JOIN mq_credit_types c ON c.credit_type_id = x.credit_type_id
+ORDER BY x.period_key, x.credit_type_id
+"""
+
+
+def _define_id_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """mq_iso(ts): `_iso` of a naive UTC timestamp; mq_uuid5(name): uuid5(INVOICE_NAMESPACE,
+    name) as text (SHA-1 of the namespace bytes and the UTF-8 name, version 5, RFC 4122
+    variant)."""
+    namespace = "".join(f"\\x{b:02X}" for b in INVOICE_NAMESPACE.bytes)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP MACRO mq_iso(ts) AS (
+            strftime(ts, '%Y-%m-%dT%H:%M:%S')
+            || CASE WHEN microsecond(ts) % 1000000 = 0 THEN ''
+                    ELSE '.' || lpad((microsecond(ts) % 1000000)::VARCHAR, 6, '0') END
+            || 'Z');
+        CREATE OR REPLACE TEMP MACRO mq_uuid5_hex(h) AS (
+            substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-5' || substr(h, 14, 3) || '-'
+            || substr('89ab', (('0x' || substr(h, 17, 1))::INTEGER & 3) + 1, 1)
+            || substr(h, 18, 3) || '-' || substr(h, 21, 12));
+        CREATE OR REPLACE TEMP MACRO mq_uuid5(name) AS (
+            mq_uuid5_hex(sha1('{namespace}'::BLOB || encode(name))));
+        """
+    )
+
+
 def _register_invoices(
     con: duckdb.DuckDBPyConnection,
     snap: Snapshot,
@@ -812,57 +862,33 @@ def _register_invoices(
     """mq_invoices: the invoices of the targets, one per period and credit type (the rate card's
     own credit type always; others when they have line items; and any existing draft of the
     period, so a draft that lost all its lines is updated, not forgotten)."""
-    pairs: set[tuple[int, str]] = set()
     if ids is None:
-        pairs |= {(k, snap.primary_credit_type(t.card)) for k, t in enumerate(targets)}
-        pairs |= {
-            (k, c)
-            for k, c in con.execute(
-                "SELECT DISTINCT period_key, credit_type_id FROM mq_lines"
-            ).fetchall()
-        }
-        drafts = con.execute(
-            """
-            SELECT p.period_key, s.credit_type_id
-            FROM invoices s JOIN mq_periods p
-              ON s.contract_id = p.contract_id AND s.period_start = p.period_start
-            WHERE s.status = 'draft'
-            """
-        ).fetchall()
-        pairs |= set(drafts)
+        _define_id_macros(con)
+        con.execute(_INVOICES)
     else:
-        pairs = set(ids)
-    rows: dict[str, list[Any]] = defaultdict(list)
-    for key, credit in sorted(pairs):
-        target = targets[key]
-        assert target.contract.id
-        if ids is not None:
-            the_id = ids[(key, credit)]
-        elif credit == snap.primary_credit_type(target.card):
-            the_id = invoice_id(target.contract.id, target.period.start)
-        else:
-            the_id = invoice_id(target.contract.id, target.period.start, credit)
-        ctype = snap.credit_types.get(credit)
-        rows["invoice_id"].append(the_id)
-        rows["period_key"].append(key)
-        rows["credit_type_id"].append(credit)
-        rows["credit_type_name"].append(ctype.name if ctype else credit)
-        rows["credit_precision"].append(ctype.precision if ctype else 0)
-        rows["status"].append(target.status)
-        rows["replaces"].append(replaces)
-    create_temp(
-        con,
-        "mq_invoices",
-        {
-            "invoice_id": ("VARCHAR", rows["invoice_id"]),
-            "period_key": ("BIGINT", rows["period_key"]),
-            "credit_type_id": ("VARCHAR", rows["credit_type_id"]),
-            "credit_type_name": ("VARCHAR", rows["credit_type_name"]),
-            "credit_precision": ("INTEGER", rows["credit_precision"]),
-            "status": ("VARCHAR", rows["status"]),
-            "replaces": ("VARCHAR", rows["replaces"]),
-        },
-    )
+        rows: dict[str, list[Any]] = defaultdict(list)
+        for (key, credit), the_id in sorted(ids.items()):
+            ctype = snap.credit_types.get(credit)
+            rows["invoice_id"].append(the_id)
+            rows["period_key"].append(key)
+            rows["credit_type_id"].append(credit)
+            rows["credit_type_name"].append(ctype.name if ctype else credit)
+            rows["credit_precision"].append(ctype.precision if ctype else 0)
+            rows["status"].append(targets[key].status)
+            rows["replaces"].append(replaces)
+        create_temp(
+            con,
+            "mq_invoices",
+            {
+                "invoice_id": ("VARCHAR", rows["invoice_id"]),
+                "period_key": ("BIGINT", rows["period_key"]),
+                "credit_type_id": ("VARCHAR", rows["credit_type_id"]),
+                "credit_type_name": ("VARCHAR", rows["credit_type_name"]),
+                "credit_precision": ("INTEGER", rows["credit_precision"]),
+                "status": ("VARCHAR", rows["status"]),
+                "replaces": ("VARCHAR", rows["replaces"]),
+            },
+        )
     con.execute(_INVOICE_TOTALS)
     con.execute(_OUTCOMES)
     frozen = con.execute(
