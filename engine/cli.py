@@ -62,6 +62,9 @@ def apply(
     from engine.api import Meterql
     from engine.output import print_json
 
+    if format not in ("text", "json"):
+        raise typer.BadParameter(f"{format!r} is not one of text, json", param_hint="--format")
+
     result = Meterql.open(home_of(ctx)).apply(files)
     if format == "json":
         print_json(result)

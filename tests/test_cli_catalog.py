@@ -66,3 +66,10 @@ def test_home_from_environment(tmp_path: Path) -> None:
 def test_usage_error_exit_2(tmp_path: Path) -> None:
     result = meterql("--home", str(tmp_path), "apply")
     assert result.returncode == 2
+
+
+def test_apply_unknown_format_is_a_usage_error(tmp_path: Path) -> None:
+    doc = tmp_path / "c.yaml"
+    doc.write_text("customers: []\n")
+    result = meterql("--home", str(tmp_path), "apply", str(doc), "--format", "yaml")
+    assert result.returncode == 2 and "'yaml' is not one of text, json" in result.stderr
