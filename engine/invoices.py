@@ -700,17 +700,10 @@ def _compute(
 # Invoices from rated lines
 
 
-# The lines of each invoice: rated lines joined with the invoice of their period and credit
-# type (not materialised: read twice, by the totals and by the insert).
-_INVOICE_LINES = """(
-SELECT i.invoice_id, l.*
-FROM mq_lines l
-JOIN mq_invoices i ON i.period_key = l.period_key AND i.credit_type_id = l.credit_type_id
-)"""
-
 # The content hash of an invoice: the line count and two combinations (sum and xor) of the
 # 64-bit hashes of its lines (lines are distinct, so their order does not matter).  A line's
-# hash covers its product's name, metric and keys too.
+# hash covers its product's name, metric and keys too.  Lines are grouped by (period, credit
+# type), the key of an invoice, so the 1M-row line table is not joined with the invoices here.
 _LINE_FIELDS = """l.product_id, l.rate_type, l.rate_card_id, l.rate_index, l.pricing_values,
                   l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
                   l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total, pr.product_hash"""
@@ -722,23 +715,25 @@ WITH products AS (
            hash(product_name, billable_metric_id, pricing_keys, presentation_keys) AS product_hash
     FROM mq_products
 ), per_line AS (
-    SELECT l.invoice_id, l.total, hash({_LINE_FIELDS}) AS h
-    FROM {_INVOICE_LINES} l
+    SELECT l.period_key, l.credit_type_id, l.product_id, l.total, hash({_LINE_FIELDS}) AS h
+    FROM mq_lines l
     JOIN products pr ON pr.product_id = l.product_id
-), per_invoice AS (
-    SELECT invoice_id, sum(total)::DECIMAL(38, 12) AS total, count(*) AS line_count,
-           sum(h) % 18446744073709551616 AS h1, bit_xor(h) AS h2
+), per_key AS (
+    SELECT period_key, credit_type_id, sum(total)::DECIMAL(38, 12) AS total,
+           count(*) AS line_count, sum(h) % 18446744073709551616 AS h1, bit_xor(h) AS h2,
+           list(DISTINCT product_id ORDER BY product_id) AS products
     FROM per_line
-    GROUP BY invoice_id
+    GROUP BY period_key, credit_type_id
 )
 SELECT i.invoice_id,
        coalesce(p.total, 0)::DECIMAL(38, 12) AS subtotal,
        coalesce(p.total, 0)::DECIMAL(38, 12) AS total,
        CAST(coalesce(p.line_count, 0) AS INTEGER) AS line_count,
        printf('%d-%d-%d', coalesce(p.line_count, 0), coalesce(p.h1, 0), coalesce(p.h2, 0))
-           AS content_hash
+           AS content_hash,
+       coalesce(p.products, []) AS products
 FROM mq_invoices i
-LEFT JOIN per_invoice p ON p.invoice_id = i.invoice_id
+LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.credit_type_id
 """  # noqa: S608 - fixed SQL
 
 _OUTCOMES = """
@@ -780,25 +775,26 @@ FROM mq_outcomes o
 WHERE invoices.id = o.invoice_id AND o.outcome IN ('updated', 'finalized')
 """
 
-_INSERT_LINES = f"""
+# Lines and product snapshots of the invoices that are new or got a new revision.
+_INSERT_LINES = """
 INSERT INTO invoice_line_items
-SELECT l.invoice_id, o.revision, l.product_id, l.rate_type, l.rate_card_id, l.rate_index,
+SELECT o.invoice_id, o.revision, l.product_id, l.rate_type, l.rate_card_id, l.rate_index,
        l.pricing_values, l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
        l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total
-FROM {_INVOICE_LINES} l
-JOIN mq_outcomes o ON o.invoice_id = l.invoice_id
+FROM mq_lines l
+JOIN mq_outcomes o ON o.period_key = l.period_key AND o.credit_type_id = l.credit_type_id
 WHERE o.outcome = 'created' OR o.revision <> o.old_revision
-"""  # noqa: S608 - fixed SQL
+"""
 
-_INSERT_PRODUCTS = f"""
+_INSERT_PRODUCTS = """
 INSERT INTO invoice_products
 SELECT x.invoice_id, o.revision, pr.product_id, pr.product_name, pr.billable_metric_id,
        pr.pricing_keys, pr.presentation_keys
-FROM (SELECT DISTINCT invoice_id, product_id FROM {_INVOICE_LINES}) x
+FROM (SELECT invoice_id, unnest(products) AS product_id FROM mq_invoice_totals) x
 JOIN mq_outcomes o ON o.invoice_id = x.invoice_id
 JOIN mq_products pr ON pr.product_id = x.product_id
 WHERE o.outcome = 'created' OR o.revision <> o.old_revision
-"""  # noqa: S608 - fixed SQL
+"""
 
 
 # The invoices of the targets (see _register_invoices), ids computed in SQL exactly as
