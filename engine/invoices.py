@@ -521,6 +521,7 @@ def _compute_quantities(
             window=Window.relation(_windows_of(group.kind)),
             group_by=list(group.keys),
             ordered=False,
+            customer_column=False,  # a window is one customer's
         )
         selects: list[exp.Expression] = []
         for product in group.products:

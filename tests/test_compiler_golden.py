@@ -180,3 +180,32 @@ def test_fused_golden_one_scan_many_metrics(
         key=lambda r: (r[0], r[2], r[1]),
     )
     assert normalise(got) == normalise(expected)
+
+
+@pytest.mark.parametrize("agg", AGGREGATIONS)
+def test_relation_windows_without_the_customer_column(
+    con: duckdb.DuckDBPyConnection, agg: str
+) -> None:
+    # the invoice run's shape: window ids belong to one customer, so grouping by window_id
+    # alone gives the same rows, without customer_id (metric_compiler.compile_usage)
+    shape = SHAPES["window_relation"]
+    metrics = [metric_for(agg, shape), metric_for("count", Shape())]
+    metrics[1] = metrics[1].model_copy(update={"id": "bm-other"})
+    window = Window.relation(exp.to_table("windows"))
+    full = compile_usage(metrics, exp.to_table("events"), window=window)
+    lean = compile_usage(metrics, exp.to_table("events"), window=window, customer_column=False)
+    assert lean.columns == full.columns[1:]
+    assert '"customer_id" AS' not in lean.sql.split('"usage" AS')[0].split("SELECT", 1)[1]
+    want = sorted(row[1:] for row in con.execute(full.sql).fetchall())
+    assert want and sorted(con.execute(lean.sql).fetchall()) == want
+
+
+def test_the_customer_column_is_kept_without_relation_windows() -> None:
+    metric = metric_for("sum", Shape())
+    with pytest.raises(ValueError, match="customer_column=False needs relation windows"):
+        compile_usage(
+            metric,
+            exp.to_table("events"),
+            window=Window.parse("day", FIXTURE_START, FIXTURE_END),
+            customer_column=False,
+        )
