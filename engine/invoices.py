@@ -716,13 +716,12 @@ WITH products AS (
            hash(product_name, billable_metric_id, pricing_keys, presentation_keys) AS product_hash
     FROM mq_products
 ), per_line AS (
-    SELECT l.period_key, l.credit_type_id, l.product_id, l.total, hash({_LINE_FIELDS}) AS h
+    SELECT l.period_key, l.credit_type_id, l.total, hash({_LINE_FIELDS}) AS h
     FROM mq_lines l
     JOIN products pr ON pr.product_id = l.product_id
 ), per_key AS (
     SELECT period_key, credit_type_id, sum(total)::DECIMAL(38, 12) AS total,
-           count(*) AS line_count, sum(h) % 18446744073709551616 AS h1, bit_xor(h) AS h2,
-           list(DISTINCT product_id ORDER BY product_id) AS products
+           count(*) AS line_count, sum(h) % 18446744073709551616 AS h1, bit_xor(h) AS h2
     FROM per_line
     GROUP BY period_key, credit_type_id
 )
@@ -730,9 +729,9 @@ SELECT i.invoice_id,
        coalesce(p.total, 0)::DECIMAL(38, 12) AS subtotal,
        coalesce(p.total, 0)::DECIMAL(38, 12) AS total,
        CAST(coalesce(p.line_count, 0) AS INTEGER) AS line_count,
-       printf('%d-%d-%d', coalesce(p.line_count, 0), coalesce(p.h1, 0), coalesce(p.h2, 0))
-           AS content_hash,
-       coalesce(p.products, []) AS products
+       -- the text printf('%d-%d-%d', ...) gave, ~35x cheaper (printf of a HUGEINT is slow)
+       coalesce(p.line_count, 0)::VARCHAR || '-' || coalesce(p.h1, 0)::VARCHAR || '-'
+           || coalesce(p.h2, 0)::VARCHAR AS content_hash
 FROM mq_invoices i
 LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.credit_type_id
 """  # noqa: S608 - fixed SQL
@@ -789,10 +788,10 @@ WHERE o.outcome = 'created' OR o.revision <> o.old_revision
 
 _INSERT_PRODUCTS = """
 INSERT INTO invoice_products
-SELECT x.invoice_id, o.revision, pr.product_id, pr.product_name, pr.billable_metric_id,
+SELECT o.invoice_id, o.revision, pr.product_id, pr.product_name, pr.billable_metric_id,
        pr.pricing_keys, pr.presentation_keys
-FROM (SELECT invoice_id, unnest(products) AS product_id FROM mq_invoice_totals) x
-JOIN mq_outcomes o ON o.invoice_id = x.invoice_id
+FROM (SELECT DISTINCT period_key, credit_type_id, product_id FROM mq_lines) x
+JOIN mq_outcomes o ON o.period_key = x.period_key AND o.credit_type_id = x.credit_type_id
 JOIN mq_products pr ON pr.product_id = x.product_id
 WHERE o.outcome = 'created' OR o.revision <> o.old_revision
 """
