@@ -7,7 +7,7 @@ One golden file per aggregation x filter/window shape under tests/golden/.  Rege
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -209,3 +209,33 @@ def test_the_customer_column_is_kept_without_relation_windows() -> None:
             window=Window.parse("day", FIXTURE_START, FIXTURE_END),
             customer_column=False,
         )
+
+
+def test_fused_metrics_that_list_their_event_types_scan_only_those(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    # every metric lists its event types: the scan keeps those types (one IN, pushed into the
+    # Parquet scan) instead of the disjunction of the predicates; each predicate still decides
+    # its own metric, so the rows equal each metric computed alone
+    shape = SHAPES["event_type_in"]
+    metrics = [
+        metric_for("sum", shape),
+        metric_for("unique", shape),
+        metric_for("count", Shape(event_type_filter={"in_values": ["api_call"]})),
+        metric_for(
+            "latest", replace(SHAPES["in_values"], event_type_filter=shape.event_type_filter)
+        ),
+    ]
+    window = Window.relation(exp.to_table("windows"))
+    compiled = compile_usage(metrics, exp.to_table("events"), window=window)
+    assert """"e"."event_type" IN ('api_call', 'embedding', 'llm_request')""" in compiled.sql
+    got = con.execute(compiled.sql).fetchall()
+    expected = sorted(
+        (
+            row
+            for m in metrics
+            for row in evaluate(m, EVENTS, window=fixture_windows(), start=None, end=None)
+        ),
+        key=lambda r: (r[0], r[2], r[1]),
+    )
+    assert expected and normalise(got) == normalise(expected)
