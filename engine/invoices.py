@@ -316,6 +316,12 @@ def _targets(
 def _register_periods(
     con: duckdb.DuckDBPyConnection, snap: Snapshot, targets: Sequence[Target]
 ) -> None:
+    naive: dict[datetime, datetime] = {}  # periods repeat across contracts: convert each once
+
+    def plain_ts(ts: datetime) -> datetime:
+        found = naive.get(ts)
+        return found if found is not None else naive.setdefault(ts, _naive(ts))
+
     create_temp(
         con,
         "mq_periods",
@@ -324,8 +330,8 @@ def _register_periods(
             "contract_id": ("VARCHAR", [t.contract.id for t in targets]),
             "customer_id": ("VARCHAR", [t.contract.customer_id for t in targets]),
             "rate_card_id": ("VARCHAR", [t.card.id for t in targets]),
-            "period_start": ("TIMESTAMP", [_naive(t.period.start) for t in targets]),
-            "period_end": ("TIMESTAMP", [_naive(t.period.end) for t in targets]),
+            "period_start": ("TIMESTAMP", [plain_ts(t.period.start) for t in targets]),
+            "period_end": ("TIMESTAMP", [plain_ts(t.period.end) for t in targets]),
             "status": ("VARCHAR", [t.status for t in targets]),
             "primary_credit_type_id": (
                 "VARCHAR",
