@@ -10,12 +10,13 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
         EventStore(home, con).relation(metric_properties(m, group_by), start, end)
 
     compile_usage(metrics, source, *, window, group_by=(), customer_ids=None, dialect="duckdb",
-                  ordered=True)
+                  ordered=True, customer_column=True)
         -> CompiledQuery(tree, sql, columns, group_columns, metric_ids, properties)
 
         metrics       one BillableMetric, or a list of them with the same grouping: compiled
-                      into ONE scan of the events (fused; each metric aggregates its own events
-                      with `agg(x) FILTER (WHERE ...)`)
+                      into ONE scan of the events (fused; each metric aggregates its own events:
+                      `sum(CASE WHEN match THEN x END)`, `count(DISTINCT x) FILTER (WHERE
+                      match)`, ...; see metric_compiler.expressions.filtered)
         source        a sqlglot Table or SELECT with the canonical event columns:
                       transaction_id, customer_id (catalog customer id), event_type,
                       "timestamp" (TIMESTAMP, naive UTC), and one VARCHAR column per property
@@ -33,9 +34,12 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
                       clickhouse: the verified DuckDB query transpiled with the table of
                       differences in metric_compiler.dialects (DialectError when it cannot be)
         ordered       False leaves out the final ORDER BY (rows to be stored or joined)
+        customer_column
+                      False (Window.relation only, each window_id one customer's, as in an
+                      invoice run): grouped by window_id alone, no customer_id column
 
         Output columns, in order:
-            customer_id, metric_id,
+            customer_id (unless customer_column=False), metric_id,
             window_start, window_end      (window_id instead, for Window.relation)
             one column per group_by property, named property_column(name)
                                           (CompiledQuery.group_columns maps name -> column)
