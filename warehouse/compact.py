@@ -65,14 +65,12 @@ from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from warehouse.errors import UserError
 from warehouse.home import Home
 from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
-from warehouse.ingest.write import BATCH_ROWS, MAX_ROWS_PER_FILE, ROW_GROUP_SIZE
+from warehouse.ingest.write import BATCH_ROWS, MAX_ROWS_PER_FILE, write_event_table
 from warehouse.layout import EVENT_COLUMNS, PARTITION_COLUMN, is_property_column
 
 COMPACTED = "compacted"
@@ -322,29 +320,7 @@ def _sorted_batches(
 
 
 def _write(table: pa.Table, path: Path, number: int) -> _Written:
-    empty = [
-        name
-        for name in table.column_names
-        if is_property_column(name) and table.column(name).null_count == len(table)
-    ]
-    table = table.drop_columns(empty)
-    pq.write_table(
-        table,
-        path,
-        row_group_size=ROW_GROUP_SIZE,
-        compression="snappy",
-        use_dictionary=[c for c in table.column_names if c != "transaction_id"],
-    )
-    bounds = pc.min_max(table.column("timestamp"))
-    return _Written(
-        staged=path,
-        number=number,
-        row_count=len(table),
-        min_timestamp=bounds["min"].as_py(),
-        max_timestamp=bounds["max"].as_py(),
-        property_columns=tuple(n for n in table.column_names if is_property_column(n)),
-        event_types=tuple(sorted(pc.unique(table.column("event_type")).to_pylist())),
-    )
+    return _Written(staged=path, number=number, **vars(write_event_table(table, path)))
 
 
 def write_compacted(

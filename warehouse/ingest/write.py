@@ -84,14 +84,32 @@ def _write_file(
     directory: Path,
     constants: Constants,
 ) -> WrittenFile:
-    table = pa.Table.from_batches(pieces).drop_columns([DATE_COLUMN])
+    table = _with_constants(pa.Table.from_batches(pieces).drop_columns([DATE_COLUMN]), constants)
+    path = directory / f".tmp-{number}.parquet"
+    stats = write_event_table(table, path)
+    return WrittenFile(staged_path=path, number=number, event_date=event_date, **vars(stats))
+
+
+@dataclass(frozen=True)
+class EventFileStats:
+    """What the manifest records of a written event file."""
+
+    row_count: int
+    min_timestamp: datetime
+    max_timestamp: datetime
+    property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
+    event_types: tuple[str, ...]
+
+
+def write_event_table(table: pa.Table, path: Path) -> EventFileStats:
+    """Write sorted event rows as one Parquet file (property columns with no value in these
+    rows left out); used by ingest and by compaction."""
     empty = [
         name
         for name in table.column_names
         if is_property_column(name) and table.column(name).null_count == len(table)
     ]
-    table = _with_constants(table.drop_columns(empty), constants)
-    path = directory / f".tmp-{number}.parquet"
+    table = table.drop_columns(empty)
     pq.write_table(
         table,
         path,
@@ -101,10 +119,7 @@ def _write_file(
         use_dictionary=[c for c in table.column_names if c != "transaction_id"],
     )
     bounds = pc.min_max(table.column("timestamp"))
-    return WrittenFile(
-        staged_path=path,
-        number=number,
-        event_date=event_date,
+    return EventFileStats(
         row_count=len(table),
         min_timestamp=bounds["min"].as_py(),
         max_timestamp=bounds["max"].as_py(),
