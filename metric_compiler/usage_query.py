@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import assert_never
 
 from sqlglot import exp
@@ -132,14 +133,32 @@ def compile_plan(
         window_key = ["bucket"]
     elif window.kind is WindowKind.RELATION:
         assert window.windows is not None
-        windows_rel = _aliased(window.windows, WINDOWS)
-        window_on = sx.conjunction(
-            [
-                exp.EQ(this=sx.col("customer_id", WINDOWS), expression=sx.col("customer_id", e)),
-                exp.LTE(this=sx.col("window_start", WINDOWS), expression=sx.col("timestamp", e)),
-                exp.LT(this=sx.col("timestamp", e), expression=sx.col("window_end", WINDOWS)),
-            ]
+        same_customer = exp.EQ(
+            this=sx.col("customer_id", WINDOWS), expression=sx.col("customer_id", e)
         )
+        bounds = window.boundaries
+        if bounds is not None and len(bounds) <= MAX_SLICE_BOUNDARIES and target == "duckdb":
+            windows_rel = _sliced_windows(window.windows, bounds)
+            window_on = exp.and_(
+                same_customer,
+                exp.EQ(
+                    this=sx.col("slice", WINDOWS),
+                    expression=_slice_of(sx.col("timestamp", e), bounds, 0, len(bounds) - 1),
+                ),
+            )
+            where.append(exp.GTE(this=sx.col("timestamp", e), expression=sx.bound(bounds[0])))
+            where.append(exp.LT(this=sx.col("timestamp", e), expression=sx.bound(bounds[-1])))
+        else:
+            windows_rel = _aliased(window.windows, WINDOWS)
+            window_on = sx.conjunction(
+                [
+                    same_customer,
+                    exp.LTE(
+                        this=sx.col("window_start", WINDOWS), expression=sx.col("timestamp", e)
+                    ),
+                    exp.LT(this=sx.col("timestamp", e), expression=sx.col("window_end", WINDOWS)),
+                ]
+            )
         scan.append(sx.alias(sx.col("window_id", WINDOWS), "window_id"))
         window_key = ["window_id"]
     else:
@@ -325,6 +344,87 @@ def _block(
         counted = _events(i) if _counts_events(m) else _value(i)
         block_where = exp.GT(this=sx.col(counted), expression=exp.Literal.number(0))
     return {"columns": columns, "where": block_where}
+
+
+# Relation windows with given boundaries (Window.relation(..., boundaries=...)) are joined to
+# events by (customer_id, slice), slice i being [boundaries[i], boundaries[i + 1]): one hash
+# join with one match per window, instead of a join on customer_id whose matches (every window
+# of the customer) are then filtered by time.  Measured on the invoice benchmark (10M events,
+# 10k customers, 2 windows each): the fused usage query 0.83 s instead of 1.00 s.  An event's
+# slice is a binary search written as nested CASE (depth log2 of the boundaries), so the number
+# of boundaries is capped; beyond it, and for dialects other than DuckDB, the time-range join.
+MAX_SLICE_BOUNDARIES = 256
+
+
+def _slice_of(ts: exp.Expression, bounds: Sequence[datetime], lo: int, hi: int) -> exp.Expression:
+    """The slice holding `ts`, known to lie in [bounds[lo], bounds[hi])."""
+    if hi - lo == 1:
+        return exp.Literal.number(lo)
+    mid = (lo + hi) // 2
+    return exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.LT(this=ts.copy(), expression=sx.bound(bounds[mid])),
+                true=_slice_of(ts, bounds, lo, mid),
+            )
+        ],
+        default=_slice_of(ts, bounds, mid, hi),
+    )
+
+
+def _sliced_windows(windows: exp.Expression, bounds: Sequence[datetime]) -> exp.Expression:
+    """(customer_id, window_id, slice): each window with every slice it covers.  A window that
+    starts or ends off the boundaries fails the query (ERROR), so a wrong caller never drops
+    events silently."""
+    source = _aliased(windows, WINDOWS)
+    slices = exp.Values(
+        expressions=[
+            exp.Tuple(
+                expressions=[exp.Literal.number(i), sx.bound(bounds[i]), sx.bound(bounds[i + 1])]
+            )
+            for i in range(len(bounds) - 1)
+        ],
+        alias=exp.TableAlias(
+            this=sx.ident("s"),
+            columns=[sx.ident(c) for c in ("slice", "slice_start", "slice_end")],
+        ),
+    )
+    listed = [sx.bound(b) for b in bounds]
+    on_bounds = exp.and_(
+        exp.In(this=sx.col("window_start", WINDOWS), expressions=[b.copy() for b in listed]),
+        exp.In(this=sx.col("window_end", WINDOWS), expressions=[b.copy() for b in listed]),
+    )
+    failure = exp.Anonymous(
+        this="error",
+        expressions=[
+            exp.DPipe(
+                this=sx.string("meterql: usage window starts or ends off its slice boundaries: "),
+                expression=exp.cast(sx.col("window_id", WINDOWS), exp.DataType.build("VARCHAR")),
+            )
+        ],
+    )
+    checked = exp.Case(ifs=[exp.If(this=on_bounds, true=exp.true())], default=failure)
+    covers = exp.and_(
+        exp.LTE(this=sx.col("window_start", WINDOWS), expression=sx.col("slice_start", "s")),
+        exp.LTE(this=sx.col("slice_end", "s"), expression=sx.col("window_end", WINDOWS)),
+    )
+    columns = ("customer_id", "window_id", "window_start", "window_end")
+    checked_windows = (
+        exp.select(*(sx.alias(sx.col(c, WINDOWS), c) for c in columns))
+        .from_(source)
+        .where(checked)  # every window, before the join can drop one
+        .subquery(sx.ident(WINDOWS))
+    )
+    select = (
+        exp.select(
+            sx.alias(sx.col("customer_id", WINDOWS), "customer_id"),
+            sx.alias(sx.col("window_id", WINDOWS), "window_id"),
+            sx.alias(sx.col("slice", "s"), "slice"),
+        )
+        .from_(checked_windows)
+        .join(slices, on=covers)
+    )
+    return select.subquery(sx.ident(WINDOWS))
 
 
 def _event_type_prefilter(metrics: Sequence[MetricPlan], table: str) -> exp.Expression | None:

@@ -8,6 +8,12 @@
                                counts in every window of its customer with
                                window_start <= timestamp < window_end (windows may differ per
                                customer and may overlap); results are per window_id
+    Window.relation(expr, boundaries=[t0, t1, ...])
+                               the same, and every window_start and window_end is one of the
+                               given times: the compiler then joins events to windows by
+                               (customer, slice) instead of by a time range (see
+                               usage_query: "slices"); a window whose bounds are not among
+                               them makes the query fail, never miscount
 
 `start` and `end` are datetimes (naive means UTC; aware ones are converted) or sqlglot
 expressions such as the query parameters `$start` / `$end` (see `meterql compile`).
@@ -16,6 +22,7 @@ expressions such as the query parameters `$start` / `$end` (see `meterql compile
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -53,6 +60,7 @@ class Window:
     start: Bound | None = None
     end: Bound | None = None
     windows: exp.Expression | None = None
+    boundaries: tuple[datetime, ...] | None = None
 
     @classmethod
     def _bounded(cls, kind: WindowKind, start: Bound, end: Bound) -> Window:
@@ -77,9 +85,17 @@ class Window:
         return cls._bounded(WindowKind.DAY, start, end)
 
     @classmethod
-    def relation(cls, windows: exp.Expression) -> Window:
-        """Per-customer windows from a relation (a table or a SELECT; see the module doc)."""
-        return cls(WindowKind.RELATION, windows=windows)
+    def relation(
+        cls, windows: exp.Expression, boundaries: Sequence[datetime] | None = None
+    ) -> Window:
+        """Per-customer windows from a relation (a table or a SELECT; see the module doc),
+        optionally with the times every window starts and ends at (`boundaries`, any order)."""
+        if boundaries is None:
+            return cls(WindowKind.RELATION, windows=windows)
+        times = sorted({_naive_utc(b) for b in boundaries})  # type: ignore[type-var]
+        if len(times) < 2:
+            raise ValueError("relation window boundaries need at least two distinct times")
+        return cls(WindowKind.RELATION, windows=windows, boundaries=tuple(times))  # type: ignore[arg-type]
 
     @classmethod
     def parse(cls, kind: str, start: Bound, end: Bound) -> Window:

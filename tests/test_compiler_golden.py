@@ -8,6 +8,7 @@ One golden file per aggregation x filter/window shape under tests/golden/.  Rege
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from evaluator import (
 from sqlglot import exp
 
 from metric_compiler import Window, compile_usage
+from metric_compiler.usage_query import MAX_SLICE_BOUNDARIES
 from warehouse.models import BillableMetric
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -65,6 +67,7 @@ SHAPES: dict[str, Shape] = {
     "window_hour": Shape(window="hour"),
     "window_day": Shape(window="day"),
     "window_relation": Shape(window="relation"),
+    "window_sliced": Shape(window="sliced"),  # relation windows joined by (customer, slice)
     "one_customer": Shape(customers=("c'4",)),
 }  # fmt: skip
 
@@ -88,6 +91,9 @@ def metric_for(agg: str, shape: Shape) -> BillableMetric:
 def window_for(shape: Shape) -> Window:
     if shape.window == "relation":
         return Window.relation(exp.to_table("windows"))
+    if shape.window == "sliced":
+        times = [t for w in fixture_windows() for t in (w.window_start, w.window_end)]
+        return Window.relation(exp.to_table("windows"), boundaries=times)
     return Window.parse(shape.window, FIXTURE_START, FIXTURE_END)
 
 
@@ -95,7 +101,7 @@ def expected_for(metric: BillableMetric, shape: Shape) -> list[tuple[Any, ...]]:
     return evaluate(
         metric,
         EVENTS,
-        window=fixture_windows() if shape.window == "relation" else shape.window,
+        window=fixture_windows() if shape.window in ("relation", "sliced") else shape.window,
         start=FIXTURE_START,
         end=FIXTURE_END,
         group_by=shape.group_by,
@@ -239,3 +245,37 @@ def test_fused_metrics_that_list_their_event_types_scan_only_those(
         key=lambda r: (r[0], r[2], r[1]),
     )
     assert expected and normalise(got) == normalise(expected)
+
+
+def test_sliced_windows_off_their_boundaries_fail_the_query(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    # a caller that gives boundaries missing a window's start or end gets an error, never a
+    # silently smaller usage (w2 starts at noon, w4 before the fixture's first boundary)
+    metric = metric_for("count", Shape())
+    wrong = [FIXTURE_START + timedelta(days=d) for d in range(6)]
+    window = Window.relation(exp.to_table("windows"), boundaries=wrong)
+    compiled = compile_usage(metric, exp.to_table("events"), window=window)
+    with pytest.raises(duckdb.Error, match="usage window starts or ends off its slice boundaries"):
+        con.execute(compiled.sql).fetchall()
+
+
+def test_many_boundaries_or_other_dialects_use_the_time_range_join(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    metric = metric_for("sum", Shape())
+    times = [t for w in fixture_windows() for t in (w.window_start, w.window_end)]
+    extra = [FIXTURE_START + timedelta(minutes=m) for m in range(MAX_SLICE_BOUNDARIES)]
+    many = Window.relation(exp.to_table("windows"), boundaries=times + extra)
+    few = Window.relation(exp.to_table("windows"), boundaries=times)
+    ranged = compile_usage(metric, exp.to_table("events"), window=many)
+    sliced = compile_usage(metric, exp.to_table("events"), window=few)
+    assert '"slice"' not in ranged.sql and '"slice"' in sliced.sql
+    assert con.execute(ranged.sql).fetchall() == con.execute(sliced.sql).fetchall()
+    spark = compile_usage(metric, exp.to_table("events"), window=few, dialect="spark")
+    assert "slice" not in spark.sql
+
+
+def test_relation_window_boundaries_need_two_times() -> None:
+    with pytest.raises(ValueError, match="at least two distinct times"):
+        Window.relation(exp.to_table("windows"), boundaries=[FIXTURE_START, FIXTURE_START])

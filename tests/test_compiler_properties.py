@@ -155,11 +155,17 @@ WINDOWS = [
 ]
 
 
+def sliced(windows: list[WindowRow]) -> Window:
+    """Relation windows with their boundaries: joined to events by (customer, slice)."""
+    times = [t for w in windows for t in (w.window_start, w.window_end)]
+    return Window.relation(exp.to_table("windows"), boundaries=times)
+
+
 @SETTINGS
 @given(
     events=events_strategy(),
     metric=metric_strategy(),
-    window=st.sampled_from(["none", "hour", "day", "relation"]),
+    window=st.sampled_from(["none", "hour", "day", "relation", "sliced"]),
     data=st.data(),
 )
 def test_engine_equals_evaluator(
@@ -173,6 +179,8 @@ def test_engine_equals_evaluator(
     spec = (
         Window.relation(exp.to_table("windows"))
         if window == "relation"
+        else sliced(WINDOWS)
+        if window == "sliced"
         else Window.parse(window, START, END)
     )
     compiled = compile_usage(metric, exp.to_table("events"), window=spec, group_by=group_by)
@@ -180,7 +188,7 @@ def test_engine_equals_evaluator(
     expected = evaluate(
         metric,
         events,
-        window=WINDOWS if window == "relation" else window,
+        window=WINDOWS if window in ("relation", "sliced") else window,
         start=START,
         end=END,
         group_by=group_by,
@@ -193,11 +201,16 @@ def test_engine_equals_evaluator(
     events=events_strategy(),
     metrics=st.integers(2, 3).flatmap(lambda n: st.tuples(*map(metric_strategy, range(n)))),
     relation=st.booleans(),
+    slices=st.booleans(),
 )
 def test_fused_scan_equals_each_metric(
-    events: list[Event], metrics: tuple[BillableMetric, ...], relation: bool
+    events: list[Event], metrics: tuple[BillableMetric, ...], relation: bool, slices: bool
 ) -> None:
-    spec = Window.relation(exp.to_table("windows")) if relation else Window.none(START, END)
+    spec = (
+        (sliced(WINDOWS) if slices else Window.relation(exp.to_table("windows")))
+        if relation
+        else Window.none(START, END)
+    )
     compiled = compile_usage(list(metrics), exp.to_table("events"), window=spec)
     assert compiled.sql.count("FROM events") == 1
     got = run(compiled.sql, events, WINDOWS)

@@ -1,0 +1,126 @@
+/* meterql usage: metric 'bm-sum' ('Sum metric'): SUM of 'tokens'; window relation */
+WITH "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    "w"."window_id" AS "window_id",
+    TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m0_arg"
+  FROM events AS "e"
+  JOIN (
+    SELECT
+      "w"."customer_id" AS "customer_id",
+      "w"."window_id" AS "window_id",
+      "s"."slice" AS "slice"
+    FROM (
+      SELECT
+        "w"."customer_id" AS "customer_id",
+        "w"."window_id" AS "window_id",
+        "w"."window_start" AS "window_start",
+        "w"."window_end" AS "window_end"
+      FROM windows AS "w"
+      WHERE
+        CASE
+          WHEN "w"."window_start" IN (
+            CAST('2025-12-31 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-01 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-01 12:00:00' AS TIMESTAMP),
+            CAST('2026-01-02 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-03 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-04 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+          )
+          AND "w"."window_end" IN (
+            CAST('2025-12-31 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-01 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-01 12:00:00' AS TIMESTAMP),
+            CAST('2026-01-02 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-03 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-04 00:00:00' AS TIMESTAMP),
+            CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+          )
+          THEN TRUE
+          ELSE ERROR(
+            'meterql: usage window starts or ends off its slice boundaries: ' || CAST("w"."window_id" AS TEXT)
+          )
+        END
+    ) AS "w"
+    JOIN (VALUES
+      (
+        0,
+        CAST('2025-12-31 00:00:00' AS TIMESTAMP),
+        CAST('2026-01-01 00:00:00' AS TIMESTAMP)
+      ),
+      (
+        1,
+        CAST('2026-01-01 00:00:00' AS TIMESTAMP),
+        CAST('2026-01-01 12:00:00' AS TIMESTAMP)
+      ),
+      (
+        2,
+        CAST('2026-01-01 12:00:00' AS TIMESTAMP),
+        CAST('2026-01-02 00:00:00' AS TIMESTAMP)
+      ),
+      (
+        3,
+        CAST('2026-01-02 00:00:00' AS TIMESTAMP),
+        CAST('2026-01-03 00:00:00' AS TIMESTAMP)
+      ),
+      (
+        4,
+        CAST('2026-01-03 00:00:00' AS TIMESTAMP),
+        CAST('2026-01-04 00:00:00' AS TIMESTAMP)
+      ),
+      (
+        5,
+        CAST('2026-01-04 00:00:00' AS TIMESTAMP),
+        CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+      )) AS "s"("slice", "slice_start", "slice_end")
+      ON "w"."window_start" <= "s"."slice_start" AND "s"."slice_end" <= "w"."window_end"
+  ) AS "w"
+    ON "w"."customer_id" = "e"."customer_id"
+    AND "w"."slice" = CASE
+      WHEN "e"."timestamp" < CAST('2026-01-02 00:00:00' AS TIMESTAMP)
+      THEN CASE
+        WHEN "e"."timestamp" < CAST('2026-01-01 00:00:00' AS TIMESTAMP)
+        THEN 0
+        ELSE CASE
+          WHEN "e"."timestamp" < CAST('2026-01-01 12:00:00' AS TIMESTAMP)
+          THEN 1
+          ELSE 2
+        END
+      END
+      ELSE CASE
+        WHEN "e"."timestamp" < CAST('2026-01-03 00:00:00' AS TIMESTAMP)
+        THEN 3
+        ELSE CASE
+          WHEN "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMP)
+          THEN 4
+          ELSE 5
+        END
+      END
+    END
+  WHERE
+    "e"."timestamp" >= CAST('2025-12-31 00:00:00' AS TIMESTAMP)
+    AND "e"."timestamp" < CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+    AND NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
+    AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
+    AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
+), "usage" AS (
+  SELECT
+    "customer_id",
+    "window_id",
+    SUM("m0_arg") AS "m0_value" /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  FROM "events"
+  GROUP BY
+    "customer_id",
+    "window_id"
+)
+SELECT
+  "customer_id",
+  'bm-sum' AS "metric_id", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  "window_id",
+  CAST("m0_value" AS DECIMAL(38, 12)) AS "value"
+FROM "usage"
+ORDER BY
+  "customer_id",
+  "window_id",
+  "metric_id"
