@@ -48,6 +48,16 @@ def utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
+def naive(ts: datetime) -> datetime:
+    """The naive UTC datetime DuckDB's TIMESTAMP columns hold."""
+    return utc(ts).replace(tzinfo=None)
+
+
+def iso(ts: datetime) -> str:
+    """ISO 8601 UTC text with `Z` (naive means UTC)."""
+    return utc(ts).isoformat().replace("+00:00", "Z")
+
+
 def add_months(anchor: datetime, months: int) -> datetime:
     """`anchor` moved by `months` calendar months, its day clamped to the month's last day."""
     index = anchor.year * 12 + (anchor.month - 1) + months

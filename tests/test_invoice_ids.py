@@ -1,4 +1,5 @@
-"""Invoice ids computed in SQL (engine.invoices._INVOICES) equal engine.invoices.invoice_id."""
+"""Invoice ids computed in SQL (engine.invoice_assembly._INVOICES, with the macros of
+engine.invoice_ids.define_id_macros) equal engine.invoice_ids.invoice_id."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import duckdb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.invoices import _define_id_macros, invoice_id
+from engine.invoice_ids import define_id_macros, invoice_id
 
 CON = duckdb.connect()
-_define_id_macros(CON)
+define_id_macros(CON)
 
 moments = st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)).map(
     lambda d: d.replace(tzinfo=UTC)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from engine.api import Meterql
 from engine.cli import app
-from engine.invoices import INVOICE_NAMESPACE, invoice_id
+from engine.invoice_ids import INVOICE_NAMESPACE, invoice_id
 from engine.output import dumps
 from warehouse.errors import UserError
 
@@ -401,10 +401,10 @@ def test_random_usage_for_many_customers_matches_a_python_reference(tmp_path):
 
 
 def test_a_failed_run_writes_nothing(mq, monkeypatch):
-    import engine.invoices as invoices
+    import engine.invoice_write as invoice_write
 
     commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
-    monkeypatch.setattr(invoices, "_INSERT_LINES", "INSERT INTO invoice_line_items SELECT 1")
+    monkeypatch.setattr(invoice_write, "_INSERT_LINES", "INSERT INTO invoice_line_items SELECT 1")
     with pytest.raises(Exception):  # noqa: B017 - any failure inside the write
         mq.invoice_run("2026-03-15T00:00:00Z")
     assert mq.con.execute("SELECT count(*) FROM invoices").fetchall() == [(0,)]
@@ -500,7 +500,7 @@ def _product(name: str, metric: str, pricing: list[str], presentation: list[str]
 
 
 def test_additive_metrics_join_a_finer_grouped_scan_and_roll_up():
-    from engine.invoices import plan_usage_groups
+    from engine.usage_quantities import plan_usage_groups
 
     metrics = {
         "in": _metric("in", "sum", [["model", "region"]]),

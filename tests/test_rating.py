@@ -14,15 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.invoices import Target, _register_periods, _register_windows
+from engine.invoice_targets import Target, register_periods
 from engine.periods import Period
-from engine.rating import (
-    convert_quantity,
-    converted_quantity,
-    rate,
-    register_pricing,
-    tier_split,
-)
+from engine.pricing import register_pricing
+from engine.quantity_conversion import convert_quantity, converted_quantity
+from engine.rating import rate, tier_split
+from engine.usage_windows import register_windows
 from warehouse.errors import UserError
 from warehouse.models import (
     USD_CENTS_ID,
@@ -116,8 +113,8 @@ def run_rating(
         con, products=[prod], metrics={"m": met}, rate_cards=[card], credit_types=credit_types
     )
     target = Target(contract, card, Period(T(period[0]), T(period[1])), "draft")
-    _register_periods(con, _snap(card, credit_types), [target])
-    multi_segment = _register_windows(con, [target], set(pricing.kinds.values()))
+    register_periods(con, _snap(card, credit_types), [target])
+    multi_segment = register_windows(con, [target], set(pricing.kinds.values()))
     con.execute(
         "CREATE TEMP TABLE mq_quantities (window_id BIGINT, product_id VARCHAR, "
         "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
@@ -488,7 +485,7 @@ def test_sql_conversion_matches_the_decimal_reference(quantity, factor, operatio
     prod = product(**extra)
     from sqlglot import exp
 
-    from engine.rating import conversion_scale
+    from engine.quantity_conversion import conversion_scale
 
     scale = conversion_scale(prod)
     raw = exp.cast(exp.Literal.string(format(quantity, "f")), exp.DataType.build("DECIMAL(38,12)"))
