@@ -129,6 +129,13 @@ def compute_quantities(
     metrics = {pid: pricing.metrics[pid] for pid in pricing.products}
     lo = min(t.period.start for t in targets)
     hi = max(t.period.end for t in targets)
+    # every window starts and ends at one of these: events join windows by (customer, slice)
+    boundaries = [
+        t
+        for (t,) in con.execute(
+            "SELECT window_start FROM mq_windows UNION SELECT window_end FROM mq_windows"
+        ).fetchall()
+    ]
     for group in plan_usage_groups(billable, metrics, kinds):
         used = list({metrics[p.id].id: metrics[p.id] for p in group.products}.values())  # type: ignore[index]
         properties = list(
@@ -138,7 +145,7 @@ def compute_quantities(
         compiled = compile_usage(
             used,
             events_relation(files, properties, lo, hi),
-            window=Window.relation(windows_of(group.kind)),
+            window=Window.relation(windows_of(group.kind), boundaries=boundaries),
             group_by=list(group.keys),
             ordered=False,
             customer_column=False,  # a window is one customer's
