@@ -247,6 +247,7 @@ def _params() -> dict[str, Any]:
     col = exp.column("customer_id", quoted=True)
     return {
         "source": exp.to_table("events"),
+        "window_slices": None,
         "windows": None,
         "window_on": None,
         "scan_columns": [col],

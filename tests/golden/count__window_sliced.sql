@@ -1,102 +1,106 @@
 /* meterql usage: metric 'bm-count' ('Count metric'): COUNT; window relation */
-WITH "events" AS (
+WITH "window_slices" AS MATERIALIZED (
   SELECT
-    "e"."customer_id" AS "customer_id",
-    "w"."window_id" AS "window_id"
-  FROM events AS "e"
-  JOIN (
+    "w"."customer_id" AS "customer_id",
+    "w"."window_id" AS "window_id",
+    "s"."slice" AS "slice"
+  FROM (
     SELECT
       "w"."customer_id" AS "customer_id",
       "w"."window_id" AS "window_id",
-      "s"."slice" AS "slice"
-    FROM (
-      SELECT
-        "w"."customer_id" AS "customer_id",
-        "w"."window_id" AS "window_id",
-        "w"."window_start" AS "window_start",
-        "w"."window_end" AS "window_end"
-      FROM windows AS "w"
-      WHERE
-        CASE
-          WHEN "w"."window_start" IN (
-            CAST('2025-12-31 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-01 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-01 12:00:00' AS TIMESTAMP),
-            CAST('2026-01-02 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-03 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-04 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-06 00:00:00' AS TIMESTAMP)
-          )
-          AND "w"."window_end" IN (
-            CAST('2025-12-31 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-01 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-01 12:00:00' AS TIMESTAMP),
-            CAST('2026-01-02 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-03 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-04 00:00:00' AS TIMESTAMP),
-            CAST('2026-01-06 00:00:00' AS TIMESTAMP)
-          )
-          THEN TRUE
-          ELSE ERROR(
-            'meterql: usage window starts or ends off its slice boundaries: ' || CAST("w"."window_id" AS TEXT)
-          )
-        END
-    ) AS "w"
-    JOIN (VALUES
-      (
-        0,
-        CAST('2025-12-31 00:00:00' AS TIMESTAMP),
-        CAST('2026-01-01 00:00:00' AS TIMESTAMP)
-      ),
-      (
-        1,
-        CAST('2026-01-01 00:00:00' AS TIMESTAMP),
-        CAST('2026-01-01 12:00:00' AS TIMESTAMP)
-      ),
-      (
-        2,
-        CAST('2026-01-01 12:00:00' AS TIMESTAMP),
-        CAST('2026-01-02 00:00:00' AS TIMESTAMP)
-      ),
-      (
-        3,
-        CAST('2026-01-02 00:00:00' AS TIMESTAMP),
-        CAST('2026-01-03 00:00:00' AS TIMESTAMP)
-      ),
-      (
-        4,
-        CAST('2026-01-03 00:00:00' AS TIMESTAMP),
-        CAST('2026-01-04 00:00:00' AS TIMESTAMP)
-      ),
-      (
-        5,
-        CAST('2026-01-04 00:00:00' AS TIMESTAMP),
-        CAST('2026-01-06 00:00:00' AS TIMESTAMP)
-      )) AS "s"("slice", "slice_start", "slice_end")
-      ON "w"."window_start" <= "s"."slice_start" AND "s"."slice_end" <= "w"."window_end"
+      "w"."window_start" AS "window_start",
+      "w"."window_end" AS "window_end"
+    FROM windows AS "w"
+    WHERE
+      CASE
+        WHEN "w"."window_start" IN (
+          CAST('2025-12-31 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-01 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-01 12:00:00' AS TIMESTAMP),
+          CAST('2026-01-02 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-03 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-04 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+        )
+        AND "w"."window_end" IN (
+          CAST('2025-12-31 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-01 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-01 12:00:00' AS TIMESTAMP),
+          CAST('2026-01-02 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-03 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-04 00:00:00' AS TIMESTAMP),
+          CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+        )
+        THEN TRUE
+        ELSE ERROR(
+          'meterql: usage window starts or ends off its slice boundaries: ' || CAST("w"."window_id" AS TEXT)
+        )
+      END
   ) AS "w"
-    ON "w"."customer_id" = "e"."customer_id"
-    AND "w"."slice" = CASE
-      WHEN "e"."timestamp" < CAST('2026-01-02 00:00:00' AS TIMESTAMP)
-      THEN CASE
-        WHEN "e"."timestamp" < CAST('2026-01-01 00:00:00' AS TIMESTAMP)
-        THEN 0
-        ELSE CASE
-          WHEN "e"."timestamp" < CAST('2026-01-01 12:00:00' AS TIMESTAMP)
-          THEN 1
-          ELSE 2
+  JOIN (VALUES
+    (
+      0,
+      CAST('2025-12-31 00:00:00' AS TIMESTAMP),
+      CAST('2026-01-01 00:00:00' AS TIMESTAMP)
+    ),
+    (
+      1,
+      CAST('2026-01-01 00:00:00' AS TIMESTAMP),
+      CAST('2026-01-01 12:00:00' AS TIMESTAMP)
+    ),
+    (
+      2,
+      CAST('2026-01-01 12:00:00' AS TIMESTAMP),
+      CAST('2026-01-02 00:00:00' AS TIMESTAMP)
+    ),
+    (
+      3,
+      CAST('2026-01-02 00:00:00' AS TIMESTAMP),
+      CAST('2026-01-03 00:00:00' AS TIMESTAMP)
+    ),
+    (
+      4,
+      CAST('2026-01-03 00:00:00' AS TIMESTAMP),
+      CAST('2026-01-04 00:00:00' AS TIMESTAMP)
+    ),
+    (
+      5,
+      CAST('2026-01-04 00:00:00' AS TIMESTAMP),
+      CAST('2026-01-06 00:00:00' AS TIMESTAMP)
+    )) AS "s"("slice", "slice_start", "slice_end")
+    ON "w"."window_start" <= "s"."slice_start" AND "s"."slice_end" <= "w"."window_end"
+), "events" AS (
+  SELECT
+    "e"."customer_id" AS "customer_id",
+    "w"."window_id" AS "window_id"
+  FROM (
+    SELECT
+      *,
+      CASE
+        WHEN "e"."timestamp" < CAST('2026-01-02 00:00:00' AS TIMESTAMP)
+        THEN CASE
+          WHEN "e"."timestamp" < CAST('2026-01-01 00:00:00' AS TIMESTAMP)
+          THEN 0
+          ELSE CASE
+            WHEN "e"."timestamp" < CAST('2026-01-01 12:00:00' AS TIMESTAMP)
+            THEN 1
+            ELSE 2
+          END
         END
-      END
-      ELSE CASE
-        WHEN "e"."timestamp" < CAST('2026-01-03 00:00:00' AS TIMESTAMP)
-        THEN 3
         ELSE CASE
-          WHEN "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMP)
-          THEN 4
-          ELSE 5
+          WHEN "e"."timestamp" < CAST('2026-01-03 00:00:00' AS TIMESTAMP)
+          THEN 3
+          ELSE CASE
+            WHEN "e"."timestamp" < CAST('2026-01-04 00:00:00' AS TIMESTAMP)
+            THEN 4
+            ELSE 5
+          END
         END
-      END
-    END
+      END AS "mq_slice"
+    FROM events AS "e"
+  ) AS "e"
+  JOIN "window_slices" AS "w"
+    ON "w"."customer_id" = "e"."customer_id" AND "w"."slice" = "e"."mq_slice"
   WHERE
     "e"."timestamp" >= CAST('2025-12-31 00:00:00' AS TIMESTAMP)
     AND "e"."timestamp" < CAST('2026-01-06 00:00:00' AS TIMESTAMP)
