@@ -16,8 +16,11 @@ subprocess (so each has its own peak RSS; best of --repeat after one warm-up run
     meterql usage         Meterql.usage of the "Input Tokens" metric grouped by model: the
                           compiled query through the engine (customer aliases resolved,
                           decimal checks, property filters)
-    meterql invoice run   Meterql.invoice_run over all 6 metrics, all customers, rating and
-                          invoices written (a fresh copy of the catalog each time)
+    meterql invoice run   Meterql.invoice_run over all customers, rating and invoices written
+                          (a fresh copy of the catalog each time): the light catalog (3
+                          metrics over the reference query's events, one grouping: what
+                          PERFORMANCE.md's "run / bare scan <= 2.0" is about) and the full
+                          one (6 metrics, 4 event types, 3 groupings, a distinct count)
     6 metrics by hand     bench_invoice's hand-written usage of the 6 metrics (what the invoice
                           run computes before rating; context for the invoice run's ratio)
     DuckDB SQL            the same query hand-written over the same files (the baseline: 1.00)
@@ -54,13 +57,21 @@ from typing import Any
 
 import duckdb
 
-from benchmarks.bench_invoice import AS_OF, BARE_SCAN, HAND_WRITTEN, _link_home, prepared_home
+from benchmarks.bench_invoice import (
+    AS_OF,
+    BARE_SCAN,
+    CATALOGS,
+    HAND_WRITTEN,
+    _link_home,
+    prepared_home,
+)
 
 START, END = "2026-01-01", "2026-02-01"
 DUCKDB_SIDE = "duckdb"
 SIDES: dict[str, str] = {  # side -> table label
     "usage": "meterql usage (compiled query)",
-    "invoice": "meterql invoice run (6 metrics, rating, invoices written)",
+    "invoice_light": "meterql invoice run, light catalog (3 metrics over the same events)",
+    "invoice": "meterql invoice run, full catalog (6 metrics, 4 event types, 3 groupings)",
     "fused": "hand-written DuckDB SQL of the 6 metrics' usage (2 queries, no rating)",
     DUCKDB_SIDE: "hand-written DuckDB SQL",
     "polars": "Polars lazy scan",
@@ -171,6 +182,11 @@ def side_usage(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, **_result(rows)}
 
 
+def side_invoice_light(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    light = prepared_home(args.events, args.customers, args.seed, "light")
+    return side_invoice(light, args)
+
+
 def side_invoice(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     times = []
     with tempfile.TemporaryDirectory(prefix="meterql-bench-compare-") as tmp:
@@ -260,6 +276,7 @@ def side_ingest(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 SIDE_FUNCTIONS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] = {
     "usage": side_usage,
+    "invoice_light": side_invoice_light,
     "invoice": side_invoice,
     "fused": side_fused,
     DUCKDB_SIDE: side_duckdb,
@@ -347,7 +364,8 @@ def environment() -> str:
 
 
 def compare(args: argparse.Namespace) -> str:
-    prepared_home(args.events, args.customers, args.seed)  # build the cached data first
+    for catalog in CATALOGS:  # build the cached data first
+        prepared_home(args.events, args.customers, args.seed, catalog)
     sides = [s for s in SIDES if s not in args.skip]
     results = {s: measure(s, args, events=args.events, customers=args.customers) for s in sides}
     base = results.get(DUCKDB_SIDE, {}).get("seconds")
@@ -408,27 +426,32 @@ def compare(args: argparse.Namespace) -> str:
 def scale(args: argparse.Namespace) -> None:
     """Print the scaling table, a row as soon as it is measured."""
     out = [
-        "scaling: meterql invoice run and hand-written DuckDB SQL, seconds per 1M events",
+        "scaling: meterql invoice run (light and full catalogs) and the hand-written DuckDB SQL "
+        "(bare scan); ratios to the bare scan, seconds per 1M events",
         f"environment: {environment()}",
         "",
-        "| events | customers | DuckDB SQL s | invoice run s | invoice / SQL | "
-        "SQL s per 1M events | invoice s per 1M events | invoice peak RSS (MiB) |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| events | customers | DuckDB SQL s | light run s | light / SQL | full run s | "
+        "full / SQL | SQL s per 1M events | light s per 1M | full s per 1M | "
+        "full run peak RSS (MiB) |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     print("\n".join(out), flush=True)
     for customers in args.scale_customers:
         for events in args.scale_events:
-            prepared_home(events, customers, args.seed)
-            sql = measure(DUCKDB_SIDE, args, events=events, customers=customers)
-            inv = measure("invoice", args, events=events, customers=customers)
-            if "skipped" in sql or "skipped" in inv:
-                print(f"| {events:,} | {customers:,} | failed: {sql} {inv} |", flush=True)
+            for catalog in CATALOGS:
+                prepared_home(events, customers, args.seed, catalog)
+            sides = ("duckdb", "invoice_light", "invoice")
+            r = {side: measure(side, args, events=events, customers=customers) for side in sides}
+            failed = {side: m for side, m in r.items() if "skipped" in m}
+            if failed:
+                print(f"| {events:,} | {customers:,} | failed: {failed} |", flush=True)
                 continue
+            sql, light, full = (r[side]["seconds"] for side in sides)
             per = events / 1e6
             print(
-                f"| {events:,} | {customers:,} | {sql['seconds']:.2f} | {inv['seconds']:.2f} | "
-                f"{inv['seconds'] / sql['seconds']:.2f} | {sql['seconds'] / per:.3f} | "
-                f"{inv['seconds'] / per:.3f} | {inv['peak_rss_mib']:,.0f} |",
+                f"| {events:,} | {customers:,} | {sql:.2f} | {light:.2f} | {light / sql:.2f} | "
+                f"{full:.2f} | {full / sql:.2f} | {sql / per:.3f} | {light / per:.3f} | "
+                f"{full / per:.3f} | {r['invoice']['peak_rss_mib']:,.0f} |",
                 flush=True,
             )
 

@@ -1,11 +1,12 @@
 """Invoice run benchmark: a whole `invoice run` vs hand-written scan-and-aggregate queries.
 
     python -m benchmarks.bench_invoice [--events 10000000] [--customers 10000] [--repeat 3]
-                                       [--strategies]
+                                       [--catalog full|light] [--strategies]
 
 Data: benchmarks.datagen (seeded, cached), ingested once into a cached home.  Catalog: 10,000
 customers (ids c00000.. as in the generated events), each with a monthly contract from
-2026-01-01 on one rate card, and 6 billable metrics / USAGE products over the generated events:
+2026-01-01 on one rate card, and (--catalog full, the default) 6 billable metrics / USAGE
+products over the generated events, of 4 event types and 3 groupings:
 
     Input Tokens      SUM input_tokens, llm_request        price per model (8 FLAT rates),
                                                            line items per region, per 1000
@@ -14,6 +15,13 @@ customers (ids c00000.. as in the generated events), each with a monthly contrac
     Images            COUNT image_generation               per model, per region
     API Calls         COUNT api_call                       FLAT, per region
     Active Users      UNIQUE user_id, llm_request          FLAT
+
+or (--catalog light) 3 metrics that read the same events as the bare scan (a) below, all
+grouped by model, so they share one scan (fused aggregates):
+
+    Input Tokens      SUM input_tokens, llm_request        per model (8 FLAT rates), per 1000
+    Output Tokens     SUM output_tokens, llm_request       per model, TIERED (3 tiers), per 1000
+    Requests          COUNT llm_request                    per model, FLAT
 
 The run is `invoice run --as-of 2026-02-02T01:00:00Z`: January is finalized (its grace period
 is over), February has just started (a draft): 20,000 invoices, every January line item.
@@ -24,11 +32,11 @@ machine); every query's rows are stored in a temp table, as the run stores its r
 
 (a) bare scan: the PERFORMANCE.md reference query, hand-written over the same stored event
     files: sum of input_tokens as DECIMAL per customer and model for the month, llm_request;
-(b) one scan: every aggregate the 6 metrics need, hand-written as ONE query reading the events
-    ONCE (the fastest one-scan formulation we found: the events MATERIALIZED once, feeding the
-    three groupings);
+(b) one scan: every aggregate the metrics need, hand-written as ONE query reading the events
+    ONCE (full: the fastest one-scan formulation we found, the events MATERIALIZED once, feeding
+    the three groupings; light: three aggregates per customer and model);
 (c) per grouping: the same aggregates as a person would usually write them, one query per
-    grouping (the sums and counts; the distinct users);
+    grouping (full: the sums and counts; the distinct users; light: the same as (b));
     --strategies adds other one-scan formulations (GROUPING SETS, row expansion), measured to
     choose how meterql fuses metrics with different groupings;
 - invoice run: `Meterql.invoice_run` on a fresh copy of the catalog (everything: periods,
@@ -57,10 +65,11 @@ import duckdb
 from benchmarks.datagen import MODELS, data_dir, environment, generate, ingested_home
 
 CATALOG_VERSION = 1  # bump when catalog_document changes (it is part of the cache key)
+CATALOGS = ("full", "light")
 AS_OF = "2026-02-02T01:00:00Z"
 
 
-def catalog_document(n_customers: int) -> dict[str, Any]:
+def catalog_document(n_customers: int, catalog: str = "full") -> dict[str, Any]:
     """The benchmark's catalog documents (see the module docstring)."""
 
     def exists(*names: str) -> list[dict[str, Any]]:
@@ -79,20 +88,18 @@ def catalog_document(n_customers: int) -> dict[str, Any]:
             doc["group_keys"] = [keys]
         return doc
 
-    metrics = [
-        metric("Input Tokens", "sum", "llm_request", "input_tokens", ["model", "region"]),
-        metric("Output Tokens", "sum", "llm_request", "output_tokens", ["model", "region"]),
-        metric("Embedding Tokens", "sum", "embedding_request", "input_tokens", ["model", "region"]),
-        metric("Images", "count", "image_generation", None, ["model", "region"]),
-        metric("API Calls", "count", "api_call", None, ["region"]),
-        metric("Active Users", "unique", "llm_request", "user_id", []),
-    ]
     per_thousand = {"conversion_factor": "1000", "operation": "divide"}
-    products = [
+    light = catalog == "light"
+    keys = ["model"] if light else ["model", "region"]
+    metrics = [
+        metric("Input Tokens", "sum", "llm_request", "input_tokens", keys),
+        metric("Output Tokens", "sum", "llm_request", "output_tokens", keys),
+    ]
+    products: list[dict[str, Any]] = [
         {
             "name": "Input Tokens",
             "pricing_group_key": ["model"],
-            "presentation_group_key": ["region"],
+            "presentation_group_key": [] if light else ["region"],
             "quantity_conversion": per_thousand,
         },
         {
@@ -100,22 +107,37 @@ def catalog_document(n_customers: int) -> dict[str, Any]:
             "pricing_group_key": ["model"],
             "quantity_conversion": per_thousand,
         },
-        {
-            "name": "Embedding Tokens",
-            "pricing_group_key": ["model"],
-            "presentation_group_key": ["region"],
-        },
-        {"name": "Images", "pricing_group_key": ["model"], "presentation_group_key": ["region"]},
-        {"name": "API Calls", "presentation_group_key": ["region"]},
-        {"name": "Active Users"},
     ]
+    if light:
+        metrics.append(metric("Requests", "count", "llm_request", None, ["model"]))
+        products.append({"name": "Requests", "pricing_group_key": ["model"]})
+    else:
+        metrics += [
+            metric("Embedding Tokens", "sum", "embedding_request", "input_tokens", keys),
+            metric("Images", "count", "image_generation", None, keys),
+            metric("API Calls", "count", "api_call", None, ["region"]),
+            metric("Active Users", "unique", "llm_request", "user_id", []),
+        ]
+        products += [
+            {
+                "name": "Embedding Tokens",
+                "pricing_group_key": ["model"],
+                "presentation_group_key": ["region"],
+            },
+            {
+                "name": "Images",
+                "pricing_group_key": ["model"],
+                "presentation_group_key": ["region"],
+            },
+            {"name": "API Calls", "presentation_group_key": ["region"]},
+            {"name": "Active Users"},
+        ]
     for p in products:
         p.update({"type": "usage", "billable_metric_id": p["name"]})
     start = "2025-01-01T00:00:00Z"
     rates: list[dict[str, Any]] = []
     for i, model in enumerate(MODELS):
-        values = {"model": model}
-        rates += [
+        per_model: list[dict[str, Any]] = [
             {"product_id": "Input Tokens", "rate_type": "flat", "price": f"{10 + i}.25"},
             {
                 "product_id": "Output Tokens",
@@ -126,15 +148,29 @@ def catalog_document(n_customers: int) -> dict[str, Any]:
                     {"price": "5"},
                 ],
             },
-            {"product_id": "Embedding Tokens", "rate_type": "flat", "price": f"0.0{i + 1}"},
-            {"product_id": "Images", "rate_type": "flat", "price": str(4 + i)},
         ]
-        for r in rates[-4:]:
-            r.update({"starting_at": start, "pricing_group_values": values})
-    rates += [
-        {"product_id": "API Calls", "starting_at": start, "rate_type": "flat", "price": "0.1"},
-        {"product_id": "Active Users", "starting_at": start, "rate_type": "flat", "price": "50"},
-    ]
+        if light:
+            per_model.append(
+                {"product_id": "Requests", "rate_type": "flat", "price": f"0.0{i + 1}"}
+            )
+        else:
+            per_model += [
+                {"product_id": "Embedding Tokens", "rate_type": "flat", "price": f"0.0{i + 1}"},
+                {"product_id": "Images", "rate_type": "flat", "price": str(4 + i)},
+            ]
+        for r in per_model:
+            r.update({"starting_at": start, "pricing_group_values": {"model": model}})
+        rates += per_model
+    if not light:
+        rates += [
+            {"product_id": "API Calls", "starting_at": start, "rate_type": "flat", "price": "0.1"},
+            {
+                "product_id": "Active Users",
+                "starting_at": start,
+                "rate_type": "flat",
+                "price": "50",
+            },
+        ]
     return {
         "billable_metrics": metrics,
         "products": products,
@@ -153,14 +189,15 @@ def catalog_document(n_customers: int) -> dict[str, Any]:
     }
 
 
-def prepared_home(n_events: int, n_customers: int, seed: int) -> Path:
+def prepared_home(n_events: int, n_customers: int, seed: int, catalog: str = "full") -> Path:
     """A cached directory: the ingested home's catalog with the benchmark catalog applied, and
     its events directory linked (built once; apply of 10k customers takes a while)."""
     from engine.api import Meterql
 
     dataset = generate(n_events, n_customers, seed)
     source = ingested_home(dataset)
-    target = data_dir() / f"{dataset.key}-invoice-c{CATALOG_VERSION}.home"
+    kind = "" if catalog == "full" else f"-{catalog}"
+    target = data_dir() / f"{dataset.key}-invoice{kind}-c{CATALOG_VERSION}.home"
     if (target / "catalog.duckdb").exists():
         return target
     building = target.with_name(f".tmp-{os.getpid()}-{target.name}")
@@ -168,7 +205,7 @@ def prepared_home(n_events: int, n_customers: int, seed: int) -> Path:
     building.mkdir(parents=True)
     _link_home(source.path, building)
     doc = building / "catalog.json"
-    doc.write_text(json.dumps(catalog_document(n_customers)))
+    doc.write_text(json.dumps(catalog_document(n_customers, catalog)))
     mq = Meterql.open(building)
     try:
         mq.apply([doc])
@@ -264,6 +301,17 @@ GROUP BY ALL
 """,
 )
 
+# --catalog light: the 3 metrics' aggregates, one query (one grouping, so (b) = (c)).
+LIGHT_ONE_SCAN = """
+SELECT customer_id, p_model,
+       sum(TRY_CAST(p_input_tokens AS DECIMAL(38, 12))),
+       sum(TRY_CAST(p_output_tokens AS DECIMAL(38, 12))),
+       count(*)
+FROM read_parquet({files}, union_by_name = true)
+WHERE event_type = 'llm_request' AND {january}
+GROUP BY ALL
+"""
+
 # Other ways to compute the 6 metrics' aggregates in ONE scan (--strategies), measured to
 # choose how meterql fuses metrics with different groupings.
 EVENTS = """
@@ -306,12 +354,17 @@ FROM x GROUP BY ALL
 
 
 def run(
-    n_events: int, n_customers: int, seed: int, repeat: int, strategies: bool
+    n_events: int,
+    n_customers: int,
+    seed: int,
+    repeat: int,
+    strategies: bool,
+    catalog: str = "full",
 ) -> dict[str, Any]:
     from engine.api import Meterql
 
-    prepared = prepared_home(n_events, n_customers, seed)
-    results: dict[str, Any] = {"events": n_events, "customers": n_customers}
+    prepared = prepared_home(n_events, n_customers, seed, catalog)
+    results: dict[str, Any] = {"events": n_events, "customers": n_customers, "catalog": catalog}
     with tempfile.TemporaryDirectory(prefix="meterql-bench-invoice-") as tmp:
         work = Path(tmp) / "home"
         work.mkdir()
@@ -325,12 +378,13 @@ def run(
         files = _files(mq.con, work)
         fill = {"files": files, "january": JANUARY}
         events = EVENTS.format(**fill)
+        light = [LIGHT_ONE_SCAN.format(**fill)]
         queries: dict[str, list[str]] = {
             "bare": [BARE_SCAN.format(**fill)],
-            "one_scan": [ONE_SCAN.format(**fill)],
-            "hand": [q.format(**fill) for q in HAND_WRITTEN],
+            "one_scan": light if catalog == "light" else [ONE_SCAN.format(**fill)],
+            "hand": light if catalog == "light" else [q.format(**fill) for q in HAND_WRITTEN],
         }
-        if strategies:
+        if strategies and catalog == "full":
             for name, q in STRATEGIES.items():
                 queries[name] = [q.format(events=events)]
 
@@ -365,7 +419,7 @@ def run(
     best = summaries[[w for w, _ in times["run"]].index(results["run_s"])]
     results["stages_s"] = best.stage_seconds
     results["invoices"] = best.invoices.created
-    results["strategies"] = list(STRATEGIES) if strategies else []
+    results["strategies"] = list(STRATEGIES) if strategies and catalog == "full" else []
     for base in ("bare", "one_scan", "hand"):
         results[f"ratio_run_vs_{base}"] = results["run_s"] / results[f"{base}_s"]
         results[f"cpu_ratio_run_vs_{base}"] = results["run_cpu_s"] / results[f"{base}_cpu_s"]
@@ -375,10 +429,16 @@ def run(
 
 def table(r: dict[str, Any]) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in r["stages_s"].items())
+    light = r["catalog"] == "light"
+    what = "3 metrics on llm_request by model" if light else "6 metrics"
     rows = [
         ("(a) bare scan-and-aggregate: sum of input_tokens per customer and model", "bare"),
-        ("(b) hand-written, all 6 metrics' aggregates, one query, one scan", "one_scan"),
-        ("(c) hand-written, all 6 metrics' aggregates, one query per grouping (2)", "hand"),
+        (f"(b) hand-written, all {what}' aggregates, one query, one scan", "one_scan"),
+        *(
+            []
+            if light
+            else [("(c) hand-written, all 6 metrics' aggregates, one query per grouping", "hand")]
+        ),
         *((f"one scan by {name}", name) for name in r["strategies"]),
         (
             f"meterql invoice run ({r['invoices']:,} invoices, {r['line_items']:,} line items)",
@@ -387,7 +447,8 @@ def table(r: dict[str, Any]) -> str:
         ("meterql invoice re-run (nothing changed)", "rerun"),
     ]
     out = [
-        f"invoice benchmark: {r['events']:,} events, {r['customers']:,} customers, 6 metrics; "
+        f"invoice benchmark: {r['events']:,} events, {r['customers']:,} customers, "
+        f"--catalog {r['catalog']} ({what}); "
         f"best of {r.get('repeat', '?')}; DuckDB threads {r['threads']}, memory "
         f"{r['memory_limit']}; {environment()}",
         "",
@@ -399,10 +460,16 @@ def table(r: dict[str, Any]) -> str:
         "| --- | ---: | ---: |",
         f"| invoice run / (a) bare scan (PERFORMANCE.md target <= 2.0) "
         f"| {r['ratio_run_vs_bare']:.2f} | {r['cpu_ratio_run_vs_bare']:.2f} |",
-        f"| invoice run / (b) hand-written one-scan query of the 6 metrics "
+        f"| invoice run / (b) hand-written one-scan query of the {what} "
         f"| {r['ratio_run_vs_one_scan']:.2f} | {r['cpu_ratio_run_vs_one_scan']:.2f} |",
-        f"| invoice run / (c) hand-written query per grouping "
-        f"| {r['ratio_run_vs_hand']:.2f} | {r['cpu_ratio_run_vs_hand']:.2f} |",
+        *(
+            []
+            if light
+            else [
+                f"| invoice run / (c) hand-written query per grouping "
+                f"| {r['ratio_run_vs_hand']:.2f} | {r['cpu_ratio_run_vs_hand']:.2f} |"
+            ]
+        ),
         "",
         f"invoice run stages (s): {stages}",
     ]
@@ -415,11 +482,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--catalog", choices=CATALOGS, default="full")
     parser.add_argument(
-        "--strategies", action="store_true", help="also time other one-scan formulations"
+        "--strategies", action="store_true", help="also time other one-scan formulations (full)"
     )
     args = parser.parse_args(argv)
-    results = run(args.events, args.customers, args.seed, args.repeat, args.strategies)
+    results = run(
+        args.events, args.customers, args.seed, args.repeat, args.strategies, args.catalog
+    )
     results["repeat"] = args.repeat
     print(table(results))
     return results
