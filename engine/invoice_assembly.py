@@ -1,7 +1,7 @@
-"""Invoices from rated lines: which invoices the targets have, their totals and content hash,
-and what the run does with each (created, updated, finalized, unchanged).
+"""Invoices from rated lines: which invoices the periods of mq_periods have, their totals and
+content hash, and what the run does with each (created, updated, finalized, unchanged).
 
-    register_invoices(con, snap, targets)   mq_invoices, mq_invoice_totals, mq_outcomes
+    register_invoices(con, snap)            mq_invoices, mq_invoice_totals, mq_outcomes
     unrated_usage(con, pricing)             the run summary's unrated usage (mq_unrated)
 
 One USAGE invoice per (period, credit type): the rate card's own credit type always, others
@@ -13,7 +13,6 @@ invoice whose content hash equals the computed one is unchanged: a re-run writes
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -21,7 +20,7 @@ import duckdb
 from engine.invoice_ids import define_id_macros
 from engine.invoice_store import exact
 from engine.invoice_summary import UnratedUsage
-from engine.invoice_targets import Snapshot, Target
+from engine.invoice_targets import Snapshot
 from engine.pricing import Pricing
 from engine.temp_tables import create_temp
 
@@ -78,7 +77,7 @@ LEFT JOIN invoices s ON s.id = n.invoice_id
 """
 
 
-# The invoices of the targets (see register_invoices), ids computed in SQL exactly as
+# The invoices of the periods (see register_invoices), ids computed in SQL exactly as
 # invoice_id() computes them in Python (tests/test_invoice_ids.py checks both agree).
 _INVOICES = """
 CREATE OR REPLACE TEMP TABLE mq_invoices AS
@@ -109,18 +108,18 @@ ORDER BY x.period_key, x.credit_type_id
 def register_invoices(
     con: duckdb.DuckDBPyConnection,
     snap: Snapshot,
-    targets: Sequence[Target],
     *,
     ids: dict[tuple[int, str], str] | None = None,
     replaces: str | None = None,
 ) -> None:
-    """mq_invoices: the invoices of the targets, one per period and credit type (the rate card's
+    """mq_invoices: the invoices of mq_periods, one per period and credit type (the rate card's
     own credit type always; others when they have line items; and any existing draft of the
     period, so a draft that lost all its lines is updated, not forgotten)."""
     if ids is None:
         define_id_macros(con)
         con.execute(_INVOICES)
     else:
+        statuses = dict(con.execute("SELECT period_key, status FROM mq_periods").fetchall())
         rows: dict[str, list[Any]] = defaultdict(list)
         for (key, credit), the_id in sorted(ids.items()):
             ctype = snap.credit_types.get(credit)
@@ -129,7 +128,7 @@ def register_invoices(
             rows["credit_type_id"].append(credit)
             rows["credit_type_name"].append(ctype.name if ctype else credit)
             rows["credit_precision"].append(ctype.precision if ctype else 0)
-            rows["status"].append(targets[key].status)
+            rows["status"].append(statuses[key])
             rows["replaces"].append(replaces)
         create_temp(
             con,

@@ -45,7 +45,7 @@ Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -63,7 +63,7 @@ from engine.invoice_summary import (
     RunSummary,
     UnratedUsage,
 )
-from engine.invoice_targets import Snapshot, Target, list_targets, register_periods
+from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
 from engine.invoice_write import write
 from engine.late_events import late_events
 from engine.periods import Period, iso, naive, utc
@@ -71,8 +71,10 @@ from engine.pricing import Pricing, register_pricing
 from engine.rating import rate
 from engine.usage_quantities import compute_quantities
 from engine.usage_windows import register_windows
-from warehouse.errors import UserError
+from warehouse.catalog import Catalog
+from warehouse.errors import NotFoundError, UserError
 from warehouse.home import Home
+from warehouse.models import Contract
 
 __all__ = [
     "INVOICE_NAMESPACE",
@@ -131,23 +133,24 @@ def _compute(
     con: duckdb.DuckDBPyConnection,
     home: Home,
     snap: Snapshot,
-    targets: Sequence[Target],
+    plan: PeriodPlan,
     notes: list[str],
     watch: Stopwatch,
 ) -> Pricing:
-    pricing = register_pricing(
-        con,
-        products=snap.products,
-        metrics=snap.metrics,
-        rate_cards=[snap.rate_cards[i] for i in sorted({t.card.id for t in targets if t.card.id})],
-        credit_types=snap.credit_types.values(),
-    )
-    notes.extend(pricing.unsupported)
+    """Windows, pricing tables, quantities and rated lines of the periods of mq_periods."""
     with watch.stage("plan"):
-        register_periods(con, snap, targets)
-        multi_segment = register_windows(con, targets, set(pricing.kinds.values()))
+        cards = [snap.rate_cards[i] for i in plan.rate_card_ids]
+        pricing = register_pricing(
+            con,
+            products=snap.products,
+            metrics=snap.metrics,
+            rate_cards=cards,
+            credit_types=snap.credit_types.values(),
+        )
+        notes.extend(pricing.unsupported)
+        multi_segment = register_windows(con, cards, set(pricing.kinds.values()))
     with watch.stage("usage"):
-        compute_quantities(con, home, pricing, targets, notes, multi_segment=multi_segment)
+        compute_quantities(con, home, pricing, plan, notes, multi_segment=multi_segment)
     with watch.stage("rating"):
         rate(con, pricing, multi_segment=multi_segment)
     return pricing
@@ -165,7 +168,7 @@ def run(
     watch = Stopwatch()
     with watch.stage("plan"):
         snap = Snapshot.load(con)
-        targets = list_targets(con, snap, as_of, notes)
+        plan = plan_periods(con, snap, as_of, notes)
     counts = InvoiceCounts()
     [(counts.frozen,)] = con.execute(
         "SELECT count(*) FROM invoices WHERE status <> 'draft' AND period_start <= ?",
@@ -173,20 +176,20 @@ def run(
     ).fetchall()
     totals: list[CreditTotal] = []
     unrated: list[UnratedUsage] = []
-    if not targets:
-        if not any(c.starting_at <= as_of for c in snap.contracts):
+    if not plan.periods:
+        if not plan.started:
             notes.append(
                 f"no contract has started by {iso(as_of)}; no invoices"
-                if snap.contracts
+                if plan.contracts
                 else "the catalog has no contracts; no invoices"
             )
     else:
         bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
         with bar_cm as bar:
             watch.bar = bar
-            pricing = _compute(con, home, snap, targets, notes, watch)
+            pricing = _compute(con, home, snap, plan, notes, watch)
             with watch.stage("invoices"):
-                register_invoices(con, snap, targets)
+                register_invoices(con, snap)
                 unrated = unrated_usage(con, pricing)
             with watch.stage("write"):
                 write(con, as_of, [])
@@ -239,24 +242,35 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
             f"invoice {old.id} was already regenerated as {old.superseded_by}; regenerate that one"
         )
     snap = Snapshot.load(con)
-    contract = next((c for c in snap.contracts if c.id == old.contract_id), None)
-    if contract is None:
-        raise UserError(f"invoice {old.id}: its contract {old.contract_id!r} no longer exists")
+    try:
+        contract: Contract = Catalog(con).get("contracts", old.contract_id)  # type: ignore[assignment]
+    except NotFoundError:
+        raise UserError(
+            f"invoice {old.id}: its contract {old.contract_id!r} no longer exists"
+        ) from None
     card = snap.rate_cards.get(contract.rate_card_id)
     if card is None:
         raise UserError(
             f"invoice {old.id}: rate card {contract.rate_card_id!r} of contract "
             f"{contract.id} no longer exists"
         )
-    period = Period(utc(old.start_timestamp), utc(old.end_timestamp))
-    target = Target(contract, card, period, "finalized")
+    assert contract.id is not None
+    plan = register_period(
+        con,
+        snap,
+        contract_id=contract.id,
+        customer_id=contract.customer_id,
+        card=card,
+        period=Period(utc(old.start_timestamp), utc(old.end_timestamp)),
+        status="finalized",
+    )
     new_id = regenerated_id(old.id)
     notes: list[str] = []
     from engine.output import progress as progress_bar
 
     with progress_bar("regenerate invoice", total=3) as bar:
-        _compute(con, home, snap, [target], notes, Stopwatch(bar, "regenerate invoice"))
-    register_invoices(con, snap, [target], ids={(0, old.credit_type.id): new_id}, replaces=old.id)
+        _compute(con, home, snap, plan, notes, Stopwatch(bar, "regenerate invoice"))
+    register_invoices(con, snap, ids={(0, old.credit_type.id): new_id}, replaces=old.id)
     write(
         con,
         datetime.now(UTC),

@@ -1,4 +1,6 @@
-"""Statement periods of a contract (SEMANTICS.md section 6): pure Python, all in UTC.
+"""Statement periods of a contract (SEMANTICS.md section 6), all in UTC: in Python (one
+contract: `iter_periods`, `started_periods`) and in SQL (every contract at once:
+`STARTED_PERIODS`, what an invoice run uses; tests/test_periods.py checks both agree).
 
 A contract's `usage_statement_schedule` says how often a statement period ends (`frequency`) and
 where the boundaries fall (`day`):
@@ -25,11 +27,16 @@ from one boundary to the next; the last is cut at `ending_before`.  Periods are 
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from warehouse.models import AnchorDay, Frequency, UsageStatementSchedule
+
+if TYPE_CHECKING:
+    import duckdb
 
 _MONTHS = {Frequency.MONTHLY: 1, Frequency.QUARTERLY: 3, Frequency.ANNUAL: 12}
 _WEEK = timedelta(days=7)
@@ -152,3 +159,98 @@ def started_periods(
             break
         out.append(period)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The same rules in SQL, for every contract at once
+
+
+def define_period_macros(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp macros of the rules above, over naive UTC TIMESTAMPs and the schedule's enum texts:
+
+    mq_utc(text)                    a stored document's ISO 8601 timestamp as naive UTC
+    mq_months(frequency)            months between boundaries (NULL: WEEKLY)
+    mq_anchor(start, frequency, day, billing_anchor_date)
+    mq_boundary(anchor, months, k)  the k-th boundary (k may be negative); DuckDB's month
+                                    arithmetic clamps the day to the month's last day, counted
+                                    from the anchor each time, as `add_months` does
+    mq_floor_index(anchor, months, ts)
+                                    WEEKLY: the largest k with boundary(k) <= ts; months: the
+                                    largest k whose boundary falls in ts's month or before, so
+                                    the first boundary after ts is k or k + 1 (boundary(k + 1)
+                                    falls in a later month)
+    """
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP MACRO mq_utc(text) AS (
+            make_timestamp(epoch_us(CAST(text AS TIMESTAMPTZ))));
+        CREATE OR REPLACE TEMP MACRO mq_fdiv(a, b) AS ((a - (((a % b) + b) % b)) // b);
+        CREATE OR REPLACE TEMP MACRO mq_months(frequency) AS (
+            CASE frequency WHEN 'MONTHLY' THEN 1 WHEN 'QUARTERLY' THEN 3 WHEN 'ANNUAL' THEN 12
+            END);
+        CREATE OR REPLACE TEMP MACRO mq_anchor(start, frequency, day, billing_anchor_date) AS (
+            CASE day
+                WHEN 'CONTRACT_START' THEN start
+                WHEN 'CUSTOM_DATE' THEN billing_anchor_date
+                WHEN 'FIRST_OF_MONTH' THEN
+                    CASE WHEN frequency = 'WEEKLY' THEN date_trunc('week', start)
+                         ELSE date_trunc('month', start) END
+            END);
+        CREATE OR REPLACE TEMP MACRO mq_boundary(anchor, months, k) AS (
+            CASE WHEN months IS NULL THEN anchor + to_days(CAST(7 * k AS INTEGER))
+                 ELSE anchor + to_months(CAST(k * months AS INTEGER)) END);
+        CREATE OR REPLACE TEMP MACRO mq_floor_index(anchor, months, ts) AS (
+            CASE WHEN months IS NULL
+                 THEN mq_fdiv(epoch_us(ts) - epoch_us(anchor), 604800000000)
+                 ELSE mq_fdiv((year(ts) - year(anchor)) * 12 + month(ts) - month(anchor), months)
+            END);
+        """
+    )
+
+
+# The periods started by $as_of of every schedule of the table `{schedules}` (columns key,
+# starting_at, ending_before, frequency, day, billing_anchor_date, since: naive UTC timestamps
+# and the schedule's enum texts): rows (key, period_start, period_end).  `started_periods` in
+# SQL: with `since` (after the start), only the periods starting at or after it.  first(ts),
+# the index of the first boundary after ts, is floor_index(ts) + (boundary(floor_index) <= ts).
+_STARTED_PERIODS = """
+WITH anchored AS (
+    SELECT key, starting_at, ending_before, anchor, months, resumed,
+           -- the first period ends at boundary(first(from_ts)) (+ 1 when resumed)
+           CASE WHEN resumed THEN since - INTERVAL 1 MICROSECOND ELSE starting_at END AS from_ts
+    FROM (SELECT *, mq_anchor(starting_at, frequency, day, billing_anchor_date) AS anchor,
+                 mq_months(frequency) AS months,
+                 coalesce(since > starting_at, false) AS resumed
+          FROM {schedules})
+), floored AS (
+    SELECT *, mq_floor_index(anchor, months, from_ts) AS k_from,
+           mq_floor_index(anchor, months, $as_of) AS k_limit
+    FROM anchored
+), indexed AS (
+    SELECT *,
+           k_from + CASE WHEN mq_boundary(anchor, months, k_from) <= from_ts THEN 1 ELSE 0 END
+               + CASE WHEN resumed THEN 1 ELSE 0 END AS k_first,
+           k_limit + CASE WHEN mq_boundary(anchor, months, k_limit) <= $as_of THEN 1 ELSE 0 END
+               AS k_as_of
+    FROM floored
+), cut AS (
+    SELECT key, ending_before,
+           CASE WHEN k = k_first - 1 AND NOT resumed THEN starting_at
+                ELSE mq_boundary(anchor, months, k) END AS period_start,
+           mq_boundary(anchor, months, k + 1) AS boundary
+    FROM (SELECT *, unnest(generate_series(k_first - 1, k_as_of - 1)) AS k FROM indexed)
+)
+SELECT key, period_start,
+       CASE WHEN ending_before < boundary THEN ending_before ELSE boundary END AS period_end
+FROM cut
+WHERE period_start <= $as_of AND (ending_before IS NULL OR period_start < ending_before)
+"""
+
+
+def started_periods_sql(schedules: str) -> str:
+    """The SELECT of the started periods of the schedules in the table `schedules` (an engine
+    temp table's name; see _STARTED_PERIODS), with the parameter $as_of (naive UTC); needs
+    define_period_macros."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", schedules):
+        raise ValueError(f"schedules table {schedules!r}: expected a plain lower-case name")
+    return _STARTED_PERIODS.format(schedules=schedules)

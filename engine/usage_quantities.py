@@ -21,7 +21,7 @@ from datetime import datetime
 import duckdb
 from sqlglot import exp
 
-from engine.invoice_targets import Target
+from engine.invoice_targets import PeriodPlan
 from engine.periods import naive
 from engine.pricing import Pricing
 from engine.usage_windows import ALL_WINDOWS, windows_of
@@ -104,7 +104,7 @@ def compute_quantities(
     con: duckdb.DuckDBPyConnection,
     home: Home,
     pricing: Pricing,
-    targets: Sequence[Target],
+    plan: PeriodPlan,
     notes: list[str],
     *,
     multi_segment: bool,
@@ -119,7 +119,7 @@ def compute_quantities(
     sql_products: list[Product] = []
     for _pid, product in sorted(pricing.products.items()):
         (sql_products if pricing.metrics[_pid].sql is not None else billable).append(product)
-    if not targets:
+    if not plan.periods:
         return
     if sql_products:
         sql_metric_quantities(con, home, pricing, sql_products, notes)
@@ -127,8 +127,8 @@ def compute_quantities(
         return
     kinds = {pid: (kind if multi_segment else ALL_WINDOWS) for pid, kind in pricing.kinds.items()}
     metrics = {pid: pricing.metrics[pid] for pid in pricing.products}
-    lo = min(t.period.start for t in targets)
-    hi = max(t.period.end for t in targets)
+    lo, hi = plan.start, plan.end
+    assert lo is not None and hi is not None
     # every window starts and ends at one of these: events join windows by (customer, slice)
     boundaries = [
         t

@@ -1,7 +1,8 @@
-"""Usage windows of an invoice run: one windows relation for all customers.
+"""Usage windows of an invoice run: one windows relation for all customers, built in DuckDB
+from mq_periods (engine.invoice_targets).
 
-    register_windows(con, targets, kinds) -> multi_segment    mq_windows
-    windows_of(kind)                                          the windows a usage query reads
+    register_windows(con, cards, kinds) -> multi_segment     mq_windows
+    windows_of(kind)                                         the windows a usage query reads
 
 A COUNT or SUM product is rated per *segment* (its period cut at every rate boundary of the
 contract's rate card: each rate prices the usage inside its own window); MAX, UNIQUE, LATEST
@@ -11,82 +12,81 @@ one window that is both, so metrics of both kinds share one scan.
 
 from __future__ import annotations
 
-import bisect
-from collections import defaultdict
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from collections.abc import Iterable
 
 import duckdb
 from sqlglot import exp
 
-from engine.invoice_targets import Target
-from engine.periods import naive as to_naive
-from engine.periods import utc
+from engine.periods import naive
 from engine.pricing import PERIOD, SEGMENT
 from engine.temp_tables import create_temp
+from warehouse.models import RateCard
+
+# The edges of every period: its start and (with $segment) each rate boundary of its rate card
+# strictly inside it; consecutive edges make its segments.  A period of several segments also
+# gets its whole-period window (with $period).  Window ids follow (period, segments first,
+# start).
+_WINDOWS = """
+CREATE OR REPLACE TEMP TABLE mq_windows AS
+WITH edges AS (
+    SELECT period_key, period_start AS edge FROM mq_periods
+    UNION
+    SELECT p.period_key, c.at
+    FROM mq_periods p
+    JOIN mq_rate_cuts c
+      ON c.rate_card_id = p.rate_card_id AND c.at > p.period_start AND c.at < p.period_end
+    WHERE $segment
+), segments AS (
+    SELECT e.period_key, p.customer_id, e.edge AS window_start,
+           coalesce(lead(e.edge) OVER (PARTITION BY e.period_key ORDER BY e.edge),
+                    p.period_end) AS window_end,
+           count(*) OVER (PARTITION BY e.period_key) AS pieces
+    FROM edges e JOIN mq_periods p ON p.period_key = e.period_key
+), windows AS (
+    SELECT period_key, customer_id, window_start, window_end,
+           pieces > 1 OR $segment AS is_segment, pieces = 1 AND $period AS is_period
+    FROM segments
+    UNION ALL
+    SELECT period_key, customer_id, period_start, period_end, false, true
+    FROM mq_periods
+    WHERE $period AND period_key IN (SELECT period_key FROM segments WHERE pieces > 1)
+)
+SELECT CAST(row_number() OVER (ORDER BY period_key, is_period, window_start) - 1 AS BIGINT)
+           AS window_id,
+       period_key, customer_id, window_start, window_end, is_segment, is_period
+FROM windows
+"""
 
 
 def register_windows(
-    con: duckdb.DuckDBPyConnection, targets: Sequence[Target], kinds: set[str]
+    con: duckdb.DuckDBPyConnection, cards: Iterable[RateCard], kinds: set[str]
 ) -> bool:
-    """mq_windows: one windows relation for all customers: the segments of every target (its
-    period cut at every rate boundary of the contract's rate card; `is_segment`) and its whole
-    period (`is_period`).  A period with a single segment has one window that is both, so
-    metrics of both kinds can share one scan.  Returns whether any period has several
-    segments."""
-    cuts: dict[str, list[datetime]] = {}
-    cols: dict[str, list[Any]] = defaultdict(list)
-    multi_segment = False
-
-    naive: dict[datetime, datetime] = {}
-
-    def add(key: int, customer: str, lo: datetime, hi: datetime, seg: bool, per: bool) -> None:
-        cols["window_id"].append(len(cols["window_id"]))
-        cols["period_key"].append(key)
-        cols["customer_id"].append(customer)
-        cols["window_start"].append(naive.get(lo) or naive.setdefault(lo, to_naive(lo)))
-        cols["window_end"].append(naive.get(hi) or naive.setdefault(hi, to_naive(hi)))
-        cols["is_segment"].append(seg)
-        cols["is_period"].append(per)
-
-    for key, target in enumerate(targets):
-        card, period = target.card, target.period
-        customer = target.contract.customer_id
-        edges = [period.start, period.end]
-        if SEGMENT in kinds:
-            assert card.id
-            if card.id not in cuts:
-                points = {utc(r.starting_at) for r in card.rates}
-                points |= {utc(r.ending_before) for r in card.rates if r.ending_before}
-                cuts[card.id] = sorted(points)
-            points = cuts[card.id]
-            inside = points[
-                bisect.bisect_right(points, period.start) : bisect.bisect_left(points, period.end)
-            ]
-            edges = [period.start, *inside, period.end]
-        if len(edges) == 2:
-            add(key, customer, period.start, period.end, SEGMENT in kinds, PERIOD in kinds)
-            continue
-        multi_segment = True
-        for lo, hi in zip(edges, edges[1:], strict=False):
-            add(key, customer, lo, hi, True, False)
-        if PERIOD in kinds:
-            add(key, customer, period.start, period.end, False, True)
+    """mq_windows (window_id, period_key, customer_id, window_start, window_end, is_segment,
+    is_period): the segments of every period of mq_periods (cut at every rate boundary of its
+    rate card, among `cards`; `is_segment`) and its whole period (`is_period`), for the window
+    kinds in use.  Returns whether any period has several segments."""
+    cuts = sorted(
+        {
+            (card.id, naive(at))
+            for card in cards
+            for rate in card.rates
+            for at in (rate.starting_at, rate.ending_before)
+            if at is not None and card.id is not None
+        }
+    )
     create_temp(
         con,
-        "mq_windows",
+        "mq_rate_cuts",
         {
-            "window_id": ("BIGINT", cols["window_id"]),
-            "period_key": ("BIGINT", cols["period_key"]),
-            "customer_id": ("VARCHAR", cols["customer_id"]),
-            "window_start": ("TIMESTAMP", cols["window_start"]),
-            "window_end": ("TIMESTAMP", cols["window_end"]),
-            "is_segment": ("BOOLEAN", cols["is_segment"]),
-            "is_period": ("BOOLEAN", cols["is_period"]),
+            "rate_card_id": ("VARCHAR", [card for card, _ in cuts]),
+            "at": ("TIMESTAMP", [at for _, at in cuts]),
         },
     )
-    return multi_segment
+    con.execute(_WINDOWS, {"segment": SEGMENT in kinds, "period": PERIOD in kinds})
+    [(multi_segment,)] = con.execute(
+        "SELECT count(*) > count(DISTINCT period_key) FROM mq_windows WHERE is_segment"
+    ).fetchall()
+    return bool(multi_segment)
 
 
 ALL_WINDOWS = "all"  # both kinds share every window (no period has several segments)

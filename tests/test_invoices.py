@@ -331,6 +331,68 @@ def test_a_customer_with_two_overlapping_contracts_gets_invoices_for_each(mq, tm
     assert [i.total for i in monthly] == [15]
 
 
+def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_path):
+    """The run plans every contract's periods in SQL, from the stored documents; they are the
+    periods engine.periods.started_periods gives for the same contracts (with a frozen part)."""
+    from engine.periods import started_periods, utc
+    from warehouse.catalog import Catalog
+
+    def contract(name: str, start: str, schedule: dict, end: str | None = None) -> dict:
+        doc = {
+            "name": name,
+            "customer_id": "Acme",
+            "rate_card_id": "Standard",
+            "starting_at": start,
+            "usage_statement_schedule": schedule,
+        }
+        if end:
+            doc["ending_before"] = end
+        return doc
+
+    apply_docs(
+        mq,
+        tmp_path,
+        {
+            "contracts": [
+                contract("weekly-iso", "2026-01-07T10:00:00Z", {"frequency": "weekly"}),
+                contract(
+                    "quarterly-start",
+                    "2025-11-30T06:30:00.250000Z",
+                    {"frequency": "QUARTERLY", "day": "contract_start"},
+                ),
+                contract(
+                    "annual-custom",
+                    "2025-06-15T00:00:00Z",
+                    {
+                        "frequency": "ANNUAL",
+                        "day": "CUSTOM_DATE",
+                        "billing_anchor_date": "2024-02-29T12:00:00Z",
+                    },
+                ),
+                contract(
+                    "monthly-ending",
+                    "2026-01-31T00:00:00Z",
+                    {"frequency": "MONTHLY", "day": "CONTRACT_START"},
+                    end="2026-03-10T00:00:00Z",
+                ),
+            ]
+        },
+    )
+    mq.invoice_run("2026-02-15T00:00:00Z")  # freezes some periods
+    as_of = ts("2026-04-20T00:00:00Z")
+    mq.invoice_run(as_of)
+    got: dict[str, list[tuple]] = defaultdict(list)
+    for invoice in mq.invoices():
+        got[invoice.contract_id].append((utc(invoice.start_timestamp), utc(invoice.end_timestamp)))
+    contracts = Catalog(mq.con).all("contracts")
+    assert len(contracts) == 6
+    for c in contracts:
+        expected = started_periods(
+            c.usage_statement_schedule, c.starting_at, c.ending_before, as_of
+        )
+        assert got[c.id] == [(p.start, p.end) for p in expected], c.name
+
+
 def test_random_usage_for_many_customers_matches_a_python_reference(tmp_path):
     mq = Meterql.init(tmp_path / "home")
     customers = [f"cust-{i}" for i in range(12)]

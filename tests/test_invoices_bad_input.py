@@ -117,6 +117,41 @@ def test_as_of_before_every_contract_start_makes_no_invoices_and_says_so(mq, tmp
     assert "no contract has started by 2026-02-01T00:00:00Z; no invoices" in result.output
 
 
+def test_a_catalog_without_contracts_makes_no_invoices_and_says_so(mq):
+    summary = mq.invoice_run("2026-02-01T00:00:00Z")
+    assert summary.invoices.created == 0
+    assert summary.notes == ["the catalog has no contracts; no invoices"]
+
+
+def test_a_contract_whose_rate_card_is_gone_is_noted_and_the_others_are_invoiced(mq, tmp_path):
+    doc = catalog()
+    doc["rate_cards"].append({"name": "Other", "rates": []})
+    doc["contracts"][1]["rate_card_id"] = "Other"
+    apply_docs(mq, tmp_path, doc)
+    # apply refuses a contract on a missing rate card; a catalog edited by hand can have one
+    [(beta, other)] = mq.con.execute(
+        "SELECT id, rate_card_id FROM contracts WHERE name = 'beta-monthly'"
+    ).fetchall()
+    mq.con.execute("DELETE FROM rate_cards WHERE id = ?", [other])
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.notes == [f"contract {beta}: rate card {other!r} is missing; no invoices"]
+    [(acme,)] = mq.con.execute("SELECT id FROM contracts WHERE name = 'acme-monthly'").fetchall()
+    assert summary.invoices.created == 1
+    assert [i.contract_id for i in mq.invoices()] == [acme]
+
+
+def test_regenerate_of_an_invoice_whose_contract_is_gone_names_it(mq, tmp_path):
+    apply_docs(mq, tmp_path, catalog())
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    march = next(i for i in mq.invoices(customer="Acme") if i.status == "finalized")
+    mq.con.execute("DELETE FROM contracts WHERE id = ?", [march.contract_id])
+    with pytest.raises(UserError) as err:
+        mq.regenerate_invoice(march.id)
+    assert str(err.value) == (
+        f"invoice {march.id}: its contract {march.contract_id!r} no longer exists"
+    )
+
+
 def test_usage_of_a_product_with_no_rate_on_the_contracts_card_is_reported(mq, tmp_path):
     doc = catalog()
     # the card prices API Calls only from April: March's calls have no rate in effect,

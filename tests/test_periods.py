@@ -6,11 +6,24 @@ import calendar
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
+import duckdb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.periods import Period, add_months, anchor_of, iter_periods, started_periods
+from engine.periods import (
+    Period,
+    add_months,
+    anchor_of,
+    define_period_macros,
+    iso,
+    iter_periods,
+    naive,
+    started_periods,
+    started_periods_sql,
+    utc,
+)
+from engine.temp_tables import create_temp
 from warehouse.models import UsageStatementSchedule
 
 
@@ -242,3 +255,94 @@ def test_since_skips_exactly_the_earlier_periods(schedule, start, days, since):
     every = list(iter_periods(schedule, start, end))
     got = list(iter_periods(schedule, start, end, since=since))
     assert got == [p for p in every if p.start >= since]
+
+
+# -- the SQL form (engine.periods.STARTED_PERIODS, what an invoice run uses) ---------------------
+
+SQL = duckdb.connect()
+define_period_macros(SQL)
+
+
+def sql_started_periods(contracts: list[tuple], as_of: datetime) -> dict[int, list[Period]]:
+    """The SQL periods of (schedule, starting_at, ending_before, since) rows, by row index; the
+    table holds the schedules as stored documents do (ISO text with Z, enum texts)."""
+
+    def text(ts: datetime | None) -> str | None:
+        return None if ts is None else iso(ts)
+
+    create_temp(
+        SQL,
+        "mq_test_docs",
+        {
+            "key": ("BIGINT", range(len(contracts))),
+            "frequency": ("VARCHAR", [c[0].frequency.value for c in contracts]),
+            "day": ("VARCHAR", [c[0].day.value for c in contracts]),
+            "anchor": ("VARCHAR", [text(c[0].billing_anchor_date) for c in contracts]),
+            "starting_at": ("VARCHAR", [text(c[1]) for c in contracts]),
+            "ending_before": ("VARCHAR", [text(c[2]) for c in contracts]),
+            "since": ("VARCHAR", [text(c[3]) for c in contracts]),
+        },
+    )
+    SQL.execute(
+        "CREATE OR REPLACE TEMP TABLE mq_test_schedules AS SELECT key, frequency, day, "
+        "mq_utc(anchor) AS billing_anchor_date, mq_utc(starting_at) AS starting_at, "
+        "mq_utc(ending_before) AS ending_before, mq_utc(since) AS since FROM mq_test_docs"
+    )
+    rows = SQL.execute(
+        started_periods_sql("mq_test_schedules") + " ORDER BY key, period_start",
+        {"as_of": naive(as_of)},
+    ).fetchall()
+    out: dict[int, list[Period]] = {k: [] for k in range(len(contracts))}
+    for key, start, end in rows:
+        out[key].append(Period(utc(start), utc(end)))
+    return out
+
+
+contracts = st.tuples(
+    schedules,
+    instants,
+    st.none() | st.integers(min_value=1, max_value=3_000),
+    st.none() | instants,
+).map(lambda t: (t[0], t[1], None if t[2] is None else t[1] + timedelta(days=t[2]), t[3]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(contracts, min_size=1, max_size=8), instants)
+def test_sql_started_periods_equal_the_python_ones(rows, as_of):
+    got = sql_started_periods(rows, as_of)
+    for key, (schedule, start, end, since) in enumerate(rows):
+        assert got[key] == started_periods(schedule, start, end, as_of, since=since), rows[key]
+
+
+def test_sql_started_periods_at_month_ends_leap_days_and_microseconds():
+    rows = [
+        (sched("MONTHLY", "CONTRACT_START"), T("2024-01-31T10:00:00Z"), None, None),
+        (sched("QUARTERLY"), T("2026-02-15T00:00:00.000001Z"), None, None),
+        (sched("ANNUAL", "CONTRACT_START"), T("2024-02-29T00:00:00Z"), None, None),
+        (sched("WEEKLY"), T("2026-03-01T12:00:00Z"), T("2026-05-01T00:00:00Z"), None),
+        (sched("MONTHLY", "CUSTOM_DATE", "2027-08-31T06:00:00Z"), T("2026-01-15Z"), None, None),
+        (sched("MONTHLY"), T("2026-01-01Z"), None, T("2026-03-01Z")),  # resumed after a freeze
+        (sched("MONTHLY"), T("2026-01-01Z"), T("2026-03-01Z"), T("2026-03-01Z")),  # all frozen
+    ]
+    as_of = T("2026-06-01T00:00:00Z")
+    got = sql_started_periods(rows, as_of)
+    for key, (schedule, start, end, since) in enumerate(rows):
+        assert got[key] == started_periods(schedule, start, end, as_of, since=since)
+    assert spans(got[0][:2]) == [
+        ("2024-01-31T10:00", "2024-02-29T10:00"),
+        ("2024-02-29T10:00", "2024-03-31T10:00"),
+    ]
+    assert got[6] == []
+
+
+def test_sql_timestamps_of_stored_documents_honour_their_offset():
+    [(z, plus)] = SQL.execute(
+        "SELECT mq_utc('2026-03-01T00:00:00.5Z'), mq_utc('2026-03-01T02:00:00+02:00')"
+    ).fetchall()
+    assert z == datetime(2026, 3, 1, 0, 0, 0, 500000)
+    assert plus == datetime(2026, 3, 1)
+
+
+def test_started_periods_sql_refuses_a_table_name_that_is_not_plain():
+    with pytest.raises(ValueError, match="schedules table"):
+        started_periods_sql("x; DROP TABLE contracts")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.invoice_targets import Target, register_periods
+from engine.invoice_targets import Snapshot, register_period
 from engine.periods import Period
 from engine.pricing import register_pricing
 from engine.quantity_conversion import convert_quantity, converted_quantity
@@ -24,7 +24,6 @@ from warehouse.errors import UserError
 from warehouse.models import (
     USD_CENTS_ID,
     BillableMetric,
-    Contract,
     CreditType,
     Product,
     RateCard,
@@ -102,19 +101,19 @@ def run_rating(
     """Rate `rows` ({qty, pv, gv, window_start?}) and return (lines, unrated) as dicts."""
     con = duckdb.connect()
     card = RateCard(id="card", name="Card", rates=rates, **(card_extra or {}))
-    contract = Contract(
-        id="k",
-        customer_id="c",
-        rate_card_id="card",
-        starting_at=period[0],
-        usage_statement_schedule={"frequency": "MONTHLY"},
-    )
     pricing = register_pricing(
         con, products=[prod], metrics={"m": met}, rate_cards=[card], credit_types=credit_types
     )
-    target = Target(contract, card, Period(T(period[0]), T(period[1])), "draft")
-    register_periods(con, _snap(card, credit_types), [target])
-    multi_segment = register_windows(con, [target], set(pricing.kinds.values()))
+    register_period(
+        con,
+        Snapshot(rate_cards={"card": card}, products=[prod], metrics={"m": met}, credit_types={}),
+        contract_id="k",
+        customer_id="c",
+        card=card,
+        period=Period(T(period[0]), T(period[1])),
+        status="draft",
+    )
+    multi_segment = register_windows(con, [card], set(pricing.kinds.values()))
     con.execute(
         "CREATE TEMP TABLE mq_quantities (window_id BIGINT, product_id VARCHAR, "
         "pricing_values VARCHAR[], presentation_values VARCHAR[], quantity DECIMAL(38, 12))"
@@ -135,19 +134,6 @@ def run_rating(
     )
     unrated = _dicts(con, "SELECT * FROM mq_unrated ORDER BY pricing_values")
     return lines, unrated
-
-
-class _Snap:
-    def __init__(self, card: RateCard, credit_types: tuple[CreditType, ...]):
-        self.card = card
-        self.credit_types = {c.id: c for c in credit_types}
-
-    def primary_credit_type(self, card: RateCard) -> str:
-        return card.fiat_credit_type_id or USD_CENTS_ID
-
-
-def _snap(card: RateCard, credit_types: tuple[CreditType, ...]) -> Any:
-    return _Snap(card, credit_types)
 
 
 def _dicts(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict]:
