@@ -175,8 +175,8 @@ class Meterql:
     @staticmethod
     def sql_check(sql: str):
         """Every problem of a SQL metric's query (line, column, caret), or its value column and
-        group keys: an engine.sql_run.SqlCheck.  Needs no home."""
-        from engine.sql_run import check_sql_metric
+        group keys: an engine.sql_check.SqlCheck.  Needs no home."""
+        from engine.sql_check import check_sql_metric
 
         return check_sql_metric(sql)
 
@@ -190,7 +190,7 @@ class Meterql:
     ):
         """A SQL metric's query for every customer (or one) over [start, end), before any
         metric exists: a pyarrow Table like `usage` (customer_id, window_start, window_end,
-        group, value), computed in the locked-down sandbox of engine.sql_run."""
+        group, value), computed in the locked-down sandbox of engine.sandbox."""
         from engine.sql_run import sql_run
 
         return sql_run(self.home, self.con, self.catalog, sql, start, end, customer=customer)

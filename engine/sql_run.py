@@ -1,68 +1,36 @@
 """Running SQL metrics: the author's query, scoped, in a locked-down DuckDB connection.
 
-    check_sql_metric(text) -> SqlCheck                 static checks + DuckDB binds the query
     run_sql_metric(home, con, text, windows) -> Table  one row per (customer, window, group)
     sql_run(home, con, catalog, text, start, end)      `meterql sql run`: shaped like usage
-    open_sandbox(...) / sandbox(...)                   the connection user SQL runs in
 
-Defence in depth.  The checker (metric_compiler.sql_metric) refuses everything outside the
-allow-list before anything runs, and what runs is the SQL that sqlglot generates from the checked
-and scoped tree (parsed back and compared first), never the author's text.  Even so, user SQL
-runs only in a sandbox connection: in-memory, `enable_external_access=false` with empty
-`allowed_paths` and `allowed_directories`, extension auto-install/auto-load and community
-extensions off, and `lock_configuration=true` set last, so a checker bug still cannot read or
-write a file, load an extension, or change a setting (tests/test_sql_metric_sandbox.py tries each
-escape on the raw connection, bypassing the checker).
-
-What was verified in DuckDB 2.0, and why the events stream in as Arrow:
-- `read_parquet` does read files under `allowed_directories` with external access off, but
-  `COPY ... TO` can then also write there (new files, and overwrite with USE_TMP_FILE false);
-  `allowed_paths` has the same hole for the listed files.  So the sandbox gets no event path:
-  the read API's relation (warehouse.events.EventStore.relation: manifest files pruned to the
-  windows' span, customer ids resolved through customer_keys) runs on the normal connection and
-  its Arrow record batches stream into the sandbox, registered before the query runs (explicit
-  registration works with external access off; replacement scans of Python variables do not).
-  Nothing is materialised in Python; when the query reads `events` more than once the scoped
-  query materialises the events CTE (a stream is read once).
-- DuckDB adds its temp directory and the cwd-relative paths `./:memory:*` to the allowed lists
-  at start-up (a `COPY ... TO './:memory:'` would succeed); the sandbox empties both lists before
-  turning external access off, and checks them.  The temp directory stays allowed whenever one is
-  set, so the sandbox spills to a private, empty directory under the home's staging area that is
-  deleted afterwards (no home: no spilling).
-- `lock_configuration=true` refuses every later SET/RESET/PRAGMA that changes a setting.
+The checks are engine.sql_check's (`meterql sql check` needs neither pyarrow nor a home); the
+connection is engine.sandbox's (why the events stream in as Arrow: see there).
 """
 
 from __future__ import annotations
 
 import csv
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import sqlglot
-from pydantic import BaseModel
 from sqlglot import exp
 
+from engine.sandbox import sandbox
+from engine.sql_check import empty_windows, value_problems
 from engine.usage import exact, parse_timestamp
 from metric_compiler.sql_metric import (
     CheckedSql,
-    ScopedQuery,
     SqlMetricError,
-    SqlProblem,
     check_sql,
     scoped_query,
-    sql_problems,
 )
 from metric_compiler.sql_metric.problems import whole_query_problem
-from metric_compiler.sql_metric.source import SqlSource
 from metric_compiler.windows import Window
 from warehouse.catalog import Catalog
 from warehouse.errors import UserError
@@ -73,24 +41,6 @@ STREAM = "__mq_stream"
 WINDOW_ROWS = "__mq_window_rows"
 BATCH_ROWS = 1 << 17
 
-# DuckDB types a value column may have (they convert exactly, or DOUBLE by its shortest text).
-NUMERIC_TYPES = frozenset(
-    {
-        "TINYINT",
-        "SMALLINT",
-        "INTEGER",
-        "BIGINT",
-        "HUGEINT",
-        "UTINYINT",
-        "USMALLINT",
-        "UINTEGER",
-        "UBIGINT",
-        "UHUGEINT",
-        "FLOAT",
-        "DOUBLE",
-    }
-)
-
 WINDOWS_SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),
@@ -99,156 +49,6 @@ WINDOWS_SCHEMA = pa.schema(
         ("window_end", pa.timestamp("us")),
     ]
 )
-
-
-class SqlCheck(BaseModel):
-    """The result of `meterql sql check`."""
-
-    ok: bool
-    value: str | None = None  # the value column as written ("" for an unnamed first column)
-    group_keys: list[str] = []
-    problems: list[str] = []
-
-    def report(self) -> str:
-        """`N problem(s) in the SQL metric` and each problem (with its source line and caret)."""
-        lines = [f"{len(self.problems)} problem(s) in the SQL metric"]
-        for problem in self.problems:
-            first, *rest = problem.split("\n")
-            lines += [f"  - {first}", *(f"    {line}" for line in rest)]
-        return "\n".join(lines)
-
-
-def open_sandbox(
-    scratch: Path | None = None, *, threads: int | None = None, memory_limit: str | None = None
-) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection that can reach no file and change no setting.
-
-    `scratch` is a private, empty directory DuckDB may spill to (None: no spilling); DuckDB
-    always allows its temp directory, so it is the only path the connection can touch, and
-    `sandbox()` deletes it afterwards.
-    """
-    config: dict[str, object] = {
-        "temp_directory": str(scratch) if scratch is not None else "",
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-        "allow_community_extensions": False,
-    }
-    if threads:
-        config["threads"] = threads
-    if memory_limit:
-        config["memory_limit"] = memory_limit
-    con = duckdb.connect(":memory:", config=config)
-    con.execute("SET enable_progress_bar = false")
-    # DuckDB allows the temp directory and the (cwd-relative!) ":memory:" database paths by
-    # default; empty both lists before turning external access off.
-    con.execute("SET allowed_paths = []")
-    con.execute("SET allowed_directories = []")
-    con.execute("SET enable_external_access = false")
-    allowed = con.execute(
-        "SELECT current_setting('allowed_directories'), current_setting('allowed_paths')"
-    ).fetchone()
-    expected = ([str(scratch).rstrip("/") + "/"] if scratch is not None else [], [])
-    if allowed != expected:  # pragma: no cover - a DuckDB change; never run user SQL then
-        con.close()
-        raise AssertionError(f"the sandbox would allow file access: {allowed}")
-    con.execute("SET lock_configuration = true")  # last: nothing can be changed after this
-    return con
-
-
-@contextmanager
-def sandbox(
-    home: Home | None = None, con: duckdb.DuckDBPyConnection | None = None
-) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A sandbox connection with the main connection's threads and memory limit, spilling to a
-    fresh directory under the home's staging area (deleted afterwards); without a home, no
-    spilling."""
-    settings = _settings_of(con) if con is not None else {"threads": 1}
-    scratch = None
-    if home is not None:
-        home.staging_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="sql-sandbox-", dir=home.staging_dir))
-    try:
-        box = open_sandbox(scratch, **settings)  # type: ignore[arg-type]
-        try:
-            yield box
-        finally:
-            box.close()
-    finally:
-        if scratch is not None:
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _settings_of(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
-    threads, memory = con.execute(
-        "SELECT current_setting('threads'), current_setting('memory_limit')"
-    ).fetchone()
-    return {"threads": int(threads), "memory_limit": str(memory).replace(" ", "")}
-
-
-def _empty_windows() -> exp.Select:
-    return exp.select(
-        *(
-            exp.alias_(exp.cast(exp.null(), str(t)), name, quoted=True)
-            for name, t in (
-                ("customer_id", "VARCHAR"),
-                ("window_id", "BIGINT"),
-                ("window_start", "TIMESTAMP"),
-                ("window_end", "TIMESTAMP"),
-            )
-        )
-    ).where(exp.false())
-
-
-def _checked_text(scoped: ScopedQuery, tree: exp.Expression) -> str:
-    """The SQL of a generated tree, after checking it parses back to the same SQL."""
-    text = tree.sql("duckdb", comments=False)
-    again = sqlglot.parse_one(text, read="duckdb").sql("duckdb", comments=False)
-    if again != text:  # pragma: no cover - a sqlglot round-trip bug; never run such SQL
-        raise AssertionError(f"the scoped query of {scoped.value!r} does not round-trip")
-    return text
-
-
-def _value_problems(
-    checked: CheckedSql, scoped: ScopedQuery, sandbox: duckdb.DuckDBPyConnection
-) -> list[SqlProblem]:
-    """Bind the scoped query (nothing runs) and check the value column is a number."""
-    try:
-        relation = sandbox.sql(_checked_text(scoped, scoped.probe))
-    except duckdb.Error as error:
-        message = str(error).split("\n")[0]
-        return [whole_query_problem(f"DuckDB cannot evaluate the query: {message}")]
-    value_type = str(relation.types[-1]).upper()
-    if value_type in NUMERIC_TYPES or value_type.startswith("DECIMAL"):
-        return []
-    node = checked.tree.expressions[checked.outputs.value_index]
-    name = checked.value or "the first column"
-    source = SqlSource(checked.text)
-    if isinstance(node, exp.Alias) and source.span(node.this) is not None:
-        node = node.this
-    hint = (
-        "; property values are strings: cast them, e.g. CAST(properties.x AS DECIMAL(38, 12))"
-        if value_type in ("VARCHAR", "NULL")
-        else ""
-    )
-    return [
-        source.problem(node, f"the value column {name} is {value_type}; it must be a number{hint}")
-    ]
-
-
-def check_sql_metric(text: str) -> SqlCheck:
-    """Every problem of a SQL metric: the checker's, then DuckDB's when it binds the query over
-    an empty events relation (wrong types, e.g. sum of a string, or a value that is not a
-    number).  Needs no home."""
-    problems = sql_problems(text)
-    if problems:
-        return SqlCheck(ok=False, problems=[p.format(text) for p in problems])
-    checked = check_sql(text)
-    with sandbox() as box:
-        source = events_relation([], checked.properties, None, None)
-        bind = _value_problems(checked, scoped_query(checked, source, _empty_windows()), box)
-    if bind:
-        return SqlCheck(ok=False, problems=[p.format(text) for p in bind])
-    return SqlCheck(ok=True, value=checked.value, group_keys=list(checked.group_keys))
 
 
 @dataclass(frozen=True)
@@ -296,7 +96,7 @@ def run_sql_metric(
     with sandbox(home, con) as box:
         # Bind first, over no events: type errors are reported before any event is read.
         empty = events_relation([], checked.properties, None, None)
-        bind = _value_problems(checked, scoped_query(checked, empty, _empty_windows()), box)
+        bind = value_problems(checked, scoped_query(checked, empty, empty_windows()), box)
         if bind:
             raise SqlMetricError(checked.text, bind)
         if windows.num_rows == 0:
@@ -318,7 +118,7 @@ def run_sql_metric(
 
 def _empty_result(checked: CheckedSql) -> exp.Select:
     empty = events_relation([], checked.properties, None, None)
-    return scoped_query(checked, empty, _empty_windows()).tree
+    return scoped_query(checked, empty, empty_windows()).tree
 
 
 def _ordered(sandbox: duckdb.DuckDBPyConnection, checked: CheckedSql, tree: exp.Select) -> pa.Table:

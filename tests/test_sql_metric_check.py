@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.sql_run import check_sql_metric
+from engine.sql_check import check_sql_metric
 from metric_compiler.checks import check_metric
 from metric_compiler.sql_metric import (
     SqlMetricError,

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_sql_metric_run import END, START, home  # noqa: F401 - the `home` fixture
 
-from engine import sql_run
+from engine import sandbox as sandbox_module
 from engine.api import Meterql
-from engine.sql_run import open_sandbox, sandbox
+from engine.sandbox import open_sandbox, sandbox
 from metric_compiler.sql_metric import SqlMetricError
 from warehouse.home import Home
 
@@ -156,7 +156,7 @@ def test_sql_run_refuses_escapes_before_anything_runs(
     def no_sandbox(*args, **kwargs):
         raise AssertionError("a refused query must not reach DuckDB")
 
-    monkeypatch.setattr(sql_run, "open_sandbox", no_sandbox)
+    monkeypatch.setattr(sandbox_module, "open_sandbox", no_sandbox)
     before = snapshot(home.path.parent)
     mq = Meterql.open(home)
     try:

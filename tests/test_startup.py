@@ -62,3 +62,12 @@ def test_init_loads_duckdb_but_not_the_compiler_or_arrow(tmp_path) -> None:
     got = loaded(["--home", str(tmp_path / "home"), "init"], tmp_path)
     assert "duckdb" in got
     assert not {"pyarrow", "sqlglot", "rich", "pandas", "jinja2", "yaml"} & set(got)
+
+
+def test_sql_check_loads_no_arrow(tmp_path) -> None:
+    # `meterql sql check` binds the query in the sandbox over no events: no pyarrow, no pandas
+    sql = tmp_path / "metric.sql"
+    sql.write_text("SELECT count(*) AS value FROM events")
+    got = loaded(["sql", "check", str(sql)], tmp_path)
+    assert {"duckdb", "sqlglot"} <= set(got)
+    assert not {"pyarrow", "pandas"} & set(got)
