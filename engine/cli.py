@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from engine.cli_options import check_format
 from warehouse.errors import UserError
 
 app = typer.Typer(
@@ -62,8 +63,7 @@ def apply(
     from engine.api import Meterql
     from engine.output import print_json
 
-    if format not in ("text", "json"):
-        raise typer.BadParameter(f"{format!r} is not one of text, json", param_hint="--format")
+    check_format(format, ("text", "json"))
 
     result = Meterql.open(home_of(ctx)).apply(files)
     if format == "json":
@@ -89,8 +89,7 @@ def ingest(
     from engine.api import Meterql
     from engine.output import print_json, progress
 
-    if format not in ("text", "json"):
-        raise UserError(f"--format {format!r} is not one of text, json")
+    check_format(format, ("text", "json"))
     mq = Meterql.open(home_of(ctx))
     try:
         with progress("ingesting") as bar:
@@ -132,8 +131,7 @@ def usage(
     from engine.api import Meterql
     from engine.usage import print_usage
 
-    if format not in USAGE_FORMATS:
-        raise UserError(f"--format {format!r} is not one of {', '.join(USAGE_FORMATS)}")
+    check_format(format, USAGE_FORMATS)
     mq = Meterql.open(home_of(ctx))
     try:
         table = mq.usage(
@@ -234,8 +232,7 @@ def sql_run(
     from engine.output import progress
     from engine.sql_run import SQL_RUN_FORMATS, print_sql_rows
 
-    if format not in SQL_RUN_FORMATS:
-        raise UserError(f"--format {format!r} is not one of {', '.join(SQL_RUN_FORMATS)}")
+    check_format(format, SQL_RUN_FORMATS)
     text = read_sql(file)
     mq = Meterql.open(home_of(ctx))
     try:
@@ -266,8 +263,7 @@ def warehouse_compact(
     from engine.api import Meterql
     from engine.output import print_json, progress
 
-    if format not in ("text", "json"):
-        raise UserError(f"--format {format!r} is not one of text, json")
+    check_format(format, ("text", "json"))
     if grace_minutes < 0:
         raise UserError(f"--grace-minutes {grace_minutes} is negative; expected 0 or more")
     mq = Meterql.open(home_of(ctx))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from warehouse.errors import UserError
+from engine.cli_options import check_format
 
 if TYPE_CHECKING:  # imported lazily: `meterql --help` must not load duckdb or pydantic
     from engine.api import Meterql
@@ -53,9 +53,7 @@ def _opened(ctx: typer.Context) -> Iterator[Meterql]:
 
 
 def _check_format(value: str, allowed: Sequence[str] = ("table", "json")) -> str:
-    if value not in allowed:
-        raise UserError(f"--format {value!r} is not one of {', '.join(allowed)}")
-    return value
+    return check_format(value, allowed)
 
 
 def _group_text(values: dict[str, str | None]) -> str:

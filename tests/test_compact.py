@@ -364,12 +364,16 @@ def test_cli_compact_json_and_text(mq):
     assert text.exit_code == 0 and text.output.strip() == "nothing to compact"
 
 
+def test_cli_bad_format_is_a_usage_error(mq):
+    home = mq.home.path
+    mq.close()
+    result = cli(home, "warehouse", "compact", "--format", "yaml")
+    assert result.exit_code == 2 and "'yaml' is not one of text, json" in result.output
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
-    [
-        (["--grace-minutes", "-1"], "--grace-minutes -1.0 is negative"),
-        (["--format", "yaml"], "--format 'yaml' is not one of text, json"),
-    ],
+    [(["--grace-minutes", "-1"], "--grace-minutes -1.0 is negative")],
 )
 def test_cli_bad_options_are_one_line_user_errors(mq, args, message):
     from warehouse.errors import UserError

@@ -294,8 +294,8 @@ def test_bad_usage_input_names_the_field_and_value(
 def test_bad_format_and_dialect(home: Path) -> None:
     result = cli("--home", str(home), "usage", "--metric", "API Calls", "--start", "2026-03-01",
                  "--end", "2026-03-02", "--format", "xml")  # fmt: skip
-    assert result.returncode == 1
-    assert "--format 'xml' is not one of json, table, csv" in result.stderr
+    assert result.returncode == 2  # a usage error, like every bad option value
+    assert "Invalid value for --format: 'xml' is not one of json, table, csv" in result.stderr
     result = cli("--home", str(home), "compile", "--metric", "API Calls", "--dialect", "oracle")
     assert result.returncode == 1
     assert "--dialect 'oracle' is not a supported SQL dialect" in result.stderr

@@ -1,0 +1,16 @@
+"""Option checks shared by the CLI modules (light: imported before any command runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import typer
+
+
+def check_format(value: str, allowed: Sequence[str]) -> str:
+    """A bad `--format` is a usage error like any bad option value (exit 2, click's message)."""
+    if value not in allowed:
+        raise typer.BadParameter(
+            f"{value!r} is not one of {', '.join(allowed)}", param_hint="--format"
+        )
+    return value
