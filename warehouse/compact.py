@@ -53,15 +53,13 @@ Each partition commits on its own: a crash mid-run keeps the partitions already 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -69,29 +67,31 @@ from pydantic import BaseModel
 
 from warehouse.errors import UserError
 from warehouse.home import Home
-from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
-from warehouse.ingest.write import BATCH_ROWS, MAX_ROWS_PER_FILE, write_event_table
-from warehouse.layout import EVENT_COLUMNS, PARTITION_COLUMN, is_property_column
+from warehouse.ingest.connection import open_work
+from warehouse.ingest.ledger import (
+    delete_unlisted_files,
+    insert_manifest,
+    naive_utc,
+    place_files,
+    remove_quietly,
+    wall,
+)
+from warehouse.ingest.pipeline import NoProgress, Progress
+from warehouse.ingest.sqltext import first_row, ident, lit_list
+from warehouse.ingest.write import (
+    BATCH_ROWS,
+    MAX_ROWS_PER_FILE,
+    EventFileStats,
+    WrittenFile,
+    write_event_table,
+)
+from warehouse.layout import EVENT_COLUMNS, is_property_column
 
 COMPACTED = "compacted"
 DEFAULT_GRACE = timedelta(minutes=30)
 DEFAULT_TARGET_ROWS = MAX_ROWS_PER_FILE
 SORT_KEY = ("event_type", "customer_id", "timestamp", "transaction_id")
 PREFIX = "compact-"
-
-
-class Progress(Protocol):
-    def advance(self, n: float = 1) -> None: ...
-
-    def update(self, **kwargs: Any) -> None: ...
-
-
-class _NoProgress:
-    def advance(self, n: float = 1) -> None:
-        pass
-
-    def update(self, **kwargs: Any) -> None:
-        pass
 
 
 class CompactedPartition(BaseModel):
@@ -146,25 +146,6 @@ class _Listed:
     max_timestamp: datetime
 
 
-@dataclass(frozen=True)
-class _Written:
-    staged: Path
-    number: int
-    row_count: int
-    min_timestamp: datetime
-    max_timestamp: datetime
-    property_columns: tuple[str, ...]
-    event_types: tuple[str, ...]
-
-
-def _wall() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _naive_utc(ts: datetime) -> datetime:
-    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
-
-
 def new_compaction_id(at: datetime) -> str:
     return f"{PREFIX}{at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
 
@@ -196,8 +177,8 @@ def compact(
                 catalog,
                 grace,
                 target_rows,
-                _naive_utc(now) if now is not None else None,
-                progress or _NoProgress(),
+                naive_utc(now) if now is not None else None,
+                progress or NoProgress(),
                 started,
             )
         finally:
@@ -214,10 +195,10 @@ def _run(
     progress: Progress,
     started: float,
 ) -> CompactionSummary:
-    retired_deleted = delete_expired(home, catalog, (now or _wall()) - grace)
+    retired_deleted = delete_expired(home, catalog, (now or wall()) - grace)
     orphans = sweep_orphans(home, catalog)
     plan = partitions_to_compact(catalog, target_rows)
-    compaction_id = new_compaction_id(_wall()) if plan else None
+    compaction_id = new_compaction_id(wall()) if plan else None
     done: list[CompactedPartition] = []
     if compaction_id is not None:
         scratch = home.staging_dir / compaction_id
@@ -232,7 +213,7 @@ def _run(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         # with a zero grace period, the files replaced just now go at once
-        retired_deleted += delete_expired(home, catalog, (now or _wall()) - grace)
+        retired_deleted += delete_expired(home, catalog, (now or wall()) - grace)
     return CompactionSummary(
         compaction_id=compaction_id,
         partitions=done,
@@ -263,14 +244,6 @@ def _listed(con: duckdb.DuckDBPyConnection, event_date: date) -> list[_Listed]:
             [event_date],
         ).fetchall()
     ]
-
-
-def _work_connection(scratch: Path) -> duckdb.DuckDBPyConnection:
-    work = duckdb.connect()
-    work.execute("SET TimeZone = 'UTC'")
-    work.execute("SET enable_progress_bar = false")
-    work.execute(f"SET temp_directory = {lit(str(scratch / 'spill'))}")
-    return work
 
 
 def _source(paths: Sequence[Path]) -> str:
@@ -319,15 +292,15 @@ def _sorted_batches(
     yield from work.sql(query).to_arrow_reader(BATCH_ROWS)
 
 
-def _write(table: pa.Table, path: Path, number: int) -> _Written:
-    return _Written(staged=path, number=number, **vars(write_event_table(table, path)))
+def _write(table: pa.Table, path: Path, number: int) -> EventFileStats:
+    return write_event_table(table, path)
 
 
 def write_compacted(
-    batches: Iterator[pa.RecordBatch], directory: Path, target_rows: int
-) -> list[_Written]:
-    """Write sorted `batches` as files of at most `target_rows` rows, in order."""
-    written: list[_Written] = []
+    batches: Iterator[pa.RecordBatch], directory: Path, target_rows: int, event_date: date
+) -> list[WrittenFile]:
+    """Write sorted `batches` of one date as files of at most `target_rows` rows, in order."""
+    written: list[WrittenFile] = []
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
 
@@ -336,7 +309,11 @@ def write_compacted(
         if pending_rows:
             number = len(written)
             table = pa.Table.from_batches(pending)
-            written.append(_write(table, directory / f".tmp-{number}.parquet", number))
+            path = directory / f".tmp-{number}.parquet"
+            stats = _write(table, path, number)
+            written.append(
+                WrittenFile(staged_path=path, number=number, event_date=event_date, **vars(stats))
+            )
         pending, pending_rows = [], 0
 
     for batch in batches:
@@ -352,11 +329,6 @@ def write_compacted(
     return written
 
 
-def final_name(compaction_id: str, event_date: date, number: int) -> str:
-    """A compacted file's path relative to events/."""
-    return f"{PARTITION_COLUMN}={event_date.isoformat()}/{compaction_id}-{number}.parquet"
-
-
 def _compact_partition(
     home: Home,
     catalog: duckdb.DuckDBPyConnection,
@@ -368,7 +340,7 @@ def _compact_partition(
     old_paths = [home.events_dir / f.path for f in old]
     scratch = home.staging_dir / compaction_id / event_date.isoformat()
     scratch.mkdir(parents=True)
-    work = _work_connection(scratch)
+    work = open_work(home, f"{compaction_id}-{event_date.isoformat()}")
     placed: list[Path] = []
     try:
         columns = _columns(work, old_paths)
@@ -387,20 +359,17 @@ def _compact_partition(
         ]
         (scratch / "files").mkdir()
         written = write_compacted(
-            _sorted_batches(work, old_paths, columns), scratch / "files", target_rows
+            _sorted_batches(work, old_paths, columns), scratch / "files", target_rows, event_date
         )
-        after = _checksum(work, [w.staged for w in written], columns)
+        after = _checksum(work, [w.staged_path for w in written], columns)
         if after != before:
             raise RuntimeError(
                 f"partition {event_date}: compacted files do not hold the same rows "
                 f"(rows/row hash/id hash {after} vs {before}); nothing changed"
             )
         bytes_before = sum(p.stat().st_size for p in old_paths)
-        bytes_after = sum(w.staged.stat().st_size for w in written)
-        for w in written:
-            target = home.events_dir / final_name(compaction_id, event_date, w.number)
-            os.replace(w.staged, target)
-            placed.append(target)
+        bytes_after = sum(w.staged_path.stat().st_size for w in written)
+        placed = place_files(home, compaction_id, written)
         _commit_partition(catalog, compaction_id, event_date, old, written, batch_ids)
     except BaseException:
         remove_quietly(placed)
@@ -422,12 +391,12 @@ def _commit_partition(
     compaction_id: str,
     event_date: date,
     old: Sequence[_Listed],
-    written: Sequence[_Written],
+    written: Sequence[WrittenFile],
     batch_ids: Sequence[str],
 ) -> None:
     """ONE transaction: swap the manifest rows, retire the old files, record the compaction in
     the ledger and number the row batches for the invoice run (see the module docstring)."""
-    at = _wall()
+    at = wall()
     old_paths = [f.path for f in old]
     con.execute("BEGIN TRANSACTION")
     try:
@@ -440,23 +409,7 @@ def _commit_partition(
                 f"({still} of {len(old)} files still listed); nothing changed"
             )
         con.execute("DELETE FROM event_files WHERE list_contains(?, path)", [old_paths])
-        con.executemany(
-            "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
-            "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                [
-                    final_name(compaction_id, event_date, w.number),
-                    compaction_id,
-                    event_date,
-                    w.row_count,
-                    w.min_timestamp,
-                    w.max_timestamp,
-                    list(w.property_columns),
-                    list(w.event_types),
-                ]
-                for w in written
-            ],
-        )
+        insert_manifest(con, compaction_id, written)
         con.executemany(
             "INSERT INTO retired_event_files (path, compaction_id, retired_at) VALUES (?, ?, ?)",
             [[p, compaction_id, at] for p in old_paths],
@@ -522,14 +475,6 @@ def _number_batches(
     )
 
 
-def remove_quietly(paths: Sequence[Path]) -> None:
-    for path in paths:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
-
-
 def delete_expired(home: Home, con: duckdb.DuckDBPyConnection, before: datetime) -> int:
     """Delete the retired files retired at or before `before`; returns how many."""
     rows = [
@@ -549,16 +494,7 @@ def delete_expired(home: Home, con: duckdb.DuckDBPyConnection, before: datetime)
 def sweep_orphans(home: Home, con: duckdb.DuckDBPyConnection) -> int:
     """Delete event files neither listed nor retired (left by a crash before a commit) and the
     staging directories of interrupted compactions.  Call it holding the writer lock."""
-    keep = {p for (p,) in con.execute("SELECT path FROM event_files").fetchall()}
-    keep |= {p for (p,) in con.execute("SELECT path FROM retired_event_files").fetchall()}
-    deleted = 0
-    for partition in _partitions(home):
-        for path in partition.iterdir():
-            relative = f"{partition.name}/{path.name}"
-            if path.is_file() and path.suffix == ".parquet" and relative not in keep:
-                path.unlink()
-                deleted += 1
-    _remove_empty_partitions(home)
+    deleted = delete_unlisted_files(home, con)
     if home.staging_dir.is_dir():
         for path in home.staging_dir.iterdir():
             if path.is_dir() and path.name.startswith(PREFIX):

@@ -94,14 +94,35 @@ class Home:
         limit DuckDB spills to the temp directory instead of growing.
         """
         self.require()
-        config = {"temp_directory": os.environ.get("METERQL_TEMP_DIRECTORY")}
-        config["temp_directory"] = config["temp_directory"] or str(self.staging_dir / "duckdb-tmp")
+        con = self._open(str(self.catalog_path), self._temp_directory(), read_only=read_only)
+        if not read_only:
+            migrate(con)
+        return con
+
+    def connect_work(self, name: str) -> duckdb.DuckDBPyConnection:
+        """A private in-memory DuckDB connection for one command's own work over the events
+        (ingest, compaction), with the resources `connect` takes from the environment (the
+        same settings and defaults).  It spills into `<temp directory>/<name>`, a directory of
+        its own that DuckDB creates and removes when the connection closes."""
+        self.require()
+        base = Path(self._temp_directory())
+        base.mkdir(parents=True, exist_ok=True)
+        return self._open(":memory:", str(base / name))
+
+    def _temp_directory(self) -> str:
+        return os.environ.get("METERQL_TEMP_DIRECTORY") or str(self.staging_dir / "duckdb-tmp")
+
+    def _open(
+        self, database: str, temp_directory: str, *, read_only: bool = False
+    ) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the METERQL_* resource settings (see `connect`)."""
+        config = {"temp_directory": temp_directory}
         if os.environ.get("METERQL_THREADS"):
             config["threads"] = os.environ["METERQL_THREADS"]
         if os.environ.get("METERQL_MEMORY_LIMIT"):
             config["memory_limit"] = os.environ["METERQL_MEMORY_LIMIT"]
         try:
-            con = duckdb.connect(str(self.catalog_path), read_only=read_only, config=config)
+            con = duckdb.connect(database, read_only=read_only, config=config)
         except duckdb.Error as error:
             if "lock" in str(error).lower():
                 raise HomeError(
@@ -109,14 +130,11 @@ class Home:
                 ) from None
             settings = {k: v for k, v in os.environ.items() if k in _SETTINGS_ENV}
             if settings:
-                raise HomeError(
-                    f"cannot open the catalog with settings {settings}: {error}"
-                ) from None
+                what = "the catalog" if database != ":memory:" else "a DuckDB work connection"
+                raise HomeError(f"cannot open {what} with settings {settings}: {error}") from None
             raise
         if "memory_limit" not in config:
             _cap_memory(con, DEFAULT_MEMORY_LIMIT)
-        if not read_only:
-            migrate(con)
         return con
 
     @contextmanager

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -25,8 +25,17 @@ from warehouse.layout import PARTITION_COLUMN
 STAGED, COMMITTED, FAILED = "staged", "committed", "failed"
 
 
+def wall() -> datetime:
+    """The wall clock, naive UTC (the times the ledger records)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive_utc(ts: datetime) -> datetime:
+    return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
+
+
 def final_name(batch_id: str, file: WrittenFile) -> str:
-    """The file's path relative to events/."""
+    """The file's path relative to events/ (`batch_id`: an ingest batch or a compaction)."""
     return f"{PARTITION_COLUMN}={file.event_date.isoformat()}/{batch_id}-{file.number}.parquet"
 
 
@@ -52,14 +61,44 @@ def fail(con: duckdb.DuckDBPyConnection, batch_id: str, message: str, at: dateti
 
 
 def place_files(home: Home, batch_id: str, files: Sequence[WrittenFile]) -> list[Path]:
-    """Rename the staged files into events/ (still invisible: not in the manifest)."""
-    placed = []
-    for file in files:
-        target = home.events_dir / final_name(batch_id, file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(file.staged_path, target)
-        placed.append(target)
+    """Rename the staged files into events/ (still invisible: not in the manifest).  If a
+    rename fails, the files placed before it are removed again."""
+    placed: list[Path] = []
+    try:
+        for file in files:
+            target = home.events_dir / final_name(batch_id, file)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file.staged_path, target)
+            placed.append(target)
+    except BaseException:
+        remove_quietly(placed)
+        raise
     return placed
+
+
+def insert_manifest(
+    con: duckdb.DuckDBPyConnection, batch_id: str, files: Sequence[WrittenFile]
+) -> None:
+    """The `event_files` rows of placed files (inside the caller's transaction)."""
+    if not files:
+        return
+    con.executemany(
+        "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
+        "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            [
+                final_name(batch_id, f),
+                batch_id,
+                f.event_date,
+                f.row_count,
+                f.min_timestamp,
+                f.max_timestamp,
+                list(f.property_columns),
+                list(f.event_types),
+            ]
+            for f in files
+        ],
+    )
 
 
 def commit(
@@ -73,24 +112,7 @@ def commit(
     """One transaction: the batch's manifest rows, and the batch marked committed."""
     con.execute("BEGIN TRANSACTION")
     try:
-        if files:
-            con.executemany(
-                "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
-                "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    [
-                        final_name(batch_id, f),
-                        batch_id,
-                        f.event_date,
-                        f.row_count,
-                        f.min_timestamp,
-                        f.max_timestamp,
-                        list(f.property_columns),
-                        list(f.event_types),
-                    ]
-                    for f in files
-                ],
-            )
+        insert_manifest(con, batch_id, files)
         con.execute(
             """
             UPDATE ingest_batches SET status = ?, finished_at = ?, received = ?, accepted = ?,
@@ -134,32 +156,13 @@ def sweep(home: Home, con: duckdb.DuckDBPyConnection, by_batch: str, at: datetim
         "UPDATE ingest_batches SET status = ?, finished_at = ?, message = ? WHERE status = ?",
         [FAILED, at, f"interrupted before commit; cleaned up by batch {by_batch}", STAGED],
     )
-    # Files a compaction retired stay for their grace period (warehouse.compact deletes them).
-    listed = {
-        p
-        for (p,) in con.execute(
-            "SELECT path FROM event_files UNION ALL SELECT path FROM retired_event_files"
-        ).fetchall()
-    }
     committed = {
         b
         for (b,) in con.execute(
             "SELECT batch_id FROM ingest_batches WHERE status = ?", [COMMITTED]
         ).fetchall()
     }
-    deleted = 0
-    events = home.events_dir
-    if events.is_dir():
-        for partition in events.iterdir():
-            if not partition.is_dir():
-                continue
-            for path in partition.iterdir():
-                relative = f"{partition.name}/{path.name}"
-                if path.is_file() and path.suffix == ".parquet" and relative not in listed:
-                    path.unlink()
-                    deleted += 1
-            if not any(partition.iterdir()):
-                partition.rmdir()
+    deleted = delete_unlisted_files(home, con)
     if home.rejects_dir.is_dir():
         for path in home.rejects_dir.iterdir():
             if path.is_file() and path.name.removesuffix(".ndjson") not in committed:
@@ -169,4 +172,32 @@ def sweep(home: Home, con: duckdb.DuckDBPyConnection, by_batch: str, at: datetim
         for path in home.staging_dir.iterdir():
             if path.is_dir() and path.name.startswith("ingest-"):
                 shutil.rmtree(path, ignore_errors=True)
+    return deleted
+
+
+def delete_unlisted_files(home: Home, con: duckdb.DuckDBPyConnection) -> int:
+    """Delete the event files neither in the manifest nor retired by a compaction and still in
+    their grace period (warehouse.compact deletes those), and empty partition directories;
+    returns how many files.  Only under the writer lock: no batch may be between placing its
+    files and committing them."""
+    listed = {
+        p
+        for (p,) in con.execute(
+            "SELECT path FROM event_files UNION ALL SELECT path FROM retired_event_files"
+        ).fetchall()
+    }
+    deleted = 0
+    events = home.events_dir
+    if not events.is_dir():
+        return 0
+    for partition in events.iterdir():
+        if not partition.is_dir():
+            continue
+        for path in partition.iterdir():
+            relative = f"{partition.name}/{path.name}"
+            if path.is_file() and path.suffix == ".parquet" and relative not in listed:
+                path.unlink()
+                deleted += 1
+        if not any(partition.iterdir()):
+            partition.rmdir()
     return deleted

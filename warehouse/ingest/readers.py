@@ -39,6 +39,8 @@ from warehouse.layout import property_column
 FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 PROPERTIES = "properties"
 POS_SHIFT = 40
+# The longest line or CSV row read; also the reader's buffer size (DuckDB's default buffer is 16
+# lines that long: 4 GiB, more than the memory limit, for a gzipped file).
 MAX_LINE_BYTES = 256 * 1024 * 1024
 
 _INTEGER_TYPES = frozenset(
@@ -121,7 +123,7 @@ def staged_columns(plan: Plan) -> dict[str, str]:
 def _csv_args(file: SourceFile, *, header: bool) -> str:
     return (
         f"{lit(file.name)}, header={'true' if header else 'false'}, all_varchar=true, "
-        f"max_line_size={MAX_LINE_BYTES}"
+        f"max_line_size={MAX_LINE_BYTES}, buffer_size={MAX_LINE_BYTES}"
     )
 
 
@@ -289,7 +291,7 @@ def lines_sql(file: SourceFile) -> str:
             SELECT row_number() OVER () AS ln, line
             FROM read_csv({lit(file.name)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
                           quote='', escape='', header=false, auto_detect=false,
-                          max_line_size={MAX_LINE_BYTES})
+                          max_line_size={MAX_LINE_BYTES}, buffer_size={MAX_LINE_BYTES})
         )
         WHERE line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND trim(line) = '')
     """  # noqa: S608 - path rendered by sqlglot

@@ -1,38 +1,63 @@
-"""Writing the accepted events as hive-partitioned Parquet files (under temporary names).
+"""Writing sorted event rows as Parquet files, streamed, with bounded memory.
 
-DuckDB sorts the accepted events by (event date, event_type, customer_id, timestamp) and
-streams them out as Arrow record batches; each date's rows go to their own file(s), written by
-pyarrow's Parquet writer on a small thread pool while DuckDB keeps producing.  Measured on the
-benchmark machine (README "Ingest benchmarks"): DuckDB's partitioned COPY does not keep the sort
-order inside a file when it runs on several threads, and one COPY per date re-scans the whole
-batch per date; the sorted stream keeps the order exactly and costs less.
+DuckDB sorts the accepted events (by event date, event_type, customer_id, timestamp) and streams
+them out as Arrow record batches; `write_sorted` cuts the stream into files (one per date, a
+date of more than `MAX_ROWS_PER_FILE` rows into several) and row groups of `ROW_GROUP_SIZE`
+rows, and pyarrow's Parquet writer writes each file row group by row group, `WRITERS` files at
+a time on their own threads, while DuckDB keeps producing.  Each file's queue holds at most
+`QUEUED_ROW_GROUPS` row groups, so the memory held outside DuckDB stays a few row groups
+whatever the size of the batch (a 100M-event dump included).  Measured on the benchmark
+machine (README "Ingest benchmarks"): DuckDB's partitioned COPY does not keep the sort order
+inside a file when it runs on several threads, one COPY per date re-scans the whole batch per
+date, and pyarrow's writer takes less CPU than DuckDB's for the same rows.
 
-The sort key uses dense integer codes of (event_type, customer_id) (`dims`, ranked in string
-order), which sorts the same as the strings and several times faster.  Each file holds only the
-property columns that have a value in its rows, so sparse keys do not widen every file.
-Files are written into the batch's staging directory; `ledger.place_files` renames them into
-`events/event_date=YYYY-MM-DD/<batch_id>-<n>.parquet`.
+A file holds only the property columns that have a value in its rows.  The caller's `prepare`
+gives each row group its final columns; a file's columns are those of its first row group (the
+columns its date may hold), and a column that turns out to hold no value in the whole file is
+dropped by rewriting the file, one row group at a time (rare: a date split into several files,
+or a key sent only with JSON null values).  `write_event_table` writes one in-memory table the
+same way (compaction).  Files are written into the batch's staging directory;
+`ledger.place_files` renames them into `events/event_date=YYYY-MM-DD/<batch_id>-<n>.parquet`.
 """
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from warehouse.layout import is_property_column, property_column
+from warehouse.layout import is_property_column
 
 ROW_GROUP_SIZE = 122_880  # DuckDB's default; small enough for row-group pruning
 MAX_ROWS_PER_FILE = 4_000_000  # a larger date is split into several files
-BATCH_ROWS = 262_144
-DATE_COLUMN = "__event_date"
+BATCH_ROWS = ROW_GROUP_SIZE  # rows per Arrow batch read from DuckDB
+WRITERS = 2  # files written at the same time, each on its own thread
+QUEUED_ROW_GROUPS = 4  # row groups waiting to be written, per file
+
+# A piece of the sorted stream: the event date of its rows, and the rows.
+Piece = tuple[date, pa.RecordBatch]
+# (event date, a row group's rows as they came) -> the row group's stored columns
+Prepare = Callable[[date, pa.Table], pa.Table]
+
+
+@dataclass(frozen=True)
+class EventFileStats:
+    """What the manifest records of a written event file."""
+
+    row_count: int
+    min_timestamp: datetime
+    max_timestamp: datetime
+    property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
+    event_types: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -47,15 +72,6 @@ class WrittenFile:
     event_types: tuple[str, ...]
 
 
-def _date_runs(batch: pa.RecordBatch) -> Iterator[tuple[date, pa.RecordBatch]]:
-    """Split a batch sorted by date into one slice per date."""
-    encoded = pc.run_end_encode(batch.column(DATE_COLUMN))
-    start = 0
-    for value, end in zip(encoded.values.to_pylist(), encoded.run_ends.to_pylist(), strict=True):
-        yield value, batch.slice(start, end - start)
-        start = end
-
-
 @dataclass(frozen=True)
 class Constants:
     """The columns that are the same in every row of a batch (added here, not by DuckDB, so
@@ -65,7 +81,8 @@ class Constants:
     batch_id: str
 
 
-def _with_constants(table: pa.Table, constants: Constants) -> pa.Table:
+def with_constants(table: pa.Table, constants: Constants) -> pa.Table:
+    """`table` with `ingested_at` and `batch_id` inserted after its `timestamp` column."""
     n = len(table)
     zeros = pa.nulls(n, pa.int32()).fill_null(0)
     ingested_at = pa.DictionaryArray.from_arrays(
@@ -77,159 +94,238 @@ def _with_constants(table: pa.Table, constants: Constants) -> pa.Table:
     return table.add_column(at + 1, "batch_id", batch_id)
 
 
-def _write_file(
-    pieces: list[pa.RecordBatch],
-    event_date: date,
-    number: int,
-    directory: Path,
-    constants: Constants,
-) -> WrittenFile:
-    table = _with_constants(pa.Table.from_batches(pieces).drop_columns([DATE_COLUMN]), constants)
-    path = directory / f".tmp-{number}.parquet"
-    stats = write_event_table(table, path)
-    return WrittenFile(staged_path=path, number=number, event_date=event_date, **vars(stats))
+def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression="snappy",
+        # unique ids gain nothing from a dictionary; every other column usually does
+        use_dictionary=[c for c in schema.names if c != "transaction_id"],
+    )
 
 
-@dataclass(frozen=True)
-class EventFileStats:
-    """What the manifest records of a written event file."""
+class _Stats:
+    """The manifest figures of a file, gathered row group by row group."""
 
-    row_count: int
-    min_timestamp: datetime
-    max_timestamp: datetime
-    property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
-    event_types: tuple[str, ...]
+    def __init__(self) -> None:
+        self.rows = 0
+        self.low: datetime | None = None
+        self.high: datetime | None = None
+        self.event_types: set[str] = set()
+        self.values: dict[str, int] = {}  # property column -> rows with a value
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += len(table)
+        bounds = pc.min_max(table.column("timestamp"))
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        self.low = low if self.low is None else min(self.low, low)
+        self.high = high if self.high is None else max(self.high, high)
+        self.event_types.update(pc.unique(table.column("event_type")).to_pylist())
+        for name in table.column_names:
+            if is_property_column(name):
+                column = table.column(name)
+                self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
+
+    def empty_columns(self) -> list[str]:
+        return [name for name, n in self.values.items() if n == 0]
+
+    def result(self, columns: Iterable[str]) -> EventFileStats:
+        assert self.low is not None and self.high is not None
+        empty = set(self.empty_columns())
+        return EventFileStats(
+            row_count=self.rows,
+            min_timestamp=self.low,
+            max_timestamp=self.high,
+            property_columns=tuple(n for n in columns if is_property_column(n) and n not in empty),
+            event_types=tuple(sorted(self.event_types)),
+        )
+
+
+def _drop_columns(path: Path, empty: list[str]) -> list[str]:
+    """Rewrite the file at `path` without the columns `empty`, one row group at a time.
+    Returns the columns kept."""
+    source = pq.ParquetFile(path)
+    keep = [n for n in source.schema_arrow.names if n not in set(empty)]
+    schema = pa.schema([source.schema_arrow.field(n) for n in keep])
+    rewritten = path.with_name(path.name + ".rewrite")
+    writer = _writer(rewritten, schema)
+    try:
+        for i in range(source.num_row_groups):
+            writer.write_table(source.read_row_group(i, columns=keep))
+    finally:
+        writer.close()
+        source.close()
+    os.replace(rewritten, path)
+    return keep
 
 
 def write_event_table(table: pa.Table, path: Path) -> EventFileStats:
-    """Write sorted event rows as one Parquet file (property columns with no value in these
-    rows left out); used by ingest and by compaction."""
-    empty = [
-        name
-        for name in table.column_names
-        if is_property_column(name) and table.column(name).null_count == len(table)
-    ]
-    table = table.drop_columns(empty)
-    pq.write_table(
-        table,
-        path,
-        row_group_size=ROW_GROUP_SIZE,
-        compression="snappy",
-        # unique ids gain nothing from a dictionary; every other column usually does
-        use_dictionary=[c for c in table.column_names if c != "transaction_id"],
-    )
-    bounds = pc.min_max(table.column("timestamp"))
-    return EventFileStats(
-        row_count=len(table),
-        min_timestamp=bounds["min"].as_py(),
-        max_timestamp=bounds["max"].as_py(),
-        property_columns=tuple(n for n in table.column_names if is_property_column(n)),
-        event_types=tuple(sorted(pc.unique(table.column("event_type")).to_pylist())),
-    )
+    """Write sorted event rows (every stored column) as one Parquet file, property columns with
+    no value in these rows left out; used by compaction."""
+    stats = _Stats()
+    stats.add(table)
+    table = table.drop_columns(stats.empty_columns())
+    writer = _writer(path, table.schema)
+    try:
+        writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+    finally:
+        writer.close()
+    return stats.result(table.column_names)
 
 
-def sorted_batches(work: duckdb.DuckDBPyConnection, query: str) -> Iterator[pa.RecordBatch]:
-    """The Arrow batches of one sorted query (the dense case: few property keys)."""
-    yield from work.sql(query).to_arrow_reader(BATCH_ROWS)
+_END = object()
 
 
-def sorted_batches_per_date(
-    work: duckdb.DuckDBPyConnection,
-    narrow_query: str,
-    date_queries: Callable[[date], tuple[str, str | None, list[str]]],
-) -> Iterator[pa.RecordBatch]:
-    """The sparse case (many property keys): sorting rows that carry one column per key would
-    move every absent value too (measured: 26 s for 100k events with 2,000 sparse keys), and
-    extracting every key from every row costs rows x keys in DuckDB.  So the events are sorted
-    with their properties still in their staged shape (`narrow_query`, into a temp table, in
-    order); then per date, `date_queries(d)` gives the SQL of the date's rows in that order
-    (fixed columns and column properties), the SQL of its other property values in long form
-    (row, key, value: only the values present), and the keys; `_pivot` makes them columns."""
-    work.execute(f"CREATE OR REPLACE TEMP TABLE sorted_events AS {narrow_query}")
-    dates = [
-        d
-        for (d,) in work.execute(
-            f"SELECT DISTINCT {DATE_COLUMN} FROM sorted_events ORDER BY 1"  # noqa: S608
-        ).fetchall()
-    ]
-    for event_date in dates:
-        rows_sql, long_sql, keys = date_queries(event_date)
-        table = work.sql(rows_sql).to_arrow_table()
-        if long_sql is not None:
-            table = _pivot(table, work.sql(long_sql).to_arrow_table(), keys)
-        yield from table.to_batches(BATCH_ROWS)
+@dataclass
+class _FileJob:
+    """One file being written: the producer queues its row groups, a writer thread writes
+    them in order."""
 
+    number: int
+    event_date: date
+    path: Path
+    prepare: Prepare
+    abort: threading.Event
+    queue: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUED_ROW_GROUPS))
+    pending: list[pa.RecordBatch] = field(default_factory=list)
+    pending_rows: int = 0
+    rows: int = 0  # rows handed over so far (queued or pending)
+    future: Future[WrittenFile] | None = None
 
-def _pivot(table: pa.Table, long: pa.Table, keys: list[str]) -> pa.Table:
-    """Add one column per key to `table` from `long` (row, key, value), sorted by key then row:
-    a key's values go to its rows, other rows get NULL; a property column of the same name
-    keeps its values and takes the key's where it has none."""
-    positions = pa.array(range(len(table)), pa.int64())
-    names = list(table.column_names)
-    arrays = list(table.columns)
-    where = {name: i for i, name in enumerate(names)}
-    long = long.combine_chunks()
-    runs = pc.run_end_encode(long.column("key").chunk(0)) if len(long) else None
-    if runs is None:
-        return table
-    start = 0
-    for key_index, end in zip(runs.values.to_pylist(), runs.run_ends.to_pylist(), strict=True):
-        rows = long.column("row").slice(start, end - start)
-        values = long.column("value").slice(start, end - start)
-        start = end
-        column = pc.take(values, pc.index_in(positions, value_set=rows))
-        name = property_column(keys[key_index])
-        if name in where:
-            arrays[where[name]] = pc.coalesce(arrays[where[name]], column)
-        else:
-            where[name] = len(names)
-            names.append(name)
-            arrays.append(column)
-    return pa.table(arrays, names=names)
+    def run(self) -> WrittenFile:
+        writer: pq.ParquetWriter | None = None
+        stats = _Stats()
+        columns: list[str] = []
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=0.1)
+                except queue.Empty:
+                    if self.abort.is_set():
+                        raise RuntimeError("write aborted") from None
+                    continue
+                if item is _END:
+                    break
+                if self.abort.is_set():
+                    raise RuntimeError("write aborted")
+                table = self.prepare(self.event_date, pa.Table.from_batches(item))
+                if writer is None:
+                    columns = table.column_names
+                    writer = _writer(self.path, table.schema)
+                elif table.column_names != columns:
+                    table = table.select(columns)
+                writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
+                stats.add(table)
+        finally:
+            if writer is not None:
+                writer.close()
+        empty = stats.empty_columns()
+        if empty:
+            columns = _drop_columns(self.path, empty)
+        return WrittenFile(
+            staged_path=self.path,
+            number=self.number,
+            event_date=self.event_date,
+            **vars(stats.result(columns)),
+        )
+
+    def put(self, item: object) -> None:
+        """Queue `item`, waiting while the queue is full; a failed writer raises here."""
+        while True:
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                if self.future is not None and self.future.done():
+                    self.future.result()  # raises the writer's error
+                    raise RuntimeError(f"writer of file {self.number} stopped early") from None
+
+    def flush(self) -> None:
+        if self.pending:
+            self.put(self.pending)
+            self.pending, self.pending_rows = [], 0
 
 
 def write_sorted(
-    batches: Iterable[pa.RecordBatch],
+    pieces: Iterable[Piece],
     directory: Path,
-    constants: Constants,
+    prepare: Prepare,
     on_rows: Callable[[int], None] = lambda n: None,
 ) -> list[WrittenFile]:
-    """Write accepted events, arriving in `batches` sorted by DATE_COLUMN first (every stored
-    column but the `constants`), as one or more Parquet files per date into `directory`.
+    """Write sorted event rows, arriving as consecutive `pieces` of a date each (dates in
+    order), as Parquet files of at most MAX_ROWS_PER_FILE rows per date into `directory`.
+    `prepare` turns a row group's rows into its stored columns (in the writer's thread).
     Returns the files, in order."""
     directory.mkdir(parents=True, exist_ok=True)
-    written: list[Future[WrittenFile]] = []
-    pending: list[pa.RecordBatch] = []
-    pending_date: date | None = None
-    pending_rows = 0
+    jobs: list[_FileJob] = []
+    abort = threading.Event()
+    job: _FileJob | None = None
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="meterql-write") as pool:
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="meterql-write") as pool:
 
-        def flush() -> None:
-            nonlocal pending, pending_rows
-            if pending and pending_date is not None:
-                # bound the memory held by batches waiting to be written
-                while sum(not f.done() for f in written) >= 2:
-                    next(f for f in written if not f.done()).result()
-                written.append(
-                    pool.submit(
-                        _write_file, pending, pending_date, len(written), directory, constants
+        def start(event_date: date) -> _FileJob:
+            number = len(jobs)
+            new = _FileJob(number, event_date, directory / f".tmp-{number}.parquet", prepare, abort)
+            new.future = pool.submit(new.run)
+            jobs.append(new)
+            return new
+
+        def finish(done: _FileJob) -> None:
+            done.flush()
+            done.put(_END)
+
+        try:
+            for event_date, piece in pieces:
+                if job is not None and job.event_date != event_date:
+                    finish(job)
+                    job = None
+                offset = 0
+                while offset < piece.num_rows:
+                    if job is None:
+                        job = start(event_date)
+                    take = min(
+                        piece.num_rows - offset,
+                        ROW_GROUP_SIZE - job.pending_rows,
+                        MAX_ROWS_PER_FILE - job.rows,
                     )
-                )
-            pending, pending_rows = [], 0
+                    job.pending.append(piece.slice(offset, take))
+                    job.pending_rows += take
+                    job.rows += take
+                    offset += take
+                    if job.pending_rows >= ROW_GROUP_SIZE:
+                        job.flush()
+                    if job.rows >= MAX_ROWS_PER_FILE:
+                        finish(job)
+                        job = None
+                on_rows(piece.num_rows)
+            if job is not None:
+                finish(job)
+            return [j.future.result() for j in jobs if j.future is not None]
+        except BaseException:
+            abort.set()
+            raise
 
-        for batch in batches:
-            for event_date, piece in _date_runs(batch):
-                schema_changed = bool(pending) and piece.schema != pending[0].schema
-                if (
-                    event_date != pending_date
-                    or pending_rows >= MAX_ROWS_PER_FILE
-                    or schema_changed
-                ):
-                    flush()
-                    pending_date = event_date
-                pending.append(piece)
-                pending_rows += piece.num_rows
-            on_rows(batch.num_rows)
-        flush()
-        return [f.result() for f in written]
+
+def split_by_date(
+    batches: Iterable[pa.RecordBatch], dates: list[tuple[date, int]]
+) -> Iterator[Piece]:
+    """Cut a sorted stream into pieces of one date each, given every date's row count in
+    order (the stream carries no date column).  Raises if the stream does not hold exactly
+    those rows."""
+    plan = iter(dates)
+    current: tuple[date, int] | None = next(plan, None)
+    left = current[1] if current else 0
+    for batch in batches:
+        offset = 0
+        while offset < batch.num_rows:
+            while current is not None and left == 0:
+                current = next(plan, None)
+                left = current[1] if current else 0
+            if current is None:
+                raise RuntimeError("the sorted events hold more rows than their dates count")
+            take = min(left, batch.num_rows - offset)
+            yield current[0], batch.slice(offset, take)
+            offset += take
+            left -= take
+    if left or next(plan, None) is not None:
+        raise RuntimeError("the sorted events hold fewer rows than their dates count")
