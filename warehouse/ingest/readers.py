@@ -20,10 +20,13 @@ input order (file order, then line/row order) and the first copy of a duplicate 
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -39,9 +42,16 @@ from warehouse.layout import property_column
 FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 PROPERTIES = "properties"
 POS_SHIFT = 40
-# The longest line or CSV row read; also the reader's buffer size (DuckDB's default buffer is 16
-# lines that long: 4 GiB, more than the memory limit, for a gzipped file).
+# The longest line or CSV row read.  DuckDB's CSV reader (2.0) needs a read buffer larger than
+# that (its default, 16 times as large, is 4 GiB: more than the memory limit for a gzipped file),
+# and it drops a line longer than its buffer without an error: so lines are counted (below).
 MAX_LINE_BYTES = 256 * 1024 * 1024
+READ_BUFFER_BYTES = 2 * MAX_LINE_BYTES
+# NDJSON lines are first read with a smaller buffer, on every thread for a plain file larger
+# than one buffer (numbering lines by row_number() keeps a read on one thread), then, if a line
+# is too long for it, again with the largest limits.
+FAST_LINE_BYTES = 32 * 1024 * 1024
+FAST_BUFFER_BYTES = 2 * FAST_LINE_BYTES
 
 _INTEGER_TYPES = frozenset(
     {"tinyint", "smallint", "integer", "bigint", "hugeint"}
@@ -123,7 +133,7 @@ def staged_columns(plan: Plan) -> dict[str, str]:
 def _csv_args(file: SourceFile, *, header: bool) -> str:
     return (
         f"{lit(file.name)}, header={'true' if header else 'false'}, all_varchar=true, "
-        f"max_line_size={MAX_LINE_BYTES}, buffer_size={MAX_LINE_BYTES}"
+        f"max_line_size={MAX_LINE_BYTES}, buffer_size={READ_BUFFER_BYTES}"
     )
 
 
@@ -278,23 +288,21 @@ def _create_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     columns = ", ".join(f"{ident(n)} {t}" for n, t in staged_columns(plan).items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE staged ({columns})")
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE records (pos BIGINT, raw VARCHAR, q VARCHAR, marked BOOLEAN)"
+        "CREATE OR REPLACE TEMP TABLE record_texts "
+        "(pos BIGINT, raw VARCHAR, q VARCHAR, marked BOOLEAN)"
     )
 
 
-def lines_sql(file: SourceFile) -> str:
-    """SQL: (pos, raw) of the lines of a text file, with their line numbers, in file order.
-    Blank lines are left out (they still count for line numbers)."""
+def _read_lines(file: SourceFile, max_line: int, buffer: int) -> str:
+    """SQL: the lines of a text file in file order (a blank line is a NULL or blank text)."""
     return f"""
-        SELECT {_pos(file, "ln")} AS pos, line AS raw
-        FROM (
-            SELECT row_number() OVER () AS ln, line
-            FROM read_csv({lit(file.name)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
-                          quote='', escape='', header=false, auto_detect=false,
-                          max_line_size={MAX_LINE_BYTES}, buffer_size={MAX_LINE_BYTES})
-        )
-        WHERE line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND trim(line) = '')
-    """  # noqa: S608 - path rendered by sqlglot
+        read_csv({lit(file.name)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
+                 quote='', escape='', header=false, auto_detect=false,
+                 max_line_size={int(max_line)}, buffer_size={int(buffer)})
+    """
+
+
+_NOT_BLANK = "line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND trim(line) = '')"
 
 
 def _read_failure(file: SourceFile, error: BaseException) -> UserError:
@@ -304,31 +312,87 @@ def _read_failure(file: SourceFile, error: BaseException) -> UserError:
     return UserError(f"cannot read {file.format} file {file.name}: {text}")
 
 
-def _load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> None:
-    """Copy a file's lines into `records` (numbering lines keeps this step on one thread, so
-    it does nothing else; the parsing reads `records` on every thread)."""
-    try:
+def count_lines(path: Path) -> int:
+    """The lines of a text file (gzipped when its name ends in .gz) as DuckDB's CSV reader
+    reads them: every newline ends one, and a last line without one counts too.  Lines end
+    in \\n (or \\r\\n); a file without any \\n ends them in \\r."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    lf = cr = 0
+    last = b""
+    with opener(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            last = chunk[-1:]
+    if lf == 0 and cr:
+        return cr + (last != b"\r")
+    return lf + (last not in (b"", b"\n"))
+
+
+def _load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
+    """Read a file's lines, numbered, checked against the lines counted in the file (counted
+    by Python on another thread while DuckDB reads: a gzipped file is read on one thread).
+
+    A plain file larger than one read buffer goes to its own table `lines_<index>`, read on
+    every thread in file order (its row ids are the line numbers); returns the SQL of its
+    records, for the `records` view.  Other files go into `record_texts` (None)."""
+    parallel = file.size > FAST_BUFFER_BYTES and not file.path.name.lower().endswith(".gz")
+    table = f"lines_{int(file.index)}"
+    error: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterql-lines") as pool:
+        expected = pool.submit(count_lines, file.path)
+        for max_line, buffer in (
+            (FAST_LINE_BYTES, FAST_BUFFER_BYTES),
+            (MAX_LINE_BYTES, READ_BUFFER_BYTES),
+        ):
+            lines = _read_lines(file, max_line, buffer)
+            number = "" if parallel else "row_number() OVER () AS ln, "
+            numbered = f"SELECT {number}line FROM {lines}"  # noqa: S608 - path rendered by sqlglot
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {numbered}")
+            # DuckDB's parallel reader may refuse a line longer than its buffer
+            except (*_READ_ERRORS, duckdb.NotImplementedException) as failure:
+                error = failure
+                continue
+            if first_row(con, f"SELECT count(*) FROM {table}")[0] == expected.result():  # noqa: S608
+                break
+            error = None  # a line longer than the buffer was left out: read it again
+        else:
+            if error is not None:
+                raise _read_failure(file, error) from None
+            raise UserError(
+                f"cannot read {file.format} file {file.name}: a line is longer than "
+                f"{MAX_LINE_BYTES // 2**20} MiB"
+            )
+    if parallel:
+        pos = _pos(file, "rowid + 1")
+        return f"SELECT {pos} AS pos, line AS raw, NULL::VARCHAR AS q, false AS marked FROM {table} WHERE {_NOT_BLANK}"  # noqa: S608, E501
+    with _unordered(con):
         con.execute(
-            f"INSERT INTO records SELECT pos, raw, NULL, false FROM ({lines_sql(file)})"  # noqa: S608
+            f"INSERT INTO record_texts SELECT {_pos(file, 'ln')}, line, NULL, false "  # noqa: S608
+            f"FROM {table} WHERE {_NOT_BLANK}"
         )
-    except _READ_ERRORS as error:
-        raise _read_failure(file, error) from None
+    con.execute(f"DROP TABLE {table}")
+    return None
 
 
-def _load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str:
-    """A `.json` file: an array of events, one event object, or else NDJSON, into `records`.
-    Returns what a record of the file is called in messages (element, record, line)."""
+def _load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list[str]) -> str:
+    """A `.json` file: an array of events, one event object, or else NDJSON, into
+    `record_texts` (or `parts`, see `_load_lines`).  Returns what a record of the file is called
+    in messages (element, record, line)."""
     row = first_row(con, f"SELECT try(json_type(content)) FROM read_text({lit(file.name)})")  # noqa: S608
     kind = row[0] if row else None
     if kind is None:
-        _load_lines(con, file)
+        part = _load_lines(con, file)
+        if part is not None:
+            parts.append(part)
         return "line"
     if kind == "ARRAY":
         # The whole document is parsed at once; its numbers are marked first when DuckDB would
         # not keep their text (exactjson), and each element keeps that marked text in `q`.
         con.execute(
             f"""
-            INSERT INTO records
+            INSERT INTO record_texts
             SELECT {_pos(file, "i")}, CASE WHEN m THEN {exactjson.unmark_text("e")} ELSE e END,
                    e, m
             FROM (
@@ -345,7 +409,7 @@ def _load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str:
         return "element"
     con.execute(
         f"""
-        INSERT INTO records
+        INSERT INTO record_texts
         SELECT {_pos(file, "1")}, content, NULL, false FROM read_text({lit(file.name)})
         """  # noqa: S608 - path rendered by sqlglot
     )
@@ -510,18 +574,23 @@ def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
 
 
 def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[int, str]:
-    """Fill the temp table `staged` (and `records`, the JSON texts) from every source.
-    Returns, per source index, what its records are called in messages (line, element, row)."""
+    """Fill the temp table `staged` (and the view `records`: pos, raw, q, marked of the JSON
+    texts) from every source.  Returns, per source index, what its records are called in
+    messages (line, element, row)."""
     _create_tables(con, plan)
     units: dict[int, str] = {}
+    parts = ["SELECT pos, raw, q, marked FROM record_texts"]
     for file in plan.json_files:
         units[file.index] = "line"
         if file.size == 0:
             continue
         if file.format == "json":
-            units[file.index] = _load_json_file(con, file)
+            units[file.index] = _load_json_file(con, file, parts)
         else:
-            _load_lines(con, file)
+            part = _load_lines(con, file)
+            if part is not None:
+                parts.append(part)
+    con.execute(f"CREATE OR REPLACE TEMP VIEW records AS {' UNION ALL '.join(parts)}")
     if units:
         records = _json_staged_select("SELECT pos, raw, q, marked FROM records", clock)
         with _unordered(con):  # every row carries its position: no need to keep the order

@@ -1,0 +1,120 @@
+"""Reading NDJSON lines: numbered in file order on every thread for a large file, long lines
+read again with the largest limits, and never a line silently left out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from warehouse.errors import UserError
+from warehouse.home import Home
+from warehouse.ingest import ingest, readers
+from warehouse.ingest.readers import count_lines
+
+NOW = datetime(2026, 2, 1)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Home:
+    home = Home(tmp_path / "home")
+    home.init()
+    return home
+
+
+def line(i: int, pad: int = 0) -> str:
+    return json.dumps(
+        {
+            "transaction_id": f"t{i}",
+            "customer_id": "c",
+            "event_type": "e",
+            "timestamp": "2026-01-20T00:00:00Z",
+            "properties": {"pad": "x" * pad},
+        }
+    )
+
+
+@pytest.fixture
+def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buffers of a few hundred bytes, so a small file is read the way a large one is."""
+    monkeypatch.setattr(readers, "FAST_LINE_BYTES", 300)
+    monkeypatch.setattr(readers, "FAST_BUFFER_BYTES", 600)
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 3000)
+    monkeypatch.setattr(readers, "READ_BUFFER_BYTES", 6000)
+
+
+def rejects(summary) -> list[dict]:
+    text = Path(summary.rejects_path).read_text(encoding="utf-8")
+    return [json.loads(r) for r in text.splitlines()]
+
+
+@pytest.mark.usefixtures("small_buffers")
+def test_a_large_file_keeps_its_line_numbers(home: Home, tmp_path: Path) -> None:
+    lines = [line(i) for i in range(60)]
+    lines[7] = ""  # blank lines count for line numbers
+    lines[30] = "not json"
+    lines[59] = "   "
+    path = tmp_path / "big.ndjson"
+    path.write_text("\n".join(lines), encoding="utf-8")  # no newline at the end
+    assert path.stat().st_size > readers.FAST_BUFFER_BYTES
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.received, summary.accepted, summary.rejected) == (58, 57, 1)
+    [reject] = rejects(summary)
+    assert (reject["record"], reject["raw"]) == (31, "not json")
+    assert reject["message"].startswith("line 31 of big.ndjson")
+
+
+@pytest.mark.usefixtures("small_buffers")
+@pytest.mark.parametrize("pad", [400, 800])  # longer than the first limit / than its buffer
+def test_a_line_longer_than_the_first_buffer_is_read_again(
+    home: Home, tmp_path: Path, pad: int
+) -> None:
+    lines = [line(i) for i in range(20)]
+    lines[12] = "{bad"
+    lines[19] = line(19, pad)  # DuckDB drops a last line longer than its buffer, silently
+    for name, opener in (("a.ndjson", open), ("b.ndjson.gz", gzip.open)):
+        path = tmp_path / name
+        with opener(path, "wt", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    summary = ingest(home, [tmp_path / "a.ndjson", tmp_path / "b.ndjson.gz"], now=NOW)
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (19, 19, 2)
+    assert [(r["record"], Path(r["source"]).name) for r in rejects(summary)] == [
+        (13, "a.ndjson"),
+        (13, "b.ndjson.gz"),
+    ]
+
+
+@pytest.mark.usefixtures("small_buffers")
+@pytest.mark.parametrize("pad", [4000, 7000])  # longer than the limit / than every buffer
+def test_a_line_longer_than_the_limit_stops_the_ingest(
+    home: Home, tmp_path: Path, pad: int
+) -> None:
+    path = tmp_path / "long.ndjson"
+    lines = [line(1), line(2), line(3, pad)]  # a last line longer than every buffer: dropped
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")  # by DuckDB without an error
+    with pytest.raises(UserError, match="cannot read ndjson file .*long.ndjson"):
+        ingest(home, [path], now=NOW)
+    assert list(home.events_dir.rglob("*.parquet")) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", 0),
+        (b"a", 1),
+        (b"a\n", 1),
+        (b"a\nb", 2),
+        (b"a\r\nb\r\n\r\n", 3),
+        (b"\n\n", 2),
+        (b"a\rb\r", 2),
+        (b"a\rb", 2),
+    ],
+)
+def test_count_lines(tmp_path: Path, data: bytes, expected: int) -> None:
+    (tmp_path / "x.ndjson").write_bytes(data)
+    (tmp_path / "x.ndjson.gz").write_bytes(gzip.compress(data))
+    assert count_lines(tmp_path / "x.ndjson") == expected
+    assert count_lines(tmp_path / "x.ndjson.gz") == expected
