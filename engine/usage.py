@@ -42,7 +42,7 @@ from metric_compiler.sql_metric.usage import (
 )
 from warehouse.catalog import Catalog
 from warehouse.errors import UserError
-from warehouse.events import EventStore
+from warehouse.events import EventStore, events_relation, integer_properties
 from warehouse.layout import property_column
 from warehouse.models import BillableMetric
 
@@ -123,6 +123,7 @@ def compile_metric_usage(
         properties: Sequence[str] = checked.properties
     else:
         properties = metric_properties(definition, group_by)
+    integers: set[str] = set()
     if start is None or end is None:
         source: exp.Expression = exp.to_table("events")
         lo: Any = exp.Placeholder(this="start")
@@ -131,7 +132,9 @@ def compile_metric_usage(
     else:
         lo, hi = _period(start, end)
         window_spec = Window.parse(window, lo, hi)
-        source = events.relation(properties, lo, hi)
+        files = events.files(lo, hi)
+        source = events_relation(files, properties, lo, hi)
+        integers = integer_properties(files, properties)
     if definition.sql is not None:
         compiled = compile_sql_usage(
             definition,
@@ -150,6 +153,7 @@ def compile_metric_usage(
         group_by=group_by,
         customer_ids=customer_ids,
         dialect=target,
+        integer_properties=integers,
     )
     return compiled, group_by
 

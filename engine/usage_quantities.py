@@ -27,7 +27,7 @@ from engine.pricing import Pricing
 from engine.usage_windows import ALL_WINDOWS, windows_of
 from metric_compiler import Window, compile_usage, metric_properties
 from warehouse.errors import UserError
-from warehouse.events import EventFile, events_relation
+from warehouse.events import EventFile, events_relation, integer_properties
 from warehouse.home import Home
 from warehouse.models import AggregationType, BillableMetric, Product
 
@@ -149,6 +149,7 @@ def compute_quantities(
             group_by=list(group.keys),
             ordered=False,
             customer_column=False,  # a window is one customer's
+            integer_properties=integer_properties(files, properties),
         )
         selects: list[exp.Expression] = []
         for product in group.products:
@@ -211,7 +212,7 @@ def event_files(
     the same filters: files are sorted by event type, customer and timestamp)."""
     rows = con.execute(
         """
-        SELECT path, row_count, min_timestamp, max_timestamp, property_columns
+        SELECT path, row_count, min_timestamp, max_timestamp, property_columns, integer_columns
         FROM event_files
         WHERE max_timestamp >= ? AND min_timestamp < ?
           AND (?::VARCHAR[] IS NULL OR list_has_any(event_types, ?::VARCHAR[]))
@@ -221,8 +222,10 @@ def event_files(
     ).fetchall()
     root = home.events_dir
     return [
-        EventFile(str(root / path), count, lo, hi, tuple(props))
-        for path, count, lo, hi, props in rows
+        EventFile(
+            str(root / path), count, lo, hi, tuple(props), None if ints is None else tuple(ints)
+        )
+        for path, count, lo, hi, props, ints in rows
     ]
 
 

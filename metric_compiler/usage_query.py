@@ -13,8 +13,8 @@ only where it matched at least one event).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import assert_never
 
@@ -24,10 +24,13 @@ from metric_compiler import expressions as sx
 from metric_compiler import numbers
 from metric_compiler.dialects import DIALECTS, dialect_name, rewrite, transpile
 from metric_compiler.plan import (
+    Condition,
     EventType,
+    IsDecimal,
     MetricPlan,
     OneOf,
     Operand,
+    Present,
     Reducer,
     UsagePlan,
     plan_usage,
@@ -458,6 +461,19 @@ def _event_type_prefilter(metrics: Sequence[MetricPlan], table: str) -> exp.Expr
     )
 
 
+def _known_decimals(plan: UsagePlan, integers: frozenset[str]) -> UsagePlan:
+    """The plan with `IsDecimal(p)` as `Present(p)` for the properties known to hold integer
+    text only (compile_usage's `integer_properties`)."""
+
+    def condition(c: Condition) -> Condition:
+        return Present(c.prop) if isinstance(c, IsDecimal) and c.prop.name in integers else c
+
+    metrics = tuple(
+        replace(m, conditions=tuple(condition(c) for c in m.conditions)) for m in plan.metrics
+    )
+    return replace(plan, metrics=metrics)
+
+
 def _counts_events(m: MetricPlan) -> bool:
     """A fused metric needs a count of its matching events to know which groups it has rows in
     (COUNT is that count; SUM and MAX are NULL exactly where nothing matched)."""
@@ -474,8 +490,14 @@ def compile_usage(
     dialect: str = "duckdb",
     ordered: bool = True,
     customer_column: bool = True,
+    integer_properties: Collection[str] = (),
 ) -> CompiledQuery:
     """Compile one metric, or several fused into one scan, over `source` (see metric_compiler).
+
+    `integer_properties` are properties the caller knows hold only integer text in `source`
+    (1 to 18 ASCII digits, warehouse.events.integer_properties): their values are exact
+    decimals of the metric, so they are read without the decimal text check (measured: the
+    check is about 30% of a fused usage query of two sums and a count).
 
     `ordered=False` leaves out the final ORDER BY (for callers that store or join the rows).
     `customer_column=False` (relation windows whose window_id belongs to one customer, as the
@@ -483,6 +505,8 @@ def compile_usage(
     out: measured ~8% less CPU for the invoice benchmark's usage queries."""
     listed = [metrics] if isinstance(metrics, BillableMetric) else list(metrics)
     plan = plan_usage(listed, group_by=group_by, window=window, customer_ids=customer_ids)
+    if integer_properties:
+        plan = _known_decimals(plan, frozenset(integer_properties))
     return compile_plan(
         plan, source, dialect=dialect, ordered=ordered, customer_column=customer_column
     )

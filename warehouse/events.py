@@ -52,6 +52,27 @@ class EventFile:
     min_timestamp: datetime
     max_timestamp: datetime
     property_columns: tuple[str, ...]
+    integer_columns: tuple[str, ...] | None = None  # None: not known (written before 0005)
+
+
+def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) -> set[str]:
+    """The properties whose every stored value in `files` is integer text (1 to 18 ASCII
+    digits; warehouse.ingest.write.integer_text): each file lists the column as such, or has no
+    value of it.  Compiled queries read them without the decimal text check."""
+    found = set()
+    for name in properties:
+        column = property_column(name)
+        if all(
+            f.integer_columns is not None
+            and (column in f.integer_columns or column not in f.property_columns)
+            for f in files
+        ):
+            found.add(name)
+    return found
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _naive_utc(ts: datetime | None) -> datetime | None:
@@ -79,7 +100,8 @@ class EventStore:
         start, end = _naive_utc(start), _naive_utc(end)
         rows = self.con.execute(
             """
-            SELECT path, row_count, min_timestamp, max_timestamp, property_columns
+            SELECT path, row_count, min_timestamp, max_timestamp, property_columns,
+                   integer_columns
             FROM event_files
             WHERE (?::TIMESTAMP IS NULL OR max_timestamp >= ?::TIMESTAMP)
               AND (?::TIMESTAMP IS NULL OR min_timestamp < ?::TIMESTAMP)
@@ -89,8 +111,8 @@ class EventStore:
         ).fetchall()
         root = self.home.events_dir
         return [
-            EventFile(str(root / path), count, lo, hi, tuple(props))
-            for path, count, lo, hi, props in rows
+            EventFile(str(root / path), count, lo, hi, tuple(props), _tuple(ints))
+            for path, count, lo, hi, props, ints in rows
         ]
 
     def property_names_present(self) -> set[str]:

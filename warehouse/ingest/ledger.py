@@ -84,7 +84,8 @@ def insert_manifest(
         return
     con.executemany(
         "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
-        "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "max_timestamp, property_columns, event_types, integer_columns) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             [
                 final_name(batch_id, f),
@@ -95,6 +96,7 @@ def insert_manifest(
                 f.max_timestamp,
                 list(f.property_columns),
                 list(f.event_types),
+                list(f.integer_columns),
             ]
             for f in files
         ],

@@ -58,6 +58,7 @@ class EventFileStats:
     max_timestamp: datetime
     property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
     event_types: tuple[str, ...]
+    integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,32 @@ class WrittenFile:
     max_timestamp: datetime
     property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
     event_types: tuple[str, ...]
+    integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
+
+
+# The longest integer text that is a decimal of the metric (below 10^18: metric_compiler.numbers)
+MAX_INTEGER_DIGITS = 18
+
+
+def integer_text(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Every value of a string column (NULLs aside) is 1 to 18 ASCII digits: the text of a
+    non-negative integer below 10^18, so an exact decimal of the metric (metric_compiler.numbers)
+    that compiled queries read without their text check.  A sufficient test, not a necessary
+    one (`-1` or `2.5` are decimals too): False only costs a query the check.  Dictionary
+    chunks are judged by their dictionary (which may hold more values than the rows)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
+        if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
+            return False
+        if values.null_count == len(values):
+            continue
+        digits = pc.ascii_is_decimal(values)
+        if not pc.all(digits).as_py():
+            return False
+        if pc.max(pc.binary_length(values)).as_py() > MAX_INTEGER_DIGITS:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -113,6 +140,7 @@ class _Stats:
         self.high: datetime | None = None
         self.event_types: set[str] = set()
         self.values: dict[str, int] = {}  # property column -> rows with a value
+        self.integers: dict[str, bool] = {}  # property column -> integer_text so far
 
     def add(self, table: pa.Table) -> None:
         self.rows += len(table)
@@ -125,6 +153,8 @@ class _Stats:
             if is_property_column(name):
                 column = table.column(name)
                 self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
+                if self.integers.get(name, True):  # a column that failed is not looked at again
+                    self.integers[name] = integer_text(column)
 
     def empty_columns(self) -> list[str]:
         return [name for name, n in self.values.items() if n == 0]
@@ -138,6 +168,11 @@ class _Stats:
             max_timestamp=self.high,
             property_columns=tuple(n for n in columns if is_property_column(n) and n not in empty),
             event_types=tuple(sorted(self.event_types)),
+            integer_columns=tuple(
+                n
+                for n in columns
+                if is_property_column(n) and n not in empty and self.integers.get(n, False)
+            ),
         )
 
 
