@@ -115,7 +115,7 @@ def bench_home(dataset: Dataset) -> Home:
     the catalog, the customers applied through `Meterql.apply`, and a symlink to the shared
     home's event files.  Built under a temporary name and renamed into place."""
     source = ingested_home(dataset)
-    target = data_dir() / f"{dataset.key}-parquet-customers.home"
+    target = data_dir() / f"{source.path.name.removesuffix('.home')}-customers.home"
     if (target / "catalog.duckdb").exists():
         return Home(target)
     building = target.with_name(f".tmp-{os.getpid()}-{target.name}")

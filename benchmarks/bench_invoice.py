@@ -197,7 +197,8 @@ def prepared_home(n_events: int, n_customers: int, seed: int, catalog: str = "fu
     dataset = generate(n_events, n_customers, seed)
     source = ingested_home(dataset)
     kind = "" if catalog == "full" else f"-{catalog}"
-    target = data_dir() / f"{dataset.key}-invoice{kind}-c{CATALOG_VERSION}.home"
+    stem = source.path.name.removesuffix(".home")  # the ingested home's key
+    target = data_dir() / f"{stem}-invoice{kind}-c{CATALOG_VERSION}.home"
     if (target / "catalog.duckdb").exists():
         return target
     building = target.with_name(f".tmp-{os.getpid()}-{target.name}")

@@ -35,6 +35,8 @@ from pathlib import Path
 import duckdb
 
 GENERATOR_VERSION = 1  # bump when the generated data changes; it is part of the cache key
+# bump when what ingest stores changes (files, manifest); part of the ingested homes' key
+INGEST_VERSION = 2  # 2: the manifest's integer_columns
 
 MONTH_START = datetime(2026, 1, 1, tzinfo=UTC)
 MONTH_END = datetime(2026, 2, 1, tzinfo=UTC)
@@ -256,7 +258,7 @@ def ingested_home(dataset: Dataset, fmt: str = "parquet"):
         )
         source = dataset.parquet if fmt == "parquet" else dataset.ndjson
     assert source is not None
-    target = data_dir() / f"{dataset.key}-{fmt}.home"
+    target = data_dir() / f"{dataset.key}-{fmt}-i{INGEST_VERSION}.home"
     if (target / "catalog.duckdb").exists():
         return Home(target)
     building = target.with_name(f".tmp-{os.getpid()}-{target.name}")
