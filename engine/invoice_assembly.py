@@ -1,7 +1,8 @@
 """Invoices from rated lines: which invoices the periods of mq_periods have, their totals and
 content hash, and what the run does with each (created, updated, finalized, unchanged).
 
-    register_invoices(con, snap)            mq_invoices, mq_invoice_totals, mq_outcomes
+    register_invoices(con, snap)            mq_line_groups, mq_invoices, mq_invoice_totals,
+                                            mq_outcomes
     unrated_usage(con, pricing)             the run summary's unrated usage (mq_unrated)
 
 One USAGE invoice per (period, credit type): the rate card's own credit type always, others
@@ -24,28 +25,27 @@ from engine.invoice_targets import Snapshot
 from engine.pricing import Pricing
 from engine.temp_tables import create_temp
 
-# The content hash of an invoice: the line count and two combinations (sum and xor) of the
-# 64-bit hashes of its lines (lines are distinct, so their order does not matter).  A line's
-# hash covers its product's name, metric and keys too.  Lines are grouped by (period, credit
-# type), the key of an invoice, so the 1M-row line table is not joined with the invoices here.
-_LINE_FIELDS = """l.product_id, l.rate_type, l.rate_card_id, l.rate_index, l.pricing_values,
-                  l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
-                  l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total, pr.product_hash"""
+# The lines of each (period, credit type, product): the key of an invoice and a product, the
+# grain of its product snapshots.  Its total, line count and two combinations (sum and xor) of
+# the 64-bit content hashes of its lines (rating's line_hash: lines are distinct, so their
+# order does not matter).  One pass over the line table; everything after reads this one.
+_LINE_GROUPS = """
+CREATE OR REPLACE TEMP TABLE mq_line_groups AS
+SELECT period_key, credit_type_id, product_id, sum(total) AS total, count(*) AS line_count,
+       sum(line_hash) AS h1, bit_xor(line_hash) AS h2
+FROM mq_lines
+GROUP BY period_key, credit_type_id, product_id
+"""
 
-_INVOICE_TOTALS = f"""
+# The content hash of an invoice: its line count and the sum (mod 2^64) and xor of its lines'
+# hashes, as text.
+_INVOICE_TOTALS = """
 CREATE OR REPLACE TEMP TABLE mq_invoice_totals AS
-WITH products AS (
-    SELECT product_id,
-           hash(product_name, billable_metric_id, pricing_keys, presentation_keys) AS product_hash
-    FROM mq_products
-), per_line AS (
-    SELECT l.period_key, l.credit_type_id, l.total, hash({_LINE_FIELDS}) AS h
-    FROM mq_lines l
-    JOIN products pr ON pr.product_id = l.product_id
-), per_key AS (
+WITH per_key AS (
     SELECT period_key, credit_type_id, sum(total)::DECIMAL(38, 12) AS total,
-           count(*) AS line_count, sum(h) % 18446744073709551616 AS h1, bit_xor(h) AS h2
-    FROM per_line
+           sum(line_count) AS line_count, sum(h1) % 18446744073709551616 AS h1,
+           bit_xor(h2) AS h2
+    FROM mq_line_groups
     GROUP BY period_key, credit_type_id
 )
 SELECT i.invoice_id,
@@ -57,7 +57,7 @@ SELECT i.invoice_id,
            || coalesce(p.h2, 0)::VARCHAR AS content_hash
 FROM mq_invoices i
 LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.credit_type_id
-"""  # noqa: S608 - fixed SQL
+"""
 
 _OUTCOMES = """
 CREATE OR REPLACE TEMP TABLE mq_outcomes AS
@@ -84,7 +84,7 @@ CREATE OR REPLACE TEMP TABLE mq_invoices AS
 WITH pairs AS (
     SELECT period_key, primary_credit_type_id AS credit_type_id FROM mq_periods
     UNION
-    SELECT period_key, credit_type_id FROM mq_lines
+    SELECT period_key, credit_type_id FROM mq_line_groups
     UNION
     SELECT p.period_key, s.credit_type_id
     FROM invoices s JOIN mq_periods p
@@ -112,9 +112,12 @@ def register_invoices(
     ids: dict[tuple[int, str], str] | None = None,
     replaces: str | None = None,
 ) -> None:
-    """mq_invoices: the invoices of mq_periods, one per period and credit type (the rate card's
-    own credit type always; others when they have line items; and any existing draft of the
-    period, so a draft that lost all its lines is updated, not forgotten)."""
+    """mq_line_groups, and mq_invoices: the invoices of mq_periods, one per period and credit
+    type (the rate card's own credit type always; others when they have line items; and any
+    existing draft of the period, so a draft that lost all its lines is updated, not
+    forgotten); their totals and content hashes (mq_invoice_totals) and what the run does with
+    each (mq_outcomes)."""
+    con.execute(_LINE_GROUPS)
     if ids is None:
         define_id_macros(con)
         con.execute(_INVOICES)

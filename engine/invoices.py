@@ -64,7 +64,7 @@ from engine.invoice_summary import (
     UnratedUsage,
 )
 from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
-from engine.invoice_write import write
+from engine.invoice_write import RunTransaction, write
 from engine.late_events import late_events
 from engine.periods import Period, iso, naive, utc
 from engine.pricing import Pricing, register_pricing
@@ -166,51 +166,37 @@ def run(
     as_of = utc(as_of)
     notes: list[str] = []
     watch = Stopwatch()
-    with watch.stage("plan"):
-        snap = Snapshot.load(con)
-        plan = plan_periods(con, snap, as_of, notes)
     counts = InvoiceCounts()
-    [(counts.frozen,)] = con.execute(
-        "SELECT count(*) FROM invoices WHERE status <> 'draft' AND period_start <= ?",
-        [naive(as_of)],
-    ).fetchall()
     totals: list[CreditTotal] = []
     unrated: list[UnratedUsage] = []
-    if not plan.periods:
-        if not plan.started:
-            notes.append(
-                f"no contract has started by {iso(as_of)}; no invoices"
-                if plan.contracts
-                else "the catalog has no contracts; no invoices"
-            )
-    else:
-        bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
-        with bar_cm as bar:
-            watch.bar = bar
-            pricing = _compute(con, home, snap, plan, notes, watch)
-            with watch.stage("invoices"):
-                register_invoices(con, snap)
-                unrated = unrated_usage(con, pricing)
-            with watch.stage("write"):
-                write(con, as_of, [])
-            watch.bar = None
-        for outcome, n in con.execute(
-            "SELECT outcome, count(*) FROM mq_outcomes GROUP BY outcome"
-        ).fetchall():
-            setattr(counts, outcome, n)
-        for ct_id, ct_name, precision, n, total in con.execute(
-            """
-            SELECT credit_type_id, credit_type_name, credit_precision, count(*), sum(total)
-            FROM mq_outcomes GROUP BY ALL ORDER BY credit_type_name, credit_type_id
-            """
-        ).fetchall():
-            totals.append(
-                CreditTotal(
-                    credit_type=CreditTypeRef(id=ct_id, name=ct_name),
-                    invoices=n,
-                    total=invoice_store.money(total, precision),
+    with RunTransaction(con) as tx:
+        with watch.stage("plan"):
+            snap = Snapshot.load(con)
+            plan = plan_periods(con, snap, as_of, notes)
+            [(counts.frozen,)] = con.execute(
+                "SELECT count(*) FROM invoices WHERE status <> 'draft' AND period_start <= ?",
+                [naive(as_of)],
+            ).fetchall()
+        if not plan.periods:
+            if not plan.started:
+                notes.append(
+                    f"no contract has started by {iso(as_of)}; no invoices"
+                    if plan.contracts
+                    else "the catalog has no contracts; no invoices"
                 )
-            )
+        else:
+            bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
+            with bar_cm as bar:
+                watch.bar = bar
+                pricing = _compute(con, home, snap, plan, notes, watch)
+                with watch.stage("invoices"):
+                    register_invoices(con, snap)
+                    unrated = unrated_usage(con, pricing)
+                    counts, totals = _outcomes(con, counts.frozen)
+                with watch.stage("write"):
+                    write(con, as_of, [])
+                    tx.commit()
+                watch.bar = None
     with watch.stage("late_events"):
         late = late_events(con, home)
     return RunSummary(
@@ -223,6 +209,31 @@ def run(
         elapsed_seconds=round(time.perf_counter() - started, 3),
         stage_seconds=watch.seconds,
     )
+
+
+def _outcomes(
+    con: duckdb.DuckDBPyConnection, frozen: int
+) -> tuple[InvoiceCounts, list[CreditTotal]]:
+    """The run summary's counts and totals per credit type, from mq_outcomes."""
+    counts = InvoiceCounts(frozen=frozen)
+    for outcome, n in con.execute(
+        "SELECT outcome, count(*) FROM mq_outcomes GROUP BY outcome"
+    ).fetchall():
+        setattr(counts, outcome, n)
+    totals = [
+        CreditTotal(
+            credit_type=CreditTypeRef(id=ct_id, name=ct_name),
+            invoices=n,
+            total=invoice_store.money(total, precision),
+        )
+        for ct_id, ct_name, precision, n, total in con.execute(
+            """
+            SELECT credit_type_id, credit_type_name, credit_precision, count(*), sum(total)
+            FROM mq_outcomes GROUP BY ALL ORDER BY credit_type_name, credit_type_id
+            """
+        ).fetchall()
+    ]
+    return counts, totals
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,46 +252,48 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
         raise UserError(
             f"invoice {old.id} was already regenerated as {old.superseded_by}; regenerate that one"
         )
-    snap = Snapshot.load(con)
-    try:
-        contract: Contract = Catalog(con).get("contracts", old.contract_id)  # type: ignore[assignment]
-    except NotFoundError:
-        raise UserError(
-            f"invoice {old.id}: its contract {old.contract_id!r} no longer exists"
-        ) from None
-    card = snap.rate_cards.get(contract.rate_card_id)
-    if card is None:
-        raise UserError(
-            f"invoice {old.id}: rate card {contract.rate_card_id!r} of contract "
-            f"{contract.id} no longer exists"
-        )
-    assert contract.id is not None
-    plan = register_period(
-        con,
-        snap,
-        contract_id=contract.id,
-        customer_id=contract.customer_id,
-        card=card,
-        period=Period(utc(old.start_timestamp), utc(old.end_timestamp)),
-        status="finalized",
-    )
     new_id = regenerated_id(old.id)
     notes: list[str] = []
     from engine.output import progress as progress_bar
 
-    with progress_bar("regenerate invoice", total=3) as bar:
-        _compute(con, home, snap, plan, notes, Stopwatch(bar, "regenerate invoice"))
-    register_invoices(con, snap, ids={(0, old.credit_type.id): new_id}, replaces=old.id)
-    write(
-        con,
-        datetime.now(UTC),
-        [
-            (
-                "UPDATE invoices SET status = 'void', superseded_by = ?, "
-                "voided_at = coalesce(voided_at, now()::TIMESTAMP), "
-                "updated_at = now()::TIMESTAMP WHERE id = ?",
-                [new_id, old.id],
+    with RunTransaction(con) as tx:
+        snap = Snapshot.load(con)
+        try:
+            contract: Contract = Catalog(con).get("contracts", old.contract_id)  # type: ignore[assignment]
+        except NotFoundError:
+            raise UserError(
+                f"invoice {old.id}: its contract {old.contract_id!r} no longer exists"
+            ) from None
+        card = snap.rate_cards.get(contract.rate_card_id)
+        if card is None:
+            raise UserError(
+                f"invoice {old.id}: rate card {contract.rate_card_id!r} of contract "
+                f"{contract.id} no longer exists"
             )
-        ],
-    )
+        assert contract.id is not None
+        plan = register_period(
+            con,
+            snap,
+            contract_id=contract.id,
+            customer_id=contract.customer_id,
+            card=card,
+            period=Period(utc(old.start_timestamp), utc(old.end_timestamp)),
+            status="finalized",
+        )
+        with progress_bar("regenerate invoice", total=3) as bar:
+            _compute(con, home, snap, plan, notes, Stopwatch(bar, "regenerate invoice"))
+        register_invoices(con, snap, ids={(0, old.credit_type.id): new_id}, replaces=old.id)
+        write(
+            con,
+            datetime.now(UTC),
+            [
+                (
+                    "UPDATE invoices SET status = 'void', superseded_by = ?, "
+                    "voided_at = coalesce(voided_at, now()::TIMESTAMP), "
+                    "updated_at = now()::TIMESTAMP WHERE id = ?",
+                    [new_id, old.id],
+                )
+            ],
+        )
+        tx.commit()
     return invoice_store.get(con, new_id)

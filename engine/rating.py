@@ -216,19 +216,33 @@ WITH billed AS ({billed}
     FROM positioned c
     LEFT JOIN mq_tiers t ON t.rate_key = c.rate_key
 )
-SELECT x.period_key, x.credit_type_id, x.product_id, x.rate_type, x.rate_key,
-       x.rate_card_id, x.rate_index, x.pricing_values, x.presentation_values,
-       x.seg_start AS starting_at, x.seg_end AS ending_before,
-       x.tier_index, CAST(x.tier_lower AS {stored}) AS tier_lower,
-       CAST(x.tier_size AS {stored}) AS tier_size,
-       CAST(x.line_quantity AS {stored}) AS quantity,
-       CAST(x.unit_price AS {stored}) AS unit_price,
-       {total} AS total
-FROM (SELECT *, line_quantity * unit_price AS amount
-      FROM priced
-      WHERE rate_type = 'FLAT' OR line_quantity > {zero}
-         OR (quantity <= {zero} AND tier_index = 0)) x
-JOIN mq_credit_types ct ON ct.credit_type_id = x.credit_type_id
+SELECT * EXCLUDE (product_hash),
+       -- the line's content hash (engine.invoice_assembly): its fields as stored, and its
+       -- product's name, metric and keys
+       hash(product_id, rate_type, rate_card_id, rate_index, pricing_values,
+            presentation_values, starting_at, ending_before, tier_index, tier_lower,
+            tier_size, quantity, unit_price, total, product_hash) AS line_hash
+FROM (
+    SELECT x.period_key, x.credit_type_id, x.product_id, x.rate_type, x.rate_key,
+           x.rate_card_id, x.rate_index, x.pricing_values, x.presentation_values,
+           x.seg_start AS starting_at, x.seg_end AS ending_before,
+           x.tier_index, CAST(x.tier_lower AS {stored}) AS tier_lower,
+           CAST(x.tier_size AS {stored}) AS tier_size,
+           CAST(x.line_quantity AS {stored}) AS quantity,
+           CAST(x.unit_price AS {stored}) AS unit_price,
+           {total} AS total,
+           pr.product_hash
+    FROM (SELECT *, line_quantity * unit_price AS amount
+          FROM priced
+          WHERE rate_type = 'FLAT' OR line_quantity > {zero}
+             OR (quantity <= {zero} AND tier_index = 0)) x
+    JOIN mq_credit_types ct ON ct.credit_type_id = x.credit_type_id
+    JOIN (SELECT product_id,
+                 hash(product_name, billable_metric_id, pricing_keys, presentation_keys)
+                     AS product_hash
+          FROM mq_products) pr
+      ON pr.product_id = x.product_id
+) y
 """
 
 

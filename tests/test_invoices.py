@@ -195,6 +195,52 @@ def test_a_rerun_with_the_same_inputs_changes_nothing_and_prints_identical_json(
     assert mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall() == rows_before
 
 
+def test_the_content_hash_is_the_hash_of_the_stored_lines_and_product_snapshots(mq):
+    """The content hash (change detection of drafts) is computed while rating, before anything
+    is stored; it must stay the hash of what is stored, or every stored draft would look
+    changed once (a spurious revision)."""
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500", user="u1"),
+            tokens("a2", "acme", "2026-03-10T12:00:00Z", "gpt-5-mini", "800", user="u2"),
+            event("c1", "beta", "2026-03-11T00:00:00Z", "api_call"),
+        ],
+    )
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    rows = mq.con.execute(
+        """
+        SELECT i.id, i.content_hash,
+               coalesce(count(l.product_id), 0)::VARCHAR || '-'
+               || coalesce(sum(hash(l.product_id, l.rate_type, l.rate_card_id, l.rate_index,
+                                    l.pricing_group_values, l.presentation_group_values,
+                                    l.starting_at, l.ending_before, l.tier_index,
+                                    l.tier_starting_at, l.tier_size, l.quantity, l.unit_price,
+                                    l.total,
+                                    hash(p.product_name, p.billable_metric_id,
+                                         p.pricing_group_keys, p.presentation_group_keys)))
+                           % 18446744073709551616, 0)::VARCHAR || '-'
+               || coalesce(bit_xor(hash(l.product_id, l.rate_type, l.rate_card_id,
+                                        l.rate_index, l.pricing_group_values,
+                                        l.presentation_group_values, l.starting_at,
+                                        l.ending_before, l.tier_index, l.tier_starting_at,
+                                        l.tier_size, l.quantity, l.unit_price, l.total,
+                                        hash(p.product_name, p.billable_metric_id,
+                                             p.pricing_group_keys,
+                                             p.presentation_group_keys))), 0)::VARCHAR
+        FROM invoices i
+        LEFT JOIN invoice_line_items l ON l.invoice_id = i.id AND l.revision = i.revision
+        LEFT JOIN invoice_products p
+          ON p.invoice_id = l.invoice_id AND p.revision = l.revision
+         AND p.product_id = l.product_id
+        GROUP BY i.id, i.content_hash
+        """
+    ).fetchall()
+    assert len(rows) == 2
+    assert all(stored == recomputed for _id, stored, recomputed in rows), rows
+    assert all(not stored.startswith("0-") for _id, stored, _ in rows)
+
+
 def test_every_started_period_gets_an_invoice(mq):
     summary = mq.invoice_run("2026-05-01T00:00:00Z")  # March, April (final), May (just started)
     invoices = by_customer(mq, "Acme")
@@ -260,6 +306,77 @@ def test_a_finalized_invoice_never_changes_and_late_events_are_reported(mq):
     again = mq.invoice_run("2026-05-10T00:00:00Z")
     assert [(x.invoice_id, x.events) for x in again.late_events] == [(march.id, 2)]
     assert again.invoices.unchanged == 2 and again.invoices.frozen == 4
+
+
+def test_a_late_batch_that_changes_no_draft_is_still_numbered_and_reported(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    [march, april] = by_customer(mq, "Acme")
+    drafts = dumps(mq.invoices(status="draft"))
+    commit_events(mq, [tokens("late", "acme", "2026-03-20T00:00:00Z", "gpt-5", "1")])
+    summary = mq.invoice_run("2026-04-05T00:00:00Z")
+    assert summary.invoices.unchanged == 2 and summary.invoices.created == 0
+    assert dumps(mq.invoices(status="draft")) == drafts
+    assert [(x.invoice_id, x.events) for x in summary.late_events] == [(march.id, 1)]
+    assert mq.con.execute("SELECT max(seq) FROM invoice_event_batches").fetchall() == [(2,)]
+
+
+class RecordingConnection:
+    """A catalog connection that records the SQL it runs."""
+
+    def __init__(self, con):
+        self.con = con
+        self.statements: list[str] = []
+
+    def execute(self, sql, *args):
+        self.statements.append(" ".join(sql.split()))
+        return self.con.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.con, name)
+
+
+def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_temp_tables(mq):
+    from engine import invoices
+
+    def writes(statements: list[str]) -> list[str]:
+        catalog = ("INSERT INTO invoice", "UPDATE invoices")  # not the run's temp tables
+        return [s.split(" SELECT")[0] for s in statements if s.startswith(catalog)]
+
+    def temp_tables() -> list[str]:
+        return [
+            name
+            for (name,) in mq.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE temporary"
+            ).fetchall()
+        ]
+
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    recorded = RecordingConnection(mq.con)
+    invoices.run(mq.home, recorded, ts("2026-04-05T00:00:00Z"))
+    assert [s for s in recorded.statements if s in ("BEGIN TRANSACTION", "COMMIT")] == [
+        "BEGIN TRANSACTION",
+        "COMMIT",
+    ]
+    assert writes(recorded.statements) == [
+        "INSERT INTO invoice_event_batches",
+        "INSERT INTO invoices",
+        "UPDATE invoices SET status = o.status, revision = o.revision, content_hash = "
+        "o.content_hash, subtotal = o.subtotal, total = o.total, line_count = o.line_count, "
+        "data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP, "
+        "finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END FROM "
+        "mq_outcomes o WHERE invoices.id = o.invoice_id AND o.outcome IN ('updated', "
+        "'finalized')",
+        "INSERT INTO invoice_line_items",
+        "INSERT INTO invoice_products",
+    ]
+    assert temp_tables() == []  # the rating tables are dropped, never committed
+    # nothing changed: nothing written
+    recorded = RecordingConnection(mq.con)
+    summary = invoices.run(mq.home, recorded, ts("2026-04-05T00:00:00Z"))
+    assert summary.invoices.unchanged == 2
+    assert writes(recorded.statements) == []
+    assert temp_tables() == []
 
 
 def test_an_earlier_as_of_never_unfinalizes(mq):
