@@ -1,6 +1,7 @@
 """Ingest throughput, and the cost of validation + dedup relative to a plain DuckDB COPY.
 
     python -m benchmarks.bench_ingest [--events 10000000] [--ndjson-events N] [--no-reingest]
+                                      [--memory-events 100000000]
 
 Data: benchmarks.datagen (seeded LLM-like events, one month, 10,000 customers): a Parquet dump of
 `--events` events (extra-columns layout) and an NDJSON dump of `--ndjson-events` (default
@@ -17,17 +18,30 @@ events / 5) events.  For each dump, in the same run:
               default events / 100): the many-keys write path; the table shows the property
               columns per written file (each file holds only the keys present in its rows)
 
-Ratios are ingest seconds / copy seconds.  Targets (PERFORMANCE.md): Parquet >= 2M events/s,
-NDJSON >= 500k events/s.  Phase times come from the ingest summary.
+Ratios are ingest seconds / copy seconds, wall and CPU (the process's CPU time over all its
+threads).  Targets (PERFORMANCE.md): Parquet >= 2M events/s, NDJSON >= 500k events/s.  Phase
+times come from the ingest summary.  Every ingest runs with meterql's default DuckDB settings
+(METERQL_* unset: 3 GiB memory limit, all cores) unless the environment sets them.
+
+    memory    `--memory-events N`: ONE ingest of the N-event Parquet dump as one batch into an
+              empty home, in a fresh Python process that reports its peak resident set size
+              (Linux VmHWM) and the DuckDB memory limit it ran with (the 100M dump: ~3 minutes,
+              about 40 GB written to the spill directory and 5 GB of event files, under the
+              system's temp directory; --memory-events 0 skips it)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -37,19 +51,42 @@ from warehouse.ingest import ingest
 from warehouse.ingest.sqltext import lit
 
 
-def plain_copy(source: Path, fmt: str, target: Path) -> float:
+class Timer:
+    """Wall and CPU seconds (all threads of this process) of a block."""
+
+    def __enter__(self) -> Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+
+def plain_copy(source: Path, fmt: str, target: Path) -> Timer:
     reader = "read_parquet" if fmt == "parquet" else "read_json"
     con = duckdb.connect()
     con.execute("SET enable_progress_bar = false")
-    started = time.perf_counter()
-    con.execute(
-        f"COPY (SELECT * FROM {reader}({lit(str(source))})) TO {lit(str(target))} "  # noqa: S608
-        "(FORMAT parquet)"
-    )
-    elapsed = time.perf_counter() - started
+    with Timer() as timer:
+        con.execute(
+            f"COPY (SELECT * FROM {reader}({lit(str(source))})) TO {lit(str(target))} "  # noqa: S608
+            "(FORMAT parquet)"
+        )
     con.close()
     target.unlink()
-    return elapsed
+    return timer
+
+
+def _row(case: str, events: int, timer: Timer, base: Timer, phases: dict) -> dict:
+    return {
+        "case": case,
+        "events": events,
+        "seconds": timer.wall,
+        "cpu": timer.cpu,
+        "ratio": timer.wall / base.wall,
+        "cpu_ratio": timer.cpu / base.cpu,
+        "phases": phases,
+    }
 
 
 SPARSE_KEYS = 2_000
@@ -90,95 +127,119 @@ def run(n_events: int, n_ndjson: int, n_sparse: int = 0, reingest: bool = True) 
         for fmt, data in (("parquet", parquet), ("ndjson", ndjson)):
             source = data.parquet if fmt == "parquet" else data.ndjson
             assert source is not None
-            copy_s = plain_copy(source, fmt, scratch / "copy.parquet")
-            rows.append(
-                {
-                    "case": f"{fmt}: plain DuckDB COPY",
-                    "events": data.n_events,
-                    "seconds": copy_s,
-                    "ratio": 1.0,
-                    "phases": {},
-                }
-            )
+            copy = plain_copy(source, fmt, scratch / "copy.parquet")
+            rows.append(_row(f"{fmt}: plain DuckDB COPY", data.n_events, copy, copy, {}))
             home = Home(scratch / f"home-{fmt}")
             home.init()
-            started = time.perf_counter()
-            summary = ingest(home, [source], now=data.now)
-            seconds = time.perf_counter() - started
+            with Timer() as timer:
+                summary = ingest(home, [source], now=data.now)
             assert summary.accepted == data.n_events, summary
-            rows.append(
-                {
-                    "case": f"{fmt}: meterql ingest",
-                    "events": data.n_events,
-                    "seconds": seconds,
-                    "ratio": seconds / copy_s,
-                    "phases": summary.phases,
-                }
-            )
+            rows.append(_row(f"{fmt}: meterql ingest", data.n_events, timer, copy, summary.phases))
             if reingest and fmt == "parquet":
-                started = time.perf_counter()
-                again = ingest(home, [source], now=data.now)
-                seconds = time.perf_counter() - started
+                with Timer() as timer:
+                    again = ingest(home, [source], now=data.now)
                 assert again.duplicates == data.n_events, again
-                rows.append(
-                    {
-                        "case": f"{fmt}: ingest again (all duplicates)",
-                        "events": data.n_events,
-                        "seconds": seconds,
-                        "ratio": seconds / copy_s,
-                        "phases": again.phases,
-                    }
-                )
+                case = f"{fmt}: ingest again (all duplicates)"
+                rows.append(_row(case, data.n_events, timer, copy, again.phases))
             shutil.rmtree(home.path)
         if n_sparse:
             source = sparse_dump(n_sparse, scratch / "sparse.ndjson")
-            copy_s = plain_copy(source, "ndjson", scratch / "copy.parquet")
-            rows.append(
-                {
-                    "case": "sparse keys: plain DuckDB COPY",
-                    "events": n_sparse,
-                    "seconds": copy_s,
-                    "ratio": 1.0,
-                    "phases": {},
-                }
-            )
+            copy = plain_copy(source, "ndjson", scratch / "copy.parquet")
+            rows.append(_row("sparse keys: plain DuckDB COPY", n_sparse, copy, copy, {}))
             home = Home(scratch / "home-sparse")
             home.init()
-            started = time.perf_counter()
-            summary = ingest(home, [source], now=generate(1).now)
-            seconds = time.perf_counter() - started
+            with Timer() as timer:
+                summary = ingest(home, [source], now=generate(1).now)
             assert summary.accepted == n_sparse, summary
             con = home.connect()
             (width,) = con.execute("SELECT avg(len(property_columns)) FROM event_files").fetchall()[
                 0
             ]
             con.close()
-            rows.append(
-                {
-                    "case": f"sparse keys: ingest ({width:.0f} columns/file)",
-                    "events": n_sparse,
-                    "seconds": seconds,
-                    "ratio": seconds / copy_s,
-                    "phases": summary.phases,
-                }
-            )
+            case = f"sparse keys: ingest ({width:.0f} columns/file)"
+            rows.append(_row(case, n_sparse, timer, copy, summary.phases))
     return rows
 
 
 def report(rows: list[dict]) -> None:
     print(f"ingest benchmark ({environment()})")
-    print(f"| {'case':<40} | {'events':>11} | {'seconds':>8} | {'events/s':>11} | {'vs COPY':>7} |")
-    print(f"|{'-' * 42}|{'-' * 13}|{'-' * 10}|{'-' * 13}|{'-' * 9}|")
+    print(
+        f"| {'case':<40} | {'events':>11} | {'seconds':>8} | {'CPU s':>7} | {'events/s':>11} "
+        f"| {'vs COPY':>7} | {'CPU vs COPY':>11} |"
+    )
+    print(f"|{'-' * 42}|{'-' * 13}|{'-' * 10}|{'-' * 9}|{'-' * 13}|{'-' * 9}|{'-' * 13}|")
     for r in rows:
         rate = r["events"] / r["seconds"]
         print(
-            f"| {r['case']:<40} | {r['events']:>11,} | {r['seconds']:>8.2f} | {rate:>11,.0f} | "
-            f"{r['ratio']:>6.2f}x |"
+            f"| {r['case']:<40} | {r['events']:>11,} | {r['seconds']:>8.2f} | {r['cpu']:>7.2f} "
+            f"| {rate:>11,.0f} | {r['ratio']:>6.2f}x | {r['cpu_ratio']:>10.2f}x |"
         )
     for r in rows:
         if r["phases"]:
             phases = ", ".join(f"{k} {v:.2f}s" for k, v in r["phases"].items() if v >= 0.01)
             print(f"  {r['case']}: {phases}")
+
+
+# Runs in the child process: one ingest into a new home, then its own numbers.
+CHILD = """
+import json, resource, sys, time
+from datetime import datetime
+from pathlib import Path
+from warehouse.home import Home
+from warehouse.ingest import ingest
+home = Home(Path(sys.argv[1]))
+home.init()
+wall, cpu = time.perf_counter(), time.process_time()
+summary = ingest(home, [sys.argv[2]], now=datetime.fromisoformat(sys.argv[3]))
+wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+for line in Path("/proc/self/status").read_text().splitlines():
+    if line.startswith("VmHWM:"):
+        peak = int(line.split()[1]) / 2**20
+con = home.connect()
+[(limit, threads)] = con.execute(
+    "SELECT current_setting('memory_limit'), current_setting('threads')"
+).fetchall()
+con.close()
+print(json.dumps({"seconds": wall, "cpu": cpu, "peak_rss_gib": peak, "accepted": summary.accepted,
+                  "files": summary.files_written, "phases": summary.phases,
+                  "memory_limit": limit, "threads": threads}))
+"""
+
+
+def measure_memory(n_events: int) -> dict[str, Any]:
+    """Peak RSS of one ingest of the n-event Parquet dump, in a fresh process."""
+    data = generate(n_events, formats=("parquet",))
+    with tempfile.TemporaryDirectory(prefix="meterql-bench-ingest-memory-") as tmp:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                CHILD,
+                str(Path(tmp) / "home"),
+                str(data.parquet),
+                data.now.isoformat(),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"ingest failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["events"] = n_events
+    return result
+
+
+def report_memory(r: dict[str, Any]) -> None:
+    print(
+        f"one ingest of {r['events']:,} Parquet events in a fresh process ({environment()}): "
+        f"{r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['events'] / r['seconds']:,.0f} "
+        f"events/s, {r['files']} files, peak RSS {r['peak_rss_gib']:.2f} GiB "
+        f"(DuckDB memory_limit {r['memory_limit']}, threads {r['threads']})"
+    )
+    print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items() if v >= 0.05))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,10 +248,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ndjson-events", type=int, help="NDJSON dump size (default events/5)")
     parser.add_argument("--sparse-events", type=int, help="sparse dump size (default events/100)")
     parser.add_argument("--no-reingest", action="store_true", help="skip the all-duplicates run")
+    parser.add_argument(
+        "--memory-events",
+        type=int,
+        default=0,
+        help="also measure the peak RSS of one ingest of a Parquet dump this large (e.g. 1e8)",
+    )
     args = parser.parse_args(argv)
     n_ndjson = args.ndjson_events or max(1, args.events // 5)
     n_sparse = args.sparse_events if args.sparse_events is not None else args.events // 100
     report(run(args.events, n_ndjson, n_sparse, reingest=not args.no_reingest))
+    if args.memory_events:
+        report_memory(measure_memory(args.memory_events))
 
 
 if __name__ == "__main__":

@@ -121,7 +121,14 @@ class Plan:
 
 
 def staged_columns(plan: Plan) -> dict[str, str]:
-    columns = dict(STAGED_FIXED)
+    """The columns of `staged` for the sources of `plan`: a property shape no source has is
+    left out (an all-NULL column still takes memory, and a large batch spills it to disk)."""
+    unused = set()
+    if not plan.has_json:
+        unused |= {"props_json", "props_marked"}
+    if not plan.has_map:
+        unused.add("props_map")
+    columns = {name: kind for name, kind in STAGED_FIXED.items() if name not in unused}
     for name in plan.column_properties:
         columns[property_column(name)] = "VARCHAR"
     return columns
