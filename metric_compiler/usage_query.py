@@ -367,7 +367,8 @@ def _block(
 # events by (customer_id, slice), slice i being [boundaries[i], boundaries[i + 1]): one hash
 # join with one match per window, instead of a join on customer_id whose matches (every window
 # of the customer) are then filtered by time.  Measured on the invoice benchmark (10M events,
-# 10k customers, 2 windows each): the fused usage query 0.83 s instead of 1.00 s.  An event's
+# 10k customers, 2 windows each): the light catalog's fused usage query 0.61 s instead of 0.87 s
+# (hand-written, the same join alone: 0.83 s instead of 1.00 s).  An event's
 # slice is a binary search written as nested CASE (depth log2 of the boundaries), so the number
 # of boundaries is capped; beyond it, and for dialects other than DuckDB, the time-range join.
 MAX_SLICE_BOUNDARIES = 256
@@ -393,8 +394,8 @@ def _sliced_windows(windows: exp.Expression, bounds: Sequence[datetime]) -> exp.
     """(customer_id, window_id, slice): each window with every slice it covers.  A window that
     starts or ends off the boundaries fails the query (ERROR), so a wrong caller never drops
     events silently.  Kept as a MATERIALIZED CTE: inlined, the join-order optimizer joined the
-    events to the slices first and to the windows by customer and time range after (measured:
-    slower than no slices at all)."""
+    events to the slices by slice alone first (a near cross product that spilled until the disk
+    was full) and to the windows by customer after."""
     source = _aliased(windows, WINDOWS)
     slices = exp.Values(
         expressions=[
