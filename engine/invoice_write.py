@@ -30,6 +30,7 @@ import duckdb
 from sqlglot import exp
 
 from engine.periods import naive
+from engine.rating import LINE_ITEMS
 
 _INSERT_INVOICES = """
 INSERT INTO invoices
@@ -54,15 +55,15 @@ WHERE invoices.id = o.invoice_id AND o.outcome IN ('updated', 'finalized')
 """
 
 # Lines and product snapshots of the invoices that are new or got a new revision.
-_INSERT_LINES = """
+_INSERT_LINES = f"""
 INSERT INTO invoice_line_items
 SELECT o.invoice_id, o.revision, l.product_id, l.rate_type, l.rate_card_id, l.rate_index,
        l.pricing_values, l.presentation_values, l.starting_at, l.ending_before, l.tier_index,
        l.tier_lower, l.tier_size, l.quantity, l.unit_price, l.total
-FROM mq_lines l
+FROM ({LINE_ITEMS}) l
 JOIN mq_outcomes o ON o.period_key = l.period_key AND o.credit_type_id = l.credit_type_id
 WHERE o.outcome = 'created' OR o.revision <> o.old_revision
-"""
+"""  # noqa: S608 - fixed SQL
 
 _INSERT_PRODUCTS = """
 INSERT INTO invoice_products

