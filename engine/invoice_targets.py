@@ -80,14 +80,19 @@ class PeriodPlan:
 _CONTRACTS = """
 CREATE OR REPLACE TEMP TABLE mq_contracts AS
 SELECT c.id AS key, c.customer_id, c.rate_card_id,
-       mq_utc(c.doc ->> '$.starting_at') AS starting_at,
-       mq_utc(c.doc ->> '$.ending_before') AS ending_before,
-       upper(c.doc ->> '$.usage_statement_schedule.frequency') AS frequency,
-       upper(coalesce(c.doc ->> '$.usage_statement_schedule.day', 'FIRST_OF_MONTH')) AS day,
-       mq_utc(c.doc ->> '$.usage_statement_schedule.billing_anchor_date')
-           AS billing_anchor_date,
+       mq_utc(c.d.starting_at) AS starting_at,
+       mq_utc(c.d.ending_before) AS ending_before,
+       upper(c.d.usage_statement_schedule.frequency) AS frequency,
+       upper(coalesce(c.d.usage_statement_schedule.day, 'FIRST_OF_MONTH')) AS day,
+       mq_utc(c.d.usage_statement_schedule.billing_anchor_date) AS billing_anchor_date,
        f.since
-FROM contracts c
+FROM (SELECT id, customer_id, rate_card_id,
+             -- each document parsed once
+             json_transform(doc, '{"starting_at": "VARCHAR", "ending_before": "VARCHAR",
+                                   "usage_statement_schedule": {"frequency": "VARCHAR",
+                                       "day": "VARCHAR", "billing_anchor_date": "VARCHAR"}}')
+                 AS d
+      FROM contracts) c
 LEFT JOIN (SELECT contract_id, max(period_end) AS since
            FROM invoices WHERE status <> 'draft' GROUP BY contract_id) f
   ON f.contract_id = c.id
