@@ -53,8 +53,8 @@ def sparse_pieces(work: duckdb.DuckDBPyConnection, plan: Plan) -> Iterator[Piece
             table = _pivot(table, work.sql(long_sql).to_arrow_table(), keys)
         empty = [
             n
-            for n in table.column_names
-            if is_property_column(n) and table.column(n).null_count == len(table)
+            for n, column in zip(table.column_names, table.columns, strict=True)
+            if is_property_column(n) and column.null_count == len(table)
         ]
         for batch in table.drop_columns(empty).to_batches(BATCH_ROWS):
             yield event_date, batch

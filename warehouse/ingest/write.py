@@ -149,9 +149,8 @@ class _Stats:
         self.low = low if self.low is None else min(self.low, low)
         self.high = high if self.high is None else max(self.high, high)
         self.event_types.update(pc.unique(table.column("event_type")).to_pylist())
-        for name in table.column_names:
+        for name, column in zip(table.column_names, table.columns, strict=True):
             if is_property_column(name):
-                column = table.column(name)
                 self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
                 if self.integers.get(name, True):  # a column that failed is not looked at again
                     self.integers[name] = integer_text(column)
