@@ -202,3 +202,21 @@ def test_split_by_date_checks_the_counts() -> None:
         list(split_by_date([batch], [(date(2026, 1, 1), 4)]))
     with pytest.raises(RuntimeError, match="fewer rows"):
         list(split_by_date([batch], [(date(2026, 1, 1), 4), (date(2026, 1, 2), 2)]))
+
+
+def test_spill_directories_of_killed_commands_are_removed(home: Home, tmp_path: Path) -> None:
+    """A killed ingest or compaction leaves its DuckDB spill files behind: the next ingest or
+    compaction (under the writer lock) removes the home's own ones."""
+    stale = [
+        home.default_temp_dir / "ingest-20260101T000000-deadbeef",
+        home.staging_dir / "ingest-20260101T000000-deadbeef",
+        home.default_temp_dir / "compact-20260101T000000-deadbeef-2026-01-20",
+    ]
+    for directory in stale:
+        directory.mkdir(parents=True)
+        (directory / "duckdb_temp_storage-0.tmp").write_bytes(b"x" * 10)
+    path = ndjson(tmp_path / "e.ndjson", [event("t", "c", "2026-01-20T00:00:00Z")])
+    assert ingest(home, [path], now=NOW).accepted == 1
+    assert [d.exists() for d in stale] == [False, False, True]
+    compact_mod.compact(home)
+    assert not stale[2].exists()

@@ -74,6 +74,7 @@ from warehouse.ingest.ledger import (
     naive_utc,
     place_files,
     remove_quietly,
+    remove_staging,
     wall,
 )
 from warehouse.ingest.pipeline import NoProgress, Progress
@@ -495,10 +496,7 @@ def sweep_orphans(home: Home, con: duckdb.DuckDBPyConnection) -> int:
     """Delete event files neither listed nor retired (left by a crash before a commit) and the
     staging directories of interrupted compactions.  Call it holding the writer lock."""
     deleted = delete_unlisted_files(home, con)
-    if home.staging_dir.is_dir():
-        for path in home.staging_dir.iterdir():
-            if path.is_dir() and path.name.startswith(PREFIX):
-                shutil.rmtree(path, ignore_errors=True)
+    remove_staging(home, PREFIX)
     return deleted
 
 

@@ -57,6 +57,11 @@ class Home:
     def staging_dir(self) -> Path:
         return self.path / "staging"
 
+    @property
+    def default_temp_dir(self) -> Path:
+        """Where DuckDB spills unless METERQL_TEMP_DIRECTORY says otherwise."""
+        return self.staging_dir / "duckdb-tmp"
+
     def is_initialised(self) -> bool:
         return self.catalog_path.is_file()
 
@@ -110,7 +115,7 @@ class Home:
         return self._open(":memory:", str(base / name))
 
     def _temp_directory(self) -> str:
-        return os.environ.get("METERQL_TEMP_DIRECTORY") or str(self.staging_dir / "duckdb-tmp")
+        return os.environ.get("METERQL_TEMP_DIRECTORY") or str(self.default_temp_dir)
 
     def _open(
         self, database: str, temp_directory: str, *, read_only: bool = False

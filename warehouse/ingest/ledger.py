@@ -170,11 +170,20 @@ def sweep(home: Home, con: duckdb.DuckDBPyConnection, by_batch: str, at: datetim
             if path.is_file() and path.name.removesuffix(".ndjson") not in committed:
                 path.unlink()
                 deleted += 1
-    if home.staging_dir.is_dir():
-        for path in home.staging_dir.iterdir():
-            if path.is_dir() and path.name.startswith("ingest-"):
-                shutil.rmtree(path, ignore_errors=True)
+    remove_staging(home, "ingest-")
     return deleted
+
+
+def remove_staging(home: Home, prefix: str) -> None:
+    """Remove the staging directories of commands named `prefix...` that no longer run, and
+    their DuckDB spill directories in the home's default temp directory (one elsewhere, under
+    METERQL_TEMP_DIRECTORY, may belong to another home's running command and is left alone).
+    Only under the writer lock."""
+    for parent in (home.staging_dir, home.default_temp_dir):
+        if parent.is_dir():
+            for path in parent.iterdir():
+                if path.is_dir() and path.name.startswith(prefix):
+                    shutil.rmtree(path, ignore_errors=True)
 
 
 def delete_unlisted_files(home: Home, con: duckdb.DuckDBPyConnection) -> int:
