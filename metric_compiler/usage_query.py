@@ -46,7 +46,8 @@ EVENTS = "e"  # alias of the source relation
 WINDOWS = "w"  # alias of the windows relation
 SLICES_CTE = "window_slices"
 EVENT_SLICE = "mq_slice"
-CTES = (SLICES_CTE, "events", "usage")
+SLICE_USAGE = "slice_usage"
+CTES = (SLICES_CTE, "events", SLICE_USAGE, "usage")
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,7 @@ def compile_plan(
     where: list[exp.Expression] = []
     windows_rel: exp.Expression | None = None
     event_slice: exp.Expression | None = None
+    partial = False  # "slice_usage": aggregated before the windows join (see SLICE_USAGE)
     sliced_rel: exp.Expression | None = None  # the "window_slices" CTE's query, when sliced
     window_on: exp.Expression | None = None
     if window.kind is WindowKind.NONE:
@@ -169,8 +171,15 @@ def compile_plan(
                     exp.LT(this=sx.col("timestamp", e), expression=sx.col("window_end", WINDOWS)),
                 ]
             )
-        scan.append(sx.alias(sx.col("window_id", WINDOWS), "window_id"))
         window_key = ["window_id"]
+        if sliced_rel is not None and all(m.measure.reducer in DECOMPOSABLE for m in plan.metrics):
+            # aggregate per (customer, slice, group values) first, join the windows after
+            partial = True
+            if not customer_column:
+                scan.append(sx.alias(sx.col("customer_id", e), "customer_id"))
+            scan.append(sx.alias(sx.col(EVENT_SLICE, e), EVENT_SLICE))
+        else:
+            scan.append(sx.alias(sx.col("window_id", WINDOWS), "window_id"))
     else:
         assert_never(window.kind)
     if window.kind is not WindowKind.RELATION:
@@ -233,6 +242,28 @@ def compile_plan(
         if fused and _counts_events(m):
             events = sx.filtered(exp.Count(this=exp.Star(), big_int=True), match)
             aggregates.append(sx.alias(events, _events(i)))
+    partial_keys: list[exp.Expression] = []
+    partial_aggregates: list[exp.Expression] = []
+    usage_from: exp.Expression = exp.Table(this=sx.ident("events"))
+    usage_join: exp.Expression | None = None
+    usage_on: exp.Expression | None = None
+    if partial:
+        # "slice_usage" holds the aggregates per customer, slice and group values; "usage"
+        # combines them per window (sums of sums and counts, max of maxima)
+        partial_keys = [sx.col(c) for c in ("customer_id", EVENT_SLICE, *group_cols.values())]
+        partial_aggregates = aggregates
+        usage_from = exp.Table(this=sx.ident(SLICE_USAGE), alias=exp.TableAlias(this=sx.ident("p")))
+        usage_join = windows_rel
+        usage_on = exp.and_(
+            exp.EQ(this=sx.col("customer_id", WINDOWS), expression=sx.col("customer_id", "p")),
+            exp.EQ(this=sx.col("slice", WINDOWS), expression=sx.col(EVENT_SLICE, "p")),
+        )
+        windows_rel = window_on = None  # the events CTE joins no windows
+        keys = [
+            *(sx.col(c, WINDOWS) for c in (*customer, "window_id")),
+            *(sx.col(c, "p") for c in group_cols.values()),
+        ]
+        aggregates = [_combined(a) for a in partial_aggregates]
 
     # -- one output block per metric -----------------------------------------------------------
     blocks = [
@@ -263,6 +294,11 @@ def compile_plan(
         "header": SqlComment(header),
         "source": source_rel,
         "window_slices": sliced_rel,
+        "partial_keys": partial_keys,
+        "partial_aggregates": partial_aggregates,
+        "usage_from": usage_from,
+        "usage_join": usage_join,
+        "usage_on": usage_on,
         "windows": windows_rel,
         "window_on": window_on,
         "scan_columns": scan,
@@ -288,11 +324,14 @@ def compile_plan(
         *([window_on] if window_on is not None else []),
         *keys,
         *aggregates,
+        *partial_keys,
+        *partial_aggregates,
+        *([usage_on] if usage_on is not None else []),
         *(c for b in blocks for c in b["columns"]),
         *(b["where"] for b in blocks if b["where"] is not None),
         *order_by,
     ]
-    inputs = [source_rel, *(r for r in (windows_rel, sliced_rel) if r is not None)]
+    inputs = [source_rel, *(r for r in (windows_rel, sliced_rel, usage_join) if r is not None)]
     tree = parse_query(text, dialect)
     verify(
         tree,
@@ -460,6 +499,25 @@ def _event_type_prefilter(metrics: Sequence[MetricPlan], table: str) -> exp.Expr
     return exp.In(
         this=sx.col("event_type", table), expressions=[sx.string(t) for t in sorted(types)]
     )
+
+
+# Measures whose aggregate over a window is the same aggregate of their aggregates over the
+# window's slices: with sliced relation windows they are aggregated per (customer, slice, group
+# values) BEFORE the windows join ("slice_usage"), so the join sees groups, not events.
+# Measured on the invoice benchmark's light catalog at 10M events: 0.25 s against 0.29-0.39 s
+# for joining every event to its window first.  COUNT DISTINCT and LATEST join first.
+DECOMPOSABLE = frozenset({Reducer.COUNT_EVENTS, Reducer.SUM, Reducer.MAX})
+
+
+def _combined(partial: exp.Expression) -> exp.Expression:
+    """The window's aggregate of a "slice_usage" column (`partial` is its aliased aggregate):
+    MAX of maxima, SUM of sums and of counts."""
+    assert isinstance(partial, exp.Alias)
+    inner = partial.this
+    column = sx.col(partial.alias, "p")
+    combined = exp.Max(this=column) if isinstance(inner, exp.Max) else exp.Sum(this=column)
+    comment = partial.comments[0] if partial.comments else None
+    return sx.alias(combined, partial.alias, comment)
 
 
 def _known_decimals(plan: UsagePlan, integers: frozenset[str]) -> UsagePlan:

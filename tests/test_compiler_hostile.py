@@ -248,6 +248,11 @@ def _params() -> dict[str, Any]:
     return {
         "source": exp.to_table("events"),
         "window_slices": None,
+        "partial_keys": [],
+        "partial_aggregates": [],
+        "usage_from": exp.to_table("events"),
+        "usage_join": None,
+        "usage_on": None,
         "windows": None,
         "window_on": None,
         "scan_columns": [col],

@@ -72,7 +72,7 @@ WITH "window_slices" AS MATERIALIZED (
 ), "events" AS (
   SELECT
     "e"."customer_id" AS "customer_id",
-    "w"."window_id" AS "window_id"
+    "e"."mq_slice" AS "mq_slice"
   FROM (
     SELECT
       *,
@@ -99,20 +99,29 @@ WITH "window_slices" AS MATERIALIZED (
       END AS "mq_slice"
     FROM events AS "e"
   ) AS "e"
-  JOIN "window_slices" AS "w"
-    ON "w"."customer_id" = "e"."customer_id" AND "w"."slice" = "e"."mq_slice"
   WHERE
     "e"."timestamp" >= CAST('2025-12-31 00:00:00' AS TIMESTAMP)
     AND "e"."timestamp" < CAST('2026-01-06 00:00:00' AS TIMESTAMP)
-), "usage" AS (
+), "slice_usage" AS (
   SELECT
     "customer_id",
-    "window_id",
+    "mq_slice",
     COUNT(*) AS "m0_value" /* metric 'bm-count' ('Count metric'): COUNT */
   FROM "events"
   GROUP BY
     "customer_id",
-    "window_id"
+    "mq_slice"
+), "usage" AS (
+  SELECT
+    "w"."customer_id",
+    "w"."window_id",
+    SUM("p"."m0_value") AS "m0_value" /* metric 'bm-count' ('Count metric'): COUNT */
+  FROM "slice_usage" AS "p"
+  JOIN "window_slices" AS "w"
+    ON "w"."customer_id" = "p"."customer_id" AND "w"."slice" = "p"."mq_slice"
+  GROUP BY
+    "w"."customer_id",
+    "w"."window_id"
 )
 SELECT
   "customer_id",

@@ -72,7 +72,7 @@ WITH "window_slices" AS MATERIALIZED (
 ), "events" AS (
   SELECT
     "e"."customer_id" AS "customer_id",
-    "w"."window_id" AS "window_id",
+    "e"."mq_slice" AS "mq_slice",
     TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m0_arg"
   FROM (
     SELECT
@@ -100,23 +100,32 @@ WITH "window_slices" AS MATERIALIZED (
       END AS "mq_slice"
     FROM events AS "e"
   ) AS "e"
-  JOIN "window_slices" AS "w"
-    ON "w"."customer_id" = "e"."customer_id" AND "w"."slice" = "e"."mq_slice"
   WHERE
     "e"."timestamp" >= CAST('2025-12-31 00:00:00' AS TIMESTAMP)
     AND "e"."timestamp" < CAST('2026-01-06 00:00:00' AS TIMESTAMP)
     AND NOT "e"."p_tokens" GLOB '*[!0-9.+-]*'
     AND NOT "e"."p_tokens" GLOB '*.[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]*'
     AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
-), "usage" AS (
+), "slice_usage" AS (
   SELECT
     "customer_id",
-    "window_id",
+    "mq_slice",
     SUM("m0_arg") AS "m0_value" /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
   FROM "events"
   GROUP BY
     "customer_id",
-    "window_id"
+    "mq_slice"
+), "usage" AS (
+  SELECT
+    "w"."customer_id",
+    "w"."window_id",
+    SUM("p"."m0_value") AS "m0_value" /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
+  FROM "slice_usage" AS "p"
+  JOIN "window_slices" AS "w"
+    ON "w"."customer_id" = "p"."customer_id" AND "w"."slice" = "p"."mq_slice"
+  GROUP BY
+    "w"."customer_id",
+    "w"."window_id"
 )
 SELECT
   "customer_id",
