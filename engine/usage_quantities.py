@@ -144,8 +144,8 @@ def compute_quantities(
         files = event_files(con, home, lo, hi, event_types_of(used))
         compiled = compile_usage(
             used,
-            events_relation(files, properties, lo, hi),
-            window=Window.relation(windows_of(group.kind), boundaries=boundaries),
+            events_relation(files, properties, lo, hi, resolve_customers=False),
+            window=Window.relation(windows_by_key(group.kind), boundaries=boundaries),
             group_by=list(group.keys),
             ordered=False,
             customer_column=False,  # a window is one customer's
@@ -185,6 +185,30 @@ def compute_quantities(
         hint = "MATERIALIZED " if len(selects) > 1 else ""
         products = " UNION ALL ".join(s.sql(dialect="duckdb") for s in selects)
         con.execute(f"INSERT INTO mq_quantities WITH mq_usage AS {hint}({compiled.sql}) {products}")
+
+
+def windows_by_key(kind: str) -> exp.Select:
+    """The windows of `kind` once per ingest key of their customer (customer_keys: the id and
+    every alias), as `customer_id`: the usage query matches events by the key they were sent
+    with, so it resolves no key per event, and with COUNT/SUM/MAX metrics joins the windows
+    only after aggregating (metric_compiler.usage_query.DECOMPOSABLE; measured on the light
+    benchmark catalog at 10M events: 0.21-0.23 s against 0.25-0.26 s resolving every event's
+    key first).  Events of unknown keys meet no window, as they meet no customer_keys row."""
+    windows = windows_of(kind).subquery("w")
+    return (
+        exp.select(
+            exp.alias_(exp.column("key", table="k"), "customer_id"),
+            *(exp.column(c, table="w") for c in ("window_id", "window_start", "window_end")),
+        )
+        .from_(windows)
+        .join(
+            exp.table_("customer_keys", alias="k"),
+            on=exp.EQ(
+                this=exp.column("customer_id", table="k"),
+                expression=exp.column("customer_id", table="w"),
+            ),
+        )
+    )
 
 
 def event_types_of(metrics: Sequence[BillableMetric]) -> list[str] | None:
