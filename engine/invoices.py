@@ -5,12 +5,13 @@
 
 One run, whatever the number of customers:
 
-1. plan: the statement periods that have started by `as_of` (engine.periods) of every
-   contract, skipping the ones already frozen (finalized or void): engine.invoice_targets;
-   each period cut into usage windows: *segments* at every rate boundary of the contract's
-   rate card (for COUNT and SUM products) and the whole *period* (for MAX, UNIQUE, LATEST):
-   ONE windows relation, `mq_windows (customer_id, window_id, window_start, window_end, ...)`
-   (engine.usage_windows); the pricing tables (engine.pricing).
+1. plan: the statement periods that have started by `as_of` of every contract, skipping the
+   ones already frozen (finalized or void), set-based in DuckDB from the catalog's contract
+   rows (engine.invoice_targets, engine.periods); each period cut into usage windows:
+   *segments* at every rate boundary of the contract's rate card (for COUNT and SUM products)
+   and the whole *period* (for MAX, UNIQUE, LATEST): ONE windows relation, `mq_windows
+   (customer_id, window_id, window_start, window_end, ...)` (engine.usage_windows); the
+   pricing tables (engine.pricing).  No Python work per contract.
 2. usage: products are grouped by window kind and group keys; each group is ONE compiled
    usage query (metric_compiler.compile_usage: its metrics fused into one scan of the events)
    over that windows relation, for all customers and periods at once.  A SQL metric runs once,
@@ -19,7 +20,8 @@ One run, whatever the number of customers:
 3. rating: engine.rating prices the grouped quantities in SQL (DECIMAL) into line items.
 4. invoices: ids, totals and content hashes in SQL, compared with the stored invoices
    (engine.invoice_assembly).
-5. write: every change in ONE catalog transaction, under the home's writer lock
+5. write: every change, and nothing when nothing changed, in ONE catalog transaction under
+   the home's writer lock; the run's temp tables live and die inside that transaction
    (engine.invoice_write).  Then the late events of finalized invoices (engine.late_events).
 
 Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billing rules"):

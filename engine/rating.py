@@ -8,17 +8,20 @@ benchmarks"; rating is a small part of an invoice run.)
 Inputs: temp tables on the connection, made by the caller (engine.invoices)
 
     mq_periods     (period_key BIGINT, contract_id, customer_id, rate_card_id VARCHAR,
-                    period_start, period_end TIMESTAMP)          the statement periods to rate
-    mq_windows     (window_id BIGINT, period_key BIGINT, kind VARCHAR,
-                    window_start, window_end TIMESTAMP)          the usage windows of the periods
+                    period_start, period_end TIMESTAMP, ...)     the statement periods to rate
+                                                                 (engine.invoice_targets)
+    mq_windows     (window_id BIGINT, period_key BIGINT, window_start, window_end TIMESTAMP,
+                    is_segment, is_period BOOLEAN, ...)          the usage windows of the periods
+                                                                 (engine.usage_windows)
     mq_quantities  (window_id BIGINT, product_id VARCHAR, pricing_values VARCHAR[],
                     presentation_values VARCHAR[], quantity DECIMAL(38, 12))
                    one row per window, product and group values; the values follow the order
                    of the product's pricing_group_key / presentation_group_key
+                   (engine.usage_quantities)
 
 and the pricing tables made by engine.pricing.register_pricing (mq_products, mq_rates,
-mq_tiers, mq_credit_types).  `rate` writes mq_lines (priced line items) and mq_unrated (usage
-no rate prices).
+mq_tiers, mq_credit_types).  `rate` writes mq_lines (priced line items, each with its content
+hash; read them whole with LINE_ITEMS) and mq_unrated (usage no rate prices).
 
 The rules (SEMANTICS.md sections 4-5; the (ours) decisions are in README "Billing rules"):
 
