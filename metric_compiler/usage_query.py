@@ -116,9 +116,16 @@ def compile_plan(
     fused = plan.fused
     e = EVENTS
     group_cols = {name: property_column(name) for name in plan.group_by}
-    predicates = [
-        sx.conjunction([sx.condition_sql(c, e) for c in m.conditions]) for m in plan.metrics
-    ]
+    # conditions every fused metric has are tested once, in WHERE (an event failing one matches
+    # no metric); each metric's match column tests only its own remaining conditions, and a
+    # metric left with none aggregates every event of the scan
+    common: list[Condition] = []
+    if fused:
+        common = [
+            c for c in plan.metrics[0].conditions if all(c in m.conditions for m in plan.metrics)
+        ]
+    own = [[c for c in m.conditions if c not in common] for m in plan.metrics]
+    predicates = [sx.conjunction([sx.condition_sql(c, e) for c in conds]) for conds in own]
     comments: list[str] = []
 
     def note(text: str) -> str:
@@ -207,7 +214,7 @@ def compile_plan(
             scan.append(sx.alias(value, _arg(i)))
         else:
             assert_never(operand)
-        if fused:
+        if fused and own[i]:
             scan.append(sx.alias(predicates[i].copy(), _match(i), note(m.describe())))
 
     if plan.customer_ids is not None:
@@ -218,13 +225,18 @@ def compile_plan(
             )
         )
     prefilter = _event_type_prefilter(plan.metrics, e) if fused else None
+    for condition in common:
+        predicate = sx.condition_sql(condition, e)
+        where.extend(predicate.flatten() if isinstance(predicate, exp.And) else [predicate])
     if prefilter is not None:
         # each metric's predicate is evaluated once, for its aggregate; the scan keeps only the
         # event types the metrics read (pushed into the Parquet scan): measured 10-17% less CPU
         # than also filtering by the disjunction of the predicates
-        where.append(prefilter)
+        if not any(c == _event_type_condition(plan.metrics[0]) for c in common):
+            where.append(prefilter)
     elif fused:
-        where.append(sx.disjunction(predicates))
+        if all(own):  # else some metric matches every event the common conditions keep
+            where.append(sx.disjunction(predicates))
     else:
         for condition in plan.metrics[0].conditions:
             predicate = sx.condition_sql(condition, e)
@@ -234,7 +246,7 @@ def compile_plan(
     keys = [sx.col(name) for name in (*customer, *window_key, *group_cols.values())]
     aggregates: list[exp.Expression] = []
     for i, m in enumerate(plan.metrics):
-        match = sx.col(_match(i)) if fused else None
+        match = sx.col(_match(i)) if fused and own[i] else None
         argument = sx.col(_arg(i)) if m.measure.operand is not Operand.NONE else None
         order = [sx.col("timestamp"), sx.col("transaction_id")]
         aggregate = sx.measure_aggregate(m.measure, argument, order)
@@ -484,6 +496,13 @@ def _sliced_windows(windows: exp.Expression, bounds: Sequence[datetime]) -> exp.
         .join(slices, on=covers)
     )
     return select
+
+
+def _event_type_condition(m: MetricPlan) -> Condition | None:
+    """The metric's `event_type IN (...)` condition, if it has one."""
+    return next(
+        (c for c in m.conditions if isinstance(c, OneOf) and c.subject == EventType()), None
+    )
 
 
 def _event_type_prefilter(metrics: Sequence[MetricPlan], table: str) -> exp.Expression | None:

@@ -8,7 +8,6 @@ FROM (
       "w"."window_id" AS "window_id",
       "e"."timestamp" AS "timestamp",
       "e"."transaction_id" AS "transaction_id",
-      TRUE AS "m0_match", /* metric 'bm-count' ('Count metric'): COUNT */
       CAST("e"."p_tokens" AS Nullable(Decimal(38, 12))) AS "m1_arg",
       "e"."event_type" IN ('embedding', 'llm_request')
       AND (
@@ -34,35 +33,11 @@ FROM (
       ON "w"."customer_id" = "e"."customer_id"
       AND "w"."window_start" <= "e"."timestamp"
       AND "e"."timestamp" < "w"."window_end"
-    WHERE
-      TRUE
-      OR (
-        "e"."event_type" IN ('embedding', 'llm_request')
-        AND (
-          NOT (
-            match("e"."p_tokens", '[^0-9.+-]')
-            OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
-          )
-          AND NOT match("e"."p_tokens", '[.][0-9]{13}')
-          AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
-        )
-      )
-      OR (
-        "e"."event_type" IN ('embedding', 'llm_request')
-        AND (
-          NOT (
-            match("e"."p_tokens", '[^0-9.+-]')
-            OR NOT match("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$')
-          )
-          AND NOT match("e"."p_tokens", '[.][0-9]{13}')
-          AND ABS(CAST("e"."p_tokens" AS Nullable(Decimal(38, 12)))) < CAST('1000000000000000000' AS Nullable(Decimal(38, 12)))
-        )
-      )
   ), "usage" AS (
     SELECT
       "customer_id",
       "window_id",
-      COUNT(CASE WHEN "m0_match" THEN 1 END) AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
+      COUNT(*) AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
       SUM(CASE WHEN "m1_match" THEN "m1_arg" END) AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
       argMax("m2_arg", ("timestamp", "transaction_id")) FILTER(WHERE
         "m2_match") AS "m2_value", /* metric 'bm-latest' ('Latest metric'): LATEST of 'tokens' */

@@ -5,7 +5,6 @@ WITH "events" AS (
     "w"."window_id" AS "window_id",
     "e"."timestamp" AS "timestamp",
     "e"."transaction_id" AS "transaction_id",
-    TRUE AS "m0_match", /* metric 'bm-count' ('Count metric'): COUNT */
     TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12)) AS "m1_arg",
     "e"."event_type" IN ('embedding', 'llm_request')
     AND (
@@ -31,35 +30,11 @@ WITH "events" AS (
     ON "w"."customer_id" = "e"."customer_id"
     AND "w"."window_start" <= "e"."timestamp"
     AND "e"."timestamp" < "w"."window_end"
-  WHERE
-    TRUE
-    OR (
-      "e"."event_type" IN ('embedding', 'llm_request')
-      AND (
-        NOT (
-          REGEXP_INSTR("e"."p_tokens", '[^0-9.+-]') > 0
-          OR NOT REGEXP_INSTR("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$') > 0
-        )
-        AND NOT REGEXP_INSTR("e"."p_tokens", '[.][0-9]{13}') > 0
-        AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
-      )
-    )
-    OR (
-      "e"."event_type" IN ('embedding', 'llm_request')
-      AND (
-        NOT (
-          REGEXP_INSTR("e"."p_tokens", '[^0-9.+-]') > 0
-          OR NOT REGEXP_INSTR("e"."p_tokens", '^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)$') > 0
-        )
-        AND NOT REGEXP_INSTR("e"."p_tokens", '[.][0-9]{13}') > 0
-        AND ABS(TRY_CAST("e"."p_tokens" AS DECIMAL(38, 12))) < CAST('1000000000000000000' AS DECIMAL(38, 12))
-      )
-    )
 ), "usage" AS (
   SELECT
     "customer_id",
     "window_id",
-    COUNT(CASE WHEN "m0_match" THEN 1 END) AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
+    COUNT(*) AS "m0_value", /* metric 'bm-count' ('Count metric'): COUNT */
     SUM(CASE WHEN "m1_match" THEN "m1_arg" END) AS "m1_value", /* metric 'bm-sum' ('Sum metric'): SUM of 'tokens' */
     ARRAY_AGG(
       CASE WHEN NOT "timestamp" IS NULL THEN CASE WHEN "m2_match" THEN "m2_arg" END END
