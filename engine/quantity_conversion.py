@@ -127,7 +127,6 @@ def converted_quantity(product: Product, raw: exp.Expression, scale: int) -> exp
             else:
                 assert_never(method)
             value = exp.Mul(this=whole, expression=dec(Decimal(1).scaleb(-places), places))
-        value = exp.cast(value, dtype(scale))
     return exp.cast(value, dtype(scale))
 
 
