@@ -85,7 +85,8 @@ def store_events(home: Home, events: list[dict], batch_id: str = "b1") -> None:
             (home.events_dir / relative).parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(pa.table(columns), home.events_dir / relative)
             con.execute(
-                "INSERT INTO event_files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
+                "max_timestamp, property_columns, event_types) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     relative,
                     batch_id,
