@@ -62,6 +62,7 @@ from benchmarks.bench_invoice import (
     BARE_SCAN,
     CATALOGS,
     HAND_WRITTEN,
+    JANUARY,
     _link_home,
     prepared_home,
 )
@@ -117,7 +118,7 @@ def _timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 
 def side_duckdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
-    query = BARE_SCAN.format(files=_sql_list(_files(prepared)))
+    query = BARE_SCAN.format(files=_sql_list(_files(prepared)), january=JANUARY)
     con = duckdb.connect()
     seconds, rows = _timed(lambda: con.execute(query).fetchall(), args.repeat)
     return {"seconds": seconds, **_result(rows)}
@@ -126,7 +127,7 @@ def side_duckdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
 def side_fused(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     """What the invoice run computes, as a person would write it (bench_invoice's queries)."""
     files = _sql_list(_files(prepared))
-    queries = [q.format(files=files) for q in HAND_WRITTEN]
+    queries = [q.format(files=files, january=JANUARY) for q in HAND_WRITTEN]
     con = duckdb.connect()
     seconds, _ = _timed(lambda: [con.execute(q).fetchall() for q in queries], args.repeat)
     return {"seconds": seconds, "groups": None, "sum": None}
@@ -134,7 +135,7 @@ def side_fused(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def side_loop(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The hand-written query for one customer at a time (bound parameter), for a sample."""
-    query = BARE_SCAN.format(files=_sql_list(_files(prepared))).replace(
+    query = BARE_SCAN.format(files=_sql_list(_files(prepared)), january=JANUARY).replace(
         "WHERE event_type", "WHERE customer_id = $c AND event_type"
     )
     step = max(1, args.customers // args.sample)

@@ -1,0 +1,32 @@
+"""The benchmark commands run end to end at a tiny size (their figures are not checked here:
+benchmarks are measured by `make bench`, never asserted in tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import bench_compare, bench_invoice
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    monkeypatch.setenv("METERQL_BENCH_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
+
+
+def test_invoice_benchmark_runs_both_catalogs(data, capsys) -> None:
+    for catalog in ("light", "full"):
+        size = ["--events", "20000", "--customers", "50", "--repeat", "1"]
+        results = bench_invoice.main([*size, "--catalog", catalog])
+        assert results["invoices"] == 100 and results["line_items"] > 0
+    assert "invoice run / (a) bare scan" in capsys.readouterr().out
+
+
+def test_compare_benchmark_fills_every_row(data, capsys) -> None:
+    bench_compare.main(
+        ["--events", "20000", "--customers", "50", "--repeat", "1", "--sample", "3"]
+        + ["--no-ingest", "--skip", "polars", "--skip", "chdb"]
+    )
+    out = capsys.readouterr().out
+    assert "skipped: failed" not in out and "DIFFERS" not in out
+    assert "| hand-written DuckDB SQL | " in out and "1.00x" in out
