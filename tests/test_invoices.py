@@ -510,7 +510,12 @@ def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_
         assert got[c.id] == [(p.start, p.end) for p in expected], c.name
 
 
-def test_random_usage_for_many_customers_matches_a_python_reference(tmp_path):
+@pytest.mark.parametrize("sliced", [True, False], ids=["window-slices", "time-range-join"])
+def test_random_usage_for_many_customers_matches_a_python_reference(tmp_path, monkeypatch, sliced):
+    # both ways the usage query meets the windows: by (customer key, slice), and by the time
+    # range when there are too many window bounds (metric_compiler.usage_query)
+    if not sliced:
+        monkeypatch.setattr("metric_compiler.usage_query.MAX_SLICE_BOUNDARIES", 1)
     mq = Meterql.init(tmp_path / "home")
     customers = [f"cust-{i}" for i in range(12)]
     doc = catalog(
