@@ -10,7 +10,7 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
         EventStore(home, con).relation(metric_properties(m, group_by), start, end)
 
     compile_usage(metrics, source, *, window, group_by=(), customer_ids=None, dialect="duckdb",
-                  ordered=True, customer_column=True)
+                  ordered=True, customer_column=True, integer_properties=())
         -> CompiledQuery(tree, sql, columns, group_columns, metric_ids, properties)
 
         metrics       one BillableMetric, or a list of them with the same grouping: compiled
@@ -28,6 +28,11 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
                                                 window_start, window_end), range-joined:
                                                 window_start <= timestamp < window_end, same
                                                 customer; windows may overlap
+                      Window.relation(expr, boundaries=[...])
+                                                the same, every window bound among the given
+                                                times: joined by (customer, slice), COUNT/SUM/MAX
+                                                aggregated per slice before the join (DuckDB;
+                                                at most 256 times, else range-joined)
         group_by      property names, a subset of one compound group key of every metric
         customer_ids  restrict to these catalog customer ids (None: all customers)
         dialect       duckdb (what meterql runs), or spark, trino, bigquery, snowflake,
@@ -37,6 +42,10 @@ Stable entry points (the engine, the invoice engine and tests rely on these sign
         customer_column
                       False (Window.relation only, each window_id one customer's, as in an
                       invoice run): grouped by window_id alone, no customer_id column
+        integer_properties
+                      properties the caller knows hold only integer text (1-18 ASCII digits)
+                      in `source` (warehouse.events.integer_properties): read without the
+                      decimal text check
 
         Output columns, in order:
             customer_id (unless customer_column=False), metric_id,
