@@ -13,27 +13,25 @@ from __future__ import annotations
 import duckdb
 
 from engine.invoice_summary import LateEvents
-from warehouse.events import EventFile, events_relation
+from warehouse.events import MANIFEST_COLUMNS, events_relation, manifest_files
 from warehouse.home import Home
 
 
 def late_events(con: duckdb.DuckDBPyConnection, home: Home) -> list[LateEvents]:
     """Events of batches newer than a finalized invoice's computation, inside its customer and
     period (see the module docstring).  Reads only the files of such batches."""
-    files = [
-        EventFile(str(home.events_dir / path), count, lo, hi, tuple(props))
-        for path, count, lo, hi, props in con.execute(
-            """
-            SELECT f.path, f.row_count, f.min_timestamp, f.max_timestamp, f.property_columns
-            FROM event_files f JOIN invoice_event_batches b ON b.batch_id = f.batch_id
-            WHERE EXISTS (
-                SELECT 1 FROM invoices i
-                WHERE i.status = 'finalized' AND b.seq > i.data_seq
-                  AND f.max_timestamp >= i.period_start AND f.min_timestamp < i.period_end)
-            ORDER BY f.path
-            """
-        ).fetchall()
-    ]
+    rows = con.execute(
+        f"""
+        SELECT {MANIFEST_COLUMNS}
+        FROM event_files f JOIN invoice_event_batches b ON b.batch_id = f.batch_id
+        WHERE EXISTS (
+            SELECT 1 FROM invoices i
+            WHERE i.status = 'finalized' AND b.seq > i.data_seq
+              AND f.max_timestamp >= i.period_start AND f.min_timestamp < i.period_end)
+        ORDER BY f.path
+        """  # noqa: S608 - a constant column list
+    ).fetchall()
+    files = manifest_files(home, rows)
     if not files:
         return []
     events = events_relation(files, (), None, None).sql(dialect="duckdb")

@@ -16,18 +16,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import duckdb
 from sqlglot import exp
 
 from engine.invoice_targets import PeriodPlan
-from engine.periods import naive
 from engine.pricing import Pricing
 from engine.usage_windows import ALL_WINDOWS, windows_of
 from metric_compiler import Window, compile_usage, metric_properties
 from warehouse.errors import UserError
-from warehouse.events import EventFile, events_relation, integer_properties
+from warehouse.events import EventStore, events_relation, integer_properties
 from warehouse.home import Home
 from warehouse.models import AggregationType, BillableMetric, Product
 
@@ -141,7 +139,7 @@ def compute_quantities(
         properties = list(
             dict.fromkeys(prop for m in used for prop in metric_properties(m, group.keys))
         )
-        files = event_files(con, home, lo, hi, event_types_of(used))
+        files = EventStore(home, con).files(lo, hi, event_types_of(used))
         compiled = compile_usage(
             used,
             events_relation(files, properties, lo, hi, resolve_customers=False),
@@ -221,36 +219,6 @@ def event_types_of(metrics: Sequence[BillableMetric]) -> list[str] | None:
             return None
         types |= set(etf.in_values) - set(etf.not_in_values or ())
     return sorted(types)
-
-
-def event_files(
-    con: duckdb.DuckDBPyConnection,
-    home: Home,
-    start: datetime,
-    end: datetime,
-    event_types: Sequence[str] | None,
-) -> list[EventFile]:
-    """The committed event files (the manifest) that may hold events in [start, end) of one of
-    `event_types` (None: any type): files are pruned by their timestamp range and by the event
-    types they hold, before DuckDB opens any of them (inside a file, row groups are pruned by
-    the same filters: files are sorted by event type, customer and timestamp)."""
-    rows = con.execute(
-        """
-        SELECT path, row_count, min_timestamp, max_timestamp, property_columns, integer_columns
-        FROM event_files
-        WHERE max_timestamp >= ? AND min_timestamp < ?
-          AND (?::VARCHAR[] IS NULL OR list_has_any(event_types, ?::VARCHAR[]))
-        ORDER BY path
-        """,
-        [naive(start), naive(end), event_types, event_types],
-    ).fetchall()
-    root = home.events_dir
-    return [
-        EventFile(
-            str(root / path), count, lo, hi, tuple(props), None if ints is None else tuple(ints)
-        )
-        for path, count, lo, hi, props, ints in rows
-    ]
 
 
 def sql_metric_quantities(

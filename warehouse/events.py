@@ -71,8 +71,21 @@ def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) ->
     return found
 
 
-def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
-    return None if values is None else tuple(values)
+# The manifest columns an EventFile is read from (`manifest_files` maps the rows).
+MANIFEST_COLUMNS = (
+    "path, row_count, min_timestamp, max_timestamp, property_columns, integer_columns"
+)
+
+
+def manifest_files(home: Home, rows: Iterable[tuple]) -> list[EventFile]:
+    """EventFiles of manifest rows selected as MANIFEST_COLUMNS (paths made absolute)."""
+    root = home.events_dir
+    return [
+        EventFile(
+            str(root / path), count, lo, hi, tuple(props), None if ints is None else tuple(ints)
+        )
+        for path, count, lo, hi, props, ints in rows
+    ]
 
 
 def _naive_utc(ts: datetime | None) -> datetime | None:
@@ -95,25 +108,30 @@ class EventStore:
         self.home = home
         self.con = con
 
-    def files(self, start: datetime | None = None, end: datetime | None = None) -> list[EventFile]:
-        """Committed files that may hold events with start <= timestamp < end."""
+    def files(
+        self,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        event_types: Sequence[str] | None = None,
+    ) -> list[EventFile]:
+        """Committed files that may hold events with start <= timestamp < end of one of
+        `event_types` (None: any type): files are pruned by their timestamp range and by the
+        event types they hold before DuckDB opens any of them (inside a file, row groups are
+        pruned by the same filters: files are sorted by event type, customer and timestamp)."""
         start, end = _naive_utc(start), _naive_utc(end)
+        types = list(event_types) if event_types is not None else None
         rows = self.con.execute(
-            """
-            SELECT path, row_count, min_timestamp, max_timestamp, property_columns,
-                   integer_columns
+            f"""
+            SELECT {MANIFEST_COLUMNS}
             FROM event_files
             WHERE (?::TIMESTAMP IS NULL OR max_timestamp >= ?::TIMESTAMP)
               AND (?::TIMESTAMP IS NULL OR min_timestamp < ?::TIMESTAMP)
+              AND (?::VARCHAR[] IS NULL OR list_has_any(event_types, ?::VARCHAR[]))
             ORDER BY path
-            """,
-            [start, start, end, end],
+            """,  # noqa: S608 - a constant column list
+            [start, start, end, end, types, types],
         ).fetchall()
-        root = self.home.events_dir
-        return [
-            EventFile(str(root / path), count, lo, hi, tuple(props), _tuple(ints))
-            for path, count, lo, hi, props, ints in rows
-        ]
+        return manifest_files(self.home, rows)
 
     def property_names_present(self) -> set[str]:
         """Encoded property columns held by any committed file."""
