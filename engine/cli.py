@@ -61,16 +61,12 @@ def apply(
 ) -> None:
     """Validate catalog documents and write them all, or nothing, in one transaction."""
     from engine.api import Meterql
-    from engine.output import print_json
+    from engine.output import print_summary
 
     check_format(format, ("text", "json"))
 
     result = Meterql.open(home_of(ctx)).apply(files)
-    if format == "json":
-        print_json(result)
-    else:
-        for line in result.lines():
-            typer.echo(line)
+    print_summary(result, format)
 
 
 @app.command()
@@ -87,7 +83,7 @@ def ingest(
 ) -> None:
     """Validate, deduplicate and store events as one batch; rejects go to <home>/rejects/."""
     from engine.api import Meterql
-    from engine.output import print_json, progress
+    from engine.output import print_summary, progress
 
     check_format(format, ("text", "json"))
     mq = Meterql.open(home_of(ctx))
@@ -96,11 +92,7 @@ def ingest(
             summary = mq.ingest(paths, now=now, progress=bar)
     finally:
         mq.close()
-    if format == "json":
-        print_json(summary)
-    else:
-        for line in summary.lines():
-            typer.echo(line)
+    print_summary(summary, format)
 
 
 USAGE_FORMATS = ("json", "table", "csv")
@@ -261,7 +253,7 @@ def warehouse_compact(
     """Merge each date's small event files into few large sorted ones, atomically; running
     readers keep reading the replaced files until the grace period is over."""
     from engine.api import Meterql
-    from engine.output import print_json, progress
+    from engine.output import print_summary, progress
 
     check_format(format, ("text", "json"))
     if grace_minutes < 0:
@@ -272,11 +264,7 @@ def warehouse_compact(
             summary = mq.compact(grace_minutes=grace_minutes, progress=bar)
     finally:
         mq.close()
-    if format == "json":
-        print_json(summary)
-    else:
-        for line in summary.lines():
-            typer.echo(line)
+    print_summary(summary, format)
 
 
 from engine.invoice_cli import demo, invoice_app  # noqa: E402 - registered after the commands

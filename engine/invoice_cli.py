@@ -52,8 +52,7 @@ def _opened(ctx: typer.Context) -> Iterator[Meterql]:
         mq.close()
 
 
-def _check_format(value: str, allowed: Sequence[str] = ("table", "json")) -> str:
-    return check_format(value, allowed)
+TABLE_OR_JSON = ("table", "json")
 
 
 def _group_text(values: dict[str, str | None]) -> str:
@@ -200,16 +199,12 @@ def run_(
     format: Annotated[str, typer.Option("--format", help="text|json")] = "text",
 ) -> None:
     """Compute the invoices of every contract's statement periods started by --as-of."""
-    from engine.output import print_json
+    from engine.output import print_summary
 
-    _check_format(format, ("text", "json"))
+    check_format(format, ("text", "json"))
     with _opened(ctx) as mq:
         summary = mq.invoice_run(as_of)
-    if format == "json":
-        print_json(summary)
-    else:
-        for line in summary.lines():
-            typer.echo(line)
+    print_summary(summary, format)
 
 
 @invoice_app.command("list")
@@ -224,7 +219,7 @@ def list_(
     """List invoices (oldest period first)."""
     from engine.output import print_json
 
-    _check_format(format)
+    check_format(format, TABLE_OR_JSON)
     with _opened(ctx) as mq:
         invoices = mq.invoices(customer=customer, status=status)
     if format == "json":
@@ -242,7 +237,7 @@ def show(
     """Show one invoice with its line items."""
     from engine.output import print_json
 
-    _check_format(format, ("table", "json", "html"))
+    check_format(format, ("table", "json", "html"))
     with _opened(ctx) as mq:
         invoice = mq.invoice(invoice_id)
     if format == "json":
@@ -262,7 +257,7 @@ def void(
     """Void a finalized invoice (it is kept, with status void)."""
     from engine.output import print_json
 
-    _check_format(format)
+    check_format(format, TABLE_OR_JSON)
     with _opened(ctx) as mq:
         invoice = mq.void_invoice(invoice_id)
     if format == "json":
@@ -281,7 +276,7 @@ def regenerate(
     old one becomes void and points to it."""
     from engine.output import print_json
 
-    _check_format(format)
+    check_format(format, TABLE_OR_JSON)
     with _opened(ctx) as mq:
         invoice = mq.regenerate_invoice(invoice_id)
     if format == "json":
@@ -299,7 +294,7 @@ def demo(
     from engine.demo import run_demo
     from engine.output import print_json
 
-    _check_format(format)
+    check_format(format, TABLE_OR_JSON)
     result = run_demo(echo=typer.echo if format == "table" else None)
     if format == "json":
         print_json(result.invoice)

@@ -42,6 +42,15 @@ def print_json(value: Any) -> None:
     sys.stdout.write(dumps(value) + "\n")
 
 
+def print_summary(summary: Any, fmt: str) -> None:
+    """A command's summary: exact JSON (`--format json`) or its `lines()` as text."""
+    if fmt == "json":
+        print_json(summary)
+    else:
+        for line in summary.lines():
+            print(line)
+
+
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
