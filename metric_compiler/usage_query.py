@@ -232,7 +232,7 @@ def compile_plan(
         # each metric's predicate is evaluated once, for its aggregate; the scan keeps only the
         # event types the metrics read (pushed into the Parquet scan): measured 10-17% less CPU
         # than also filtering by the disjunction of the predicates
-        if not any(c == _event_type_condition(plan.metrics[0]) for c in common):
+        if _event_type_condition(plan.metrics[0]) not in common:
             where.append(prefilter)
     elif fused:
         if all(own):  # else some metric matches every event the common conditions keep
@@ -498,7 +498,7 @@ def _sliced_windows(windows: exp.Expression, bounds: Sequence[datetime]) -> exp.
     return select
 
 
-def _event_type_condition(m: MetricPlan) -> Condition | None:
+def _event_type_condition(m: MetricPlan) -> OneOf | None:
     """The metric's `event_type IN (...)` condition, if it has one."""
     return next(
         (c for c in m.conditions if isinstance(c, OneOf) and c.subject == EventType()), None
@@ -509,10 +509,10 @@ def _event_type_prefilter(metrics: Sequence[MetricPlan], table: str) -> exp.Expr
     """`event_type IN (every type some metric reads)`, when each metric lists its types."""
     types: set[str] = set()
     for m in metrics:
-        listed = [c for c in m.conditions if isinstance(c, OneOf) and c.subject == EventType()]
-        if not listed:
+        listed = _event_type_condition(m)
+        if listed is None:
             return None
-        types.update(listed[0].values)
+        types.update(listed.values)
     if not types:
         return None
     return exp.In(
