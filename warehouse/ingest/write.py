@@ -61,17 +61,13 @@ class EventFileStats:
     integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
 
 
-@dataclass(frozen=True)
-class WrittenFile:
+@dataclass(frozen=True, kw_only=True)
+class WrittenFile(EventFileStats):
+    """A written event file: its manifest figures, and where it is until it is placed."""
+
     staged_path: Path  # where it was written (the batch's staging directory)
     number: int  # <n> of <batch_id>-<n>.parquet
     event_date: date
-    row_count: int
-    min_timestamp: datetime
-    max_timestamp: datetime
-    property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
-    event_types: tuple[str, ...]
-    integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
 
 
 # The longest integer text that is a decimal of the metric (below 10^18: metric_compiler.numbers)
