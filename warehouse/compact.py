@@ -170,21 +170,16 @@ def compact(
     if target_rows < 1:
         raise UserError(f"compaction target_rows {target_rows} is not a positive number of rows")
     started = time.perf_counter()
-    with home.writer_lock():
-        catalog = con if con is not None else home.connect()
-        try:
-            return _run(
-                home,
-                catalog,
-                grace,
-                target_rows,
-                naive_utc(now) if now is not None else None,
-                progress or NoProgress(),
-                started,
-            )
-        finally:
-            if con is None:
-                catalog.close()
+    with home.writer_lock(), home.catalog(con) as catalog:
+        return _run(
+            home,
+            catalog,
+            grace,
+            target_rows,
+            naive_utc(now) if now is not None else None,
+            progress or NoProgress(),
+            started,
+        )
 
 
 def _run(

@@ -143,6 +143,21 @@ class Home:
         return con
 
     @contextmanager
+    def catalog(
+        self, con: duckdb.DuckDBPyConnection | None = None
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """`con`, the caller's open catalog connection (left open), or a new one closed on
+        leaving the block."""
+        if con is not None:
+            yield con
+            return
+        own = self.connect()
+        try:
+            yield own
+        finally:
+            own.close()
+
+    @contextmanager
     def writer_lock(self) -> Iterator[None]:
         """Exclusive lock for commands that write the warehouse or the catalog."""
         self.require()

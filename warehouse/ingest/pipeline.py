@@ -85,13 +85,8 @@ def ingest(
     started = time.perf_counter()
     sources = resolve_sources(paths)
     clock = ledger.naive_utc(now) if now is not None else ledger.wall()
-    with home.writer_lock():
-        catalog = con if con is not None else home.connect()
-        try:
-            return _run(home, catalog, sources, clock, progress or NoProgress(), started)
-        finally:
-            if con is None:
-                catalog.close()
+    with home.writer_lock(), home.catalog(con) as catalog:
+        return _run(home, catalog, sources, clock, progress or NoProgress(), started)
 
 
 def _run(
