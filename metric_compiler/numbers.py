@@ -58,6 +58,18 @@ def decimal_value(column: exp.Expression) -> exp.Expression:
     return exp.TryCast(this=column.copy(), to=decimal_type())
 
 
+def integer_value(column: exp.Expression) -> exp.Expression:
+    """`TRY_CAST(column AS BIGINT)`, for a column known to hold only integer text of 1 to 18
+    ASCII digits (so exact, and below 10^18 like every decimal of the metric; the cast never
+    fails on such text).  TRY_CAST, not CAST: over a Parquet scan DuckDB 2.0 took twice as long
+    for CAST (measured: 0.18 s against 0.10 s summing 7M values).
+
+    Why: summing BIGINTs (into a HUGEINT) instead of DECIMAL(38, 12) values, and parsing the
+    text as an integer, took 17% less time for the invoice benchmark's light usage query at
+    100M events (1.46 s against 1.76 s, README "Performance")."""
+    return exp.TryCast(this=column.copy(), to=exp.DataType.build("BIGINT"))
+
+
 def is_decimal_text(column: exp.Expression) -> exp.Expression:
     """The text of `column` is a finite decimal of the metric (module doc); NULL is not."""
     glob = exp.Glob

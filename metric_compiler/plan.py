@@ -103,6 +103,10 @@ class Operand(enum.StrEnum):
     NONE = "none"  # the measure reads no property
     TEXT = "text"  # the property's string value
     DECIMAL = "decimal"  # the property's value as DECIMAL(38, 12)
+    # the property's value as BIGINT: known to be integer text, 1 to 18 ASCII digits
+    # (compile_usage's integer_properties), so an exact integer below 10^18; aggregated as
+    # BIGINT/HUGEINT and cast to DECIMAL(38, 12) once per result row
+    INTEGER = "integer"
 
 
 @dataclass(frozen=True)

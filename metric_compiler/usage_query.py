@@ -27,6 +27,7 @@ from metric_compiler.plan import (
     Condition,
     EventType,
     IsDecimal,
+    Measure,
     MetricPlan,
     OneOf,
     Operand,
@@ -126,6 +127,11 @@ def compile_plan(
         ]
     own = [[c for c in m.conditions if c not in common] for m in plan.metrics]
     predicates = [sx.conjunction([sx.condition_sql(c, e) for c in conds]) for conds in own]
+    # what each metric's aggregate tests: its own conditions but those its argument implies
+    matches = [
+        [c for c in conds if not _implied_by_argument(c, m.measure)]
+        for conds, m in zip(own, plan.metrics, strict=True)
+    ]
     comments: list[str] = []
 
     def note(text: str) -> str:
@@ -212,10 +218,15 @@ def compile_plan(
             assert m.measure.prop is not None
             value = numbers.decimal_value(sx.subject_column(m.measure.prop, e))
             scan.append(sx.alias(value, _arg(i)))
+        elif operand is Operand.INTEGER:
+            assert m.measure.prop is not None
+            value = numbers.integer_value(sx.subject_column(m.measure.prop, e))
+            scan.append(sx.alias(value, _arg(i)))
         else:
             assert_never(operand)
-        if fused and own[i]:
-            scan.append(sx.alias(predicates[i].copy(), _match(i), note(m.describe())))
+        if fused and matches[i]:
+            match_sql = sx.conjunction([sx.condition_sql(c, e) for c in matches[i]])
+            scan.append(sx.alias(match_sql, _match(i), note(m.describe())))
 
     if plan.customer_ids is not None:
         where.append(
@@ -246,7 +257,7 @@ def compile_plan(
     keys = [sx.col(name) for name in (*customer, *window_key, *group_cols.values())]
     aggregates: list[exp.Expression] = []
     for i, m in enumerate(plan.metrics):
-        match = sx.col(_match(i)) if fused and own[i] else None
+        match = sx.col(_match(i)) if fused and matches[i] else None
         argument = sx.col(_arg(i)) if m.measure.operand is not Operand.NONE else None
         order = [sx.col("timestamp"), sx.col("transaction_id")]
         aggregate = sx.measure_aggregate(m.measure, argument, order)
@@ -540,16 +551,32 @@ def _combined(partial: exp.Expression) -> exp.Expression:
 
 
 def _known_decimals(plan: UsagePlan, integers: frozenset[str]) -> UsagePlan:
-    """The plan with `IsDecimal(p)` as `Present(p)` for the properties known to hold integer
-    text only (compile_usage's `integer_properties`)."""
+    """The plan with `IsDecimal(p)` as `Present(p)`, and a DECIMAL operand `p` as INTEGER, for
+    the properties known to hold integer text only (compile_usage's `integer_properties`)."""
 
     def condition(c: Condition) -> Condition:
         return Present(c.prop) if isinstance(c, IsDecimal) and c.prop.name in integers else c
 
+    def measure(m: Measure) -> Measure:
+        known = m.prop is not None and m.prop.name in integers
+        return replace(m, operand=Operand.INTEGER) if known and m.operand is Operand.DECIMAL else m
+
     metrics = tuple(
-        replace(m, conditions=tuple(condition(c) for c in m.conditions)) for m in plan.metrics
+        replace(m, conditions=tuple(condition(c) for c in m.conditions), measure=measure(m.measure))
+        for m in plan.metrics
     )
     return replace(plan, metrics=metrics)
+
+
+def _implied_by_argument(condition: Condition, measure: Measure) -> bool:
+    """SUM and MAX of an INTEGER operand skip exactly the events without the property (its
+    CAST is NULL only there), so their aggregate needs no test of its presence (measured: the
+    test cost 10% of the light invoice benchmark's usage query)."""
+    return (
+        measure.operand is Operand.INTEGER
+        and measure.reducer in (Reducer.SUM, Reducer.MAX)
+        and condition == Present(measure.prop)  # type: ignore[arg-type]
+    )
 
 
 def _counts_events(m: MetricPlan) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from evaluator import (
     FIXTURE_END,
@@ -28,6 +29,7 @@ from sqlglot import exp
 
 from metric_compiler import Window, compile_usage
 from metric_compiler.usage_query import MAX_SLICE_BOUNDARIES
+from warehouse.ingest.write import integer_text
 from warehouse.models import BillableMetric
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -158,7 +160,10 @@ def test_golden_sql_and_result(
 
 
 def test_every_golden_file_belongs_to_a_case() -> None:
-    names = {f"{agg}__{shape}.sql" for agg, shape in CASES} | {"fused__three_metrics.sql"}
+    names = {f"{agg}__{shape}.sql" for agg, shape in CASES} | {
+        "fused__three_metrics.sql",
+        "fused__integer_sliced.sql",
+    }
     assert {p.name for p in GOLDEN.glob("*.sql")} == names
 
 
@@ -187,6 +192,44 @@ def test_fused_golden_one_scan_many_metrics(
         key=lambda r: (r[0], r[2], r[1]),
     )
     assert normalise(got) == normalise(expected)
+
+
+def test_fused_golden_invoice_run_shape_over_integer_text(request: pytest.FixtureRequest) -> None:
+    # the invoice run's usage query: sliced windows, no customer column, and the aggregation
+    # key known to hold integer text only (the manifest's integer_columns): SUM and MAX read
+    # it as BIGINT without the decimal check or a presence test of their own
+    events = [
+        replace(e, properties={**e.properties, "tokens": str(len(e.properties["tokens"]))})
+        if "tokens" in e.properties and not integer_text(pa.array([e.properties["tokens"]]))
+        else e
+        for e in EVENTS
+    ]
+    metrics = [metric_for("count", Shape()), metric_for("sum", Shape()), metric_for("max", Shape())]
+    metrics[2] = metrics[2].model_copy(update={"id": "bm-max"})
+    window = window_for(SHAPES["window_sliced"])
+    compiled = compile_usage(
+        metrics,
+        exp.to_table("events"),
+        window=window,
+        customer_column=False,
+        integer_properties={"tokens"},
+    )
+    path = GOLDEN / "fused__integer_sliced.sql"
+    if request.config.getoption("--update-golden"):
+        path.write_text(compiled.sql)
+    assert compiled.sql == path.read_text()
+    assert "GLOB" not in compiled.sql and "AS BIGINT)" in compiled.sql
+    assert '"m1_match"' not in compiled.sql and '"m2_match"' not in compiled.sql
+    con = duckdb.connect()
+    load_events(con, events)
+    load_windows(con, fixture_windows())
+    got = con.execute(compiled.sql).fetchall()
+    expected = [
+        row[1:]
+        for m in metrics
+        for row in evaluate(m, events, window=fixture_windows(), start=None, end=None)
+    ]
+    assert expected and sorted(normalise(got), key=repr) == sorted(normalise(expected), key=repr)
 
 
 @pytest.mark.parametrize("agg", AGGREGATIONS)
