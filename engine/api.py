@@ -61,6 +61,12 @@ class Meterql:
             self._con.close()
             self._con = None
 
+    def __enter__(self) -> Meterql:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- catalog -----------------------------------------------------------------------------
 
     def apply(self, paths: Sequence[str | os.PathLike[str]]):

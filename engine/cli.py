@@ -65,7 +65,8 @@ def apply(
 
     check_format(format, ("text", "json"))
 
-    result = Meterql.open(home_of(ctx)).apply(files)
+    with Meterql.open(home_of(ctx)) as mq:
+        result = mq.apply(files)
     print_summary(result, format)
 
 
@@ -86,12 +87,9 @@ def ingest(
     from engine.output import print_summary, progress
 
     check_format(format, ("text", "json"))
-    mq = Meterql.open(home_of(ctx))
-    try:
+    with Meterql.open(home_of(ctx)) as mq:
         with progress("ingesting") as bar:
             summary = mq.ingest(paths, now=now, progress=bar)
-    finally:
-        mq.close()
     print_summary(summary, format)
 
 
@@ -124,13 +122,10 @@ def usage(
     from engine.usage import print_usage
 
     check_format(format, USAGE_FORMATS)
-    mq = Meterql.open(home_of(ctx))
-    try:
+    with Meterql.open(home_of(ctx)) as mq:
         table = mq.usage(
             metric, start, end, customer=customer, window=window, group_by=group_by or []
         )
-    finally:
-        mq.close()
     print_usage(table, format)
 
 
@@ -159,8 +154,7 @@ def compile_(
     """
     from engine.api import Meterql
 
-    mq = Meterql.open(home_of(ctx))
-    try:
+    with Meterql.open(home_of(ctx)) as mq:
         sql = mq.compile(
             metric,
             dialect=dialect,
@@ -170,8 +164,6 @@ def compile_(
             window=window,
             group_by=group_by or [],
         )
-    finally:
-        mq.close()
     typer.echo(sql, nl=False)
 
 
@@ -226,12 +218,9 @@ def sql_run(
 
     check_format(format, SQL_RUN_FORMATS)
     text = read_sql(file)
-    mq = Meterql.open(home_of(ctx))
-    try:
+    with Meterql.open(home_of(ctx)) as mq:
         with progress("running the SQL metric"):
             table = mq.sql_run(text, start, end, customer=customer)
-    finally:
-        mq.close()
     print_sql_rows(table, format)
 
 
@@ -258,12 +247,9 @@ def warehouse_compact(
     check_format(format, ("text", "json"))
     if grace_minutes < 0:
         raise UserError(f"--grace-minutes {grace_minutes} is negative; expected 0 or more")
-    mq = Meterql.open(home_of(ctx))
-    try:
+    with Meterql.open(home_of(ctx)) as mq:
         with progress("compacting") as bar:
             summary = mq.compact(grace_minutes=grace_minutes, progress=bar)
-    finally:
-        mq.close()
     print_summary(summary, format)
 
 

@@ -10,8 +10,7 @@ meterql demo
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -40,16 +39,11 @@ def _home(ctx: typer.Context) -> str | None:
     return None
 
 
-@contextmanager
-def _opened(ctx: typer.Context) -> Iterator[Meterql]:
-    """The home's API object, its catalog connection closed after the command."""
+def _opened(ctx: typer.Context) -> Meterql:
+    """The home's API object (a context manager: its catalog connection closed after)."""
     from engine.api import Meterql
 
-    mq = Meterql.open(_home(ctx))
-    try:
-        yield mq
-    finally:
-        mq.close()
+    return Meterql.open(_home(ctx))
 
 
 TABLE_OR_JSON = ("table", "json")

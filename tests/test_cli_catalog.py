@@ -73,3 +73,23 @@ def test_apply_unknown_format_is_a_usage_error(tmp_path: Path) -> None:
     doc.write_text("customers: []\n")
     result = meterql("--home", str(tmp_path), "apply", str(doc), "--format", "yaml")
     assert result.returncode == 2 and "'yaml' is not one of text, json" in result.stderr
+
+
+def test_the_api_object_closes_its_catalog_connection_as_a_context_manager(
+    tmp_path: Path,
+) -> None:
+    # every CLI command opens the home with `with Meterql.open(...)`: the catalog file is free
+    # for another process as soon as the command's work is done
+    from engine.api import Meterql
+
+    home = tmp_path / "home"
+    with Meterql.init(home) as mq:
+        mq.con.execute("SELECT 1")
+    assert mq._con is None
+    probe = "import duckdb, sys; duckdb.connect(sys.argv[1]).execute('SELECT 1')"
+    opened = subprocess.run(
+        [sys.executable, "-c", probe, str(home / "catalog.duckdb")],
+        capture_output=True,
+        check=False,
+    )
+    assert opened.returncode == 0, opened.stderr
