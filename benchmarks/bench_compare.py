@@ -26,6 +26,10 @@ subprocess (so each has its own peak RSS; best of --repeat after one warm-up run
     DuckDB SQL            the same query hand-written over the same files (the baseline: 1.00)
     Polars lazy scan      pl.scan_parquet over the same files (extra `bench`; skipped if absent)
     ClickHouse (chdb)     ClickHouse's engine over the same files (extra `bench`; skipped if absent)
+    light catalog's 3 aggregates, by hand in DuckDB SQL, Polars and chdb: what the light
+                          invoice run computes before windows and rating (sums of input and
+                          output tokens, a count, per customer and model): "invoice run vs
+                          Polars / ClickHouse doing the same aggregation" (PERFORMANCE.md)
     per-customer loop     the hand-written query once per customer (as per-customer billing
                           loops do), timed for --sample customers and extrapolated to all
     ingest Parquet/NDJSON benchmarks.bench_ingest.run: events/s of `meterql ingest` (NDJSON:
@@ -63,6 +67,7 @@ from benchmarks.bench_invoice import (
     CATALOGS,
     HAND_WRITTEN,
     JANUARY,
+    LIGHT_ONE_SCAN,
     _link_home,
     prepared_home,
 )
@@ -77,8 +82,12 @@ SIDES: dict[str, str] = {  # side -> table label
     DUCKDB_SIDE: "hand-written DuckDB SQL",
     "polars": "Polars lazy scan",
     "chdb": "ClickHouse engine (chdb)",
+    "duckdb_light": "hand-written DuckDB SQL of the light catalog's 3 aggregates (no rating)",
+    "polars_light": "Polars lazy scan of the light catalog's 3 aggregates (no rating)",
+    "chdb_light": "ClickHouse engine (chdb) of the light catalog's 3 aggregates (no rating)",
     "loop": "per-customer query loop",
 }
+LIGHT_SIDES = ("duckdb_light", "polars_light", "chdb_light")  # checked against each other
 THREADS = 2  # Polars and chdb get as many threads as DuckDB uses here (all cores)
 
 
@@ -211,12 +220,27 @@ def side_invoice(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def side_polars(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+def side_duckdb_light(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The light catalog's 3 aggregates hand-written (bench_invoice's LIGHT_ONE_SCAN)."""
+    query = LIGHT_ONE_SCAN.format(files=_sql_list(_files(prepared)), january=JANUARY)
+    con = duckdb.connect()
+    seconds, rows = _timed(lambda: con.execute(query).fetchall(), args.repeat)
+    return {"seconds": seconds, **_result(rows)}
+
+
+def side_polars(prepared: Path, args: argparse.Namespace, *, light: bool = False) -> dict:
     os.environ.setdefault("POLARS_MAX_THREADS", str(THREADS))
     import polars as pl
 
     files = _files(prepared)
     start, end = pl.datetime(2026, 1, 1), pl.datetime(2026, 2, 1)
+
+    def tokens(name: str) -> Any:
+        return pl.col(name).cast(pl.Decimal(38, 12), strict=False).sum()
+
+    aggregates = [tokens("p_input_tokens")]
+    if light:  # the light catalog's 3 aggregates; the count last (the checked column)
+        aggregates += [tokens("p_output_tokens"), pl.len().alias("requests")]
 
     def query() -> Any:
         return (
@@ -227,16 +251,20 @@ def side_polars(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
                 & (pl.col("timestamp") < end)
             )
             .group_by("customer_id", "p_model")
-            .agg(pl.col("p_input_tokens").cast(pl.Decimal(38, 12), strict=False).sum())
+            .agg(*aggregates)
             .collect()
         )
 
     seconds, frame = _timed(query, args.repeat)
-    rows = [(v,) for v in frame.get_column("p_input_tokens").to_list()]
+    rows = [(v,) for v in frame.get_column(frame.columns[-1]).to_list()]
     return {"seconds": seconds, **_result(rows), "version": pl.__version__}
 
 
-def side_chdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+def side_polars_light(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return side_polars(prepared, args, light=True)
+
+
+def side_chdb(prepared: Path, args: argparse.Namespace, *, light: bool = False) -> dict:
     import chdb
     from chdb import session
 
@@ -247,8 +275,14 @@ def side_chdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     assert not any(set(r) & set(",{}'") for r in relative), relative
     root = str(Path(os.path.realpath(prepared / "events")))
     pattern = root + "/{" + ",".join(relative) + "}"
+    value = "sum(toDecimal128OrNull(p_input_tokens, 12)) AS value"
+    if light:  # the light catalog's 3 aggregates; the count last (the checked column)
+        value = (
+            "sum(toDecimal128OrNull(p_input_tokens, 12)), "
+            "sum(toDecimal128OrNull(p_output_tokens, 12)), count() AS value"
+        )
     sql = f"""
-        SELECT customer_id, p_model, sum(toDecimal128OrNull(p_input_tokens, 12)) AS value
+        SELECT customer_id, p_model, {value}
         FROM file('{pattern}', Parquet)
         WHERE event_type = 'llm_request'
           AND "timestamp" >= toDateTime64('{START} 00:00:00', 6, 'UTC')
@@ -268,6 +302,10 @@ def side_chdb(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, **_result(rows), "version": chdb.__version__}
 
 
+def side_chdb_light(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
+    return side_chdb(prepared, args, light=True)
+
+
 def side_ingest(prepared: Path, args: argparse.Namespace) -> dict[str, Any]:
     from benchmarks.bench_ingest import run
 
@@ -283,10 +321,14 @@ SIDE_FUNCTIONS: dict[str, Callable[[Path, argparse.Namespace], dict[str, Any]]] 
     DUCKDB_SIDE: side_duckdb,
     "polars": side_polars,
     "chdb": side_chdb,
+    "duckdb_light": side_duckdb_light,
+    "polars_light": side_polars_light,
+    "chdb_light": side_chdb_light,
     "loop": side_loop,
     "ingest": side_ingest,
 }
-OPTIONAL = {"polars": "polars", "chdb": "chdb"}  # side -> module of the `bench` extra
+# side -> module of the `bench` extra
+OPTIONAL = {"polars": "polars", "chdb": "chdb", "polars_light": "polars", "chdb_light": "chdb"}
 
 
 def peak_rss_mib() -> float:
@@ -371,6 +413,8 @@ def compare(args: argparse.Namespace) -> str:
     results = {s: measure(s, args, events=args.events, customers=args.customers) for s in sides}
     base = results.get(DUCKDB_SIDE, {}).get("seconds")
     reference = {k: results[DUCKDB_SIDE].get(k) for k in ("groups", "sum")} if base else {}
+    light = results.get("duckdb_light", {})
+    light_reference = {k: light.get(k) for k in ("groups", "sum")}
     out = [
         f"meterql vs other engines: {args.events:,} events, {args.customers:,} customers, "
         f"query = sum(input_tokens) as DECIMAL per customer and model, llm_request, January; "
@@ -388,14 +432,18 @@ def compare(args: argparse.Namespace) -> str:
             continue
         seconds = r["seconds"]
         ratio = f"{seconds / base:.2f}x" if base else "-"
+        note = r.get("note", "")
         if r.get("groups") is not None:
-            same = {"groups": r["groups"], "sum": r["sum"]} == reference
+            # the light sides' results are checked against each other (their own query)
+            expected = light_reference if side in LIGHT_SIDES else reference
+            same = {"groups": r["groups"], "sum": r["sum"]} == expected
             result = f"{r['groups']:,} / {r['sum']}" + ("" if same else " (DIFFERS)")
         else:
             result = "-"
-        note = r.get("note", "")
+        if side in LIGHT_SIDES and "seconds" in results.get("invoice_light", {}):
+            note = f"light invoice run / this: {results['invoice_light']['seconds'] / seconds:.2f}x"
         if r.get("version"):
-            note = f"{side} {r['version']}" + (f"; {note}" if note else "")
+            note = f"{side.removesuffix('_light')} {r['version']}" + (f"; {note}" if note else "")
         out.append(
             f"| {label} | {seconds:.2f} | {ratio} | {r['peak_rss_mib']:,.0f} | {result} | {note} |"
         )
