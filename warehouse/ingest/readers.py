@@ -310,13 +310,7 @@ def _read_lines(file: SourceFile, max_line: int, buffer: int) -> str:
     """
 
 
-def _blank(text_sql: str) -> str:
-    """SQL: TRUE for a blank line (NULL, or white space only), which is skipped."""
-    first_is_space = f"ascii({text_sql}) IN (9, 11, 12, 13, 32)"
-    return f"({text_sql} IS NULL OR ({first_is_space} AND trim({text_sql}) = ''))"
-
-
-_NOT_BLANK = f"NOT {_blank('line')}"
+_NOT_BLANK = "line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND trim(line) = '')"
 
 
 def _read_failure(file: SourceFile, error: BaseException) -> UserError:
@@ -362,8 +356,7 @@ def _load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
 
     A plain file larger than one read buffer goes to its own table `lines_<index>`, read on
     every thread in file order (its row ids are the line numbers); returns the SQL of its
-    records, for the `records` view (blank lines included: the staged select leaves them out).
-    Other files go into `record_texts` (None), without their blank lines."""
+    records, for the `records` view.  Other files go into `record_texts` (None)."""
     parallel = file.size > FAST_BUFFER_BYTES and not file.path.name.lower().endswith(".gz")
     table = f"lines_{int(file.index)}"
     error: BaseException | None = None
@@ -394,8 +387,7 @@ def _load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
             )
     if parallel:
         pos = _pos(file, "rowid + 1")
-        # blank lines are left out by the staged select (only where the parse fails: cheaper)
-        return f"SELECT {pos} AS pos, line AS raw, NULL::VARCHAR AS q, false AS marked FROM {table}"  # noqa: S608
+        return f"SELECT {pos} AS pos, line AS raw, NULL::VARCHAR AS q, false AS marked FROM {table} WHERE {_NOT_BLANK}"  # noqa: S608, E501
     with _unordered(con):
         con.execute(
             f"INSERT INTO record_texts SELECT {_pos(file, 'ln')}, line, NULL, false "  # noqa: S608
@@ -560,7 +552,6 @@ def _json_staged_select(source_sql: str, clock: datetime) -> str:
                                                               {lit(_JSON_STRUCT)})) AS j
                                     FROM ({source_sql})
                                 )
-                                WHERE j IS NOT NULL OR NOT {_blank("raw")}
                             )
                         )
                     )
