@@ -7,7 +7,9 @@ record, already checked by `normalise`:
 
 - NDJSON (`.ndjson`, `.jsonl`, optionally gzipped) is read as lines (read_csv of one VARCHAR
   column), so a line that is not JSON rejects only itself and keeps its text and line number.
-  Blank lines are skipped (they still count for line numbers).
+  Blank lines are skipped (they still count for line numbers).  Each JSON record is parsed once
+  (json_transform); only a record with an unusual field goes through the full reading
+  (`_json_staged_select`).
 - `.json`: a JSON array of event objects (one record per element), a single event object, or,
   when the whole file is not one JSON document, NDJSON.
 - CSV (all columns read as text, exactly as sent) and Parquet: the four event fields plus the
