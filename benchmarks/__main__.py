@@ -16,6 +16,7 @@ import time
 BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.bench_ingest",
     "layout": "benchmarks.bench_layout",
+    "wide": "benchmarks.bench_wide",
     "compiler": "benchmarks.bench_compiler",
     "invoice": "benchmarks.bench_invoice",
     "compare": "benchmarks.bench_compare",

@@ -32,3 +32,12 @@ def test_compare_benchmark_fills_every_row(data, capsys) -> None:
     assert "skipped: failed" not in out and "DIFFERS" not in out
     assert "| hand-written DuckDB SQL | " in out and "1.00x" in out
     assert "light catalog's 3 aggregates (no rating) |" in out and "light invoice run / this" in out
+
+
+def test_wide_files_benchmark_runs(data, capsys) -> None:
+    pytest.importorskip("numpy")  # the `bench` extra
+    from benchmarks import bench_wide
+
+    bench_wide.main(["--events", "20000", "--keys", "100", "--reps", "1"])
+    out = capsys.readouterr().out
+    assert "| compiled, wide files, metadata cache |" in out
