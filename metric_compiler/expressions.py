@@ -128,8 +128,9 @@ def _when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
 
 def null_when_unmatched(measure: Measure) -> bool:
     """Whether `filtered(measure_aggregate(measure, ...), match)` is NULL exactly when no row
-    matched (SUM, MAX: their argument is never NULL on a matching event, the decimal check sees
-    to that), so no separate count of matching events is needed."""
+    matched (SUM, MAX: their argument is never NULL on a matching event, the decimal check, or
+    for integer text the presence of the property, sees to that), so no separate count of
+    matching events is needed."""
     return measure.reducer in (Reducer.SUM, Reducer.MAX)
 
 
