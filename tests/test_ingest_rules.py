@@ -112,6 +112,24 @@ def test_each_missing_field(home: Home, tmp_path: Path, field: str) -> None:
     assert reject["event"] == bad  # the event as sent
 
 
+def test_every_rejects_line_is_strict_json(home: Home, tmp_path: Path) -> None:
+    # DuckDB's reader takes NaN, Infinity and trailing commas as JSON; strict parsers do not:
+    # such a line is kept as text under `raw`.  The same words inside strings are left alone.
+    in_strings = event("bad-1", properties={"fruit": "banana", "note": "inf, NaN,]"})
+    del in_strings["customer_id"]
+    lenient = [
+        json.dumps(in_strings)[:-1] + ', "n": NaN}',
+        json.dumps(in_strings)[:-1] + ', "n": -Infinity}',
+        json.dumps(in_strings)[:-1] + ', "n": [1, 2,]}',
+    ]
+    summary, rejects = run(home, tmp_path, [json.dumps(in_strings), *lenient])
+    text = Path(summary.rejects_path or "").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in text] == rejects  # json.loads is strict about these
+    assert [r["reason"] for r in rejects] == ["missing_field"] * 4
+    assert rejects[0]["event"] == in_strings
+    assert [r.get("raw") for r in rejects[1:]] == lenient
+
+
 @pytest.mark.parametrize("field", ["customer_id", "event_type"])
 def test_empty_or_null_field(home: Home, tmp_path: Path, field: str) -> None:
     _, rejects = run(

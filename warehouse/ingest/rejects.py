@@ -6,8 +6,9 @@
 
 `record` is the line number (NDJSON), the element number (JSON array) or the row number
 (CSV, Parquet; header excluded), 1-based.  The event as sent is under `event`: the line's text
-verbatim when it is JSON, the CSV row as an object of its text cells, the Parquet row as an
-object of its values; a line that is not JSON is kept as a string under `raw`.
+verbatim when it is strict JSON, the CSV row as an object of its text cells, the Parquet row as
+an object of its values; a line that is not strict JSON (not JSON at all, or JSON only to
+DuckDB's lenient reader: `NaN`, `Infinity`, trailing commas) is kept as a string under `raw`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from warehouse.ingest.sources import SourceFile
 from warehouse.ingest.sqltext import first_row, lit
 
 UNITS = {"ndjson": "line", "json": "line", "csv": "row", "parquet": "row"}
+# DuckDB's JSON reader also takes what strict JSON parsers refuse: NaN, Infinity, inf (any case,
+# signed) and trailing commas.  With every string literal blanked out (STRINGS), a line that
+# still holds such a word or a comma before a closing bracket is kept as text under `raw`, so
+# every rejects line is strict JSON.
+STRINGS = lit(r'"(\\.|[^"\\])*"')
+LENIENT = lit(r"(?i)nan|inf|,\s*[\]}]")
 
 
 def write_rejects(
@@ -49,12 +56,14 @@ def write_rejects(
         [[f.index, f.name, f.path.name, units.get(f.index, UNITS[f.format])] for f in files],
     )
     work.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE reject_payloads AS
-        SELECT r.pos, CASE WHEN json_valid(r.raw) THEN '"event":' || r.raw
+        SELECT r.pos, CASE WHEN json_valid(r.raw) AND NOT regexp_matches(
+                                    regexp_replace(r.raw, {STRINGS}, '""', 'g'), {LENIENT})
+                           THEN '"event":' || r.raw
                            ELSE '"raw":' || to_json(r.raw) END AS payload
         FROM records r SEMI JOIN rejected j ON j.pos = r.pos
-        """
+        """  # noqa: S608 - constant patterns
     )
     shift = 1 << POS_SHIFT
 
