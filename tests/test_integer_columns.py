@@ -14,7 +14,7 @@ import pytest
 
 from engine.api import Meterql
 from warehouse.events import EventFile, integer_properties
-from warehouse.ingest.write import integer_text
+from warehouse.ingest.write import FEW_VALUES, integer_text
 
 START = datetime(2026, 3, 1)
 
@@ -50,6 +50,11 @@ def test_integer_text(values: list[str | None], expected: bool) -> None:
     assert integer_text(pa.array(values, pa.string())) is expected
     assert integer_text(pa.chunked_array([pa.array(values, pa.string())])) is expected
     assert integer_text(pa.array(values, pa.string()).dictionary_encode()) is expected
+    # a few values are checked in Python, many by Arrow kernels: the same answer
+    many = values * (FEW_VALUES + 1)
+    assert len(many) - many.count(None) > FEW_VALUES or not any(many)
+    assert integer_text(pa.array(many, pa.string())) is expected
+    assert integer_text(pa.array(many, pa.large_string())) is expected
 
 
 def test_a_dictionary_is_judged_by_its_values() -> None:
