@@ -220,3 +220,25 @@ def test_spill_directories_of_killed_commands_are_removed(home: Home, tmp_path: 
     assert [d.exists() for d in stale] == [False, False, True]
     compact_mod.compact(home)
     assert not stale[2].exists()
+
+
+def test_pivot_puts_each_key_value_on_its_row() -> None:
+    # keys 0 and 2 have values (1 has none), rows at both ends; a column of the same name as
+    # key 2 keeps its own values and takes the key's where it has none
+    from warehouse.ingest.sparse import _pivot
+    from warehouse.layout import property_column
+
+    table = pa.table({"id": ["a", "b", "c", "d"], property_column("z"): [None, "own", None, None]})
+    long = pa.table(
+        {
+            "row": pa.array([0, 3, 1, 2], pa.int64()),
+            "key": pa.array([0, 0, 2, 2], pa.int64()),
+            "value": ["x0", "x3", "z1", "z2"],
+        }
+    )
+    out = _pivot(table, long, ["x", "y", "z"])
+    assert out.column_names == ["id", property_column("z"), property_column("x")]
+    assert out.column(property_column("x")).to_pylist() == ["x0", None, None, "x3"]
+    assert out.column(property_column("z")).to_pylist() == [None, "own", "z2", None]
+    empty = long.slice(0, 0)
+    assert _pivot(table, empty, ["x"]).equals(table)
