@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from warehouse.home import DEFAULT_MEMORY_LIMIT, Home, _cap_memory, memory_bytes
@@ -74,3 +76,15 @@ def test_a_bad_memory_limit_names_the_setting(home, monkeypatch) -> None:
 )
 def test_memory_sizes(text: str, expected: int | None) -> None:
     assert memory_bytes(text) == expected
+
+
+def test_catalog_and_work_connections_cache_parquet_footers(tmp_path: Path) -> None:
+    # an invoice run reads the same files in several queries: their footers are decoded once
+    home = Home(tmp_path / "home")
+    home.init()
+    for con in (home.connect(), home.connect_work("probe")):
+        try:
+            [(cached,)] = con.execute("SELECT current_setting('parquet_metadata_cache')").fetchall()
+            assert cached is True
+        finally:
+            con.close()

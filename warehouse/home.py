@@ -140,6 +140,13 @@ class Home:
             raise
         if "memory_limit" not in config:
             _cap_memory(con, DEFAULT_MEMORY_LIMIT)
+        # Parquet footers decoded once per process, not once per query: an invoice run reads
+        # the same files in several queries.  Files are never rewritten under the same name, so
+        # a cached footer cannot go stale; DuckDB counts the cache in its memory limit and
+        # evicts from it (measured: 97 MiB for 31 files of 2,009 columns, 91 MiB under a 100 MB
+        # limit).  Measured on such wide files: a query 2.2x the dense files' time without it,
+        # 1.25x with it (README "Performance").
+        con.execute("SET parquet_metadata_cache = true")
         return con
 
     @contextmanager
