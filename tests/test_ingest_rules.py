@@ -455,3 +455,30 @@ def test_json_array_elements_that_are_not_objects(home: Home, tmp_path: Path) ->
     assert (
         rejects[0]["message"] == "element 2 of mixed.json: expected an event object, got a number"
     )
+
+
+def test_rejects_are_written_in_slices_in_input_order(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the rejects file is written a slice of CHUNK_ROWS rejects at a time (bounded memory for
+    # millions of rejects); the slices follow each other in input order, none lost
+    from warehouse.ingest import rejects as rejects_mod
+
+    monkeypatch.setattr(rejects_mod, "CHUNK_ROWS", 2)
+    paths = []
+    for name in ("a.ndjson", "b.ndjson"):
+        lines = []
+        for i in range(7):
+            bad = event(f"{name}-{i}")
+            if i % 2 == 0:
+                del bad["customer_id"]
+            lines.append(json.dumps(bad) if i != 3 else "not json")
+        paths.append(lines_file(tmp_path, lines, name))
+    summary = ingest(home, paths, now=NOW)
+    text = Path(summary.rejects_path or "").read_text().splitlines()
+    rejects = [json.loads(line) for line in text]
+    assert [(Path(r["source"]).name, r["record"]) for r in rejects] == [
+        (name, i + 1) for name in ("a.ndjson", "b.ndjson") for i in (0, 2, 3, 4, 6)
+    ]
+    assert rejects[2]["raw"] == "not json" and rejects[0]["event"]["transaction_id"] == "a.ndjson-0"
+    assert not list(tmp_path.glob("**/*.part"))

@@ -13,6 +13,7 @@ DuckDB's lenient reader: `NaN`, `Infinity`, trailing commas) is kept as a string
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from warehouse.ingest.sources import SourceFile
 from warehouse.ingest.sqltext import first_row, lit
 
 UNITS = {"ndjson": "line", "json": "line", "csv": "row", "parquet": "row"}
+CHUNK_ROWS = 1_000_000  # rejects written per sorted slice (see write_rejects)
 # DuckDB's JSON reader also takes what strict JSON parsers refuse: NaN, Infinity, inf (any case,
 # signed) and trailing commas.  With every string literal blanked out (STRINGS), a line that
 # still holds such a word or a comma before a closing bracket is kept as text under `raw`, so
@@ -78,23 +80,42 @@ def write_rejects(
             work.execute(
                 f"INSERT INTO reject_payloads SELECT pos, '\"event\":' || payload FROM ({payloads})"  # noqa: S608
             )
-    work.execute(
+    # Written in slices of CHUNK_ROWS rejects (by input position), each sorted on its own and
+    # appended: ordering all rejects with their text at once ran out of memory (10M rejected
+    # events of a dump sent with a wrong clock, 3 GiB limit).
+    bounds = work.execute(
         f"""
-        COPY (
-            SELECT '{{"batch_id":' || to_json({lit(batch_id)})
-                || ',"source":' || to_json(s.path)
-                || ',"record":' || (j.pos & {shift - 1})
-                || ',"reason":' || to_json(j.reason)
-                || ',"field":' || coalesce(to_json(j.field), 'null')
-                || ',"message":' || to_json(s.unit || ' ' || (j.pos & {shift - 1}) || ' of '
-                                            || s.name || ': ' || j.message)
-                || coalesce(',' || p.payload, '') || '}}'
-            FROM rejected j
-            JOIN reject_sources s ON s.src = j.pos >> {POS_SHIFT}
-            LEFT JOIN reject_payloads p ON p.pos = j.pos
-            ORDER BY j.pos
-        ) TO {lit(str(target))}
-          (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {lit(chr(1))})
-        """  # noqa: S608 - batch id and path rendered by sqlglot
-    )
+        SELECT min(pos), max(pos)
+        FROM (SELECT pos, (row_number() OVER (ORDER BY pos) - 1) // {CHUNK_ROWS} AS chunk
+              FROM rejected)
+        GROUP BY chunk ORDER BY chunk
+        """  # noqa: S608 - a constant
+    ).fetchall()
+    part = target.with_name(target.name + ".part")
+    with target.open("wb") as out:
+        for low, high in bounds:
+            work.execute(
+                f"""
+                COPY (
+                    SELECT '{{"batch_id":' || to_json({lit(batch_id)})
+                        || ',"source":' || to_json(s.path)
+                        || ',"record":' || (j.pos & {shift - 1})
+                        || ',"reason":' || to_json(j.reason)
+                        || ',"field":' || coalesce(to_json(j.field), 'null')
+                        || ',"message":' || to_json(s.unit || ' ' || (j.pos & {shift - 1})
+                                                    || ' of ' || s.name || ': ' || j.message)
+                        || coalesce(',' || p.payload, '') || '}}'
+                    FROM (SELECT * FROM rejected WHERE pos BETWEEN $low AND $high) j
+                    JOIN reject_sources s ON s.src = j.pos >> {POS_SHIFT}
+                    LEFT JOIN (SELECT * FROM reject_payloads WHERE pos BETWEEN $low AND $high) p
+                      ON p.pos = j.pos
+                    ORDER BY j.pos
+                ) TO {lit(str(part))}
+                  (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {lit(chr(1))})
+                """,  # noqa: S608 - batch id and path rendered by sqlglot
+                {"low": low, "high": high},
+            )
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, out, 1 << 20)
+    part.unlink(missing_ok=True)
     return count
