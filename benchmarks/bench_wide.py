@@ -21,7 +21,7 @@ January), timed interleaved, median of --reps after a warm-up, DuckDB threads=2:
     compiled, wide files  the metric compiled as `meterql usage --group-by model` compiles it
                           (metric_compiler over warehouse.events.events_relation of the wide
                           files, their manifest figures as ingest records them)
-    ... metadata cache    the same two with DuckDB's `parquet_metadata_cache` on (a second
+    ... metadata cache    the same three with DuckDB's `parquet_metadata_cache` on (a second
                           query over the same files in one process)
 """
 
@@ -31,35 +31,22 @@ import argparse
 import os
 import statistics
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmarks.datagen import (
-    MONTH_END,
-    MONTH_START,
-    data_dir,
-    environment,
-    generate,
-    ingested_home,
-)
+from benchmarks.bench_compare import _sql_list
+from benchmarks.bench_compiler import END, START, bench_metric
+from benchmarks.bench_invoice import BARE_SCAN, JANUARY
+from benchmarks.datagen import data_dir, environment, generate, ingested_home
 from warehouse.events import EventFile, EventStore, events_relation, integer_properties
 from warehouse.ingest.write import ROW_GROUP_SIZE
 from warehouse.layout import property_column
 
 PER_EVENT = 5  # sparse keys each event holds
 VALUES = pa.array([f"v{i}" for i in range(97)])
-
-REFERENCE = """
-SELECT customer_id, p_model, sum(TRY_CAST(p_input_tokens AS DECIMAL(38, 12))) AS value
-FROM read_parquet({files}, union_by_name = true)
-WHERE event_type = 'llm_request'
-  AND "timestamp" >= TIMESTAMP '{start}' AND "timestamp" < TIMESTAMP '{end}'
-GROUP BY ALL
-"""
 
 
 def _extra(k: int) -> str:
@@ -123,39 +110,22 @@ def wide_files(dense: list[EventFile], key: str, keys: int) -> list[EventFile]:
 
 
 def compiled(files: list[EventFile]) -> str:
+    """The "sum" metric of the compiler benchmark (input_tokens of llm_request by model)
+    compiled as `meterql usage --group-by model` compiles it over `files`."""
     from metric_compiler import Window, compile_usage
-    from warehouse.models import BillableMetric
 
-    metric = BillableMetric.model_validate(
-        {
-            "name": "Input Tokens",
-            "aggregation_type": "sum",
-            "aggregation_key": "input_tokens",
-            "event_type_filter": {"in_values": ["llm_request"]},
-            "property_filters": [
-                {"name": "input_tokens", "exists": True},
-                {"name": "model", "exists": True},
-            ],
-            "group_keys": [["model"]],
-        }
-    )
-    start, end = _naive(MONTH_START), _naive(MONTH_END)
     props = ["input_tokens", "model"]
     return compile_usage(
-        metric,
-        events_relation(files, props, start, end, resolve_customers=False),
-        window=Window.none(start, end),
+        bench_metric("sum"),
+        events_relation(files, props, START, END, resolve_customers=False),
+        window=Window.none(START, END),
         group_by=["model"],
         integer_properties=integer_properties(files, props),
     ).sql
 
 
-def _naive(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _list(files: list[EventFile]) -> str:
-    return "[" + ", ".join("'" + f.path.replace("'", "''") + "'" for f in files) + "]"
+def _paths(files: list[EventFile]) -> str:
+    return _sql_list([f.path for f in files])
 
 
 def run(n_events: int, keys: int, reps: int) -> list[tuple[str, float, float]]:
@@ -167,10 +137,9 @@ def run(n_events: int, keys: int, reps: int) -> list[tuple[str, float, float]]:
     finally:
         con.close()
     wide = wide_files(dense, home.path.name.removesuffix(".home"), keys)
-    fill = {"start": f"{_naive(MONTH_START):%Y-%m-%d}", "end": f"{_naive(MONTH_END):%Y-%m-%d}"}
     queries = {
-        "hand, dense files": REFERENCE.format(files=_list(dense), **fill),
-        "hand, wide files": REFERENCE.format(files=_list(wide), **fill),
+        "hand, dense files": BARE_SCAN.format(files=_paths(dense), january=JANUARY),
+        "hand, wide files": BARE_SCAN.format(files=_paths(wide), january=JANUARY),
         "compiled, wide files": compiled(wide),
     }
     results = []
