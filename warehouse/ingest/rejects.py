@@ -92,29 +92,27 @@ def write_rejects(
         """  # noqa: S608 - a constant
     ).fetchall()
     part = target.with_name(target.name + ".part")
+    copy_slice = f"""
+        COPY (
+            SELECT '{{"batch_id":' || to_json({lit(batch_id)})
+                || ',"source":' || to_json(s.path)
+                || ',"record":' || (j.pos & {shift - 1})
+                || ',"reason":' || to_json(j.reason)
+                || ',"field":' || coalesce(to_json(j.field), 'null')
+                || ',"message":' || to_json(s.unit || ' ' || (j.pos & {shift - 1})
+                                            || ' of ' || s.name || ': ' || j.message)
+                || coalesce(',' || p.payload, '') || '}}'
+            FROM (SELECT * FROM rejected WHERE pos BETWEEN $low AND $high) j
+            JOIN reject_sources s ON s.src = j.pos >> {POS_SHIFT}
+            LEFT JOIN (SELECT * FROM reject_payloads WHERE pos BETWEEN $low AND $high) p
+              ON p.pos = j.pos
+            ORDER BY j.pos
+        ) TO {lit(str(part))}
+          (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {lit(chr(1))})
+    """  # noqa: S608 - batch id and path rendered by sqlglot
     with target.open("wb") as out:
         for low, high in bounds:
-            work.execute(
-                f"""
-                COPY (
-                    SELECT '{{"batch_id":' || to_json({lit(batch_id)})
-                        || ',"source":' || to_json(s.path)
-                        || ',"record":' || (j.pos & {shift - 1})
-                        || ',"reason":' || to_json(j.reason)
-                        || ',"field":' || coalesce(to_json(j.field), 'null')
-                        || ',"message":' || to_json(s.unit || ' ' || (j.pos & {shift - 1})
-                                                    || ' of ' || s.name || ': ' || j.message)
-                        || coalesce(',' || p.payload, '') || '}}'
-                    FROM (SELECT * FROM rejected WHERE pos BETWEEN $low AND $high) j
-                    JOIN reject_sources s ON s.src = j.pos >> {POS_SHIFT}
-                    LEFT JOIN (SELECT * FROM reject_payloads WHERE pos BETWEEN $low AND $high) p
-                      ON p.pos = j.pos
-                    ORDER BY j.pos
-                ) TO {lit(str(part))}
-                  (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {lit(chr(1))})
-                """,  # noqa: S608 - batch id and path rendered by sqlglot
-                {"low": low, "high": high},
-            )
+            work.execute(copy_slice, {"low": low, "high": high})
             with part.open("rb") as piece:
                 shutil.copyfileobj(piece, out, 1 << 20)
     part.unlink(missing_ok=True)
