@@ -13,7 +13,18 @@ import pytest
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ingest
-from warehouse.ingest.normalise import timestamp_sql, timestamp_sql_reference
+from warehouse.ingest.normalise import RFC3339, timestamp_sql
+
+
+def timestamp_sql_reference(text_sql: str) -> str:
+    """SQL: the rule `timestamp_sql` implements, the plain way (the regular expression, then
+    DuckDB's TIMESTAMPTZ cast and its cast to naive UTC)."""
+    return (
+        f"CASE WHEN regexp_full_match({text_sql}, '{RFC3339}') "
+        f"THEN coalesce(try_cast({text_sql} AS TIMESTAMPTZ), "
+        f"try_cast(upper({text_sql}) AS TIMESTAMPTZ))::TIMESTAMP END"
+    )
+
 
 TEMPLATES = ["2026-01-30T10:20:30.123456Z", "2026-01-30T10:20:30Z", "2026-01-30T10:20:30.1Z"]
 CHARS = [chr(i) for i in range(1, 128)] + ["é", "٣", "０", "\u00a0"]

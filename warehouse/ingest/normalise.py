@@ -116,16 +116,6 @@ def timestamp_sql(text_sql: str) -> str:
     return f"coalesce(CASE {fast} END, {full})"
 
 
-def timestamp_sql_reference(text_sql: str) -> str:
-    """SQL: the rule of `timestamp_sql` the plain way (regular expression, then the cast), for
-    tests that compare the two."""
-    return (
-        f"CASE WHEN regexp_full_match({text_sql}, '{RFC3339}') "
-        f"THEN coalesce(try_cast({text_sql} AS TIMESTAMPTZ), "
-        f"try_cast(upper({text_sql}) AS TIMESTAMPTZ))::TIMESTAMP END"
-    )
-
-
 def _string_field_checks(name: str, value: str, kind: str) -> list[tuple[str, str]]:
     return [
         (f"{kind} IS NULL", f"'{name}_missing'"),
