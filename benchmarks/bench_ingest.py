@@ -1,6 +1,7 @@
 """Ingest throughput, and the cost of validation + dedup relative to a plain DuckDB COPY.
 
     python -m benchmarks.bench_ingest [--events 10000000] [--ndjson-events N] [--no-reingest]
+                                      [--sparse-events N] [--rejected-events N]
                                       [--memory-events 100000000]
 
 Data: benchmarks.datagen (seeded LLM-like events, one month, 10,000 customers): a Parquet dump of
@@ -17,6 +18,9 @@ events / 5) events.  For each dump, in the same run:
     sparse    an NDJSON dump whose events carry 5 of 2,000 property keys each (`--sparse-events`,
               default events / 100): the many-keys write path; the table shows the property
               columns per written file (each file holds only the keys present in its rows)
+    rejected  a Parquet dump of `--rejected-events` (default events / 10) ingested with a clock
+              a year after its events: every event rejected as too old, so the time is reading,
+              checking and writing the rejects file (in sorted slices of 1M rejects)
 
 Ratios are ingest seconds / copy seconds, wall and CPU (the process's CPU time over all its
 threads).  Targets (PERFORMANCE.md): Parquet >= 2M events/s, NDJSON >= 500k events/s.  Phase
@@ -40,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +123,9 @@ def sparse_dump(n_events: int, target: Path) -> Path:
     return target
 
 
-def run(n_events: int, n_ndjson: int, n_sparse: int = 0, reingest: bool = True) -> list[dict]:
+def run(
+    n_events: int, n_ndjson: int, n_sparse: int = 0, reingest: bool = True, n_rejected: int = 0
+) -> list[dict]:
     parquet = generate(n_events, formats=("parquet",))
     ndjson = generate(n_ndjson, formats=("ndjson",))
     rows = []
@@ -141,6 +148,21 @@ def run(n_events: int, n_ndjson: int, n_sparse: int = 0, reingest: bool = True) 
                 assert again.duplicates == data.n_events, again
                 case = f"{fmt}: ingest again (all duplicates)"
                 rows.append(_row(case, data.n_events, timer, copy, again.phases))
+            shutil.rmtree(home.path)
+        if n_rejected:
+            # every event rejected (the dump sent with a clock a year later: all too old): what
+            # writing the rejects file costs (in sorted slices, warehouse.ingest.rejects)
+            data = generate(n_rejected, formats=("parquet",))
+            assert data.parquet is not None
+            copy = plain_copy(data.parquet, "parquet", scratch / "copy.parquet")
+            rows.append(_row("all rejected: plain DuckDB COPY", n_rejected, copy, copy, {}))
+            home = Home(scratch / "home-rejected")
+            home.init()
+            with Timer() as timer:
+                summary = ingest(home, [data.parquet], now=data.now + timedelta(days=365))
+            assert summary.rejected == n_rejected, summary
+            case = "all rejected: ingest (rejects file)"
+            rows.append(_row(case, n_rejected, timer, copy, summary.phases))
             shutil.rmtree(home.path)
         if n_sparse:
             source = sparse_dump(n_sparse, scratch / "sparse.ndjson")
@@ -249,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sparse-events", type=int, help="sparse dump size (default events/100)")
     parser.add_argument("--no-reingest", action="store_true", help="skip the all-duplicates run")
     parser.add_argument(
+        "--rejected-events", type=int, help="all-rejected Parquet dump size (default events/10)"
+    )
+    parser.add_argument(
         "--memory-events",
         type=int,
         default=0,
@@ -257,7 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     n_ndjson = args.ndjson_events or max(1, args.events // 5)
     n_sparse = args.sparse_events if args.sparse_events is not None else args.events // 100
-    report(run(args.events, n_ndjson, n_sparse, reingest=not args.no_reingest))
+    n_rejected = args.rejected_events if args.rejected_events is not None else args.events // 10
+    report(
+        run(args.events, n_ndjson, n_sparse, reingest=not args.no_reingest, n_rejected=n_rejected)
+    )
     if args.memory_events:
         report_memory(measure_memory(args.memory_events))
 

@@ -41,3 +41,12 @@ def test_wide_files_benchmark_runs(data, capsys) -> None:
     bench_wide.main(["--events", "20000", "--keys", "100", "--reps", "1"])
     out = capsys.readouterr().out
     assert "| compiled, wide files, metadata cache |" in out
+
+
+def test_ingest_benchmark_runs_every_case(data) -> None:
+    from benchmarks import bench_ingest
+
+    rows = bench_ingest.run(5000, 1000, 500, reingest=True, n_rejected=1000)
+    cases = [r["case"] for r in rows]
+    assert "all rejected: ingest (rejects file)" in cases
+    assert "parquet: ingest again (all duplicates)" in cases and len(cases) == 9
