@@ -1,28 +1,34 @@
-"""Compiled usage queries over event files 2,000 property columns wide vs the same events stored
-with their few dense properties only.
+"""Compiled usage queries over events with 2,000 sparse property keys: files one column per key
+wide, files that keep the rare keys in one MAP column (warehouse.rare, what ingest and
+compaction write now), and the same events stored with their few dense properties only.
 
     python -m benchmarks.bench_wide [--events 10000000] [--keys 2000] [--reps 5]
     (needs numpy: pip install -e '.[bench]')
 
 PERFORMANCE.md asks every compiled metric query to run within 1.10x of hand-written SQL over
-plain columns "while events keep arbitrary properties (up to 2,000 keys)".  meterql stores
-every property as its own column, and a file holds the columns its rows have a value of
-(README "Performance"): events with many sparse keys make files as wide as the keys a date's
-events hold.  Data: the ingested home of benchmarks.datagen (seed 42) and, beside it (cached in
-benchmarks/data), a copy of each of its event files with `--keys` extra sparse properties
-(`p_extra_0000`...; every event holds 5 of them, seeded), the same rows and row groups (122,880
-rows, as ingest writes them).
+plain columns "while events keep arbitrary properties (up to 2,000 keys)".  Data: the ingested
+home of benchmarks.datagen (seed 42) and, beside it (cached in benchmarks/data), two copies of
+each of its event files with `--keys` extra sparse properties (`extra_0000`...; every event holds
+5 of them, seeded), the same rows and row groups (122,880 rows, as ingest writes them): the
+"wide" copy with a column per key (as meterql stored them before warehouse.rare), and the
+"rare-keys map" copy laid out by warehouse.rare.arrange (the extra keys in the map, each being on
+under 5% of the rows).
 
-The query is the reference one (sum of input_tokens per customer and model, llm_request,
-January), timed interleaved, median of --reps after a warm-up, DuckDB threads=2:
+Timed interleaved, median of --reps after a warm-up, DuckDB threads=2:
 
-    hand, dense files     hand-written DuckDB SQL over the home's files (the baseline: 1.00)
-    hand, wide files      the same SQL over the wide copies
-    compiled, wide files  the metric compiled as `meterql usage --group-by model` compiles it
-                          (metric_compiler over warehouse.events.events_relation of the wide
-                          files, their manifest figures as ingest records them)
-    ... metadata cache    the same three with DuckDB's `parquet_metadata_cache` on (a second
-                          query over the same files in one process)
+    the reference query (sum of input_tokens per customer and model, llm_request, January),
+    baseline hand-written DuckDB SQL over the home's dense files:
+        hand, wide files                the same SQL over the wide copies
+        compiled, wide files            the metric compiled as `meterql usage --group-by model`
+                                        compiles it (metric_compiler over
+                                        warehouse.events.events_relation of the files, with
+                                        their manifest figures as ingest records them)
+        compiled, rare-keys map files   the same over the map copies
+    a rare key's query (count of those events holding extra_0007, per customer), baseline
+    hand-written SQL over the wide copies' column of the key:
+        compiled, rare key, wide files / rare-keys map files
+    ... metadata cache                  all of it again with DuckDB's `parquet_metadata_cache`
+                                        on (a second query over the same files in one process)
 """
 
 from __future__ import annotations
@@ -41,9 +47,11 @@ from benchmarks.bench_compare import _sql_list
 from benchmarks.bench_compiler import END, START, bench_metric
 from benchmarks.bench_invoice import BARE_SCAN, JANUARY
 from benchmarks.datagen import data_dir, environment, generate, ingested_home
+from metric_compiler import metric_properties
 from warehouse.events import EventFile, EventStore, events_relation, integer_properties
 from warehouse.ingest.write import ROW_GROUP_SIZE
-from warehouse.layout import property_column
+from warehouse.layout import PROPERTY_PREFIX, RARE_COLUMN, property_column
+from warehouse.models import BillableMetric
 
 PER_EVENT = 5  # sparse keys each event holds
 VALUES = pa.array([f"v{i}" for i in range(97)])
@@ -84,6 +92,14 @@ def wide_copy(source: Path, target: Path, keys: int, seed: int) -> list[str]:
     return names
 
 
+def _listed(target: Path, f: EventFile, rare: tuple[str, ...] = ()) -> EventFile:
+    """The manifest entry of a copy of `f` (its property columns read from its schema)."""
+    names = pq.read_schema(target).names
+    props = tuple(n for n in names if n.startswith(PROPERTY_PREFIX))
+    ints = tuple(c for c in f.integer_columns or () if c in props)
+    return EventFile(str(target), f.row_count, f.min_timestamp, f.max_timestamp, props, ints, rare)
+
+
 def wide_files(dense: list[EventFile], key: str, keys: int) -> list[EventFile]:
     """The cached wide copies of `dense` (built on first use), as manifest entries."""
     directory = data_dir() / f"{key}-wide{keys}"
@@ -93,33 +109,40 @@ def wide_files(dense: list[EventFile], key: str, keys: int) -> list[EventFile]:
         target = directory / f"{i:04d}.parquet"
         if not target.exists():
             wide_copy(Path(f.path), target, keys, seed=i)
-        added = tuple(
-            n for n in pq.read_schema(target).names if n.startswith(property_column("extra_"))
-        )
-        out.append(
-            EventFile(
-                str(target),
-                f.row_count,
-                f.min_timestamp,
-                f.max_timestamp,
-                f.property_columns + added,
-                f.integer_columns,
-            )
-        )
+        out.append(_listed(target, f))
     return out
 
 
-def compiled(files: list[EventFile]) -> str:
-    """The "sum" metric of the compiler benchmark (input_tokens of llm_request by model)
-    compiled as `meterql usage --group-by model` compiles it over `files`."""
+def rare_files(wide: list[EventFile], key: str, keys: int) -> list[EventFile]:
+    """The cached copies of the `wide` files laid out as ingest and compaction lay them out
+    now (warehouse.rare.arrange: the rare keys in the map), as manifest entries."""
+    from warehouse.rare import arrange, rare_keys
+
+    directory = data_dir() / f"{key}-rare{keys}"
+    directory.mkdir(exist_ok=True)
+    out = []
+    for i, f in enumerate(wide):
+        target = directory / f"{i:04d}.parquet"
+        if not target.exists():
+            table = arrange(pq.read_table(f.path))
+            tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+            pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
+            tmp.replace(target)
+        held = rare_keys(pq.read_table(target, columns=[RARE_COLUMN]).column(RARE_COLUMN))
+        out.append(_listed(target, f, tuple(sorted(property_column(k) for k in held))))
+    return out
+
+
+def compiled(files: list[EventFile], metric: BillableMetric, group_by: list[str]) -> str:
+    """`metric` compiled as `meterql usage --group-by ...` compiles it over `files`."""
     from metric_compiler import Window, compile_usage
 
-    props = ["input_tokens", "model"]
+    props = metric_properties(metric, group_by)
     return compile_usage(
-        bench_metric("sum"),
+        metric,
         events_relation(files, props, START, END, resolve_customers=False),
         window=Window.none(START, END),
-        group_by=["model"],
+        group_by=group_by,
         integer_properties=integer_properties(files, props),
     ).sql
 
@@ -128,7 +151,27 @@ def _paths(files: list[EventFile]) -> str:
     return _sql_list([f.path for f in files])
 
 
-def run(n_events: int, keys: int, reps: int) -> list[tuple[str, float, float]]:
+# A rare key's query: the events of llm_request in January holding one of the sparse keys,
+# per customer (about 1 in 400 events each), by hand over the wide files' column of the key.
+RARE_KEY = _extra(7)
+RARE_SCAN = f"""
+SELECT customer_id, count(*) AS value
+FROM read_parquet({{files}}, union_by_name = true)
+WHERE event_type = 'llm_request' AND {JANUARY} AND {property_column(RARE_KEY)} IS NOT NULL
+GROUP BY ALL
+"""  # noqa: S608 - benchmark constants
+RARE_METRIC = BillableMetric.model_validate(
+    {
+        "id": "bench-rare",
+        "name": "bench rare",
+        "aggregation_type": "count",
+        "event_type_filter": {"in_values": ["llm_request"]},
+        "property_filters": [{"name": RARE_KEY, "exists": True}],
+    }
+)
+
+
+def run(n_events: int, keys: int, reps: int) -> list[tuple[str, float, float, str]]:
     dataset = generate(n_events)
     home = ingested_home(dataset)
     con = home.connect(read_only=True)
@@ -136,49 +179,73 @@ def run(n_events: int, keys: int, reps: int) -> list[tuple[str, float, float]]:
         dense = EventStore(home, con).files(None, None)
     finally:
         con.close()
-    wide = wide_files(dense, home.path.name.removesuffix(".home"), keys)
-    queries = {
-        "hand, dense files": BARE_SCAN.format(files=_paths(dense), january=JANUARY),
-        "hand, wide files": BARE_SCAN.format(files=_paths(wide), january=JANUARY),
-        "compiled, wide files": compiled(wide),
-    }
+    key = home.path.name.removesuffix(".home")
+    wide = wide_files(dense, key, keys)
+    rare = rare_files(wide, key, keys)
+    reference = "hand, dense files"
+    by_key = "hand, rare key, wide files"
+    # (name, SQL, the name of its baseline); each group's rows must agree
+    groups = [
+        [
+            (reference, BARE_SCAN.format(files=_paths(dense), january=JANUARY), reference),
+            ("hand, wide files", BARE_SCAN.format(files=_paths(wide), january=JANUARY), reference),
+            ("compiled, wide files", compiled(wide, bench_metric("sum"), ["model"]), reference),
+            (
+                "compiled, rare-keys map files",
+                compiled(rare, bench_metric("sum"), ["model"]),
+                reference,
+            ),
+        ],
+        [
+            (by_key, RARE_SCAN.format(files=_paths(wide)), by_key),
+            ("compiled, rare key, wide files", compiled(wide, RARE_METRIC, []), by_key),
+            ("compiled, rare key, rare-keys map files", compiled(rare, RARE_METRIC, []), by_key),
+        ],
+    ]
     results = []
     for cache in (False, True):
         con = duckdb.connect()
         con.execute("SET threads = 2")
         con.execute(f"SET parquet_metadata_cache = {str(cache).lower()}")
-        times: dict[str, list[tuple[float, float]]] = {name: [] for name in queries}
-        seen = set()
-        for sql in queries.values():  # warm-up (and, with the cache on, fill it)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE rows AS {sql}")
-            seen.add(con.execute("SELECT count(*), sum(value) FROM rows").fetchone())
-        assert len(seen) == 1, f"the queries disagree: {seen}"
+        times: dict[str, list[tuple[float, float]]] = {}
+        for group in groups:  # warm-up (and, with the cache on, fill it)
+            seen = set()
+            for name, sql, _ in group:
+                times[name] = []
+                con.execute(f"CREATE OR REPLACE TEMP TABLE rows AS {sql}")
+                seen.add(con.execute("SELECT count(*), sum(value) FROM rows").fetchone())
+            assert len(seen) == 1, f"the queries disagree: {seen}"
         for _ in range(reps):
-            for name, sql in queries.items():
+            for name, sql, _ in (q for group in groups for q in group):
                 wall, cpu = time.perf_counter(), time.process_time()
                 con.execute(f"CREATE OR REPLACE TEMP TABLE rows AS {sql}")
                 times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
         con.close()
         suffix = ", metadata cache" if cache else ""
-        for name, pairs in times.items():
-            wall = statistics.median(w for w, _ in pairs)
-            cpu = statistics.median(c for _, c in pairs)
-            results.append((name + suffix, wall, cpu))
+        for name, _, base in (q for group in groups for q in group):
+            wall = statistics.median(w for w, _ in times[name])
+            cpu = statistics.median(c for _, c in times[name])
+            results.append((name + suffix, wall, cpu, base + suffix))
     return results
 
 
-def report(n_events: int, keys: int, results: list[tuple[str, float, float]]) -> None:
-    base_wall, base_cpu = results[0][1], results[0][2]
+def report(n_events: int, keys: int, results: list[tuple[str, float, float, str]]) -> None:
+    seconds = {name: (wall, cpu) for name, wall, cpu, _ in results}
     print(
         f"wide files benchmark: {n_events:,} events, {keys:,} sparse keys ({PER_EVENT} per "
         f"event) added to the wide copies; {environment()}"
     )
-    print("query: sum(input_tokens) per customer and model, llm_request, January")
-    print("| query | seconds | vs hand, dense | CPU s | CPU vs hand, dense |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name, wall, cpu in results:
+    print(
+        "queries: sum(input_tokens) per customer and model, llm_request, January; and (rare "
+        f"key) the count of those events holding {RARE_KEY} per customer"
+    )
+    print("| query | seconds | vs baseline | CPU s | CPU vs baseline | baseline |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for name, wall, cpu, base in results:
+        base_wall, base_cpu = seconds[base]
         print(
-            f"| {name} | {wall:.3f} | {wall / base_wall:.2f}x | {cpu:.3f} | {cpu / base_cpu:.2f}x |"
+            f"| {name} | {wall:.3f} | {wall / base_wall:.2f}x | {cpu:.3f} | "
+            f"{cpu / base_cpu:.2f}x | {base} |"
         )
 
 

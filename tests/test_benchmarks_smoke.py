@@ -41,6 +41,8 @@ def test_wide_files_benchmark_runs(data, capsys) -> None:
     bench_wide.main(["--events", "20000", "--keys", "100", "--reps", "1"])
     out = capsys.readouterr().out
     assert "| compiled, wide files, metadata cache |" in out
+    assert "| compiled, rare-keys map files |" in out
+    assert "| compiled, rare key, rare-keys map files, metadata cache |" in out
 
 
 def test_ingest_benchmark_runs_every_case(data) -> None:

@@ -163,6 +163,7 @@ def test_every_golden_file_belongs_to_a_case() -> None:
     names = {f"{agg}__{shape}.sql" for agg, shape in CASES} | {
         "fused__three_metrics.sql",
         "fused__integer_sliced.sql",
+        "events__rare_keys.sql",  # tests/test_rare_properties.py
     }
     assert {p.name for p in GOLDEN.glob("*.sql")} == names
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from warehouse import rare
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ingest, pipeline
@@ -71,13 +72,17 @@ EXPECTED = {
 KEYS = ["model", "input_tokens", "price"]
 
 
-@pytest.fixture(autouse=True, params=["dense", "sparse"])
+@pytest.fixture(autouse=True, params=["dense", "sparse", "rare"])
 def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every test through both ways of writing: one column per key from a single sorted
-    query (few keys), and the per-date expansion of a values list (many keys)."""
-    if request.param == "sparse":
+    """Run every test through the three ways of writing: one column per key from a single
+    sorted query (few keys), the per-date expansion of a values list (many keys), and that
+    expansion with every key rare (kept in the map of rare keys, warehouse.rare)."""
+    if request.param in ("sparse", "rare"):
         monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)
         monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
+    if request.param == "rare":
+        monkeypatch.setattr(rare, "NARROW_KEYS", 0)
+        monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
     return request.param
 
 
@@ -364,7 +369,9 @@ def test_directory_and_glob(home: Home, tmp_path: Path) -> None:
     assert stored(home, KEYS) == EXPECTED
 
 
-def test_files_are_sorted_and_hold_only_their_property_columns(home: Home, tmp_path: Path) -> None:
+def test_files_are_sorted_and_hold_only_their_property_columns(
+    home: Home, tmp_path: Path, write_path: str
+) -> None:
     events = [
         {
             "transaction_id": f"t{i}",
@@ -389,15 +396,19 @@ def test_files_are_sorted_and_hold_only_their_property_columns(home: Home, tmp_p
     assert summary.files_written == 2
     con = home.connect()
     rows = con.execute(
-        "SELECT path, event_date, row_count, property_columns, event_types FROM event_files "
-        "ORDER BY event_date"
+        "SELECT path, event_date, row_count, property_columns, event_types, rare_properties "
+        "FROM event_files ORDER BY event_date"
     ).fetchall()
     assert [r[1].isoformat() for r in rows] == ["2026-01-20", "2026-01-21"]
     assert rows[0][0].startswith(f"event_date=2026-01-20/{summary.batch_id}-")
-    assert [r[3] for r in rows] == [["p_only_day_20"], ["p_only_day_21"]]
+    held = [["p_only_day_20"], ["p_only_day_21"]]
+    rare = write_path == "rare"  # every key is in the map of rare keys
+    assert [r[3] for r in rows] == ([[], []] if rare else held)
+    assert [r[5] for r in rows] == (held if rare else [[], []])
     assert rows[0][4] == ["x", "y"]
     day20 = pq.read_table(home.events_dir / rows[0][0])
-    assert [c for c in day20.column_names if c.startswith("p_")] == ["p_only_day_20"]
+    assert [c for c in day20.column_names if c.startswith("p_")] == ([] if rare else held[0])
+    assert ("rare_properties" in day20.column_names) == rare
     order = list(
         zip(
             *(day20.column(c).to_pylist() for c in ("event_type", "customer_id", "timestamp")),

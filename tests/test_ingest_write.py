@@ -236,9 +236,33 @@ def test_pivot_puts_each_key_value_on_its_row() -> None:
             "value": ["x0", "x3", "z1", "z2"],
         }
     )
-    out = _pivot(table, long, ["x", "y", "z"])
+    out = _pivot(table, long, ["x", "y", "z"], {"z"})
     assert out.column_names == ["id", property_column("z"), property_column("x")]
     assert out.column(property_column("x")).to_pylist() == ["x0", None, None, "x3"]
     assert out.column(property_column("z")).to_pylist() == [None, "own", "z2", None]
     empty = long.slice(0, 0)
-    assert _pivot(table, empty, ["x"]).equals(table)
+    assert _pivot(table, empty, ["x"], set()).equals(table)
+
+
+def test_pivot_puts_rare_keys_into_the_map(monkeypatch: pytest.MonkeyPatch) -> None:
+    # with more keys than NARROW_KEYS, a key on fewer than COLUMN_SHARE of the rows goes into
+    # the map of rare keys; a key that already has a column stays a column
+    from warehouse import rare
+    from warehouse.ingest.sparse import _pivot
+    from warehouse.layout import RARE_COLUMN, property_column
+
+    monkeypatch.setattr(rare, "NARROW_KEYS", 1)
+    monkeypatch.setattr(rare, "COLUMN_SHARE", 0.5)
+    table = pa.table({"id": ["a", "b", "c", "d"], property_column("z"): [None, "own", None, None]})
+    long = pa.table(
+        {
+            "row": pa.array([0, 1, 2, 3, 3, 2], pa.int64()),
+            "key": pa.array([0, 0, 0, 1, 2, 3], pa.int64()),
+            "value": ["x0", "x1", "x2", "y3", "z3", "w2"],
+        }
+    )
+    out = _pivot(table, long, ["x", "y", "z", "w"], {"z"})
+    assert out.column_names == ["id", property_column("z"), RARE_COLUMN, property_column("x")]
+    assert out.column(property_column("x")).to_pylist() == ["x0", "x1", "x2", None]
+    assert out.column(property_column("z")).to_pylist() == [None, "own", None, "z3"]
+    assert out.column(RARE_COLUMN).to_pylist() == [None, None, [("w", "w2")], [("y", "y3")]]

@@ -7,16 +7,19 @@ Every ingest batch writes at least one file per event date it touches, so a home
 small batches ends up with many small files per date, and every query opens all of them.
 `compact` rewrites each date partition whose file count exceeds what its rows need
 (ceil(rows / target_rows)) as files of up to `target_rows` rows, sorted like ingest sorts them
-(event_type, customer_id, timestamp; then transaction_id), with the union of the property
-columns (a column with no value in a written file is left out of it, as ingest does).
+(event_type, customer_id, timestamp; then transaction_id), with the union of their properties
+laid out anew (warehouse.rare.arrange: a column per key, but the rare keys of a file of many
+sparse keys in its map; a column with no value in a written file is left out of it, as ingest
+does).
 
 Per partition, in this order (the flow of an ingest batch, see warehouse.ingest.ledger):
 
 1. DuckDB reads the partition's listed files (`union_by_name`) sorted, and the rows are written
    under temporary names in `staging/<compaction_id>/`.
 2. Verification: the written files hold exactly the rows of the old ones: the same row count
-   (also equal to the manifest's), and the same sums of a hash of every row and of every
-   transaction_id.  A mismatch raises before anything visible changed.
+   (also equal to the manifest's), and the same sums of a hash of every row (its fixed columns
+   and its property values, wherever they are kept) and of every transaction_id.  A mismatch
+   raises before anything visible changed.
 3. The new files are renamed into `events/event_date=.../<compaction_id>-<n>.parquet` (still
    unlisted, so no reader sees them).
 4. ONE catalog transaction: the old files' `event_files` rows are replaced by the new files'
@@ -78,7 +81,7 @@ from warehouse.ingest.ledger import (
     wall,
 )
 from warehouse.ingest.pipeline import NoProgress, Progress
-from warehouse.ingest.sqltext import first_row, ident, lit_list
+from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
 from warehouse.ingest.write import (
     BATCH_ROWS,
     MAX_ROWS_PER_FILE,
@@ -86,7 +89,7 @@ from warehouse.ingest.write import (
     WrittenFile,
     write_event_table,
 )
-from warehouse.layout import EVENT_COLUMNS, is_property_column
+from warehouse.layout import EVENT_COLUMNS, RARE_COLUMN, is_property_column, property_name
 
 COMPACTED = "compacted"
 DEFAULT_GRACE = timedelta(minutes=30)
@@ -256,24 +259,49 @@ def _present(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str
 
 
 def _columns(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str]:
-    """The fixed columns in their order, then every property column of the files, sorted."""
+    """The fixed columns in their order, then every property column of the files, sorted, then
+    the map of rare keys if a file has one."""
     names = _present(work, paths)
     missing = [c for c in EVENT_COLUMNS if c not in names]
     if missing:
         raise RuntimeError(f"event files {[str(p) for p in paths]} lack the columns {missing}")
-    return [*EVENT_COLUMNS, *sorted(n for n in names if is_property_column(n))]
+    rare = [RARE_COLUMN] if RARE_COLUMN in names else []
+    return [*EVENT_COLUMNS, *sorted(n for n in names if is_property_column(n)), *rare]
 
 
-def _checksum(
-    work: duckdb.DuckDBPyConnection, paths: Sequence[Path], columns: Sequence[str]
-) -> tuple[int, int, int]:
-    """(rows, sum of a hash of every row, sum of a hash of every transaction_id) of the files;
-    a column a file set lacks reads as NULL, as the event relation reads it."""
-    present = set(_present(work, paths))
-    values = ", ".join(ident(c) if c in present else "NULL::VARCHAR" for c in columns)
+def _sum_sql(terms: Sequence[str]) -> str:
+    """`terms` added as a balanced tree (thousands of terms stay a shallow expression)."""
+    if len(terms) == 1:
+        return terms[0]
+    half = len(terms) // 2
+    return f"({_sum_sql(terms[:half])} + {_sum_sql(terms[half:])})"
+
+
+def _checksum(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> tuple[int, int, int]:
+    """(rows, sum of a hash of every row, sum of a hash of every transaction_id) of the files.
+
+    A row's hash does not depend on where its properties are kept (a column each, or the map of
+    rare keys: compaction may move a key from one to the other, warehouse.rare.arrange): it is
+    the hash of its fixed columns plus, for every property value present, the hash of (key,
+    value)."""
+    columns = _columns(work, paths)
+    fixed = ", ".join(ident(c) for c in EVENT_COLUMNS)
+    terms = [f"hash({fixed})::HUGEINT"]
+    for column in columns:
+        if is_property_column(column):
+            value = ident(column)
+            name = lit(property_name(column))
+            terms.append(
+                f"CASE WHEN {value} IS NULL THEN 0 ELSE hash({name}, {value})::HUGEINT END"
+            )
+        elif column == RARE_COLUMN:
+            terms.append(
+                f"coalesce(list_sum(list_transform(map_entries({ident(column)}), "
+                "lambda e: hash(e.key, e.value)::HUGEINT)), 0)"
+            )
     count, rows, ids = first_row(
         work,
-        f"SELECT count(*), coalesce(sum(hash({values})), 0), "  # noqa: S608 - sqlglot names
+        f"SELECT count(*), coalesce(sum({_sum_sql(terms)}), 0), "  # noqa: S608 - sqlglot names
         f"coalesce(sum(hash(transaction_id)), 0) FROM {_source(paths)}",
     )
     return int(count), int(rows), int(ids)
@@ -340,7 +368,7 @@ def _compact_partition(
     placed: list[Path] = []
     try:
         columns = _columns(work, old_paths)
-        before = _checksum(work, old_paths, columns)
+        before = _checksum(work, old_paths)
         listed_rows = sum(f.row_count for f in old)
         if before[0] != listed_rows:
             raise RuntimeError(
@@ -357,7 +385,7 @@ def _compact_partition(
         written = write_compacted(
             _sorted_batches(work, old_paths, columns), scratch / "files", target_rows, event_date
         )
-        after = _checksum(work, [w.staged_path for w in written], columns)
+        after = _checksum(work, [w.staged_path for w in written])
         if after != before:
             raise RuntimeError(
                 f"partition {event_date}: compacted files do not hold the same rows "

@@ -12,7 +12,9 @@ of unknown customers are left out unless `resolve_customers=False`.
 
 Only files listed in the `event_files` manifest are read (files of a batch that never committed
 are invisible), and the manifest prunes files by event date and timestamp range before DuckDB
-opens any of them.  A requested property that no file holds reads as NULL.
+opens any of them.  A requested property that no file holds reads as NULL; one that some files
+hold in their map of rare keys (warehouse.rare) reads as `coalesce(p_<key>,
+rare_properties['<key>'])`, or only from the map when no file has its column.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import duckdb
 from sqlglot import exp
 
 from warehouse.home import Home
-from warehouse.layout import property_column
+from warehouse.layout import RARE_COLUMN, property_column
 
 BASE_COLUMNS = (
     "transaction_id",
@@ -53,6 +55,7 @@ class EventFile:
     max_timestamp: datetime
     property_columns: tuple[str, ...]
     integer_columns: tuple[str, ...] | None = None  # None: not known (written before 0005)
+    rare_columns: tuple[str, ...] = ()  # properties held in its RARE_COLUMN map (encoded)
 
 
 def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) -> set[str]:
@@ -65,6 +68,7 @@ def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) ->
         if all(
             f.integer_columns is not None
             and (column in f.integer_columns or column not in f.property_columns)
+            and column not in f.rare_columns
             for f in files
         ):
             found.add(name)
@@ -73,7 +77,8 @@ def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) ->
 
 # The manifest columns an EventFile is read from (`manifest_files` maps the rows).
 MANIFEST_COLUMNS = (
-    "path, row_count, min_timestamp, max_timestamp, property_columns, integer_columns"
+    "path, row_count, min_timestamp, max_timestamp, property_columns, integer_columns, "
+    "rare_properties"
 )
 
 
@@ -82,9 +87,15 @@ def manifest_files(home: Home, rows: Iterable[tuple]) -> list[EventFile]:
     root = home.events_dir
     return [
         EventFile(
-            str(root / path), count, lo, hi, tuple(props), None if ints is None else tuple(ints)
+            str(root / path),
+            count,
+            lo,
+            hi,
+            tuple(props),
+            None if ints is None else tuple(ints),
+            tuple(rare or ()),
         )
-        for path, count, lo, hi, props, ints in rows
+        for path, count, lo, hi, props, ints, rare in rows
     ]
 
 
@@ -133,13 +144,6 @@ class EventStore:
         ).fetchall()
         return manifest_files(self.home, rows)
 
-    def property_names_present(self) -> set[str]:
-        """Encoded property columns held by any committed file."""
-        rows = self.con.execute(
-            "SELECT DISTINCT unnest(property_columns) FROM event_files"
-        ).fetchall()
-        return {c for (c,) in rows}
-
     def relation(
         self,
         properties: Iterable[str] = (),
@@ -161,7 +165,8 @@ def events_relation(
     *,
     resolve_customers: bool = True,
 ) -> exp.Select:
-    wanted = list(dict.fromkeys(property_column(p) for p in properties))
+    names = list(dict.fromkeys(properties))
+    wanted = [property_column(p) for p in names]
     if not files:
         select = exp.select(
             *(
@@ -173,6 +178,7 @@ def events_relation(
         return select
 
     present = set().union(*(f.property_columns for f in files))
+    in_maps = set().union(*(f.rare_columns for f in files))
     source = exp.Table(
         this=exp.Anonymous(
             this="read_parquet",
@@ -194,8 +200,19 @@ def events_relation(
             projections.append(exp.alias_(exp.column("customer_id", table="k"), c, quoted=True))
         else:
             projections.append(exp.alias_(col(c), c, quoted=True))
-    for c in wanted:
-        value = col(c) if c in present else exp.cast(exp.null(), "VARCHAR")
+    for name, c in zip(names, wanted, strict=True):
+        places: list[exp.Expression] = [col(c)] if c in present else []
+        if c in in_maps:
+            places.append(
+                exp.Bracket(this=col(RARE_COLUMN), expressions=[exp.Literal.string(name)])
+            )
+        value = (
+            exp.cast(exp.null(), "VARCHAR")
+            if not places
+            else places[0]
+            if len(places) == 1
+            else exp.Coalesce(this=places[0], expressions=places[1:])
+        )
         projections.append(exp.alias_(value, c, quoted=True))
 
     select = exp.select(*projections).from_(source)

@@ -28,6 +28,10 @@ EVENT_COLUMNS: dict[str, str] = {
     "batch_id": "VARCHAR",
 }
 
+# The MAP(VARCHAR, VARCHAR) column of a file's rare property keys (warehouse.rare); not a
+# property column name (those start with PROPERTY_PREFIX), nor a fixed one.
+RARE_COLUMN = "rare_properties"
+
 # The hive partition key: the UTC date of the event timestamp.
 PARTITION_COLUMN = "event_date"
 

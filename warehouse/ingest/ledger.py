@@ -84,8 +84,8 @@ def insert_manifest(
         return
     con.executemany(
         "INSERT INTO event_files (path, batch_id, event_date, row_count, min_timestamp, "
-        "max_timestamp, property_columns, event_types, integer_columns) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "max_timestamp, property_columns, event_types, integer_columns, rare_properties) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             [
                 final_name(batch_id, f),
@@ -97,6 +97,7 @@ def insert_manifest(
                 list(f.property_columns),
                 list(f.event_types),
                 list(f.integer_columns),
+                list(f.rare_columns),
             ]
             for f in files
         ],

@@ -11,7 +11,8 @@ machine (README "Ingest benchmarks"): DuckDB's partitioned COPY does not keep th
 inside a file when it runs on several threads, one COPY per date re-scans the whole batch per
 date, and pyarrow's writer takes less CPU than DuckDB's for the same rows.
 
-A file holds only the property columns that have a value in its rows.  The caller's `prepare`
+A file holds only the property columns that have a value in its rows (and, for many sparse
+keys, the MAP column of its rare keys: warehouse.rare).  The caller's `prepare`
 gives each row group its final columns; a file's columns are those of its first row group (the
 columns its date may hold), and a column that turns out to hold no value in the whole file is
 dropped by rewriting the file, one row group at a time (rare: a date split into several files,
@@ -35,7 +36,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from warehouse.layout import is_property_column
+from warehouse.layout import RARE_COLUMN, is_property_column, property_column
+from warehouse.rare import arrange, rare_keys
 
 ROW_GROUP_SIZE = 122_880  # DuckDB's default; small enough for row-group pruning
 MAX_ROWS_PER_FILE = 4_000_000  # a larger date is split into several files
@@ -59,6 +61,7 @@ class EventFileStats:
     property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
     event_types: tuple[str, ...]
     integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
+    rare_columns: tuple[str, ...] = ()  # encoded names of the keys in its RARE_COLUMN map
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +152,7 @@ class _Stats:
         self.event_types: set[str] = set()
         self.values: dict[str, int] = {}  # property column -> rows with a value
         self.integers: dict[str, bool] = {}  # property column -> integer_text so far
+        self.rare: set[str] = set()  # keys held in the RARE_COLUMN map
 
     def add(self, table: pa.Table) -> None:
         self.rows += len(table)
@@ -162,6 +166,9 @@ class _Stats:
                 self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
                 if self.integers.get(name, True):  # a column that failed is not looked at again
                     self.integers[name] = integer_text(column)
+            elif name == RARE_COLUMN:
+                self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
+                self.rare.update(rare_keys(column))
 
     def empty_columns(self) -> list[str]:
         return [name for name, n in self.values.items() if n == 0]
@@ -180,6 +187,7 @@ class _Stats:
                 for n in columns
                 if is_property_column(n) and n not in empty and self.integers.get(n, False)
             ),
+            rare_columns=tuple(sorted(property_column(k) for k in self.rare)),
         )
 
 
@@ -202,8 +210,10 @@ def _drop_columns(path: Path, empty: list[str]) -> list[str]:
 
 
 def write_event_table(table: pa.Table, path: Path) -> EventFileStats:
-    """Write sorted event rows (every stored column) as one Parquet file, property columns with
-    no value in these rows left out; used by compaction."""
+    """Write sorted event rows (every stored column) as one Parquet file, its properties laid
+    out anew by warehouse.rare.arrange (property columns with no value in these rows left out);
+    used by compaction."""
+    table = arrange(table)
     stats = _Stats()
     stats.add(table)
     table = table.drop_columns(stats.empty_columns())

@@ -1,0 +1,248 @@
+"""The map of rare property keys (warehouse.rare): the rule, the Arrow building blocks, reading
+a key from either place, and compaction moving keys between columns and the map."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_compact import PROPS, batch, catalog, rows
+from test_invoices_support import apply_docs, commit_events
+
+from engine.api import Meterql
+from engine.output import dumps
+from warehouse import rare
+from warehouse.events import EventFile, events_relation, integer_properties
+from warehouse.ingest import pipeline
+from warehouse.layout import RARE_COLUMN, is_property_column, property_column, property_name
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def test_split_keys_keeps_narrow_files_as_columns_and_moves_rare_keys_of_wide_ones() -> None:
+    few = {f"k{i}": 1 for i in range(rare.NARROW_KEYS)}
+    assert rare.split_keys(few, 1000) == (set(few), set())
+    many = {f"k{i}": 1 for i in range(rare.NARROW_KEYS + 1)} | {"dense": 50, "edge": 49}
+    columns, rares = rare.split_keys(many, 1000)  # 5% of 1000 rows = 50 values
+    assert columns == {"dense"}
+    assert rares == set(many) - {"dense"}
+
+
+entries = st.dictionaries(
+    st.tuples(st.integers(0, 6), st.sampled_from(["a", "b", "Model", "model", "x y", "ü", ""])),
+    st.one_of(st.none(), st.text(max_size=3)),
+    max_size=25,
+)
+
+
+@given(entries)
+@settings(max_examples=60, deadline=None)
+def test_rare_map_and_map_entries_round_trip(given_entries: dict) -> None:
+    rows = 7
+    row = pa.array([r for r, _ in given_entries], pa.int64())
+    key = pa.array([k for _, k in given_entries], pa.string())
+    value = pa.array(list(given_entries.values()), pa.string())
+    built = rare.rare_map(rows, row, key, value)
+    assert len(built) == rows
+    present = {rk: v for rk, v in given_entries.items() if v is not None}
+    for r, entry in enumerate(built.to_pylist()):
+        mine = sorted((k, v) for (rr, k), v in present.items() if rr == r)
+        assert (entry or []) == mine  # ordered by key; NULL where a row has none
+        assert (entry is None) == (not mine)
+    # across chunks, and over a slice
+    back = rare.map_entries(pa.chunked_array([built.slice(0, 3), built.slice(3)]))
+    columns = (back.column(c).to_pylist() for c in ("row", "key", "value"))
+    got = {(r, k): v for r, k, v in zip(*columns, strict=True)}
+    assert got == present
+
+
+def logical(table: pa.Table) -> list[tuple]:
+    """Each row's fixed columns and its properties as a dict, wherever they are kept."""
+    out = []
+    maps = table.column(RARE_COLUMN).to_pylist() if RARE_COLUMN in table.column_names else None
+    for i, record in enumerate(table.drop_columns([RARE_COLUMN] if maps else []).to_pylist()):
+        props = {
+            property_name(c): v
+            for c, v in record.items()
+            if is_property_column(c) and v is not None
+        }
+        props.update(dict(maps[i] or []) if maps else {})
+        fixed = tuple(v for c, v in record.items() if not is_property_column(c))
+        out.append((fixed, props))
+    return out
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["a", "b", "c", "Model", "ü x"]), st.text(max_size=2)),
+        min_size=1,
+        max_size=12,
+    ),
+    st.sampled_from([(0, 0.3), (0, 2.0), (100, 0.3)]),
+    st.sets(st.sampled_from(["a", "b", "c", "Model", "ü x"])),
+)
+@settings(max_examples=80, deadline=None)
+def test_arrange_keeps_every_value_wherever_it_was(
+    records: list[dict], rule: tuple[int, float], in_map: set[str]
+) -> None:
+    # input: the keys of `in_map` in the map, the others as columns; output by the rule
+    n = len(records)
+    table = pa.table({"transaction_id": [f"t{i}" for i in range(n)]})
+    keys = sorted({k for r in records for k in r})
+    for k in keys:
+        if k not in in_map:
+            table = table.append_column(property_column(k), pa.array([r.get(k) for r in records]))
+    held = [(i, k, v) for i, r in enumerate(records) for k, v in r.items() if k in in_map]
+    if held:
+        row, key, value = (list(x) for x in zip(*held, strict=True))
+        table = table.append_column(
+            RARE_COLUMN, rare.rare_map(n, pa.array(row, pa.int64()), pa.array(key), pa.array(value))
+        )
+    narrow, share = rule
+    original = (rare.NARROW_KEYS, rare.COLUMN_SHARE)
+    rare.NARROW_KEYS, rare.COLUMN_SHARE = narrow, share
+    try:
+        out = rare.arrange(table)
+        counts = {k: sum(k in r for r in records) for k in keys}
+        columns, rares = rare.split_keys(counts, n)
+    finally:
+        rare.NARROW_KEYS, rare.COLUMN_SHARE = original
+    assert logical(out) == logical(table)
+    assert [c for c in out.column_names if is_property_column(c)] == sorted(
+        property_column(k) for k in columns
+    )
+    assert (RARE_COLUMN in out.column_names) == bool(rares)
+
+
+def files(rare_columns: tuple[str, ...], columns: tuple[str, ...]) -> list[EventFile]:
+    at = datetime(2026, 1, 1)
+    return [
+        EventFile("/data/a.parquet", 1, at, at, columns, columns, ()),
+        EventFile("/data/b.parquet", 1, at, at, (), (), rare_columns),
+    ]
+
+
+def test_the_events_relation_reads_a_key_from_its_column_and_from_the_map(
+    request: pytest.FixtureRequest,
+) -> None:
+    # golden: "it's" is a column in one file and in the map of the other; "only map" only in a
+    # map; "nowhere" in no file
+    relation = events_relation(
+        files((property_column("it's"), property_column("only map")), (property_column("it's"),)),
+        ["it's", "only map", "nowhere"],
+        None,
+        None,
+    )
+    sql = relation.sql(dialect="duckdb", pretty=True) + "\n"
+    golden = GOLDEN / "events__rare_keys.sql"
+    if request.config.getoption("--update-golden"):
+        golden.write_text(sql)
+    assert sql == golden.read_text(), f"{golden.name} differs; review, then --update-golden"
+
+
+def test_a_key_held_in_a_map_is_not_read_as_integer_text() -> None:
+    key = property_column("n")
+    assert integer_properties(files((), (key,)), ["n"]) == {"n"}
+    assert integer_properties(files((key,), (key,)), ["n"]) == set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Compaction moves keys between columns and the map; the rows, usage and invoices stay the same
+
+
+def every_key_rare(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rare, "NARROW_KEYS", 0)
+    monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
+
+
+def layout(m: Meterql) -> tuple[set[str], set[str]]:
+    """The property columns and the map keys of the stored files (manifest and files agree)."""
+    columns: set[str] = set()
+    keys: set[str] = set()
+    for path, listed, held in m.con.execute(
+        "SELECT path, property_columns, coalesce(rare_properties, []) FROM event_files"
+    ).fetchall():
+        table = pq.read_table(m.home.events_dir / path)
+        assert [c for c in table.column_names if is_property_column(c)] == listed
+        in_map = rare.rare_keys(table.column(RARE_COLUMN)) if held else set()
+        assert sorted(property_column(k) for k in in_map) == held
+        assert (RARE_COLUMN in table.column_names) == bool(held)
+        columns.update(listed)
+        keys.update(held)
+    return columns, keys
+
+
+@pytest.mark.parametrize("ingested, compacted", [("columns", "rare"), ("rare", "columns")])
+def test_compaction_moves_keys_and_keeps_rows_usage_and_invoices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ingested: str, compacted: str
+) -> None:
+    monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)  # the sparse write path, which splits keys
+    monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
+    if ingested == "rare":
+        every_key_rare(monkeypatch)
+    m = Meterql.init(tmp_path / "home")
+    try:
+        apply_docs(m, tmp_path, catalog())
+        for k in range(3):
+            commit_events(m, batch(k), now="2026-03-05T00:00:00Z")
+        columns, keys = layout(m)
+        everything = {property_column(p) for p in PROPS}
+        assert (columns, keys) == (
+            (everything, set()) if ingested == "columns" else (set(), everything)
+        )
+        before = rows(m)
+        usage = m.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by=["Model"])
+        m.invoice_run("2026-03-10T00:00:00Z")
+        invoices = dumps(m.invoices())
+
+        monkeypatch.setattr(rare, "NARROW_KEYS", 64)
+        monkeypatch.setattr(rare, "COLUMN_SHARE", 0.05)
+        if compacted == "rare":
+            every_key_rare(monkeypatch)
+        summary = m.compact()
+        assert (summary.files_before, summary.files_after) == (9, 3)
+        assert layout(m) == ((set(), everything) if compacted == "rare" else (everything, set()))
+        assert rows(m) == before
+        again = m.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by=["Model"])
+        assert again.to_pylist() == usage.to_pylist() and usage.num_rows == 4
+        rerun = m.invoice_run("2026-03-10T00:00:00Z")
+        assert rerun.invoices.unchanged == 2 and rerun.invoices.updated == 0
+        assert dumps(m.invoices()) == invoices
+    finally:
+        m.close()
+
+
+def test_compaction_checksum_sees_a_value_lost_in_the_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warehouse.ingest.write as write_mod
+
+    m = Meterql.init(tmp_path / "home")
+    try:
+        apply_docs(m, tmp_path, catalog())
+        for k in range(2):
+            commit_events(m, batch(k), now="2026-03-05T00:00:00Z")
+        every_key_rare(monkeypatch)
+        real = rare.arrange
+
+        def lossy(table: pa.Table) -> pa.Table:
+            out = real(table)
+            maps = out.column(RARE_COLUMN).to_pylist()
+            maps[0] = [e for e in maps[0] if e[0] != "user_id"]  # one value dropped
+            return out.set_column(
+                out.column_names.index(RARE_COLUMN), RARE_COLUMN, pa.array(maps, rare.RARE_TYPE)
+            )
+
+        monkeypatch.setattr(write_mod, "arrange", lossy)
+        before = rows(m)
+        with pytest.raises(RuntimeError, match="do not hold the same rows"):
+            m.compact()
+        assert rows(m) == before
+        assert layout(m)[1] == set()  # nothing changed: the ingested files are listed
+    finally:
+        m.close()

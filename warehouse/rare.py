@@ -1,0 +1,173 @@
+"""Rare property keys: kept in one MAP column of a file instead of a column each.
+
+A file of events with thousands of sparse keys (each on a small share of the rows) held one
+column per key, and every query over such a file, even one reading none of those keys, paid for
+its width: DuckDB decodes the footer's metadata of every column in every row group (measured,
+README "Performance": 2.2x the same events' query over the file without those columns).  So a
+file with more than `NARROW_KEYS` property keys keeps as columns only the keys that have a value
+in at least `COLUMN_SHARE` of its rows; the other keys' values go into the MAP(VARCHAR,
+VARCHAR) column `RARE_COLUMN` (key: the property name as sent; a row without any rare value
+holds NULL).  The manifest lists each file's rare keys (`event_files.rare_properties`, encoded
+like `property_columns`), and the events relation reads a property as `coalesce(p_<key>,
+rare_properties['<key>'])` where files hold it in either place (warehouse.events).
+
+    split_keys(counts, rows)               which keys are columns and which are rare
+    rare_map(rows, row, key, value)        the MAP column of (row, key, value) entries
+    map_entries(column)                    the (row, key, value) entries of a MAP column
+    arrange(table)                         a table's properties laid out by the rule (compaction)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from warehouse.layout import RARE_COLUMN, is_property_column, property_column, property_name
+
+# A file with at most this many property keys keeps every key as a column.
+NARROW_KEYS = 64
+# Otherwise a key is a column when it has a value in at least this share of the file's rows: a
+# file then has at most (values per row) / COLUMN_SHARE property columns.
+COLUMN_SHARE = 0.05
+
+RARE_TYPE = pa.map_(pa.string(), pa.string())
+
+
+def split_keys(counts: Mapping[str, int], rows: int) -> tuple[set[str], set[str]]:
+    """(column keys, rare keys) of a file of `rows` rows whose keys have `counts` values."""
+    if len(counts) <= NARROW_KEYS:
+        return set(counts), set()
+    floor = COLUMN_SHARE * rows
+    columns = {k for k, n in counts.items() if n >= floor}
+    return columns, set(counts) - columns
+
+
+def rare_map(rows: int, row: pa.Array, key: pa.Array, value: pa.Array) -> pa.MapArray:
+    """The MAP column of `rows` rows holding the entries (row, key, value) (at most one per row
+    and key; NULL values are left out), each row's entries ordered by key; NULL where a row
+    has none."""
+    entries = pa.table({"row": row, "key": key, "value": value}).filter(pc.is_valid(value))
+    entries = entries.sort_by([("row", "ascending"), ("key", "ascending")])
+    per_row = pc.value_counts(entries.column("row").combine_chunks())
+    counts = pa.nulls(rows, pa.int64())
+    if rows and len(per_row):
+        counts = pc.scatter(
+            pc.cast(per_row.field("counts"), pa.int64()),
+            per_row.field("values"),
+            max_index=rows - 1,
+        )
+    counts = counts.fill_null(0)
+    offsets = pa.concat_arrays(
+        [pa.array([0], pa.int32()), pc.cast(pc.cumulative_sum(counts), pa.int32())]
+    )
+    return pa.MapArray.from_arrays(
+        offsets,
+        entries.column("key").combine_chunks().cast(pa.string()),
+        entries.column("value").combine_chunks().cast(pa.string()),
+        mask=pc.equal(counts, 0),
+    )
+
+
+def map_entries(column: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """The (row, key, value) entries of a MAP column (rows numbered from 0 across chunks)."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    parts = []
+    base = 0
+    for chunk in chunks:
+        offsets = chunk.offsets
+        start = offsets[0].as_py()
+        size = offsets[-1].as_py() - start
+        keys = chunk.keys.slice(start, size)
+        items = chunk.items.slice(start, size)
+        # pyarrow has no list kernels for maps: the same offsets as a list of the entry numbers
+        lists = pa.ListArray.from_arrays(
+            pc.subtract(offsets, start), pa.array(range(size), pa.int64()), mask=chunk.is_null()
+        )
+        parent = pc.list_parent_indices(lists)
+        picked = pc.list_flatten(lists)
+        parts.append(
+            pa.table(
+                {
+                    "row": pc.add(pc.cast(parent, pa.int64()), base),
+                    "key": keys.take(picked),
+                    "value": items.take(picked),
+                }
+            )
+        )
+        base += len(chunk)
+    if not parts:
+        return pa.table(
+            {
+                "row": pa.array([], pa.int64()),
+                "key": pa.array([], pa.string()),
+                "value": pa.array([], pa.string()),
+            }
+        )
+    return pa.concat_tables(parts)
+
+
+def rare_keys(column: pa.Array | pa.ChunkedArray) -> set[str]:
+    """The keys a MAP column holds."""
+    return set(pc.unique(map_entries(column).column("key")).to_pylist())
+
+
+def arrange(table: pa.Table) -> pa.Table:
+    """`table` (fixed columns, property columns, maybe RARE_COLUMN) with its properties laid
+    out by the rule of this module, whichever of the two places held each key's values: the
+    fixed columns first, in their order, then the property columns sorted by name, then the
+    map (if any key is rare)."""
+    n = len(table)
+    fixed = [c for c in table.column_names if not is_property_column(c) and c != RARE_COLUMN]
+    columns = {
+        property_name(c): table.column(c).combine_chunks()
+        for c in table.column_names
+        if is_property_column(c)
+    }
+    held = (
+        map_entries(table.column(RARE_COLUMN))
+        if RARE_COLUMN in table.column_names
+        else map_entries(pa.array([], RARE_TYPE))
+    )
+    counts = {k: len(c) - c.null_count for k, c in columns.items()}
+    tallied = pc.value_counts(held.column("key").combine_chunks())
+    for key, count in zip(
+        tallied.field("values").to_pylist(), tallied.field("counts").to_pylist(), strict=True
+    ):
+        counts[key] = counts.get(key, 0) + count
+    as_columns, rare = split_keys({k: c for k, c in counts.items() if c}, n)
+    out = table.select(fixed)
+    for key in sorted(as_columns, key=property_column):
+        column = columns.get(key)
+        in_map = held.filter(pc.equal(held.column("key"), key))
+        if len(in_map):
+            spread = pc.scatter(
+                in_map.column("value").combine_chunks(),
+                in_map.column("row").combine_chunks(),
+                max_index=n - 1,
+            )
+            column = spread if column is None else pc.coalesce(column, spread)
+        out = out.append_column(property_column(key), column)
+    if not rare:
+        return out
+    parts = [held.filter(pc.is_in(held.column("key"), pa.array(sorted(rare), pa.string())))]
+    for key in sorted(rare & set(columns)):
+        column = columns[key]
+        where = pc.cast(pc.indices_nonzero(pc.is_valid(column)), pa.int64())
+        parts.append(
+            pa.table(
+                {
+                    "row": where,
+                    "key": pa.DictionaryArray.from_arrays(
+                        pa.nulls(len(where), pa.int32()).fill_null(0), pa.array([key])
+                    ).cast(pa.string()),
+                    "value": column.take(where).cast(pa.string()),
+                }
+            )
+        )
+    entries = pa.concat_tables(parts)
+    return out.append_column(
+        RARE_COLUMN,
+        rare_map(n, entries.column("row"), entries.column("key"), entries.column("value")),
+    )
