@@ -260,6 +260,7 @@ def ingested_home(dataset: Dataset, fmt: str = "parquet"):
     assert source is not None
     target = data_dir() / f"{dataset.key}-{fmt}-i{INGEST_VERSION}.home"
     if (target / "catalog.duckdb").exists():
+        Home(target).connect().close()  # a cached home built by an older meterql: migrated
         return Home(target)
     building = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     shutil.rmtree(building, ignore_errors=True)

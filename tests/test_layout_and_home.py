@@ -82,10 +82,17 @@ def test_older_home_is_upgraded_on_open(tmp_path: Path) -> None:
     con.execute("INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [number, name])
     con.execute("INSERT INTO customers VALUES ('c1', 'Acme', '{}', now(), now())")
     con.close()
+    # read-only, it cannot be migrated: a clear error, not a missing column later
+    with pytest.raises(HomeError, match=r"schema version 1, this meterql reads version \d+.*init"):
+        home.connect(read_only=True)
     con = home.connect()
     assert migrations.current_version(con) == migrations.LATEST
     assert con.execute("SELECT count(*) FROM event_files").fetchone() == (0,)
     assert con.execute("SELECT name FROM customers").fetchall() == [("Acme",)]
+    con.close()
+    con = home.connect(read_only=True)  # migrated: read-only opens
+    assert con.execute("SELECT name FROM customers").fetchall() == [("Acme",)]
+    con.close()
 
 
 def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.errors import HomeError
-from warehouse.migrations import migrate
+from warehouse.migrations import LATEST, migrate, pending_version
 
 DEFAULT_HOME = ".meterql"
 DEFAULT_MEMORY_LIMIT = "3GiB"  # see Home.connect
@@ -102,6 +102,16 @@ class Home:
         con = self._open(str(self.catalog_path), self._temp_directory(), read_only=read_only)
         if not read_only:
             migrate(con)
+            return con
+        version = pending_version(con)
+        if version is not None:
+            con.close()
+            raise HomeError(
+                f"meterql home {self.path}: its catalog is at schema version {version}, this "
+                f"meterql reads version {LATEST}; it cannot be migrated read-only: run any "
+                f"meterql command on it once (e.g. `meterql --home {self.path} init`, which is "
+                "safe to run again) to migrate it"
+            )
         return con
 
     def connect_work(self, name: str) -> duckdb.DuckDBPyConnection:

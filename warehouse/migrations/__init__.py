@@ -33,6 +33,19 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
+def pending_version(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The catalog's schema version when migrations are pending (None: up to date), without
+    writing (for read-only connections)."""
+    [(exists,)] = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' "
+        "AND database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()
+    if not exists:
+        return 0
+    [(version,)] = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    return None if int(version) >= LATEST else int(version)
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply every pending migration, each in its own transaction.  Returns the names applied."""
     version = current_version(con)
