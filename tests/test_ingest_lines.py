@@ -8,12 +8,13 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from warehouse.errors import UserError
 from warehouse.home import Home
 from warehouse.ingest import ingest, readers
-from warehouse.ingest.readers import count_lines
+from warehouse.ingest.readers import count_lines, lines_bytes
 
 NOW = datetime(2026, 2, 1)
 
@@ -87,6 +88,32 @@ def test_a_line_longer_than_the_first_buffer_is_read_again(
     ]
 
 
+def duckdb_lines(path: Path, max_line: int, buffer: int) -> tuple[int, int]:
+    """(lines, bytes of their text) as DuckDB's CSV reader gives them (as readers reads)."""
+    con = duckdb.connect()
+    try:
+        file = readers.SourceFile(0, path, "ndjson", path.stat().st_size)
+        lines = readers._read_lines(file, max_line, buffer)
+        sql = f"SELECT count(*), coalesce(sum(strlen(line)), 0) FROM {lines}"  # noqa: S608
+        return con.execute(sql).fetchall()[0]
+    finally:
+        con.close()
+
+
+@pytest.mark.usefixtures("small_buffers")
+def test_a_long_line_between_others_is_read_again(home: Home, tmp_path: Path) -> None:
+    lines = [line(i) for i in range(40)]
+    lines[27] = line(27, 1500)  # longer than the first buffer, not at either end
+    path = tmp_path / "middle.ndjson"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # what makes the check necessary: DuckDB leaves that line out without an error
+    read, text_bytes = duckdb_lines(path, readers.FAST_LINE_BYTES, readers.FAST_BUFFER_BYTES)
+    assert read == 39
+    assert lines_bytes(path, read, text_bytes) != path.stat().st_size
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.received, summary.accepted) == (40, 40)
+
+
 @pytest.mark.usefixtures("small_buffers")
 @pytest.mark.parametrize("pad", [4000, 7000])  # longer than the limit / than every buffer
 def test_a_line_longer_than_the_limit_stops_the_ingest(
@@ -118,3 +145,31 @@ def test_count_lines(tmp_path: Path, data: bytes, expected: int) -> None:
     (tmp_path / "x.ndjson.gz").write_bytes(gzip.compress(data))
     assert count_lines(tmp_path / "x.ndjson") == expected
     assert count_lines(tmp_path / "x.ndjson.gz") == expected
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a",
+        b"a\n",
+        b"a\nb",
+        b"a\r\nb\r\n\r\n",
+        b"\n\n",
+        b"a\rb\r",
+        b"a\rb",
+        b" \t\n\xc3\xa9\xe2\x82\xac\n\nx",
+        b"\xef\xbb\xbfa\nbb\n",
+        b"\xef\xbb\xbf\r\nx\r\n",
+        b"x" * 70_000 + b"\r\ny",  # the first line end beyond the first 64 KiB read
+    ],
+)
+def test_lines_bytes_is_the_size_of_the_lines_duckdb_reads(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(data)
+    read, text_bytes = duckdb_lines(path, readers.MAX_LINE_BYTES, readers.READ_BUFFER_BYTES)
+    assert read == count_lines(path)
+    assert lines_bytes(path, read, text_bytes) == len(data)
+    # a line left out (a long one: some text with it) or a line cut in two breaks the sum
+    if text_bytes:
+        assert lines_bytes(path, read - 1, text_bytes - 1) != len(data)
+    assert lines_bytes(path, read + 1, text_bytes) != len(data)
