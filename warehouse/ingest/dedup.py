@@ -32,17 +32,15 @@ def find_duplicates(
     """Fill the relation `duplicates(pos, transaction_id, against)`, flag those rows of `staged`
     (column `duplicate`), and return how many there are.
 
-    `valid` names a relation of the batch's valid records (pos, transaction_id, ts)."""
+    `valid` names a relation of the batch's valid records (pos, transaction_id, tid_hash, ts),
+    `tid_hash` being `hash(transaction_id)` (computed once, while staging)."""
     earliest: datetime | None = first_row(work, f"SELECT min(ts) FROM {valid}")[0]  # noqa: S608
     files = store.files(start=earliest - DEDUP_WINDOW) if earliest is not None else []
     work.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE batch_repeats AS
         SELECT pos, transaction_id FROM {valid}
-        WHERE hash(transaction_id) IN (
-            SELECT h FROM (SELECT hash(transaction_id) AS h FROM {valid})
-            GROUP BY h HAVING count(*) > 1
-        )
+        WHERE tid_hash IN (SELECT tid_hash FROM {valid} GROUP BY tid_hash HAVING count(*) > 1)
         """  # noqa: S608 - fixed SQL
     )
     work.execute(
@@ -56,15 +54,15 @@ def find_duplicates(
             CREATE OR REPLACE TEMP TABLE stored_matches AS
             SELECT h, transaction_id
             FROM (SELECT hash(transaction_id) AS h, transaction_id FROM {stored})
-            WHERE h IN (SELECT hash(transaction_id) FROM {valid})
+            WHERE h IN (SELECT tid_hash FROM {valid})
             """  # noqa: S608 - paths rendered by sqlglot
         )
         work.execute(
             f"""
             INSERT INTO stored_duplicates
             SELECT pos, transaction_id
-            FROM (SELECT pos, transaction_id, hash(transaction_id) AS h FROM {valid}) v
-            SEMI JOIN stored_matches s ON s.h = v.h AND s.transaction_id = v.transaction_id
+            FROM {valid} v
+            SEMI JOIN stored_matches s ON s.h = v.tid_hash AND s.transaction_id = v.transaction_id
             """  # noqa: S608 - fixed SQL
         )
     work.execute(

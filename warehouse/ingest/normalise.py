@@ -202,10 +202,11 @@ def _problems(clock_sql: str) -> dict[str, tuple[str, str | None, str]]:
 
 
 def normalised_select(raw_select: str, property_columns: list[str], clock: datetime) -> str:
-    """SQL: the staged rows (see `STAGED_COLUMNS`) of the records `raw_select` returns.
+    """SQL: the staged rows (see readers.STAGED_FIXED) of the records `raw_select` returns.
 
     `property_columns` are the (already quoted) property columns `raw_select` returns besides
-    the raw columns; they pass through unchanged."""
+    the raw columns; they pass through unchanged.  `tid_hash` is the transaction id's 64-bit
+    hash, computed here once for dedup (whose statements each computed it again)."""
     clock_sql = ts_literal(clock).sql(DIALECT)
     oldest = f"({clock_sql} - INTERVAL {TOO_OLD.days} DAY)"
     newest = f"({clock_sql} + INTERVAL {int(FUTURE_SKEW.total_seconds())} SECOND)"
@@ -260,7 +261,8 @@ def normalised_select(raw_select: str, property_columns: list[str], clock: datet
     )
     passthrough = "".join(f", {c}" for c in property_columns)
     return f"""
-        SELECT pos, tid AS transaction_id, cust AS customer_id, et AS event_type, ts,
+        SELECT pos, tid AS transaction_id, hash(tid) AS tid_hash, cust AS customer_id,
+               et AS event_type, ts,
                {reason_case} AS reason, {field_case} AS field, {message_case} AS message
                {passthrough}
         FROM (

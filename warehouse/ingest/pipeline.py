@@ -126,12 +126,12 @@ def _run(
 
             progress.update(description="deduplicating")
             work.execute(
-                "CREATE TEMP VIEW valid AS SELECT pos, transaction_id, ts FROM staged "
+                "CREATE TEMP VIEW valid AS SELECT pos, transaction_id, tid_hash, ts FROM staged "
                 "WHERE reason IS NULL"
             )
             duplicates = find_duplicates(work, EventStore(home, catalog))
             work.execute(
-                "CREATE TEMP VIEW accepted AS SELECT * FROM staged "
+                "CREATE TEMP VIEW accepted AS SELECT * EXCLUDE (tid_hash) FROM staged "
                 "WHERE reason IS NULL AND duplicate IS NULL"
             )
             phase("dedup")

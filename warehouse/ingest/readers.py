@@ -73,6 +73,7 @@ _READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.Convers
 STAGED_FIXED = {
     "pos": "BIGINT",
     "transaction_id": "VARCHAR",
+    "tid_hash": "UBIGINT",  # hash(transaction_id), for dedup
     "customer_id": "VARCHAR",
     "event_type": "VARCHAR",
     "ts": "TIMESTAMP",
