@@ -11,8 +11,8 @@ home of benchmarks.datagen (seed 42) and, beside it (cached in benchmarks/data),
 each of its event files with `--keys` extra sparse properties (`extra_0000`...; every event holds
 5 of them, seeded), the same rows and row groups (122,880 rows, as ingest writes them): the
 "wide" copy with a column per key (as meterql stored them before warehouse.rare), and the
-"rare-keys map" copy laid out by warehouse.rare.arrange (the extra keys in the map, each being on
-under 5% of the rows).
+"rare-keys map" copy laid out by warehouse.rare.arrange (the extra keys, each on under 5% of the
+rows, in the maps of their buckets).
 
 Timed interleaved, median of --reps after a warm-up, DuckDB threads=2:
 
@@ -41,6 +41,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from benchmarks.bench_compare import _sql_list
@@ -50,7 +51,7 @@ from benchmarks.datagen import data_dir, environment, generate, ingested_home
 from metric_compiler import metric_properties
 from warehouse.events import EventFile, EventStore, events_relation, integer_properties
 from warehouse.ingest.write import ROW_GROUP_SIZE
-from warehouse.layout import PROPERTY_PREFIX, RARE_COLUMN, property_column
+from warehouse.layout import PROPERTY_PREFIX, RARE_BUCKETS, property_column
 from warehouse.models import BillableMetric
 
 PER_EVENT = 5  # sparse keys each event holds
@@ -116,9 +117,9 @@ def wide_files(dense: list[EventFile], key: str, keys: int) -> list[EventFile]:
 def rare_files(wide: list[EventFile], key: str, keys: int) -> list[EventFile]:
     """The cached copies of the `wide` files laid out as ingest and compaction lay them out
     now (warehouse.rare.arrange: the rare keys in the map), as manifest entries."""
-    from warehouse.rare import arrange, rare_keys
+    from warehouse.rare import arrange, held_entries
 
-    directory = data_dir() / f"{key}-rare{keys}"
+    directory = data_dir() / f"{key}-rare{keys}-b{RARE_BUCKETS}"
     directory.mkdir(exist_ok=True)
     out = []
     for i, f in enumerate(wide):
@@ -128,7 +129,8 @@ def rare_files(wide: list[EventFile], key: str, keys: int) -> list[EventFile]:
             tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
             pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
             tmp.replace(target)
-        held = rare_keys(pq.read_table(target, columns=[RARE_COLUMN]).column(RARE_COLUMN))
+        table = pq.read_table(target)
+        held = set(pc.unique(held_entries(table).column("key")).to_pylist())
         out.append(_listed(target, f, tuple(sorted(property_column(k) for k in held))))
     return out
 

@@ -16,7 +16,7 @@ from warehouse import rare
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ingest, pipeline
-from warehouse.layout import property_column
+from warehouse.layout import property_column, rare_column
 
 NOW = datetime(2026, 2, 1)
 
@@ -408,7 +408,8 @@ def test_files_are_sorted_and_hold_only_their_property_columns(
     assert rows[0][4] == ["x", "y"]
     day20 = pq.read_table(home.events_dir / rows[0][0])
     assert [c for c in day20.column_names if c.startswith("p_")] == ([] if rare else held[0])
-    assert ("rare_properties" in day20.column_names) == rare
+    maps = [c for c in day20.column_names if c.startswith("rare_properties_")]
+    assert maps == ([rare_column("only_day_20")] if rare else [])
     order = list(
         zip(
             *(day20.column(c).to_pylist() for c in ("event_type", "customer_id", "timestamp")),

@@ -249,7 +249,7 @@ def test_pivot_puts_rare_keys_into_the_map(monkeypatch: pytest.MonkeyPatch) -> N
     # the map of rare keys; a key that already has a column stays a column
     from warehouse import rare
     from warehouse.ingest.sparse import _pivot
-    from warehouse.layout import RARE_COLUMN, property_column
+    from warehouse.layout import property_column, rare_column
 
     monkeypatch.setattr(rare, "NARROW_KEYS", 1)
     monkeypatch.setattr(rare, "COLUMN_SHARE", 0.5)
@@ -262,7 +262,10 @@ def test_pivot_puts_rare_keys_into_the_map(monkeypatch: pytest.MonkeyPatch) -> N
         }
     )
     out = _pivot(table, long, ["x", "y", "z", "w"], {"z"})
-    assert out.column_names == ["id", property_column("z"), RARE_COLUMN, property_column("x")]
+    maps = sorted({rare_column("w"), rare_column("y")})
+    assert out.column_names == ["id", property_column("z"), *maps, property_column("x")]
     assert out.column(property_column("x")).to_pylist() == ["x0", "x1", "x2", None]
     assert out.column(property_column("z")).to_pylist() == [None, "own", None, "z3"]
-    assert out.column(RARE_COLUMN).to_pylist() == [None, None, [("w", "w2")], [("y", "y3")]]
+    assert rare_column("w") != rare_column("y")  # each in its bucket's map
+    assert out.column(rare_column("w")).to_pylist() == [None, None, [("w", "w2")], None]
+    assert out.column(rare_column("y")).to_pylist() == [None, None, None, [("y", "y3")]]

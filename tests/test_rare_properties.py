@@ -19,7 +19,14 @@ from engine.output import dumps
 from warehouse import rare
 from warehouse.events import EventFile, events_relation, integer_properties
 from warehouse.ingest import pipeline
-from warehouse.layout import RARE_COLUMN, is_property_column, property_column, property_name
+from warehouse.layout import (
+    RARE_BUCKETS,
+    is_property_column,
+    is_rare_column,
+    property_column,
+    property_name,
+    rare_column,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -31,6 +38,18 @@ def test_split_keys_keeps_narrow_files_as_columns_and_moves_rare_keys_of_wide_on
     columns, rares = rare.split_keys(many, 1000)  # 5% of 1000 rows = 50 values
     assert columns == {"dense"}
     assert rares == set(many) - {"dense"}
+
+
+def test_a_keys_bucket_is_stable_and_spread() -> None:
+    # the bucket is part of the stored layout: it must never change between versions
+    assert [rare_column(k) for k in ("input_tokens", "Model", "ünï", "")] == [
+        "rare_properties_03",
+        "rare_properties_13",
+        "rare_properties_10",
+        "rare_properties_00",
+    ]
+    spread = {rare_column(f"extra_{i:04d}") for i in range(2000)}
+    assert len(spread) == RARE_BUCKETS
 
 
 entries = st.dictionaries(
@@ -63,16 +82,19 @@ def test_rare_map_and_map_entries_round_trip(given_entries: dict) -> None:
 
 def logical(table: pa.Table) -> list[tuple]:
     """Each row's fixed columns and its properties as a dict, wherever they are kept."""
+    maps = [c for c in table.column_names if is_rare_column(c)]
     out = []
-    maps = table.column(RARE_COLUMN).to_pylist() if RARE_COLUMN in table.column_names else None
-    for i, record in enumerate(table.drop_columns([RARE_COLUMN] if maps else []).to_pylist()):
+    for record in table.to_pylist():
         props = {
             property_name(c): v
             for c, v in record.items()
             if is_property_column(c) and v is not None
         }
-        props.update(dict(maps[i] or []) if maps else {})
-        fixed = tuple(v for c, v in record.items() if not is_property_column(c))
+        for c in maps:
+            for key, value in record[c] or []:
+                assert rare_column(key) == c  # each key in its bucket's map
+                props[key] = value
+        fixed = tuple(v for c, v in record.items() if c in ("transaction_id",))
         out.append((fixed, props))
     return out
 
@@ -100,9 +122,10 @@ def test_arrange_keeps_every_value_wherever_it_was(
     held = [(i, k, v) for i, r in enumerate(records) for k, v in r.items() if k in in_map]
     if held:
         row, key, value = (list(x) for x in zip(*held, strict=True))
-        table = table.append_column(
-            RARE_COLUMN, rare.rare_map(n, pa.array(row, pa.int64()), pa.array(key), pa.array(value))
-        )
+        for name, column in rare.rare_maps(
+            n, pa.array(row, pa.int64()), pa.array(key), pa.array(value)
+        ):
+            table = table.append_column(name, column)
     narrow, share = rule
     original = (rare.NARROW_KEYS, rare.COLUMN_SHARE)
     rare.NARROW_KEYS, rare.COLUMN_SHARE = narrow, share
@@ -116,7 +139,9 @@ def test_arrange_keeps_every_value_wherever_it_was(
     assert [c for c in out.column_names if is_property_column(c)] == sorted(
         property_column(k) for k in columns
     )
-    assert (RARE_COLUMN in out.column_names) == bool(rares)
+    assert [c for c in out.column_names if is_rare_column(c)] == sorted(
+        {rare_column(k) for k in rares}
+    )
 
 
 def files(rare_columns: tuple[str, ...], columns: tuple[str, ...]) -> list[EventFile]:
@@ -169,9 +194,10 @@ def layout(m: Meterql) -> tuple[set[str], set[str]]:
     ).fetchall():
         table = pq.read_table(m.home.events_dir / path)
         assert [c for c in table.column_names if is_property_column(c)] == listed
-        in_map = rare.rare_keys(table.column(RARE_COLUMN)) if held else set()
+        maps = [c for c in table.column_names if is_rare_column(c)]
+        in_map = set(rare.held_entries(table).column("key").to_pylist())
         assert sorted(property_column(k) for k in in_map) == held
-        assert (RARE_COLUMN in table.column_names) == bool(held)
+        assert maps == sorted({rare_column(k) for k in in_map})
         columns.update(listed)
         keys.update(held)
     return columns, keys
@@ -232,10 +258,11 @@ def test_compaction_checksum_sees_a_value_lost_in_the_move(
 
         def lossy(table: pa.Table) -> pa.Table:
             out = real(table)
-            maps = out.column(RARE_COLUMN).to_pylist()
+            name = rare_column("user_id")
+            maps = out.column(name).to_pylist()
             maps[0] = [e for e in maps[0] if e[0] != "user_id"]  # one value dropped
             return out.set_column(
-                out.column_names.index(RARE_COLUMN), RARE_COLUMN, pa.array(maps, rare.RARE_TYPE)
+                out.column_names.index(name), name, pa.array(maps, rare.RARE_TYPE)
             )
 
         monkeypatch.setattr(write_mod, "arrange", lossy)

@@ -89,7 +89,7 @@ from warehouse.ingest.write import (
     WrittenFile,
     write_event_table,
 )
-from warehouse.layout import EVENT_COLUMNS, RARE_COLUMN, is_property_column, property_name
+from warehouse.layout import EVENT_COLUMNS, is_property_column, is_rare_column, property_name
 
 COMPACTED = "compacted"
 DEFAULT_GRACE = timedelta(minutes=30)
@@ -260,12 +260,12 @@ def _present(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str
 
 def _columns(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str]:
     """The fixed columns in their order, then every property column of the files, sorted, then
-    the map of rare keys if a file has one."""
+    the maps of rare keys the files have, sorted."""
     names = _present(work, paths)
     missing = [c for c in EVENT_COLUMNS if c not in names]
     if missing:
         raise RuntimeError(f"event files {[str(p) for p in paths]} lack the columns {missing}")
-    rare = [RARE_COLUMN] if RARE_COLUMN in names else []
+    rare = sorted(n for n in names if is_rare_column(n))
     return [*EVENT_COLUMNS, *sorted(n for n in names if is_property_column(n)), *rare]
 
 
@@ -294,7 +294,7 @@ def _checksum(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> tuple[i
             terms.append(
                 f"CASE WHEN {value} IS NULL THEN 0 ELSE hash({name}, {value})::HUGEINT END"
             )
-        elif column == RARE_COLUMN:
+        elif is_rare_column(column):
             terms.append(
                 f"coalesce(list_sum(list_transform(map_entries({ident(column)}), "
                 "lambda e: hash(e.key, e.value)::HUGEINT)), 0)"

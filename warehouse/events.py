@@ -14,7 +14,8 @@ Only files listed in the `event_files` manifest are read (files of a batch that 
 are invisible), and the manifest prunes files by event date and timestamp range before DuckDB
 opens any of them.  A requested property that no file holds reads as NULL; one that some files
 hold in their map of rare keys (warehouse.rare) reads as `coalesce(p_<key>,
-rare_properties['<key>'])`, or only from the map when no file has its column.
+rare_properties_NN['<key>'])` (NN: the key's bucket), or only from the map when no file has its
+column.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import duckdb
 from sqlglot import exp
 
 from warehouse.home import Home
-from warehouse.layout import RARE_COLUMN, property_column
+from warehouse.layout import property_column, rare_column
 
 BASE_COLUMNS = (
     "transaction_id",
@@ -55,7 +56,7 @@ class EventFile:
     max_timestamp: datetime
     property_columns: tuple[str, ...]
     integer_columns: tuple[str, ...] | None = None  # None: not known (written before 0005)
-    rare_columns: tuple[str, ...] = ()  # properties held in its RARE_COLUMN map (encoded)
+    rare_columns: tuple[str, ...] = ()  # properties held in its rare-key maps (encoded)
 
 
 def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) -> set[str]:
@@ -204,7 +205,7 @@ def events_relation(
         places: list[exp.Expression] = [col(c)] if c in present else []
         if c in in_maps:
             places.append(
-                exp.Bracket(this=col(RARE_COLUMN), expressions=[exp.Literal.string(name)])
+                exp.Bracket(this=col(rare_column(name)), expressions=[exp.Literal.string(name)])
             )
         value = (
             exp.cast(exp.null(), "VARCHAR")

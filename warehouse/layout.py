@@ -15,6 +15,7 @@ encoding is reversible, and common snake_case names stay readable (`input_tokens
 from __future__ import annotations
 
 import re
+import zlib
 
 PROPERTY_PREFIX = "p_"
 
@@ -28,9 +29,11 @@ EVENT_COLUMNS: dict[str, str] = {
     "batch_id": "VARCHAR",
 }
 
-# The MAP(VARCHAR, VARCHAR) column of a file's rare property keys (warehouse.rare); not a
-# property column name (those start with PROPERTY_PREFIX), nor a fixed one.
-RARE_COLUMN = "rare_properties"
+# The MAP(VARCHAR, VARCHAR) columns of a file's rare property keys (warehouse.rare): a key's
+# values go to the column of its bucket, `rare_properties_00` to `rare_properties_15` (neither
+# a property column name, which starts with PROPERTY_PREFIX, nor a fixed one).
+RARE_PREFIX = "rare_properties_"
+RARE_BUCKETS = 16
 
 # The hive partition key: the UTC date of the event timestamp.
 PARTITION_COLUMN = "event_date"
@@ -70,3 +73,13 @@ def property_name(column: str) -> str:
 
 def is_property_column(column: str) -> bool:
     return column.startswith(PROPERTY_PREFIX)
+
+
+def rare_column(name: str) -> str:
+    """The map column that holds property `name` in a file where it is a rare key: its bucket,
+    the CRC-32 of its UTF-8 bytes modulo RARE_BUCKETS (stable across versions and platforms)."""
+    return f"{RARE_PREFIX}{zlib.crc32(name.encode('utf-8')) % RARE_BUCKETS:02d}"
+
+
+def is_rare_column(column: str) -> bool:
+    return column.startswith(RARE_PREFIX)

@@ -5,8 +5,8 @@ SELECT
   "e"."timestamp" AS "timestamp",
   "e"."ingested_at" AS "ingested_at",
   "e"."batch_id" AS "batch_id",
-  COALESCE("e"."p_it%27s", "e"."rare_properties"['it''s']) AS "p_it%27s",
-  "e"."rare_properties"['only map'] AS "p_only%20map",
+  COALESCE("e"."p_it%27s", "e"."rare_properties_10"['it''s']) AS "p_it%27s",
+  "e"."rare_properties_14"['only map'] AS "p_only%20map",
   CAST(NULL AS TEXT) AS "p_nowhere"
 FROM READ_PARQUET(
   ['/data/a.parquet', '/data/b.parquet'],

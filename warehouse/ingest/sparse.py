@@ -23,8 +23,8 @@ from warehouse.ingest.properties import discover_keys, json_entry_value
 from warehouse.ingest.readers import Plan
 from warehouse.ingest.sqltext import ident, lit, lit_list
 from warehouse.ingest.write import BATCH_ROWS, Piece
-from warehouse.layout import RARE_COLUMN, is_property_column, property_column
-from warehouse.rare import rare_map, split_keys
+from warehouse.layout import is_property_column, property_column
+from warehouse.rare import rare_maps, split_keys
 
 DATE_COLUMN = "__event_date"
 
@@ -115,8 +115,8 @@ def _date_query(
 def _pivot(table: pa.Table, long: pa.Table, keys: list[str], columns: set[str]) -> pa.Table:
     """Add the values of `long` (row, key, value), sorted by key then row, to `table`: each
     key that warehouse.rare.split_keys makes a column (and every key of `columns`, the
-    properties `table` already has a column of) as a column, the rare keys as the MAP column
-    RARE_COLUMN.  A key's column has its values at their rows and NULL elsewhere; a property
+    properties `table` already has a column of) as a column, the rare keys in the MAP columns
+    of their buckets.  A key's column has its values at their rows and NULL elsewhere; a property
     column of the same name keeps its values and takes the key's where it has none.
 
     All column keys at once: every value is scattered to (its key's rank) x rows + its row of
@@ -144,9 +144,8 @@ def _pivot(table: pa.Table, long: pa.Table, keys: list[str], columns: set[str]) 
         entries = long.filter(is_rare)
         long = long.filter(pc.invert(is_rare))
         names = pa.array(keys, pa.string()).take(entries.column("key"))
-        table = table.append_column(
-            RARE_COLUMN, rare_map(n, entries.column("row"), names, entries.column("value"))
-        )
+        for name, column in rare_maps(n, entries.column("row"), names, entries.column("value")):
+            table = table.append_column(name, column)
     if not len(long):
         return table
     key = long.column("key")

@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from warehouse.layout import RARE_COLUMN, is_property_column, property_column
+from warehouse.layout import is_property_column, is_rare_column, property_column
 from warehouse.rare import arrange, rare_keys
 
 ROW_GROUP_SIZE = 122_880  # DuckDB's default; small enough for row-group pruning
@@ -61,7 +61,7 @@ class EventFileStats:
     property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
     event_types: tuple[str, ...]
     integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
-    rare_columns: tuple[str, ...] = ()  # encoded names of the keys in its RARE_COLUMN map
+    rare_columns: tuple[str, ...] = ()  # encoded names of the keys in its rare-key maps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +152,7 @@ class _Stats:
         self.event_types: set[str] = set()
         self.values: dict[str, int] = {}  # property column -> rows with a value
         self.integers: dict[str, bool] = {}  # property column -> integer_text so far
-        self.rare: set[str] = set()  # keys held in the RARE_COLUMN map
+        self.rare: set[str] = set()  # keys held in the rare-key maps
 
     def add(self, table: pa.Table) -> None:
         self.rows += len(table)
@@ -166,7 +166,7 @@ class _Stats:
                 self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
                 if self.integers.get(name, True):  # a column that failed is not looked at again
                     self.integers[name] = integer_text(column)
-            elif name == RARE_COLUMN:
+            elif is_rare_column(name):
                 self.values[name] = self.values.get(name, 0) + len(column) - column.null_count
                 self.rare.update(rare_keys(column))
 
