@@ -174,11 +174,12 @@ def run(
                 summary = ingest(home, [source], now=generate(1).now)
             assert summary.accepted == n_sparse, summary
             con = home.connect()
-            (width,) = con.execute("SELECT avg(len(property_columns)) FROM event_files").fetchall()[
-                0
-            ]
+            [(width, rare)] = con.execute(
+                "SELECT avg(len(property_columns)), avg(len(coalesce(rare_properties, []))) "
+                "FROM event_files"
+            ).fetchall()
             con.close()
-            case = f"sparse keys: ingest ({width:.0f} columns/file)"
+            case = f"sparse keys: ingest ({width:.0f} cols, {rare:.0f} in maps)"
             rows.append(_row(case, n_sparse, timer, copy, summary.phases))
     return rows
 
