@@ -37,6 +37,7 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -62,9 +63,8 @@ def _extra(k: int) -> str:
     return f"extra_{k:04d}"
 
 
-def wide_copy(source: Path, target: Path, keys: int, seed: int) -> list[str]:
-    """Write `source`'s rows with `keys` sparse properties added (PER_EVENT per event); returns
-    the added column names."""
+def wide_copy(source: Path, target: Path, keys: int, seed: int) -> None:
+    """Write `source`'s rows with `keys` sparse properties added (PER_EVENT per event)."""
     import numpy as np  # the `bench` extra
 
     table = pq.read_table(source)
@@ -86,11 +86,31 @@ def wide_copy(source: Path, target: Path, keys: int, seed: int) -> list[str]:
         absent[held] = False
         arrays.append(pa.DictionaryArray.from_arrays(pa.array(index, mask=absent), VALUES))
         names.append(property_column(_extra(k)))
-    wide = pa.Table.from_arrays([*table.columns, *arrays], names=[*table.column_names, *names])
+    _write(
+        pa.Table.from_arrays([*table.columns, *arrays], names=[*table.column_names, *names]), target
+    )
+
+
+def _write(table: pa.Table, target: Path) -> None:
+    """Write `table` to `target` in row groups as ingest writes them, atomically."""
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-    pq.write_table(wide, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
     tmp.replace(target)
-    return names
+
+
+def _cached(
+    files: list[EventFile], directory: Path, build: Callable[[EventFile, Path, int], None]
+) -> list[Path]:
+    """The copies directory/NNNN.parquet of `files`, each built by `build(file, target, i)`
+    on first use (cached in benchmarks/data)."""
+    directory.mkdir(exist_ok=True)
+    targets = []
+    for i, f in enumerate(files):
+        target = directory / f"{i:04d}.parquet"
+        if not target.exists():
+            build(f, target, i)
+        targets.append(target)
+    return targets
 
 
 def _listed(target: Path, f: EventFile, rare: tuple[str, ...] = ()) -> EventFile:
@@ -103,34 +123,27 @@ def _listed(target: Path, f: EventFile, rare: tuple[str, ...] = ()) -> EventFile
 
 def wide_files(dense: list[EventFile], key: str, keys: int) -> list[EventFile]:
     """The cached wide copies of `dense` (built on first use), as manifest entries."""
-    directory = data_dir() / f"{key}-wide{keys}"
-    directory.mkdir(exist_ok=True)
-    out = []
-    for i, f in enumerate(dense):
-        target = directory / f"{i:04d}.parquet"
-        if not target.exists():
-            wide_copy(Path(f.path), target, keys, seed=i)
-        out.append(_listed(target, f))
-    return out
+    targets = _cached(
+        dense,
+        data_dir() / f"{key}-wide{keys}",
+        lambda f, target, i: wide_copy(Path(f.path), target, keys, seed=i),
+    )
+    return [_listed(target, f) for target, f in zip(targets, dense, strict=True)]
 
 
 def rare_files(wide: list[EventFile], key: str, keys: int) -> list[EventFile]:
     """The cached copies of the `wide` files laid out as ingest and compaction lay them out
-    now (warehouse.rare.arrange: the rare keys in the map), as manifest entries."""
+    now (warehouse.rare.arrange: the rare keys in bucket maps), as manifest entries."""
     from warehouse.rare import arrange, held_entries
 
-    directory = data_dir() / f"{key}-rare{keys}-b{RARE_BUCKETS}"
-    directory.mkdir(exist_ok=True)
+    targets = _cached(
+        wide,
+        data_dir() / f"{key}-rare{keys}-b{RARE_BUCKETS}",
+        lambda f, target, i: _write(arrange(pq.read_table(f.path)), target),
+    )
     out = []
-    for i, f in enumerate(wide):
-        target = directory / f"{i:04d}.parquet"
-        if not target.exists():
-            table = arrange(pq.read_table(f.path))
-            tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="snappy")
-            tmp.replace(target)
-        table = pq.read_table(target)
-        held = set(pc.unique(held_entries(table).column("key")).to_pylist())
+    for target, f in zip(targets, wide, strict=True):
+        held = pc.unique(held_entries(pq.read_table(target)).column("key")).to_pylist()
         out.append(_listed(target, f, tuple(sorted(property_column(k) for k in held))))
     return out
 
