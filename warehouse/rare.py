@@ -22,6 +22,7 @@ encoded like `property_columns`), and the events relation reads a property as
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 
 import pyarrow as pa
@@ -110,20 +111,19 @@ def map_entries(column: pa.Array | pa.ChunkedArray) -> pa.Table:
         offsets = chunk.offsets
         start = offsets[0].as_py()
         size = offsets[-1].as_py() - start
-        keys = chunk.keys.slice(start, size)
-        items = chunk.items.slice(start, size)
-        # pyarrow has no list kernels for maps: the same offsets as a list of the entry numbers
-        lists = pa.ListArray.from_arrays(
-            pc.subtract(offsets, start), pa.array(range(size), pa.int64()), mask=chunk.is_null()
+        # pyarrow has no list kernels for maps: the same offsets over the keys and the items
+        relative = pc.subtract(offsets, start)
+        nulls = chunk.is_null()
+        keys, items = (
+            pa.ListArray.from_arrays(relative, values.slice(start, size), mask=nulls)
+            for values in (chunk.keys, chunk.items)
         )
-        parent = pc.list_parent_indices(lists)
-        picked = pc.list_flatten(lists)
         parts.append(
             pa.table(
                 {
-                    "row": pc.add(pc.cast(parent, pa.int64()), base),
-                    "key": keys.take(picked),
-                    "value": items.take(picked),
+                    "row": pc.add(pc.cast(pc.list_parent_indices(keys), pa.int64()), base),
+                    "key": pc.list_flatten(keys),
+                    "value": pc.list_flatten(items),
                 }
             )
         )
@@ -157,23 +157,26 @@ def arrange(table: pa.Table) -> pa.Table:
         if is_property_column(c)
     }
     held = held_entries(table)
-    counts = {k: len(c) - c.null_count for k, c in columns.items()}
     tallied = pc.value_counts(held.column("key").combine_chunks())
-    for key, count in zip(
-        tallied.field("values").to_pylist(), tallied.field("counts").to_pylist(), strict=True
-    ):
+    in_maps = dict(
+        zip(tallied.field("values").to_pylist(), tallied.field("counts").to_pylist(), strict=True)
+    )
+    counts = {k: len(c) - c.null_count for k, c in columns.items()}
+    for key, count in in_maps.items():
         counts[key] = counts.get(key, 0) + count
     as_columns, rare = split_keys({k: c for k, c in counts.items() if c}, n)
+    # the map entries of keys that become columns, sorted by key: one slice per key
+    moving = sorted(as_columns & set(in_maps))
+    moved = held.filter(pc.is_in(held.column("key"), pa.array(moving, pa.string())))
+    moved = moved.sort_by("key").combine_chunks()
+    sizes = [in_maps[k] for k in moving]
+    starts = dict(zip(moving, itertools.accumulate(sizes, initial=0), strict=False))
     out = table.select(fixed)
     for key in sorted(as_columns, key=property_column):
         column = columns.get(key)
-        in_map = held.filter(pc.equal(held.column("key"), key))
-        if len(in_map):
-            spread = pc.scatter(
-                in_map.column("value").combine_chunks(),
-                in_map.column("row").combine_chunks(),
-                max_index=n - 1,
-            )
+        if key in starts:
+            part = moved.slice(starts[key], in_maps[key])
+            spread = pc.scatter(part.column("value"), part.column("row"), max_index=n - 1)
             column = spread if column is None else pc.coalesce(column, spread)
         out = out.append_column(property_column(key), column)
     if not rare:
