@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.bench_ingest",
     "layout": "benchmarks.bench_layout",
     "wide": "benchmarks.bench_wide",
+    "compact": "benchmarks.bench_compact",
     "compiler": "benchmarks.bench_compiler",
     "invoice": "benchmarks.bench_invoice",
     "compare": "benchmarks.bench_compare",

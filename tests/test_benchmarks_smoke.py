@@ -52,3 +52,12 @@ def test_ingest_benchmark_runs_every_case(data) -> None:
     cases = [r["case"] for r in rows]
     assert "all rejected: ingest (rejects file)" in cases
     assert "parquet: ingest again (all duplicates)" in cases and len(cases) == 9
+
+
+def test_compaction_benchmark_runs(data, capsys) -> None:
+    from benchmarks import bench_compact
+
+    bench_compact.main(["--events", "3000", "--batches", "2", "--sparse-events", "500"])
+    out = capsys.readouterr().out
+    assert "| llm: compact | 3,000 |" in out and "| sparse keys: compact | 500 |" in out
+    assert out.count("faster after |") == 2
