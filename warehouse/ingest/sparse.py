@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from warehouse.ingest.properties import discover_keys, json_entry_value
 from warehouse.ingest.readers import Plan
-from warehouse.ingest.sqltext import ident, lit, lit_list
+from warehouse.ingest.sqltext import ident, lit
 from warehouse.ingest.write import BATCH_ROWS, Piece
 from warehouse.layout import is_property_column, property_column
 from warehouse.rare import rare_maps, split_keys
@@ -47,8 +47,17 @@ def sparse_pieces(work: duckdb.DuckDBPyConnection, plan: Plan) -> Iterator[Piece
             f"SELECT DISTINCT {DATE_COLUMN} FROM sorted_events ORDER BY 1"  # noqa: S608
         ).fetchall()
     ]
+    # the keys of the whole batch, numbered once (a bound list, not SQL text per date:
+    # measured, rendering and scanning a literal of ~800 keys per date was a third of a small
+    # batch's write)
+    keys = discover_keys(work, plan, "sorted_events", columns=False)
+    work.execute(
+        "CREATE OR REPLACE TEMP TABLE sparse_keys AS "
+        "SELECT unnest($keys::VARCHAR[]) AS name, unnest(range(len($keys::VARCHAR[]))) AS key",
+        {"keys": keys},
+    )
     for event_date in dates:
-        rows_sql, long_sql, keys = _date_query(work, plan, event_date)
+        rows_sql, long_sql = _date_query(plan, event_date, bool(keys))
         table = work.sql(rows_sql).to_arrow_table()
         if long_sql is not None:
             long = work.sql(long_sql).to_arrow_table()
@@ -62,20 +71,17 @@ def sparse_pieces(work: duckdb.DuckDBPyConnection, plan: Plan) -> Iterator[Piece
             yield event_date, batch
 
 
-def _date_query(
-    work: duckdb.DuckDBPyConnection, plan: Plan, event_date: date
-) -> tuple[str, str | None, list[str]]:
+def _date_query(plan: Plan, event_date: date, any_keys: bool) -> tuple[str, str | None]:
     """For one date of `sorted_events`: the SQL of its rows in order with the fixed columns and
-    the column properties, the SQL of its JSON and MAP property values in long form (row, key
-    index, value), and the keys."""
+    the column properties, and (if the batch has JSON or MAP keys) the SQL of its JSON and MAP
+    property values in long form (row, key index in `sparse_keys`, value)."""
     day = f"DATE {lit(event_date.isoformat())}"
     rows = f"(SELECT * FROM sorted_events WHERE {DATE_COLUMN} = {day})"  # noqa: S608
     columns = "".join(f", {ident(property_column(n))}" for n in plan.column_properties)
     fixed = 'transaction_id, customer_id, event_type, ts AS "timestamp"'
     rows_sql = f"SELECT {fixed} {columns} FROM {rows} s"  # noqa: S608
-    keys = discover_keys(work, plan, rows, columns=False)
-    if not keys:
-        return rows_sql, None, []
+    if not any_keys:
+        return rows_sql, None
     numbered = f"(SELECT row_number() OVER () - 1 AS rn, * FROM {rows} s)"  # noqa: S608
     parts = []
     if plan.has_json:
@@ -105,11 +111,10 @@ def _date_query(
     long_sql = f"""
         SELECT v.row, k.key, v.value
         FROM ({" UNION ALL ".join(parts)}) v
-        JOIN (SELECT unnest({lit_list(keys)}) AS name, unnest(range({len(keys)})) AS key) k
-          ON k.name = v.name
+        JOIN sparse_keys k ON k.name = v.name
         ORDER BY k.key, v.row
-    """  # noqa: S608 - keys rendered by sqlglot
-    return rows_sql, long_sql, keys
+    """  # noqa: S608 - fixed SQL
+    return rows_sql, long_sql
 
 
 def _pivot(table: pa.Table, long: pa.Table, keys: list[str], columns: set[str]) -> pa.Table:
