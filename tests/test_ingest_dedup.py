@@ -8,6 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from warehouse.events import EventStore
 from warehouse.home import Home
@@ -56,3 +58,33 @@ def test_equal_hashes_of_different_ids_are_not_duplicates(tmp_path: Path) -> Non
     ]
     flagged = work.execute("SELECT pos FROM staged WHERE duplicate ORDER BY pos").fetchall()
     assert flagged == [(2,), (6,)]
+
+
+def test_an_integer_id_is_the_same_id_as_its_text(tmp_path: Path) -> None:
+    """The staged hash is of the id's text: an integer column's 7, an NDJSON 7 and "7" are
+    one transaction id, within a batch and against the stored events."""
+    home = Home.resolve(tmp_path / "home")
+    home.init()
+    parquet = tmp_path / "ints.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "transaction_id": pa.array([7, 8], pa.int64()),
+                "customer_id": ["c", "c"],
+                "event_type": ["e", "e"],
+                "timestamp": ["2026-01-20T00:00:00Z", "2026-01-20T00:00:01Z"],
+            }
+        ),
+        parquet,
+    )
+    lines = tmp_path / "texts.ndjson"
+    event = {"customer_id": "c", "event_type": "e", "timestamp": "2026-01-20T00:00:02Z"}
+    lines.write_text(
+        "\n".join(json.dumps({"transaction_id": t, **event}) for t in (7, "8", "9")),
+        encoding="utf-8",
+    )
+    first = ingest(home, [parquet, lines], now=NOW)
+    assert (first.accepted, first.duplicates) == (3, 2)
+    assert first.duplicate_transaction_ids == ["7", "8"]
+    again = ingest(home, [lines, parquet], now=NOW)
+    assert (again.accepted, again.duplicates) == (0, 5)
