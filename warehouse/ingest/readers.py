@@ -48,7 +48,7 @@ PROPERTIES = "properties"
 POS_SHIFT = 40
 # The longest line or CSV row read.  DuckDB's CSV reader (2.0) needs a read buffer larger than
 # that (its default, 16 times as large, is 4 GiB: more than the memory limit for a gzipped file),
-# and it drops a line longer than its buffer without an error: so lines are counted (below).
+# and it drops a line longer than its buffer without an error: so reads are checked (below).
 MAX_LINE_BYTES = 256 * 1024 * 1024
 READ_BUFFER_BYTES = 2 * MAX_LINE_BYTES
 # NDJSON lines are first read with a smaller buffer, on every thread for a plain file larger
