@@ -144,11 +144,11 @@ def test_arrange_keeps_every_value_wherever_it_was(
     )
 
 
-def files(rare_columns: tuple[str, ...], columns: tuple[str, ...]) -> list[EventFile]:
+def files(rare_properties: tuple[str, ...], columns: tuple[str, ...]) -> list[EventFile]:
     at = datetime(2026, 1, 1)
     return [
         EventFile("/data/a.parquet", 1, at, at, columns, columns, ()),
-        EventFile("/data/b.parquet", 1, at, at, (), (), rare_columns),
+        EventFile("/data/b.parquet", 1, at, at, (), (), rare_properties),
     ]
 
 

@@ -9,8 +9,8 @@ small batches ends up with many small files per date, and every query opens all 
 (ceil(rows / target_rows)) as files of up to `target_rows` rows, sorted like ingest sorts them
 (event_type, customer_id, timestamp; then transaction_id), with the union of their properties
 laid out anew (warehouse.rare.arrange: a column per key, but the rare keys of a file of many
-sparse keys in its map; a column with no value in a written file is left out of it, as ingest
-does).
+sparse keys in the maps of their buckets; a column with no value in a written file is left out
+of it, as ingest does).
 
 Per partition, in this order (the flow of an ingest batch, see warehouse.ingest.ledger):
 
@@ -280,7 +280,7 @@ def _sum_sql(terms: Sequence[str]) -> str:
 def _checksum(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> tuple[int, int, int]:
     """(rows, sum of a hash of every row, sum of a hash of every transaction_id) of the files.
 
-    A row's hash does not depend on where its properties are kept (a column each, or the map of
+    A row's hash does not depend on where its properties are kept (a column each, or a map of
     rare keys: compaction may move a key from one to the other, warehouse.rare.arrange): it is
     the hash of its fixed columns plus, for every property value present, the hash of (key,
     value)."""

@@ -56,7 +56,7 @@ class EventFile:
     max_timestamp: datetime
     property_columns: tuple[str, ...]
     integer_columns: tuple[str, ...] | None = None  # None: not known (written before 0005)
-    rare_columns: tuple[str, ...] = ()  # properties held in its rare-key maps (encoded)
+    rare_properties: tuple[str, ...] = ()  # properties held in its rare-key maps (encoded)
 
 
 def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) -> set[str]:
@@ -69,7 +69,7 @@ def integer_properties(files: Sequence[EventFile], properties: Iterable[str]) ->
         if all(
             f.integer_columns is not None
             and (column in f.integer_columns or column not in f.property_columns)
-            and column not in f.rare_columns
+            and column not in f.rare_properties
             for f in files
         ):
             found.add(name)
@@ -179,7 +179,7 @@ def events_relation(
         return select
 
     present = set().union(*(f.property_columns for f in files))
-    in_maps = set().union(*(f.rare_columns for f in files))
+    in_maps = set().union(*(f.rare_properties for f in files))
     source = exp.Table(
         this=exp.Anonymous(
             this="read_parquet",
@@ -207,13 +207,9 @@ def events_relation(
             places.append(
                 exp.Bracket(this=col(rare_column(name)), expressions=[exp.Literal.string(name)])
             )
-        value = (
-            exp.cast(exp.null(), "VARCHAR")
-            if not places
-            else places[0]
-            if len(places) == 1
-            else exp.Coalesce(this=places[0], expressions=places[1:])
-        )
+        if not places:
+            places.append(exp.cast(exp.null(), "VARCHAR"))
+        value = places[0] if len(places) == 1 else exp.func("coalesce", *places)
         projections.append(exp.alias_(value, c, quoted=True))
 
     select = exp.select(*projections).from_(source)

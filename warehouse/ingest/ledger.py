@@ -97,7 +97,7 @@ def insert_manifest(
                 list(f.property_columns),
                 list(f.event_types),
                 list(f.integer_columns),
-                list(f.rare_columns),
+                list(f.rare_properties),
             ]
             for f in files
         ],

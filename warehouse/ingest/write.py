@@ -12,9 +12,9 @@ inside a file when it runs on several threads, one COPY per date re-scans the wh
 date, and pyarrow's writer takes less CPU than DuckDB's for the same rows.
 
 A file holds only the property columns that have a value in its rows (and, for many sparse
-keys, the MAP column of its rare keys: warehouse.rare).  The caller's `prepare`
-gives each row group its final columns; a file's columns are those of its first row group (the
-columns its date may hold), and a column that turns out to hold no value in the whole file is
+keys, the MAP columns of its rare keys: warehouse.rare).  The caller's `prepare` gives each row
+group its final columns; a file's columns are those of its first row group (the columns its
+date may hold), and a column that turns out to hold no value in the whole file is
 dropped by rewriting the file, one row group at a time (rare: a date split into several files,
 or a key sent only with JSON null values).  `write_event_table` writes one in-memory table the
 same way (compaction).  Files are written into the batch's staging directory;
@@ -61,7 +61,7 @@ class EventFileStats:
     property_columns: tuple[str, ...]  # encoded names of the columns with a value in this file
     event_types: tuple[str, ...]
     integer_columns: tuple[str, ...]  # property columns whose every value is integer_text
-    rare_columns: tuple[str, ...] = ()  # encoded names of the keys in its rare-key maps
+    rare_properties: tuple[str, ...] = ()  # encoded names of the keys in its rare-key maps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,7 +187,7 @@ class _Stats:
                 for n in columns
                 if is_property_column(n) and n not in empty and self.integers.get(n, False)
             ),
-            rare_columns=tuple(sorted(property_column(k) for k in self.rare)),
+            rare_properties=tuple(sorted(property_column(k) for k in self.rare)),
         )
 
 
