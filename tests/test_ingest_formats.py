@@ -11,8 +11,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from layouts import every_key_rare
 
-from warehouse import rare
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ingest, pipeline
@@ -77,12 +77,11 @@ def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     """Run every test through the three ways of writing: one column per key from a single
     sorted query (few keys), the per-date expansion of a values list (many keys), and that
     expansion with every key rare (kept in the map of rare keys, warehouse.rare)."""
-    if request.param in ("sparse", "rare"):
+    if request.param == "sparse":
         monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)
         monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
     if request.param == "rare":
-        monkeypatch.setattr(rare, "NARROW_KEYS", 0)
-        monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
+        every_key_rare(monkeypatch)
     return request.param
 
 

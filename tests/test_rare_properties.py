@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layouts import every_key_rare
 from test_compact import PROPS, batch, catalog, rows
 from test_invoices_support import apply_docs, commit_events
 
@@ -180,11 +181,6 @@ def test_a_key_held_in_a_map_is_not_read_as_integer_text() -> None:
 # Compaction moves keys between columns and the map; the rows, usage and invoices stay the same
 
 
-def every_key_rare(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rare, "NARROW_KEYS", 0)
-    monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
-
-
 def layout(m: Meterql) -> tuple[set[str], set[str]]:
     """The property columns and the map keys of the stored files (manifest and files agree)."""
     columns: set[str] = set()
@@ -207,7 +203,7 @@ def layout(m: Meterql) -> tuple[set[str], set[str]]:
 def test_compaction_moves_keys_and_keeps_rows_usage_and_invoices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ingested: str, compacted: str
 ) -> None:
-    monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)  # the sparse write path, which splits keys
+    monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)  # the write path that splits keys
     monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
     if ingested == "rare":
         every_key_rare(monkeypatch)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from layouts import LAYOUTS, layout_of, stored_as
 from typer.testing import CliRunner
 
 from engine.api import Meterql
@@ -130,8 +131,19 @@ def make_events() -> list[Sent]:
 EVENTS = make_events()
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="module", params=LAYOUTS)
+def home(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The events stored a column per key, or (second run of every test) with every key in the
+    maps of rare keys (warehouse.rare): a SQL metric reads them the same either way."""
+    with stored_as(request.param):
+        path = _home(tmp_path_factory)
+    mq = Meterql.open(path)
+    assert layout_of(mq.con) == request.param
+    mq.close()
+    return path
+
+
+def _home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import yaml
 
     path = tmp_path_factory.mktemp("sqlmetric") / "home"

@@ -1,0 +1,40 @@
+"""Storing the same events in both property layouts, for tests that must read the same either
+way: a column per key, or every key in the maps of rare keys (warehouse.rare)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from warehouse import rare
+from warehouse.ingest import pipeline
+
+LAYOUTS = ["columns", "rare keys"]
+
+
+def every_key_rare(patch: pytest.MonkeyPatch) -> None:
+    """Ingest and compaction keep every key in the maps of rare keys."""
+    patch.setattr(pipeline, "DENSE_KEYS", 0)  # the write path that splits keys
+    patch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
+    patch.setattr(rare, "NARROW_KEYS", 0)
+    patch.setattr(rare, "COLUMN_SHARE", 2.0)
+
+
+@contextmanager
+def stored_as(layout: str) -> Iterator[None]:
+    """Ingest (and compact) inside the block with `layout`, one of LAYOUTS."""
+    with pytest.MonkeyPatch.context() as patch:
+        if layout == "rare keys":
+            every_key_rare(patch)
+        yield
+
+
+def layout_of(con) -> str:
+    """The layout the manifest says the stored files have."""
+    [(columns, in_maps)] = con.execute(
+        "SELECT flatten(list(property_columns)), flatten(list(rare_properties)) FROM event_files"
+    ).fetchall()
+    assert not (columns and in_maps), "both layouts at once"
+    return "rare keys" if in_maps else "columns"
