@@ -3,8 +3,9 @@ way: a column per key, or every key in the maps of rare keys (warehouse.rare).""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,17 @@ def layout_of(con) -> str:
     ).fetchall()
     assert not (columns and in_maps), "both layouts at once"
     return "rare keys" if in_maps else "columns"
+
+
+def home_stored_as(layout: str, build: Callable[[], Path]) -> Path:
+    """The home `build()` makes (ingesting its events) with `layout`, checked to have it."""
+    from engine.api import Meterql
+
+    with stored_as(layout):
+        path = build()
+    mq = Meterql.open(path)
+    try:
+        assert layout_of(mq.con) == layout
+    finally:
+        mq.close()
+    return path

@@ -14,7 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from layouts import LAYOUTS, layout_of, stored_as
+from layouts import LAYOUTS, home_stored_as
 from typer.testing import CliRunner
 
 from engine.api import Meterql
@@ -135,12 +135,7 @@ EVENTS = make_events()
 def home(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The events stored a column per key, or (second run of every test) with every key in the
     maps of rare keys (warehouse.rare): a SQL metric reads them the same either way."""
-    with stored_as(request.param):
-        path = _home(tmp_path_factory)
-    mq = Meterql.open(path)
-    assert layout_of(mq.con) == request.param
-    mq.close()
-    return path
+    return home_stored_as(request.param, lambda: _home(tmp_path_factory))
 
 
 def _home(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from evaluator import Event, evaluate
-from layouts import LAYOUTS, layout_of, stored_as
+from layouts import LAYOUTS, home_stored_as
 from typer.testing import CliRunner
 
 from engine.api import Meterql
@@ -99,12 +99,7 @@ KNOWN = [
 def home(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The events stored a column per key, or (second run of every test) with every key in the
     maps of rare keys (warehouse.rare): usage is the same either way."""
-    with stored_as(request.param):
-        path = _home(tmp_path_factory)
-    mq = Meterql.open(path)
-    assert layout_of(mq.con) == request.param
-    mq.close()
-    return path
+    return home_stored_as(request.param, lambda: _home(tmp_path_factory))
 
 
 def _home(tmp_path_factory: pytest.TempPathFactory) -> Path:
