@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from warehouse import rare
+from warehouse.catalog import Catalog
 from warehouse.ingest import pipeline
 
 LAYOUTS = ["columns", "rare keys"]
 
 
 def every_key_rare(patch: pytest.MonkeyPatch) -> None:
-    """Ingest and compaction keep every key in the maps of rare keys."""
+    """Ingest and compaction keep every key in the maps of rare keys, the metered ones too."""
+    patch.setattr(Catalog, "metered_properties", lambda self: set())
     patch.setattr(pipeline, "DENSE_KEYS", 0)  # the write path that splits keys
     patch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
     patch.setattr(rare, "NARROW_KEYS", 0)

@@ -310,8 +310,10 @@ def test_zero_grace_deletes_the_replaced_files_at_once(mq):
 
 def test_rows_that_do_not_match_abort_and_leave_everything_as_it_was(mq, monkeypatch):
     before, listed, on_disk = rows(mq), manifest(mq), event_files_on_disk(mq)
-    write = compact_mod._write
-    monkeypatch.setattr(compact_mod, "_write", lambda t, path, n: write(t.slice(1), path, n))
+    write = compact_mod.write_event_table
+    monkeypatch.setattr(
+        compact_mod, "write_event_table", lambda t, path, kept: write(t.slice(1), path, kept)
+    )
     with pytest.raises(RuntimeError, match="do not hold the same rows"):
         mq.compact()
     assert (manifest(mq), event_files_on_disk(mq), rows(mq)) == (listed, on_disk, before)

@@ -11,13 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from layouts import every_key_rare
+from layouts import every_key_rare, stored_as
 from test_compact import PROPS, batch, catalog, rows
 from test_invoices_support import apply_docs, commit_events
 
 from engine.api import Meterql
 from engine.output import dumps
 from warehouse import rare
+from warehouse.catalog import Catalog
 from warehouse.events import EventFile, events_relation, integer_properties
 from warehouse.ingest import pipeline
 from warehouse.layout import (
@@ -39,6 +40,13 @@ def test_split_keys_keeps_narrow_files_as_columns_and_moves_rare_keys_of_wide_on
     columns, rares = rare.split_keys(many, 1000)  # 5% of 1000 rows = 50 values
     assert columns == {"dense"}
     assert rares == set(many) - {"dense"}
+
+
+def test_split_keys_keeps_the_metered_keys_as_columns_whatever_their_share() -> None:
+    many = {f"k{i}": 1 for i in range(rare.NARROW_KEYS + 1)} | {"dense": 50}
+    columns, rares = rare.split_keys(many, 1000, kept={"k3", "dense", "absent"})
+    assert columns == {"dense", "k3"}
+    assert rares == set(many) - {"dense", "k3"}
 
 
 def test_a_keys_bucket_is_stable_and_spread() -> None:
@@ -252,8 +260,8 @@ def test_compaction_checksum_sees_a_value_lost_in_the_move(
         every_key_rare(monkeypatch)
         real = rare.arrange
 
-        def lossy(table: pa.Table) -> pa.Table:
-            out = real(table)
+        def lossy(table: pa.Table, kept: set[str]) -> pa.Table:
+            out = real(table, kept)
             name = rare_column("user_id")
             maps = out.column(name).to_pylist()
             maps[0] = [e for e in maps[0] if e[0] != "user_id"]  # one value dropped
@@ -267,5 +275,83 @@ def test_compaction_checksum_sees_a_value_lost_in_the_move(
             m.compact()
         assert rows(m) == before
         assert layout(m)[1] == set()  # nothing changed: the ingested files are listed
+    finally:
+        m.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The keys metrics and products read are columns in every file, whatever their share
+
+
+def metered_catalog() -> dict:
+    """test_compact's catalog (its metric reads input_tokens and Model, its product's pricing
+    key is Model) plus a SQL metric reading user_id."""
+    docs = catalog()
+    docs["billable_metrics"].append(
+        {
+            "name": "Users",
+            "sql": "SELECT count(DISTINCT properties.user_id) AS value FROM events",
+        }
+    )
+    return docs
+
+
+METERED = {"input_tokens", "Model", "user_id"}
+
+
+def test_the_catalog_lists_the_properties_metrics_and_products_read(tmp_path: Path) -> None:
+    m = Meterql.init(tmp_path / "home")
+    try:
+        assert Catalog(m.con).metered_properties() == set()
+        apply_docs(m, tmp_path, metered_catalog())
+        assert Catalog(m.con).metered_properties() == METERED
+    finally:
+        m.close()
+
+
+def test_ingest_keeps_the_metered_keys_as_columns_and_the_others_in_maps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)  # the write path that splits keys
+    monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
+    monkeypatch.setattr(rare, "NARROW_KEYS", 0)  # every key rare by its share...
+    monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
+    m = Meterql.init(tmp_path / "home")
+    try:
+        apply_docs(m, tmp_path, metered_catalog())
+        for k in range(2):
+            commit_events(m, batch(k), now="2026-03-05T00:00:00Z")
+        # ... but the metered ones
+        assert layout(m) == (
+            {property_column(p) for p in METERED},
+            {property_column(p) for p in set(PROPS) - METERED},
+        )
+    finally:
+        m.close()
+
+
+def test_compaction_moves_the_keys_of_a_later_metric_out_of_the_maps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = Meterql.init(tmp_path / "home")
+    try:
+        apply_docs(m, tmp_path, catalog())
+        with stored_as("rare keys"):  # ingested when no metric read them: all in maps
+            for k in range(3):
+                commit_events(m, batch(k), now="2026-03-05T00:00:00Z")
+        everything = {property_column(p) for p in PROPS}
+        assert layout(m) == (set(), everything)
+        before = rows(m)
+        usage = m.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by=["Model"])
+        apply_docs(m, tmp_path, metered_catalog())  # a metric of user_id comes later
+
+        monkeypatch.setattr(rare, "NARROW_KEYS", 0)
+        monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
+        m.compact()
+        metered = {property_column(p) for p in METERED}
+        assert layout(m) == (metered, everything - metered)
+        assert rows(m) == before
+        again = m.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by=["Model"])
+        assert again.to_pylist() == usage.to_pylist() and usage.num_rows == 4
     finally:
         m.close()

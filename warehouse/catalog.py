@@ -50,6 +50,30 @@ class Catalog:
     def metrics(self) -> list[BillableMetric]:
         return self.all("billable_metrics")  # type: ignore[return-value]
 
+    def metered_properties(self) -> set[str]:
+        """The event properties billable metrics (archived ones too: their invoices may be
+        computed again) and products read: each metric's aggregation key, property filters and
+        group keys, a SQL metric's properties, a product's pricing and presentation keys.
+        Ingest and compaction keep them as columns in every file (warehouse.rare)."""
+        from metric_compiler import metric_properties
+        from metric_compiler.sql_metric.check import check_sql
+        from metric_compiler.sql_metric.problems import SqlMetricError
+
+        keys: set[str] = set()
+        for metric in self.metrics():
+            if metric.sql is None:
+                keys.update(metric_properties(metric))
+                keys.update(k for group in metric.group_keys for k in group)
+                continue
+            try:
+                keys.update(check_sql(metric.sql).properties)
+            except SqlMetricError:  # checked when applied; one that fails now reads nothing
+                continue
+        for product in self.all("products"):
+            assert isinstance(product, Product)
+            keys.update(product.pricing_group_key, product.presentation_group_key)
+        return keys
+
     def product(self, ref: str) -> Product:
         return self.get("products", ref)  # type: ignore[return-value]
 

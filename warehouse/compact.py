@@ -9,8 +9,8 @@ small batches ends up with many small files per date, and every query opens all 
 (ceil(rows / target_rows)) as files of up to `target_rows` rows, sorted like ingest sorts them
 (event_type, customer_id, timestamp; then transaction_id), with the union of their properties
 laid out anew (warehouse.rare.arrange: a column per key, but the rare keys of a file of many
-sparse keys in the maps of their buckets; a column with no value in a written file is left out
-of it, as ingest does).
+sparse keys in the maps of their buckets, except the keys metrics and products read; a column
+with no value in a written file is left out of it, as ingest does).
 
 Per partition, in this order (the flow of an ingest batch, see warehouse.ingest.ledger):
 
@@ -59,7 +59,7 @@ import math
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -68,6 +68,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
+from warehouse.catalog import Catalog
 from warehouse.errors import UserError
 from warehouse.home import Home
 from warehouse.ingest.connection import open_work
@@ -85,7 +86,6 @@ from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
 from warehouse.ingest.write import (
     BATCH_ROWS,
     MAX_ROWS_PER_FILE,
-    EventFileStats,
     WrittenFile,
     write_event_table,
 )
@@ -200,13 +200,14 @@ def _run(
     compaction_id = new_compaction_id(wall()) if plan else None
     done: list[CompactedPartition] = []
     if compaction_id is not None:
+        kept = Catalog(catalog).metered_properties()
         scratch = home.staging_dir / compaction_id
         scratch.mkdir(parents=True)
         progress.update(description="compacting", total=len(plan), completed=0)
         try:
             for event_date in plan:
                 done.append(
-                    _compact_partition(home, catalog, compaction_id, event_date, target_rows)
+                    _compact_partition(home, catalog, compaction_id, event_date, target_rows, kept)
                 )
                 progress.advance(1)
         finally:
@@ -316,14 +317,15 @@ def _sorted_batches(
     yield from work.sql(query).to_arrow_reader(BATCH_ROWS)
 
 
-def _write(table: pa.Table, path: Path, number: int) -> EventFileStats:
-    return write_event_table(table, path)
-
-
 def write_compacted(
-    batches: Iterator[pa.RecordBatch], directory: Path, target_rows: int, event_date: date
+    batches: Iterator[pa.RecordBatch],
+    directory: Path,
+    target_rows: int,
+    event_date: date,
+    kept: Set[str] = frozenset(),
 ) -> list[WrittenFile]:
-    """Write sorted `batches` of one date as files of at most `target_rows` rows, in order."""
+    """Write sorted `batches` of one date as files of at most `target_rows` rows, in order
+    (`kept`: the metered properties, columns whatever their share, warehouse.rare)."""
     written: list[WrittenFile] = []
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
@@ -334,7 +336,7 @@ def write_compacted(
             number = len(written)
             table = pa.Table.from_batches(pending)
             path = directory / f".tmp-{number}.parquet"
-            stats = _write(table, path, number)
+            stats = write_event_table(table, path, kept)
             written.append(
                 WrittenFile(staged_path=path, number=number, event_date=event_date, **vars(stats))
             )
@@ -359,6 +361,7 @@ def _compact_partition(
     compaction_id: str,
     event_date: date,
     target_rows: int,
+    kept: Set[str],
 ) -> CompactedPartition:
     old = _listed(catalog, event_date)
     old_paths = [home.events_dir / f.path for f in old]
@@ -383,7 +386,11 @@ def _compact_partition(
         ]
         (scratch / "files").mkdir()
         written = write_compacted(
-            _sorted_batches(work, old_paths, columns), scratch / "files", target_rows, event_date
+            _sorted_batches(work, old_paths, columns),
+            scratch / "files",
+            target_rows,
+            event_date,
+            kept,
         )
         after = _checksum(work, [w.staged_path for w in written])
         if after != before:

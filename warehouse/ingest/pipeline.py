@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from warehouse.catalog import Catalog
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ledger
@@ -145,7 +146,8 @@ def _run(
 
             progress.update(description="writing", total=counts.accepted, completed=0)
             constants = Constants(ingested_at=clock, batch_id=batch_id)
-            pieces, prepare = _sorted_pieces(work, plan, counts, constants)
+            kept = Catalog(catalog).metered_properties()
+            pieces, prepare = _sorted_pieces(work, plan, counts, constants, kept)
             written = write_sorted(pieces, scratch / "files", prepare, on_rows=progress.advance)
             phase("write")
 
@@ -194,7 +196,11 @@ def _run(
 
 
 def _sorted_pieces(
-    work: duckdb.DuckDBPyConnection, plan: Plan, counts: BatchCounts, constants: Constants
+    work: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    counts: BatchCounts,
+    constants: Constants,
+    kept: set[str],
 ) -> tuple[Iterator[Piece], Prepare]:
     """The accepted events sorted by (event date, event_type, customer_id, timestamp, input
     position), as pieces of one date each, and how a row group of them becomes stored columns.
@@ -202,11 +208,12 @@ def _sorted_pieces(
     Few or dense keys: ONE sorted query with a column per key.  It carries `dims.k` instead of
     event_type and customer_id and no date column (fewer bytes to sort: measured 12% less
     time); the writer threads put the two strings back from `dims` and the stream is cut into
-    dates by the dates' counts.  Many sparse keys: warehouse.ingest.sparse."""
+    dates by the dates' counts.  Many sparse keys: warehouse.ingest.sparse (`kept`: the
+    metered properties, columns whatever their share)."""
     keys = sorted(counts.key_uses)
     uses = sum(counts.key_uses.values())
     if len(keys) > DENSE_KEYS and uses < SPARSE_DENSITY * len(keys) * max(1, counts.accepted):
-        return sparse_pieces(work, plan), lambda _, table: with_constants(table, constants)
+        return sparse_pieces(work, plan, kept), lambda _, table: with_constants(table, constants)
 
     dims = work.sql("SELECT customer_id, event_type FROM dims ORDER BY k").to_arrow_table()
     customers = dims.column("customer_id").combine_chunks()

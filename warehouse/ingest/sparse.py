@@ -12,7 +12,7 @@ rather than rows x keys.  Each date's rows are then handed to `write.write_sorte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from datetime import date
 
 import duckdb
@@ -29,9 +29,12 @@ from warehouse.rare import rare_maps, split_keys
 DATE_COLUMN = "__event_date"
 
 
-def sparse_pieces(work: duckdb.DuckDBPyConnection, plan: Plan) -> Iterator[Piece]:
-    """The accepted events, sorted, as pieces of one date each (fixed columns and one column
-    per property that has a value on that date)."""
+def sparse_pieces(
+    work: duckdb.DuckDBPyConnection, plan: Plan, kept: Set[str] = frozenset()
+) -> Iterator[Piece]:
+    """The accepted events, sorted, as pieces of one date each (fixed columns, one column per
+    property that has a value on that date, the rare keys in maps; `kept`: the keys that are
+    columns whatever their share, warehouse.rare.split_keys)."""
     work.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE sorted_events AS
@@ -61,7 +64,7 @@ def sparse_pieces(work: duckdb.DuckDBPyConnection, plan: Plan) -> Iterator[Piece
         table = work.sql(rows_sql).to_arrow_table()
         if long_sql is not None:
             long = work.sql(long_sql).to_arrow_table()
-            table = _pivot(table, long, keys, set(plan.column_properties))
+            table = _pivot(table, long, keys, set(plan.column_properties) | kept)
         empty = [
             n
             for n, column in zip(table.column_names, table.columns, strict=True)
@@ -119,10 +122,11 @@ def _date_query(plan: Plan, event_date: date, any_keys: bool) -> tuple[str, str 
 
 def _pivot(table: pa.Table, long: pa.Table, keys: list[str], columns: set[str]) -> pa.Table:
     """Add the values of `long` (row, key, value), sorted by key then row, to `table`: each
-    key that warehouse.rare.split_keys makes a column (and every key of `columns`, the
-    properties `table` already has a column of) as a column, the rare keys in the MAP columns
-    of their buckets.  A key's column has its values at their rows and NULL elsewhere; a property
-    column of the same name keeps its values and takes the key's where it has none.
+    key that warehouse.rare.split_keys makes a column (and every key of `columns`: the
+    properties `table` already has a column of, and the metered properties) as a column, the
+    rare keys in the MAP columns of their buckets.  A key's column has its values at their rows
+    and NULL elsewhere; a property column of the same name keeps its values and takes the
+    key's where it has none.
 
     All column keys at once: every value is scattered to (its key's rank) x rows + its row of
     one array, and each key's column is a zero-copy slice of it (measured, 100k events with

@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -209,11 +209,11 @@ def _drop_columns(path: Path, empty: list[str]) -> list[str]:
     return keep
 
 
-def write_event_table(table: pa.Table, path: Path) -> EventFileStats:
+def write_event_table(table: pa.Table, path: Path, kept: Set[str] = frozenset()) -> EventFileStats:
     """Write sorted event rows (every stored column) as one Parquet file, its properties laid
-    out anew by warehouse.rare.arrange (property columns with no value in these rows left out);
-    used by compaction."""
-    table = arrange(table)
+    out anew by warehouse.rare.arrange (`kept`: the keys that are columns whatever their share;
+    property columns with no value in these rows left out); used by compaction."""
+    table = arrange(table, kept)
     stats = _Stats()
     stats.add(table)
     table = table.drop_columns(stats.empty_columns())
