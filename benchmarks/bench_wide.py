@@ -19,8 +19,9 @@ Timed interleaved, median of --reps after a warm-up, DuckDB threads=2:
     the reference query (sum of input_tokens per customer and model, llm_request, January),
     baseline hand-written DuckDB SQL over the home's dense files:
         hand, wide files                the same SQL over the wide copies
-        compiled, wide files            the metric compiled as `meterql usage --group-by model`
-                                        compiles it (metric_compiler over
+        compiled, dense files           the metric compiled as `meterql usage --group-by model`
+                                        compiles it, over the dense files
+        compiled, wide files            the same compiled query (metric_compiler over
                                         warehouse.events.events_relation of the files, with
                                         their manifest figures as ingest records them)
         compiled, rare-keys map files   the same over the map copies
@@ -211,6 +212,7 @@ def run(n_events: int, keys: int, reps: int) -> list[tuple[str, float, float, st
         [
             (reference, BARE_SCAN.format(files=_paths(dense), january=JANUARY), reference),
             ("hand, wide files", BARE_SCAN.format(files=_paths(wide), january=JANUARY), reference),
+            ("compiled, dense files", compiled(dense, bench_metric("sum"), ["model"]), reference),
             ("compiled, wide files", compiled(wide, bench_metric("sum"), ["model"]), reference),
             (
                 "compiled, rare-keys map files",

@@ -146,8 +146,7 @@ def _run(
 
             progress.update(description="writing", total=counts.accepted, completed=0)
             constants = Constants(ingested_at=clock, batch_id=batch_id)
-            kept = Catalog(catalog).metered_properties()
-            pieces, prepare = _sorted_pieces(work, plan, counts, constants, kept)
+            pieces, prepare = _sorted_pieces(work, plan, counts, constants, Catalog(catalog))
             written = write_sorted(pieces, scratch / "files", prepare, on_rows=progress.advance)
             phase("write")
 
@@ -200,7 +199,7 @@ def _sorted_pieces(
     plan: Plan,
     counts: BatchCounts,
     constants: Constants,
-    kept: set[str],
+    catalog: Catalog,
 ) -> tuple[Iterator[Piece], Prepare]:
     """The accepted events sorted by (event date, event_type, customer_id, timestamp, input
     position), as pieces of one date each, and how a row group of them becomes stored columns.
@@ -208,11 +207,12 @@ def _sorted_pieces(
     Few or dense keys: ONE sorted query with a column per key.  It carries `dims.k` instead of
     event_type and customer_id and no date column (fewer bytes to sort: measured 12% less
     time); the writer threads put the two strings back from `dims` and the stream is cut into
-    dates by the dates' counts.  Many sparse keys: warehouse.ingest.sparse (`kept`: the
-    metered properties, columns whatever their share)."""
+    dates by the dates' counts.  Many sparse keys: warehouse.ingest.sparse (the catalog's
+    metered properties are columns whatever their share)."""
     keys = sorted(counts.key_uses)
     uses = sum(counts.key_uses.values())
     if len(keys) > DENSE_KEYS and uses < SPARSE_DENSITY * len(keys) * max(1, counts.accepted):
+        kept = catalog.metered_properties()
         return sparse_pieces(work, plan, kept), lambda _, table: with_constants(table, constants)
 
     dims = work.sql("SELECT customer_id, event_type FROM dims ORDER BY k").to_arrow_table()
