@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from engine.cli_options import check_format
+from engine.cli_options import check_format, home_of
 from warehouse.errors import UserError
 
 app = typer.Typer(
@@ -37,10 +37,6 @@ HomeOption = Annotated[
 @app.callback()
 def _root(ctx: typer.Context, home: HomeOption = None) -> None:
     ctx.obj = {"home": home}
-
-
-def home_of(ctx: typer.Context) -> str | None:
-    return (ctx.obj or {}).get("home")
 
 
 @app.command()

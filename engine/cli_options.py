@@ -1,4 +1,4 @@
-"""Option checks shared by the CLI modules (light: imported before any command runs)."""
+"""Options shared by the CLI modules (light: imported before any command runs)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,8 @@ def check_format(value: str, allowed: Sequence[str]) -> str:
             f"{value!r} is not one of {', '.join(allowed)}", param_hint="--format"
         )
     return value
+
+
+def home_of(ctx: typer.Context) -> str | None:
+    """The `--home` given to `meterql` (click hands the root's `obj` to every subcommand)."""
+    return (ctx.obj or {}).get("home")

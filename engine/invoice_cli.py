@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine.cli_options import check_format
+from engine.cli_options import check_format, home_of
 
 if TYPE_CHECKING:  # imported lazily: `meterql --help` must not load duckdb or pydantic
     from engine.api import Meterql
@@ -31,19 +31,11 @@ invoice_app = typer.Typer(
 FormatOption = Annotated[str, typer.Option("--format", help="table|json")]
 
 
-def _home(ctx: typer.Context) -> str | None:
-    while ctx is not None:
-        if isinstance(ctx.obj, dict) and "home" in ctx.obj:
-            return ctx.obj["home"]
-        ctx = ctx.parent  # type: ignore[assignment]
-    return None
-
-
 def _opened(ctx: typer.Context) -> Meterql:
     """The home's API object (a context manager: its catalog connection closed after)."""
     from engine.api import Meterql
 
-    return Meterql.open(_home(ctx))
+    return Meterql.open(home_of(ctx))
 
 
 TABLE_OR_JSON = ("table", "json")

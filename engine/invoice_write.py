@@ -4,6 +4,7 @@ holds the home's writer lock).
     with RunTransaction(con) as tx:     the run's one transaction: its temp tables and its
         ...                             catalog changes
         write(con, as_of, extra)        -> data_seq (None: nothing to write)
+        record_run(con, ...)            a run that wrote: its row in the invoice_runs ledger
         tx.commit()                     drops the run's temp tables, commits
 
 New invoices are inserted; drafts that changed get a new revision of line items and product
@@ -22,8 +23,9 @@ are never committed.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 
 import duckdb
@@ -119,6 +121,36 @@ def write(
     for statement, args in extra:
         con.execute(statement, args)
     return seq
+
+
+def record_run(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    as_of: datetime,
+    seq: int,
+    started_at: datetime,
+    counts: dict[str, int],
+    summary: str,
+) -> str:
+    """Record an invoice run that wrote (`seq`: what `write` returned) in the `invoice_runs`
+    ledger, inside its transaction; returns the run's id.  `counts`: created, updated,
+    finalized, unchanged; `summary`: the run's totals, unrated usage and notes as JSON."""
+    run_id = str(uuid.uuid4())
+    con.execute(
+        "INSERT INTO invoice_runs VALUES ($run_id, $as_of, $seq, $started_at, $finished_at, "
+        "$created, $updated, $finalized, $unchanged, $summary)",
+        {
+            "run_id": run_id,
+            "as_of": naive(as_of),
+            "seq": seq,
+            "started_at": naive(started_at),
+            # not now(): DuckDB's now() is the transaction's start
+            "finished_at": naive(datetime.now(UTC)),
+            **{k: counts[k] for k in ("created", "updated", "finalized", "unchanged")},
+            "summary": summary,
+        },
+    )
+    return run_id
 
 
 def drop_temp_tables(con: duckdb.DuckDBPyConnection) -> None:

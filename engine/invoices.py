@@ -21,8 +21,9 @@ One run, whatever the number of customers:
 4. invoices: ids, totals and content hashes in SQL, compared with the stored invoices
    (engine.invoice_assembly).
 5. write: every change, and nothing when nothing changed, in ONE catalog transaction under
-   the home's writer lock; the run's temp tables live and die inside that transaction
-   (engine.invoice_write).  Then the late events of finalized invoices (engine.late_events).
+   the home's writer lock, with the run's row in the `invoice_runs` ledger; the run's temp
+   tables live and die inside that transaction (engine.invoice_write).  Then the late events
+   of finalized invoices (engine.late_events).
 
 Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billing rules"):
 
@@ -46,6 +47,7 @@ Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billi
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,7 +68,7 @@ from engine.invoice_summary import (
     UnratedUsage,
 )
 from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
-from engine.invoice_write import RunTransaction, write
+from engine.invoice_write import RunTransaction, record_run, write
 from engine.late_events import late_events
 from engine.periods import Period, iso, naive, utc
 from engine.pricing import Pricing, register_pricing
@@ -164,7 +166,7 @@ def run(
     """`meterql invoice run --as-of T` (the caller holds the home's writer lock)."""
     from engine.output import progress as progress_bar
 
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), datetime.now(UTC)
     as_of = utc(as_of)
     notes: list[str] = []
     watch = Stopwatch()
@@ -196,7 +198,16 @@ def run(
                     unrated = unrated_usage(con, pricing)
                     counts, totals = _outcomes(con, counts.frozen)
                 with watch.stage("write"):
-                    write(con, as_of, [])
+                    seq = write(con, as_of, [])
+                    if seq is not None:
+                        record_run(
+                            con,
+                            as_of=as_of,
+                            seq=seq,
+                            started_at=started_at,
+                            counts=counts.model_dump(),
+                            summary=_ledger_summary(totals, unrated, notes),
+                        )
                     tx.commit()
                 watch.bar = None
     with watch.stage("late_events"):
@@ -210,6 +221,20 @@ def run(
         notes=notes,
         elapsed_seconds=round(time.perf_counter() - started, 3),
         stage_seconds=watch.seconds,
+    )
+
+
+def _ledger_summary(
+    totals: list[CreditTotal], unrated: list[UnratedUsage], notes: list[str]
+) -> str:
+    """The `summary` of a run's invoice_runs row (JSON): totals per credit type, how many
+    usage rows no rate priced, the notes."""
+    return json.dumps(
+        {
+            "totals": [t.model_dump(mode="json") for t in totals],
+            "unrated_usage": len(unrated),
+            "notes": notes,
+        }
     )
 
 

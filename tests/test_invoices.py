@@ -10,6 +10,7 @@ import json
 import random
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,33 @@ def test_a_rerun_with_the_same_inputs_changes_nothing_and_prints_identical_json(
     }
     assert dumps(mq.invoices()) == first
     assert mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall() == rows_before
+    assert len(ledger(mq)) == 1  # only the first run wrote
+
+
+def ledger(mq) -> list[tuple]:
+    return mq.con.execute(
+        "SELECT as_of, data_seq, created, updated, finalized, unchanged, summary, "
+        "started_at <= finished_at FROM invoice_runs ORDER BY started_at"
+    ).fetchall()
+
+
+def test_every_run_that_writes_is_recorded_in_the_ledger(mq):
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    commit_events(mq, [tokens("a2", "acme", "2026-03-10T12:00:00Z", "gpt-5", "10")])
+    mq.invoice_run("2026-03-16T00:00:00Z")  # Acme's draft changed
+    mq.invoice_run("2026-04-02T01:00:00Z")  # March finalized, April drafts
+    runs = ledger(mq)
+    assert [r[:6] for r in runs] == [
+        (datetime(2026, 3, 15), 1, 2, 0, 0, 0),
+        (datetime(2026, 3, 16), 2, 0, 1, 0, 1),
+        (datetime(2026, 4, 2, 1), 2, 2, 0, 2, 0),
+    ]
+    assert all(r[7] for r in runs)
+    summary = json.loads(runs[0][6])
+    assert summary["unrated_usage"] == 0 and summary["notes"] == []
+    [usd] = summary["totals"]
+    assert usd["invoices"] == 2 and usd["total"] == "2250"
 
 
 def test_the_content_hash_is_the_hash_of_the_stored_lines_and_product_snapshots(mq):
@@ -369,6 +397,8 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "'finalized')",
         "INSERT INTO invoice_line_items",
         "INSERT INTO invoice_products",
+        "INSERT INTO invoice_runs VALUES ($run_id, $as_of, $seq, $started_at, $finished_at, "
+        "$created, $updated, $finalized, $unchanged, $summary)",
     ]
     assert temp_tables() == []  # the rating tables are dropped, never committed
     # nothing changed: nothing written
@@ -593,6 +623,7 @@ def test_a_failed_run_writes_nothing(mq, monkeypatch):
         mq.invoice_run("2026-03-15T00:00:00Z")
     assert mq.con.execute("SELECT count(*) FROM invoices").fetchall() == [(0,)]
     assert mq.con.execute("SELECT count(*) FROM invoice_event_batches").fetchall() == [(0,)]
+    assert ledger(mq) == []
     monkeypatch.undo()
     assert mq.invoice_run("2026-03-15T00:00:00Z").invoices.created == 2
 

@@ -72,7 +72,7 @@ CREATE TABLE invoice_event_batches (
     seq INTEGER NOT NULL
 );
 
--- The ledger of invoice runs.
+-- The ledger of invoice runs: one row per run that wrote (engine.invoice_write.record_run).
 CREATE TABLE invoice_runs (
     run_id VARCHAR PRIMARY KEY,
     as_of TIMESTAMP NOT NULL,
