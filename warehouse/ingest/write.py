@@ -137,8 +137,9 @@ def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
         path,
         schema,
         compression="snappy",
-        # unique ids gain nothing from a dictionary; every other column usually does
-        use_dictionary=[c for c in schema.names if c != "transaction_id"],
+        # unique ids and (sorted, mostly distinct) timestamps gain nothing from a dictionary;
+        # every other column usually does
+        use_dictionary=[c for c in schema.names if c not in ("transaction_id", "timestamp")],
     )
 
 
