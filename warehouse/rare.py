@@ -78,8 +78,9 @@ def rare_maps(
 ) -> list[tuple[str, pa.MapArray]]:
     """The bucket map columns (name, column) of `rows` rows holding the entries (row, key,
     value) (see rare_map), in the order of their names; buckets without an entry are left out.
-    All buckets at once (one sort of the entries; measured, 31 dates of 161 rows with 5 of
-    2,000 keys each: 0.18 s with the entries filtered and sorted once per bucket and date)."""
+    All buckets at once, from one sort of the entries (measured, 5 of 2,000 keys per row: 31
+    dates of 161 rows 0.05 s, of 3,226 rows 0.19 s, against 0.12 s and 0.27 s with a filter and
+    a sort per bucket; one date of 300k rows 0.52 s against 0.45 s)."""
     key = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
     distinct = pc.unique(key)
     names = [rare_column(k) for k in distinct.to_pylist()]
