@@ -6,11 +6,13 @@
 Every ingest batch writes at least one file per event date it touches, so a home fed by many
 small batches ends up with many small files per date, and every query opens all of them.
 `compact` rewrites each date partition whose file count exceeds what its rows need
-(ceil(rows / target_rows)) as files of up to `target_rows` rows, sorted like ingest sorts them
-(event_type, customer_id, timestamp; then transaction_id), with the union of their properties
-laid out anew (warehouse.rare.arrange: a column per key, but the rare keys of a file of many
-sparse keys in the maps of their buckets, except the keys metrics and products read; a column
-with no value in a written file is left out of it, as ingest does).
+(ceil(rows / target_rows)), or whose files hold in their rare-key maps a key that a metric or
+product reads (created after the files were written), as files of up to `target_rows` rows,
+sorted like ingest sorts them (event_type, customer_id, timestamp; then transaction_id), with
+the union of their properties laid out anew (warehouse.rare.arrange: a column per key, but the
+rare keys of a file of many sparse keys in the maps of their buckets, except the keys metrics
+and products read; a column with no value in a written file is left out of it, as ingest
+does).
 
 Per partition, in this order (the flow of an ingest batch, see warehouse.ingest.ledger):
 
@@ -89,7 +91,13 @@ from warehouse.ingest.write import (
     WrittenFile,
     write_event_table,
 )
-from warehouse.layout import EVENT_COLUMNS, is_property_column, is_rare_column, property_name
+from warehouse.layout import (
+    EVENT_COLUMNS,
+    is_property_column,
+    is_rare_column,
+    property_column,
+    property_name,
+)
 
 COMPACTED = "compacted"
 DEFAULT_GRACE = timedelta(minutes=30)
@@ -196,11 +204,11 @@ def _run(
 ) -> CompactionSummary:
     retired_deleted = delete_expired(home, catalog, (now or wall()) - grace)
     orphans = sweep_orphans(home, catalog)
-    plan = partitions_to_compact(catalog, target_rows)
+    kept = Catalog(catalog).metered_properties()
+    plan = partitions_to_compact(catalog, target_rows, kept)
     compaction_id = new_compaction_id(wall()) if plan else None
     done: list[CompactedPartition] = []
     if compaction_id is not None:
-        kept = Catalog(catalog).metered_properties()
         scratch = home.staging_dir / compaction_id
         scratch.mkdir(parents=True)
         progress.update(description="compacting", total=len(plan), completed=0)
@@ -227,12 +235,23 @@ def _run(
     )
 
 
-def partitions_to_compact(con: duckdb.DuckDBPyConnection, target_rows: int) -> list[date]:
-    """Event dates whose listed files are more than their rows need (ceil(rows / target))."""
+def partitions_to_compact(
+    con: duckdb.DuckDBPyConnection, target_rows: int, kept: Set[str] = frozenset()
+) -> list[date]:
+    """Event dates whose listed files are more than their rows need (ceil(rows / target)), or
+    hold in their rare-key maps a key of `kept` (the metered properties: a metric or product
+    created after the files were written reads it)."""
     rows = con.execute(
-        "SELECT event_date, count(*), sum(row_count) FROM event_files GROUP BY 1 ORDER BY 1"
+        "SELECT event_date, count(*), sum(row_count), "
+        "bool_or(list_has_any(coalesce(rare_properties, []), $kept::VARCHAR[])) "
+        "FROM event_files GROUP BY 1 ORDER BY 1",
+        {"kept": sorted(property_column(k) for k in kept)},
     ).fetchall()
-    return [d for d, files, n in rows if files > max(1, math.ceil(int(n) / target_rows))]
+    return [
+        d
+        for d, files, n, metered_in_maps in rows
+        if metered_in_maps or files > max(1, math.ceil(int(n) / target_rows))
+    ]
 
 
 def _listed(con: duckdb.DuckDBPyConnection, event_date: date) -> list[_Listed]:
