@@ -4,6 +4,7 @@ a key from either place, and compaction moving keys between columns and the map.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from layouts import every_key_rare, stored_as
 from test_compact import PROPS, batch, catalog, rows
-from test_invoices_support import apply_docs, commit_events
+from test_invoices_support import apply_docs, commit_events, event
 
 from engine.api import Meterql
 from engine.output import dumps
@@ -359,5 +360,41 @@ def test_compaction_moves_the_keys_of_a_later_metric_out_of_the_maps(
         assert again.to_pylist() == usage.to_pylist()
         assert usage.num_rows == (4 if batches == 3 else 2)
         assert m.compact().files_before == 0  # nothing left to do
+    finally:
+        m.close()
+
+
+def test_with_the_default_rule_a_rare_key_a_metric_sums_is_a_column_and_sums_right(
+    tmp_path: Path,
+) -> None:
+    """No patched thresholds: 100 sparse keys, 3 per event (3% of the rows each, under the 5%
+    of the rule); the key a metric sums stays a column, the others go to the maps."""
+    docs = catalog()
+    docs["billable_metrics"].append(
+        {
+            "name": "K7",
+            "aggregation_type": "sum",
+            "aggregation_key": "k007",
+            "property_filters": [{"name": "k007", "exists": True}],
+        }
+    )
+    events, expected = [], {"acme": Decimal(0), "beta": Decimal(0)}
+    for i in range(600):
+        customer = ("acme", "beta")[i % 2]
+        keys = {f"k{(7 * i + j * 31) % 100:03d}": str(i + j) for j in range(3)}
+        if "k007" in keys:
+            expected[customer] += Decimal(keys["k007"])
+        events.append(event(f"t{i}", customer, f"2026-03-0{1 + i % 3}T10:00:00Z", **keys))
+    assert all(expected.values())  # the key is on both customers' events
+    m = Meterql.init(tmp_path / "home")
+    try:
+        apply_docs(m, tmp_path, docs)
+        commit_events(m, events, now="2026-03-05T00:00:00Z")
+        columns, in_maps = layout(m)
+        assert property_column("k007") in columns and property_column("k007") not in in_maps
+        assert len(in_maps) == 99  # every other key, in the maps of their buckets
+        usage = m.usage("K7", "2026-03-01", "2026-04-01")
+        got = {r["customer_id"]: r["value"] for r in usage.to_pylist()}
+        assert got == {m.catalog.customer(c).id: v for c, v in expected.items()}
     finally:
         m.close()
