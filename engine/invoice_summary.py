@@ -57,6 +57,7 @@ class RunSummary(BaseModel):
     notes: list[str]
     elapsed_seconds: float
     stage_seconds: dict[str, float] = {}  # plan, usage, rating, invoices, write, late_events
+    run_id: str | None = None  # its row in the invoice_runs ledger; None: the run wrote nothing
 
     def lines(self) -> list[str]:
         c = self.invoices

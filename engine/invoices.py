@@ -173,6 +173,7 @@ def run(
     counts = InvoiceCounts()
     totals: list[CreditTotal] = []
     unrated: list[UnratedUsage] = []
+    run_id = None
     with RunTransaction(con) as tx:
         with watch.stage("plan"):
             snap = Snapshot.load(con)
@@ -200,7 +201,7 @@ def run(
                 with watch.stage("write"):
                     seq = write(con, as_of, [])
                     if seq is not None:
-                        record_run(
+                        run_id = record_run(
                             con,
                             as_of=as_of,
                             seq=seq,
@@ -221,6 +222,7 @@ def run(
         notes=notes,
         elapsed_seconds=round(time.perf_counter() - started, 3),
         stage_seconds=watch.seconds,
+        run_id=run_id,
     )
 
 

@@ -197,6 +197,11 @@ def test_a_rerun_with_the_same_inputs_changes_nothing_and_prints_identical_json(
     assert len(ledger(mq)) == 1  # only the first run wrote
 
 
+def mq_runs(home: Path) -> list[tuple]:
+    with Meterql.open(home) as mq:
+        return mq.con.execute("SELECT run_id FROM invoice_runs").fetchall()
+
+
 def ledger(mq) -> list[tuple]:
     return mq.con.execute(
         "SELECT as_of, data_seq, created, updated, finalized, unchanged, summary, "
@@ -206,10 +211,14 @@ def ledger(mq) -> list[tuple]:
 
 def test_every_run_that_writes_is_recorded_in_the_ledger(mq):
     commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500")])
-    mq.invoice_run("2026-03-15T00:00:00Z")
+    first = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert mq.invoice_run("2026-03-15T00:00:00Z").run_id is None  # wrote nothing
     commit_events(mq, [tokens("a2", "acme", "2026-03-10T12:00:00Z", "gpt-5", "10")])
     mq.invoice_run("2026-03-16T00:00:00Z")  # Acme's draft changed
     mq.invoice_run("2026-04-02T01:00:00Z")  # March finalized, April drafts
+    query = "SELECT run_id FROM invoice_runs ORDER BY started_at"
+    ids = [i for (i,) in mq.con.execute(query).fetchall()]
+    assert ids[0] == first.run_id and len(set(ids)) == 3
     runs = ledger(mq)
     assert [r[:6] for r in runs] == [
         (datetime(2026, 3, 15), 1, 2, 0, 0, 0),
@@ -643,6 +652,8 @@ def test_cli_run_list_show_json_and_table(mq):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["invoices"]["created"] == 2
+    [(run_id,)] = mq_runs(home)
+    assert summary["run_id"] == run_id
     assert summary["totals"] == [
         {
             "credit_type": {"id": "2714e483-4ff1-48e4-9e25-ac732e8f24f2", "name": "USD (cents)"},
