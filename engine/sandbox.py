@@ -66,9 +66,9 @@ def open_sandbox(
     con.execute("SET allowed_paths = []")
     con.execute("SET allowed_directories = []")
     con.execute("SET enable_external_access = false")
-    allowed = con.execute(
+    [allowed] = con.execute(
         "SELECT current_setting('allowed_directories'), current_setting('allowed_paths')"
-    ).fetchone()
+    ).fetchall()
     expected = ([str(scratch).rstrip("/") + "/"] if scratch is not None else [], [])
     if allowed != expected:  # pragma: no cover - a DuckDB change; never run user SQL then
         con.close()
@@ -101,7 +101,8 @@ def sandbox(
 
 
 def _settings_of(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
-    threads, memory = con.execute(
+    # fetchall, not fetchone: a result left unread blocks the connection's next relation
+    [(threads, memory)] = con.execute(
         "SELECT current_setting('threads'), current_setting('memory_limit')"
-    ).fetchone()
+    ).fetchall()
     return {"threads": int(threads), "memory_limit": str(memory).replace(" ", "")}

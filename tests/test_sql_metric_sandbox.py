@@ -131,6 +131,28 @@ def test_the_sandbox_sees_no_catalog_and_cleans_its_scratch_directory(home: Home
     assert set(home.staging_dir.iterdir()) == staging
 
 
+def test_reads_of_one_row_leave_the_connection_usable_by_the_relation_api(
+    home: Home,  # noqa: F811
+) -> None:
+    # DuckDB 2.0: a result read with fetchone() is unfinished, and the connection's next
+    # relation (con.sql) then fails with "connection has an unfinished result"
+    from warehouse.catalog import Catalog
+    from warehouse.errors import NotFoundError
+
+    con = home.connect()
+    try:
+        with sandbox(home, con) as box:  # reads the connection's settings
+            assert box.sql("SELECT 1").fetchall() == [(1,)]
+        assert con.sql("SELECT 2").fetchall() == [(2,)]
+        assert Catalog(con).customer("acme-internal").id == "cust-acme"
+        assert con.sql("SELECT 3").fetchall() == [(3,)]
+        with pytest.raises(NotFoundError):
+            Catalog(con).customer("nobody")
+        assert con.sql("SELECT 4").fetchall() == [(4,)]
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize(
     "sql",
     [

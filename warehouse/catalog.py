@@ -35,14 +35,15 @@ class Catalog:
 
     def get(self, kind: str, ref: str) -> Model:
         """The object whose id or name is `ref`; a NotFoundError naming close names otherwise."""
-        row = self.con.execute(
+        # fetchall, not fetchone: a result left unread blocks the connection's next relation
+        rows = self.con.execute(
             f"SELECT doc FROM {kind} WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",  # noqa: S608
             [ref, ref, ref],
-        ).fetchone()
-        if row is None:
+        ).fetchall()
+        if not rows:
             names = [n for (n,) in self.con.execute(f"SELECT name FROM {kind}").fetchall()]  # noqa: S608
             raise NotFoundError(f"no {SINGULAR[kind]} with id or name {ref!r}{suggest(ref, names)}")
-        return TABLES[kind].model_validate(json.loads(row[0]))
+        return TABLES[kind].model_validate(json.loads(rows[0][0]))
 
     def metric(self, ref: str) -> BillableMetric:
         return self.get("billable_metrics", ref)  # type: ignore[return-value]
@@ -79,7 +80,7 @@ class Catalog:
 
     def customer(self, ref: str) -> Customer:
         """A customer by id, name, or ingest alias."""
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT customer_id FROM customer_keys WHERE key = ?", [ref]
-        ).fetchone()
-        return self.get("customers", row[0] if row else ref)  # type: ignore[return-value]
+        ).fetchall()
+        return self.get("customers", rows[0][0] if rows else ref)  # type: ignore[return-value]

@@ -36,8 +36,10 @@ def _char_offset(text: str, byte_offset: int) -> int:
 
 
 def check_duckdb_syntax(source: SqlSource) -> None:
-    row = _connection().execute("SELECT json_serialize_sql(?::VARCHAR)", [source.text]).fetchone()
-    result = json.loads(row[0]) if row and row[0] else {}
+    [(text,)] = (
+        _connection().execute("SELECT json_serialize_sql(?::VARCHAR)", [source.text]).fetchall()
+    )
+    result = json.loads(text) if text else {}
     if not result.get("error") or result.get("error_type") != "parser":
         return
     location = re.fullmatch(r"\[(\d+),(\d+)\]", str(result.get("location", "")))

@@ -29,8 +29,8 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
     )
-    row = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0]) if row else 0
+    [(version,)] = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    return int(version)
 
 
 def pending_version(con: duckdb.DuckDBPyConnection) -> int | None:
