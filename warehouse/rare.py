@@ -18,9 +18,10 @@ The keys that billable metrics and products read (`Catalog.metered_properties`: 
 properties, filters, group keys, SQL metrics' properties, products' pricing and presentation
 keys) are kept as columns whatever their share: an invoice run or a metric's usage query then
 reads them as cheaply as in a dense file (measured, README "Performance": a rare key's query
-over its bucket's map cost 1.15x wall, 2.4x with the metadata cache, of the same query over
-its column).  A metric created later finds its keys in maps in the files written before it
-(read correctly, only slower) until compaction rewrites those files.
+over its bucket's map cost 1.1-1.15x wall, 2.4-2.5x with the metadata cache, of the same
+query over its column).  A metric created later finds its keys in maps in the files written
+before it (read correctly, only slower) until compaction rewrites those files (it rewrites
+every date whose files hold a metered key in a map, warehouse.compact).
 
     split_keys(counts, rows, kept)         which keys are columns and which are rare
     rare_maps(rows, row, key, value)       the bucket map columns of (row, key, value) entries
