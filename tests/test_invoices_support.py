@@ -23,10 +23,11 @@ def ts(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-def apply_docs(mq: Meterql, tmp_path: Path, doc: dict[str, Any], name: str = "catalog") -> None:
+def apply_docs(mq: Meterql, tmp_path: Path, doc: dict[str, Any], name: str = "catalog") -> Any:
+    """Apply `doc`; returns the ApplyResult."""
     path = tmp_path / f"{name}-{next(_files)}.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    mq.apply([path])
+    return mq.apply([path])
 
 
 def commit_events(mq: Meterql, events: list[dict[str, Any]], *, now: str | None = None) -> str:

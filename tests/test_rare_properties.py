@@ -347,7 +347,10 @@ def test_compaction_moves_the_keys_of_a_later_metric_out_of_the_maps(
         assert layout(m) == (set(), everything)
         before = rows(m)
         usage = m.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by=["Model"])
-        apply_docs(m, tmp_path, metered_catalog())  # a metric of user_id comes later
+        applied = apply_docs(m, tmp_path, metered_catalog())  # a metric of user_id comes later
+        [note] = applied.notes  # apply says which dates hold it in maps, and what to do
+        assert note.startswith("3 event date(s) (2026-03-02..2026-03-04) hold properties")
+        assert "('Model', 'input_tokens', 'user_id')" in note and "warehouse compact" in note
 
         monkeypatch.setattr(rare, "NARROW_KEYS", 0)
         monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
@@ -360,6 +363,9 @@ def test_compaction_moves_the_keys_of_a_later_metric_out_of_the_maps(
         assert again.to_pylist() == usage.to_pylist()
         assert usage.num_rows == (4 if batches == 3 else 2)
         assert m.compact().files_before == 0  # nothing left to do
+        docs = metered_catalog()
+        docs["billable_metrics"].append({"name": "More calls", "aggregation_type": "count"})
+        assert apply_docs(m, tmp_path, docs).notes == []  # no metered key left in a map
     finally:
         m.close()
 

@@ -29,7 +29,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from warehouse.catalog import SINGULAR, TABLES
+from warehouse.catalog import SINGULAR, TABLES, Catalog
 from warehouse.documents import LoadedObject, load_files
 from warehouse.errors import DocumentError, suggest
 from warehouse.models import (
@@ -58,6 +58,7 @@ class AppliedObject(BaseModel):
 
 class ApplyResult(BaseModel):
     objects: list[AppliedObject] = []
+    notes: list[str] = []
 
     def counts(self) -> dict[str, int]:
         out = {"created": 0, "updated": 0, "unchanged": 0}
@@ -69,6 +70,7 @@ class ApplyResult(BaseModel):
         lines = [f"{o.action:9} {SINGULAR[o.kind]} {o.name!r} ({o.id})" for o in self.objects]
         c = self.counts()
         lines.append(f"{c['created']} created, {c['updated']} updated, {c['unchanged']} unchanged")
+        lines.extend(f"note: {n}" for n in self.notes)
         return lines
 
 
@@ -217,7 +219,26 @@ def apply_objects(
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    if changes["billable_metrics"] != ([], []) or changes["products"] != ([], []):
+        result.notes.extend(_metered_in_maps_note(con))
     return result
+
+
+def _metered_in_maps_note(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """A note when stored files hold properties that metrics or products read in their
+    rare-key maps (written before those metrics existed: read correctly, but slower)."""
+    dates = Catalog(con).metered_in_maps()
+    if not dates:
+        return []
+    keys = sorted({k for ks in dates.values() for k in ks})
+    shown = ", ".join(repr(k) for k in keys[:5])
+    if keys[5:]:
+        shown += f" and {len(keys) - 5} more"
+    return [
+        f"{len(dates)} event date(s) ({min(dates)}..{max(dates)}) hold properties that metrics or "
+        f"products read ({shown}) in rare-key maps, written before those metrics: read "
+        "correctly but slower; `meterql warehouse compact` rewrites them with a column each"
+    ]
 
 
 def _check_duplicates(pending: list[_Pending], problems: list[str]) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Set
+from datetime import date
 
 import duckdb
 
@@ -74,6 +76,27 @@ class Catalog:
             assert isinstance(product, Product)
             keys.update(product.pricing_group_key, product.presentation_group_key)
         return keys
+
+    def metered_in_maps(self, kept: Set[str] | None = None) -> dict[date, list[str]]:
+        """The event dates whose files hold metered properties (`kept`, default
+        `metered_properties()`) in their rare-key maps, each with those properties' names:
+        files written before the metric or product that reads them (see warehouse.rare;
+        compaction rewrites these dates with a column for each)."""
+        from warehouse.layout import property_column, property_name
+
+        keys = self.metered_properties() if kept is None else kept
+        if not keys:
+            return {}
+        rows = self.con.execute(
+            """
+            SELECT event_date, list_sort(list_distinct(list(p)))
+            FROM (SELECT event_date, unnest(coalesce(rare_properties, [])) AS p FROM event_files)
+            WHERE list_contains($keys::VARCHAR[], p)
+            GROUP BY event_date ORDER BY event_date
+            """,
+            {"keys": sorted(property_column(k) for k in keys)},
+        ).fetchall()
+        return {d: [property_name(p) for p in ps] for d, ps in rows}
 
     def product(self, ref: str) -> Product:
         return self.get("products", ref)  # type: ignore[return-value]

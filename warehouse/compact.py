@@ -95,7 +95,6 @@ from warehouse.layout import (
     EVENT_COLUMNS,
     is_property_column,
     is_rare_column,
-    property_column,
     property_name,
 )
 
@@ -241,16 +240,12 @@ def partitions_to_compact(
     """Event dates whose listed files are more than their rows need (ceil(rows / target)), or
     hold in their rare-key maps a key of `kept` (the metered properties: a metric or product
     created after the files were written reads it)."""
+    metered = Catalog(con).metered_in_maps(kept)
     rows = con.execute(
-        "SELECT event_date, count(*), sum(row_count), "
-        "bool_or(list_has_any(coalesce(rare_properties, []), $kept::VARCHAR[])) "
-        "FROM event_files GROUP BY 1 ORDER BY 1",
-        {"kept": sorted(property_column(k) for k in kept)},
+        "SELECT event_date, count(*), sum(row_count) FROM event_files GROUP BY 1 ORDER BY 1"
     ).fetchall()
     return [
-        d
-        for d, files, n, metered_in_maps in rows
-        if metered_in_maps or files > max(1, math.ceil(int(n) / target_rows))
+        d for d, files, n in rows if d in metered or files > max(1, math.ceil(int(n) / target_rows))
     ]
 
 
