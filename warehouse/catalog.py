@@ -84,8 +84,12 @@ class Catalog:
         compaction rewrites these dates with a column for each)."""
         from warehouse.layout import property_column, property_name
 
-        keys = self.metered_properties() if kept is None else kept
-        if not keys:
+        if kept is None:
+            [(any_maps,)] = self.con.execute(
+                "SELECT count(*) > 0 FROM event_files WHERE len(rare_properties) > 0"
+            ).fetchall()
+            kept = self.metered_properties() if any_maps else set()
+        if not kept:
             return {}
         rows = self.con.execute(
             """
@@ -94,7 +98,7 @@ class Catalog:
             WHERE list_contains($keys::VARCHAR[], p)
             GROUP BY event_date ORDER BY event_date
             """,
-            {"keys": sorted(property_column(k) for k in keys)},
+            {"keys": sorted(property_column(k) for k in kept)},
         ).fetchall()
         return {d: [property_name(p) for p in ps] for d, ps in rows}
 
