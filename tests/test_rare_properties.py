@@ -117,10 +117,11 @@ def logical(table: pa.Table) -> list[tuple]:
     ),
     st.sampled_from([(0, 0.3), (0, 2.0), (100, 0.3)]),
     st.sets(st.sampled_from(["a", "b", "c", "Model", "ü x"])),
+    st.sets(st.sampled_from(["a", "Model", "absent"])),
 )
 @settings(max_examples=80, deadline=None)
 def test_arrange_keeps_every_value_wherever_it_was(
-    records: list[dict], rule: tuple[int, float], in_map: set[str]
+    records: list[dict], rule: tuple[int, float], in_map: set[str], kept: set[str]
 ) -> None:
     # input: the keys of `in_map` in the map, the others as columns; output by the rule
     n = len(records)
@@ -140,9 +141,9 @@ def test_arrange_keeps_every_value_wherever_it_was(
     original = (rare.NARROW_KEYS, rare.COLUMN_SHARE)
     rare.NARROW_KEYS, rare.COLUMN_SHARE = narrow, share
     try:
-        out = rare.arrange(table)
+        out = rare.arrange(table, kept)
         counts = {k: sum(k in r for r in records) for k in keys}
-        columns, rares = rare.split_keys(counts, n)
+        columns, rares = rare.split_keys(counts, n, kept)
     finally:
         rare.NARROW_KEYS, rare.COLUMN_SHARE = original
     assert logical(out) == logical(table)
