@@ -38,6 +38,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.home import Home
+from warehouse.sqlrows import first_row
 
 
 def open_sandbox(
@@ -66,9 +67,9 @@ def open_sandbox(
     con.execute("SET allowed_paths = []")
     con.execute("SET allowed_directories = []")
     con.execute("SET enable_external_access = false")
-    [allowed] = con.execute(
-        "SELECT current_setting('allowed_directories'), current_setting('allowed_paths')"
-    ).fetchall()
+    allowed = first_row(
+        con, "SELECT current_setting('allowed_directories'), current_setting('allowed_paths')"
+    )
     expected = ([str(scratch).rstrip("/") + "/"] if scratch is not None else [], [])
     if allowed != expected:  # pragma: no cover - a DuckDB change; never run user SQL then
         con.close()
@@ -101,8 +102,7 @@ def sandbox(
 
 
 def _settings_of(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
-    # fetchall, not fetchone: a result left unread blocks the connection's next relation
-    [(threads, memory)] = con.execute(
-        "SELECT current_setting('threads'), current_setting('memory_limit')"
-    ).fetchall()
+    threads, memory = first_row(
+        con, "SELECT current_setting('threads'), current_setting('memory_limit')"
+    )
     return {"threads": int(threads), "memory_limit": str(memory).replace(" ", "")}

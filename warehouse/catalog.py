@@ -10,6 +10,7 @@ import duckdb
 
 from warehouse.errors import NotFoundError, suggest
 from warehouse.models import KINDS, BillableMetric, Customer, Model, Product
+from warehouse.sqlrows import first_row
 
 # kind (document key and table name) -> model
 TABLES: dict[str, type[Model]] = KINDS
@@ -37,15 +38,15 @@ class Catalog:
 
     def get(self, kind: str, ref: str) -> Model:
         """The object whose id or name is `ref`; a NotFoundError naming close names otherwise."""
-        # fetchall, not fetchone: a result left unread blocks the connection's next relation
-        rows = self.con.execute(
+        row = first_row(
+            self.con,
             f"SELECT doc FROM {kind} WHERE id = ? OR name = ? ORDER BY id = ? DESC LIMIT 1",  # noqa: S608
             [ref, ref, ref],
-        ).fetchall()
-        if not rows:
+        )
+        if not row:
             names = [n for (n,) in self.con.execute(f"SELECT name FROM {kind}").fetchall()]  # noqa: S608
             raise NotFoundError(f"no {SINGULAR[kind]} with id or name {ref!r}{suggest(ref, names)}")
-        return TABLES[kind].model_validate(json.loads(rows[0][0]))
+        return TABLES[kind].model_validate(json.loads(row[0]))
 
     def metric(self, ref: str) -> BillableMetric:
         return self.get("billable_metrics", ref)  # type: ignore[return-value]
@@ -85,9 +86,9 @@ class Catalog:
         from warehouse.layout import property_column, property_name
 
         if kept is None:
-            [(any_maps,)] = self.con.execute(
-                "SELECT count(*) > 0 FROM event_files WHERE len(rare_properties) > 0"
-            ).fetchall()
+            (any_maps,) = first_row(
+                self.con, "SELECT count(*) > 0 FROM event_files WHERE len(rare_properties) > 0"
+            )
             kept = self.metered_properties() if any_maps else set()
         if not kept:
             return {}
@@ -107,7 +108,5 @@ class Catalog:
 
     def customer(self, ref: str) -> Customer:
         """A customer by id, name, or ingest alias."""
-        rows = self.con.execute(
-            "SELECT customer_id FROM customer_keys WHERE key = ?", [ref]
-        ).fetchall()
-        return self.get("customers", rows[0][0] if rows else ref)  # type: ignore[return-value]
+        row = first_row(self.con, "SELECT customer_id FROM customer_keys WHERE key = ?", [ref])
+        return self.get("customers", row[0] if row else ref)  # type: ignore[return-value]

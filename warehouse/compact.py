@@ -84,7 +84,7 @@ from warehouse.ingest.ledger import (
     wall,
 )
 from warehouse.ingest.pipeline import NoProgress, Progress
-from warehouse.ingest.sqltext import first_row, ident, lit, lit_list
+from warehouse.ingest.sqltext import ident, lit, lit_list
 from warehouse.ingest.write import (
     BATCH_ROWS,
     MAX_ROWS_PER_FILE,
@@ -97,6 +97,7 @@ from warehouse.layout import (
     is_rare_column,
     property_name,
 )
+from warehouse.sqlrows import first_row
 
 COMPACTED = "compacted"
 DEFAULT_GRACE = timedelta(minutes=30)

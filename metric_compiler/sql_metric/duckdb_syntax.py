@@ -16,6 +16,7 @@ import threading
 import duckdb
 
 from metric_compiler.sql_metric.source import SqlSource
+from warehouse.sqlrows import first_row
 
 _local = threading.local()
 
@@ -36,9 +37,7 @@ def _char_offset(text: str, byte_offset: int) -> int:
 
 
 def check_duckdb_syntax(source: SqlSource) -> None:
-    [(text,)] = (
-        _connection().execute("SELECT json_serialize_sql(?::VARCHAR)", [source.text]).fetchall()
-    )
+    (text,) = first_row(_connection(), "SELECT json_serialize_sql(?::VARCHAR)", [source.text])
     result = json.loads(text) if text else {}
     if not result.get("error") or result.get("error_type") != "parser":
         return

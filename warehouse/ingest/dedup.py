@@ -21,7 +21,8 @@ from datetime import datetime, timedelta
 import duckdb
 
 from warehouse.events import EventStore
-from warehouse.ingest.sqltext import first_row, lit_list
+from warehouse.ingest.sqltext import lit_list
+from warehouse.sqlrows import first_row
 
 DEDUP_WINDOW = timedelta(days=35)
 

@@ -40,8 +40,9 @@ from warehouse.errors import UserError, suggest
 from warehouse.ingest import exactjson
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select, timestamp_sql
 from warehouse.ingest.sources import SourceFile
-from warehouse.ingest.sqltext import first_row, ident, int_lit, lit
+from warehouse.ingest.sqltext import ident, int_lit, lit
 from warehouse.layout import property_column
+from warehouse.sqlrows import first_row
 
 FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 PROPERTIES = "properties"

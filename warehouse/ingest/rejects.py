@@ -21,7 +21,8 @@ import duckdb
 
 from warehouse.ingest.readers import POS_SHIFT, TableSource, record_payload_sql
 from warehouse.ingest.sources import SourceFile
-from warehouse.ingest.sqltext import first_row, lit
+from warehouse.ingest.sqltext import lit
+from warehouse.sqlrows import first_row
 
 UNITS = {"ndjson": "line", "json": "line", "csv": "row", "parquet": "row"}
 CHUNK_ROWS = 1_000_000  # rejects written per sorted slice (see write_rejects)

@@ -8,9 +8,7 @@ helpers, which render a sqlglot identifier or literal (quotes doubled, nothing i
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-import duckdb
 from sqlglot import exp
 
 DIALECT = "duckdb"
@@ -42,10 +40,3 @@ def json_pointer(key: str) -> str:
     """The RFC 6901 pointer of a top-level key (`~` -> `~0`, `/` -> `~1`); any other character,
     quotes and dots included, stands for itself."""
     return "/" + key.replace("~", "~0").replace("/", "~1")
-
-
-def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> tuple:
-    """The first row of a query (or an empty tuple), with the result read to its end (a
-    half-read result would block the connection's next relation)."""
-    rows = con.execute(sql, params or []).fetchall()
-    return tuple(rows[0]) if rows else ()

@@ -7,6 +7,8 @@ from importlib import resources
 
 import duckdb
 
+from warehouse.sqlrows import first_row
+
 
 def _migrations() -> list[tuple[int, str, str]]:
     found = []
@@ -29,7 +31,7 @@ def current_version(con: duckdb.DuckDBPyConnection) -> int:
         "CREATE TABLE IF NOT EXISTS schema_version "
         "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
     )
-    [(version,)] = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()
+    (version,) = first_row(con, "SELECT coalesce(max(version), 0) FROM schema_version")
     return int(version)
 
 
