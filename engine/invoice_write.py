@@ -31,6 +31,7 @@ from types import TracebackType
 import duckdb
 from sqlglot import exp
 
+from engine.invoice_summary import InvoiceCounts
 from engine.periods import naive
 from engine.rating import LINE_ITEMS
 
@@ -129,12 +130,12 @@ def record_run(
     as_of: datetime,
     seq: int,
     started_at: datetime,
-    counts: dict[str, int],
+    counts: InvoiceCounts,
     summary: str,
 ) -> str:
     """Record an invoice run that wrote (`seq`: what `write` returned) in the `invoice_runs`
-    ledger, inside its transaction; returns the run's id.  `counts`: created, updated,
-    finalized, unchanged; `summary`: the run's totals, unrated usage and notes as JSON."""
+    ledger, inside its transaction; returns the run's id.  `summary`: the run's totals,
+    unrated usage and notes as JSON."""
     run_id = str(uuid.uuid4())
     con.execute(
         "INSERT INTO invoice_runs VALUES ($run_id, $as_of, $seq, $started_at, $finished_at, "
@@ -146,7 +147,10 @@ def record_run(
             "started_at": naive(started_at),
             # not now(): DuckDB's now() is the transaction's start
             "finished_at": naive(datetime.now(UTC)),
-            **{k: counts[k] for k in ("created", "updated", "finalized", "unchanged")},
+            "created": counts.created,
+            "updated": counts.updated,
+            "finalized": counts.finalized,
+            "unchanged": counts.unchanged,
             "summary": summary,
         },
     )

@@ -206,7 +206,7 @@ def run(
                             as_of=as_of,
                             seq=seq,
                             started_at=started_at,
-                            counts=counts.model_dump(),
+                            counts=counts,
                             summary=_ledger_summary(totals, unrated, notes),
                         )
                     tx.commit()

@@ -214,9 +214,8 @@ def rare_keys(column: pa.Array | pa.ChunkedArray) -> set[str]:
 def arrange(table: pa.Table, kept: Set[str] = frozenset()) -> pa.Table:
     """`table` (fixed columns, property columns, maybe rare-key maps) with its properties laid
     out by the rule of this module (`kept`: see split_keys), whichever of the two places held
-    each key's values: the
-    fixed columns first, in their order, then the property columns sorted by name, then the
-    maps of the rare keys' buckets."""
+    each key's values: the fixed columns first, in their order, then the property columns
+    sorted by name, then the maps of the rare keys' buckets."""
     n = len(table)
     fixed = [c for c in table.column_names if not is_property_column(c) and not is_rare_column(c)]
     columns = {
