@@ -3,6 +3,7 @@ a key from either place, and compaction moving keys between columns and the map.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from layouts import every_key_rare, stored_as
-from test_compact import PROPS, batch, catalog, rows
+from test_compact import HOSTILE, PROPS, batch, catalog, rows
 from test_invoices_support import apply_docs, commit_events, event
 
 from engine.api import Meterql
@@ -287,18 +288,28 @@ def test_compaction_checksum_sees_a_value_lost_in_the_move(
 
 def metered_catalog() -> dict:
     """test_compact's catalog (its metric reads input_tokens and Model, its product's pricing
-    key is Model) plus a SQL metric reading user_id."""
+    key is Model) plus a SQL metric reading user_id and a metric filtering on one hostile key
+    and grouped by another."""
     docs = catalog()
-    docs["billable_metrics"].append(
+    docs["billable_metrics"] += [
         {
             "name": "Users",
             "sql": "SELECT count(DISTINCT properties.user_id) AS value FROM events",
-        }
-    )
+        },
+        {
+            "name": "Hostile",
+            "aggregation_type": "count",
+            "property_filters": [
+                {"name": HOSTILE[4], "exists": True},
+                {"name": HOSTILE[2], "exists": True},
+            ],
+            "group_keys": [[HOSTILE[2]]],
+        },
+    ]
     return docs
 
 
-METERED = {"input_tokens", "Model", "user_id"}
+METERED = {"input_tokens", "Model", "user_id", HOSTILE[4], HOSTILE[2]}
 
 
 def test_the_catalog_lists_the_properties_metrics_and_products_read(tmp_path: Path) -> None:
@@ -306,6 +317,13 @@ def test_the_catalog_lists_the_properties_metrics_and_products_read(tmp_path: Pa
     try:
         assert Catalog(m.con).metered_properties() == set()
         apply_docs(m, tmp_path, metered_catalog())
+        assert Catalog(m.con).metered_properties() == METERED
+        # a stored SQL metric that no longer checks (rules of a later version) reads nothing:
+        # the layout ignores it rather than failing every ingest
+        m.con.execute(
+            "INSERT INTO billable_metrics VALUES ('stale', 'Stale', false, ?, now(), now())",
+            [json.dumps({"id": "stale", "name": "Stale", "sql": "SELECT properties.x FROM t"})],
+        )
         assert Catalog(m.con).metered_properties() == METERED
     finally:
         m.close()
@@ -351,7 +369,8 @@ def test_compaction_moves_the_keys_of_a_later_metric_out_of_the_maps(
         applied = apply_docs(m, tmp_path, metered_catalog())  # a metric of user_id comes later
         [note] = applied.notes  # apply says which dates hold it in maps, and what to do
         assert note.startswith("3 event date(s) (2026-03-02..2026-03-04) hold properties")
-        assert "('Model', 'input_tokens', 'user_id')" in note and "warehouse compact" in note
+        assert "(" + ", ".join(repr(k) for k in sorted(METERED)) + ")" in note
+        assert "warehouse compact" in note
 
         monkeypatch.setattr(rare, "NARROW_KEYS", 0)
         monkeypatch.setattr(rare, "COLUMN_SHARE", 2.0)
