@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 
+from engine.content_hash import content_hash_text, refresh_stale_hashes
 from engine.invoice_ids import define_id_macros
 from engine.invoice_store import exact
 from engine.invoice_summary import UnratedUsage
@@ -37,14 +38,13 @@ FROM mq_lines
 GROUP BY period_key, credit_type_id, product_id
 """
 
-# The content hash of an invoice: its line count and the sum (mod 2^64) and xor of its lines'
-# hashes, as text.
+# The content hash of an invoice (engine.content_hash): its line count and the sum (mod 2^64)
+# and xor of its lines' hashes, as text.
 _INVOICE_TOTALS = """
 CREATE OR REPLACE TEMP TABLE mq_invoice_totals AS
 WITH per_key AS (
     SELECT period_key, credit_type_id, sum(total)::DECIMAL(38, 12) AS total,
-           sum(line_count) AS line_count, sum(h1) % 18446744073709551616 AS h1,
-           bit_xor(h2) AS h2
+           sum(line_count) AS line_count, sum(h1) AS h1, bit_xor(h2) AS h2
     FROM mq_line_groups
     GROUP BY period_key, credit_type_id
 )
@@ -53,11 +53,10 @@ SELECT i.invoice_id,
        coalesce(p.total, 0)::DECIMAL(38, 12) AS total,
        CAST(coalesce(p.line_count, 0) AS INTEGER) AS line_count,
        -- the text printf('%d-%d-%d', ...) gave, ~35x cheaper (printf of a HUGEINT is slow)
-       coalesce(p.line_count, 0)::VARCHAR || '-' || coalesce(p.h1, 0)::VARCHAR || '-'
-           || coalesce(p.h2, 0)::VARCHAR AS content_hash
+       {content_hash} AS content_hash
 FROM mq_invoices i
 LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.credit_type_id
-"""
+""".format(content_hash=content_hash_text("p.line_count", "p.h1", "p.h2"))  # noqa: S608 - fixed SQL
 
 _OUTCOMES = """
 CREATE OR REPLACE TEMP TABLE mq_outcomes AS
@@ -147,6 +146,7 @@ def register_invoices(
             },
         )
     con.execute(_INVOICE_TOTALS)
+    refresh_stale_hashes(con)
     con.execute(_OUTCOMES)
     frozen = con.execute(
         "SELECT invoice_id, old_status FROM mq_outcomes WHERE old_status NOT IN ('draft')"

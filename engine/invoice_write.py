@@ -31,6 +31,7 @@ from types import TracebackType
 import duckdb
 from sqlglot import exp
 
+from engine.content_hash import SCHEME
 from engine.invoice_summary import InvoiceCounts
 from engine.periods import naive
 from engine.rating import LINE_ITEMS
@@ -41,7 +42,7 @@ SELECT o.invoice_id, p.contract_id, p.customer_id, 'USAGE', p.period_start, p.pe
        o.credit_type_id, o.credit_type_name, o.credit_precision, o.status, o.revision,
        o.content_hash, o.subtotal, o.total, o.line_count, $seq, $as_of, o.replaces, NULL,
        now()::TIMESTAMP, now()::TIMESTAMP,
-       CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END, NULL
+       CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END, NULL, $scheme
 FROM mq_outcomes o JOIN mq_periods p ON p.period_key = o.period_key
 WHERE o.outcome = 'created'
 ORDER BY p.customer_id, p.period_start, o.invoice_id
@@ -50,7 +51,7 @@ ORDER BY p.customer_id, p.period_start, o.invoice_id
 _UPDATE_INVOICES = """
 UPDATE invoices SET
     status = o.status, revision = o.revision, content_hash = o.content_hash,
-    subtotal = o.subtotal, total = o.total, line_count = o.line_count,
+    hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, line_count = o.line_count,
     data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP,
     finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END
 FROM mq_outcomes o
@@ -114,7 +115,7 @@ def write(
         if not pending:
             return None
     seq = next_seq(con)
-    params = {"seq": seq, "as_of": naive(as_of)}
+    params = {"seq": seq, "as_of": naive(as_of), "scheme": SCHEME}
     con.execute(_INSERT_INVOICES, params)
     con.execute(_UPDATE_INVOICES, params)
     con.execute(_INSERT_LINES)

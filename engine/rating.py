@@ -59,6 +59,7 @@ from decimal import Decimal
 import duckdb
 from sqlglot import exp
 
+from engine.content_hash import LINE_HASH, PRODUCT_HASH
 from engine.pricing import Pricing
 from engine.quantity_conversion import STORED_SCALE, converted_quantity, dec, dtype, sql_text
 
@@ -221,11 +222,9 @@ WITH billed AS ({billed}
 )
 SELECT period_key, credit_type_id, product_id, rate_key, tier_index, pricing_values,
        presentation_values, starting_at, ending_before, quantity, total,
-       -- the line's content hash (engine.invoice_assembly): its fields as stored, and its
+       -- the line's content hash (engine.content_hash): its fields as stored, and its
        -- product's name, metric and keys
-       hash(product_id, rate_type, rate_card_id, rate_index, pricing_values,
-            presentation_values, starting_at, ending_before, tier_index, tier_lower,
-            tier_size, quantity, unit_price, total, product_hash) AS line_hash
+       {line_hash} AS line_hash
 FROM (
     SELECT x.period_key, x.credit_type_id, x.product_id, x.rate_type, x.rate_key,
            x.rate_card_id, x.rate_index, x.pricing_values, x.presentation_values,
@@ -242,8 +241,7 @@ FROM (
              OR (quantity <= {zero} AND tier_index = 0)) x
     JOIN mq_credit_types ct ON ct.credit_type_id = x.credit_type_id
     JOIN (SELECT product_id,
-                 hash(product_name, billable_metric_id, pricing_keys, presentation_keys)
-                     AS product_hash
+                 {product_hash} AS product_hash
           FROM mq_products) pr
       ON pr.product_id = x.product_id
 ) y
@@ -289,6 +287,8 @@ def rate(con: duckdb.DuckDBPyConnection, pricing: Pricing, *, multi_segment: boo
             stored=sql_text(dtype(STORED_SCALE)),
             prior=_PRIOR_WINDOW.format(zero=zero) if multi_segment else zero,
             total=_total_case(pricing, "amount"),
+            line_hash=LINE_HASH,
+            product_hash=PRODUCT_HASH,
         )
     )
 

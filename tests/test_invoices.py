@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from engine.api import Meterql
 from engine.cli import app
+from engine.content_hash import SCHEME
 from engine.invoice_ids import INVOICE_NAMESPACE, invoice_id
 from engine.output import dumps
 from warehouse.errors import UserError
@@ -278,6 +279,49 @@ def test_the_content_hash_is_the_hash_of_the_stored_lines_and_product_snapshots(
     assert all(not stored.startswith("0-") for _id, stored, _ in rows)
 
 
+def test_a_draft_hashed_by_another_duckdb_is_rehashed_from_its_stored_lines_not_revised(mq):
+    """DuckDB's hash() may give other values in another release: drafts whose content hash was
+    computed under another scheme (or before schemes were recorded: NULL) are rehashed from
+    their stored lines and product snapshots, so an upgrade revises no unchanged draft."""
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500", user="u1"),
+            event("c1", "beta", "2026-03-11T00:00:00Z", "api_call"),
+        ],
+    )
+    mq.invoice_run("2026-03-15T00:00:00Z")
+
+    def state() -> list[tuple]:
+        return mq.con.execute(
+            "SELECT c.name, i.revision, i.content_hash, i.hash_scheme FROM invoices i "
+            "JOIN customers c ON c.id = i.customer_id ORDER BY c.name"
+        ).fetchall()
+
+    def line_rows() -> int:
+        return mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall()[0][0]
+
+    before, lines = state(), line_rows()
+    assert [row[3] for row in before] == [SCHEME, SCHEME]
+    # as an older DuckDB's hash() and a meterql before hash schemes would have left them
+    mq.con.execute(
+        "UPDATE invoices SET content_hash = '1-123-456', hash_scheme = CASE WHEN customer_id = "
+        "(SELECT id FROM customers WHERE name = 'Acme') THEN 'meterql-1/duckdb-1.9.0' END"
+    )
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (summary.invoices.unchanged, summary.invoices.updated) == (2, 0)
+    assert state() == before and line_rows() == lines
+    # a real change is still one
+    commit_events(mq, [tokens("a2", "acme", "2026-03-12T12:00:00Z", "gpt-5", "10", user="u1")])
+    mq.con.execute("UPDATE invoices SET hash_scheme = NULL")
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (summary.invoices.unchanged, summary.invoices.updated) == (1, 1)
+    after = state()
+    assert [(c, r) for c, r, _, _ in after] == [("Acme", 2), ("Beta", 1)]
+    assert after[1] == before[1] and after[0][2] != before[0][2]
+    assert {row[3] for row in after} == {SCHEME}
+
+
 def test_every_started_period_gets_an_invoice(mq):
     summary = mq.invoice_run("2026-05-01T00:00:00Z")  # March, April (final), May (just started)
     invoices = by_customer(mq, "Acme")
@@ -399,7 +443,8 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "INSERT INTO invoice_event_batches",
         "INSERT INTO invoices",
         "UPDATE invoices SET status = o.status, revision = o.revision, content_hash = "
-        "o.content_hash, subtotal = o.subtotal, total = o.total, line_count = o.line_count, "
+        "o.content_hash, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, "
+        "line_count = o.line_count, "
         "data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP, "
         "finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END FROM "
         "mq_outcomes o WHERE invoices.id = o.invoice_id AND o.outcome IN ('updated', "
