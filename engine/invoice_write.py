@@ -4,7 +4,8 @@ holds the home's writer lock).
     with RunTransaction(con) as tx:     the run's one transaction: its temp tables and its
         ...                             catalog changes
         write(con, as_of, extra)        -> data_seq (None: nothing to write)
-        record_run(con, ...)            a run that wrote: its row in the invoice_runs ledger
+        record_run(con, ...)            a run (or regenerate) that wrote: its row in the
+                                        invoice_runs ledger
         tx.commit()                     drops the run's temp tables, commits
 
 New invoices are inserted; drafts that changed get a new revision of line items and product
@@ -133,14 +134,16 @@ def record_run(
     started_at: datetime,
     counts: InvoiceCounts,
     summary: str,
+    kind: str = "run",
 ) -> str:
-    """Record an invoice run that wrote (`seq`: what `write` returned) in the `invoice_runs`
-    ledger, inside its transaction; returns the run's id.  `summary`: the run's totals,
-    unrated usage and notes as JSON."""
+    """Record an invoice run or regenerate (`kind`) that wrote (`seq`: what `write` returned)
+    in the `invoice_runs` ledger, inside its transaction; returns the row's id.  `summary`: its
+    totals, unrated usage and notes as JSON."""
     run_id = str(uuid.uuid4())
     con.execute(
-        "INSERT INTO invoice_runs VALUES ($run_id, $as_of, $seq, $started_at, $finished_at, "
-        "$created, $updated, $finalized, $unchanged, $summary)",
+        "INSERT INTO invoice_runs (run_id, as_of, data_seq, started_at, finished_at, created, "
+        "updated, finalized, unchanged, summary, kind) VALUES ($run_id, $as_of, $seq, "
+        "$started_at, $finished_at, $created, $updated, $finalized, $unchanged, $summary, $kind)",
         {
             "run_id": run_id,
             "as_of": naive(as_of),
@@ -153,6 +156,7 @@ def record_run(
             "finalized": counts.finalized,
             "unchanged": counts.unchanged,
             "summary": summary,
+            "kind": kind,
         },
     )
     return run_id

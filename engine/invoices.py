@@ -227,12 +227,13 @@ def run(
 
 
 def _ledger_summary(
-    totals: list[CreditTotal], unrated: list[UnratedUsage], notes: list[str]
+    totals: list[CreditTotal], unrated: list[UnratedUsage], notes: list[str], **extra: str
 ) -> str:
     """The `summary` of a run's invoice_runs row (JSON): totals per credit type, how many
-    usage rows no rate priced, the notes."""
+    usage rows no rate priced, the notes (and `extra`: a regenerate's invoices)."""
     return json.dumps(
         {
+            **extra,
             "totals": [t.model_dump(mode="json") for t in totals],
             "unrated_usage": len(unrated),
             "notes": notes,
@@ -285,6 +286,7 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
     notes: list[str] = []
     from engine.output import progress as progress_bar
 
+    started_at = datetime.now(UTC)
     with RunTransaction(con) as tx:
         snap = Snapshot.load(con)
         try:
@@ -310,11 +312,13 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
             status="finalized",
         )
         with progress_bar("regenerate invoice", total=3) as bar:
-            _compute(con, home, snap, plan, notes, Stopwatch(bar, "regenerate invoice"))
+            pricing = _compute(con, home, snap, plan, notes, Stopwatch(bar, "regenerate invoice"))
         register_invoices(con, snap, ids={(0, old.credit_type.id): new_id}, replaces=old.id)
-        write(
+        counts, totals = _outcomes(con, 0)
+        as_of = datetime.now(UTC)
+        seq = write(
             con,
-            datetime.now(UTC),
+            as_of,
             [
                 (
                     "UPDATE invoices SET status = 'void', superseded_by = ?, "
@@ -323,6 +327,18 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
                     [new_id, old.id],
                 )
             ],
+        )
+        assert seq is not None  # `extra` statements: always written
+        record_run(
+            con,
+            as_of=as_of,
+            seq=seq,
+            started_at=started_at,
+            counts=counts,
+            summary=_ledger_summary(
+                totals, unrated_usage(con, pricing), notes, invoice=new_id, replaces=old.id
+            ),
+            kind="regenerate",
         )
         tx.commit()
     return invoice_store.get(con, new_id)

@@ -451,8 +451,9 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "'finalized')",
         "INSERT INTO invoice_line_items",
         "INSERT INTO invoice_products",
-        "INSERT INTO invoice_runs VALUES ($run_id, $as_of, $seq, $started_at, $finished_at, "
-        "$created, $updated, $finalized, $unchanged, $summary)",
+        "INSERT INTO invoice_runs (run_id, as_of, data_seq, started_at, finished_at, created, "
+        "updated, finalized, unchanged, summary, kind) VALUES ($run_id, $as_of, $seq, "
+        "$started_at, $finished_at, $created, $updated, $finalized, $unchanged, $summary, $kind)",
     ]
     assert temp_tables() == []  # the rating tables are dropped, never committed
     # nothing changed: nothing written
@@ -499,6 +500,15 @@ def test_regenerate_makes_a_new_invoice_from_current_data(mq):
     assert new.status == "finalized" and new.total == 300  # includes the late event
     old = mq.invoice(march.id)
     assert old.status == "void" and old.superseded_by == new.id and old.total == 150
+    # the ledger: the run, then the regenerate (what it made and replaced, its totals)
+    rows = mq.con.execute(
+        "SELECT kind, created, updated, finalized, summary FROM invoice_runs ORDER BY started_at"
+    ).fetchall()
+    assert [r[:4] for r in rows] == [("run", 4, 0, 0), ("regenerate", 1, 0, 0)]
+    regenerated = json.loads(rows[1][4])
+    assert (regenerated["invoice"], regenerated["replaces"]) == (new.id, march.id)
+    [usd] = regenerated["totals"]
+    assert (usd["invoices"], usd["total"]) == (1, "300")
     with pytest.raises(UserError, match="already regenerated"):
         mq.regenerate_invoice(march.id)
     # the regenerated invoice saw the late event: no late events any more
@@ -507,6 +517,8 @@ def test_regenerate_makes_a_new_invoice_from_current_data(mq):
     draft = next(i for i in by_customer(mq, "Acme") if i.status == "draft")
     with pytest.raises(UserError, match="draft"):
         mq.regenerate_invoice(draft.id)
+    # the run after wrote nothing; the refusals recorded nothing
+    assert len(mq.con.execute("SELECT * FROM invoice_runs").fetchall()) == 2
 
 
 # -- many customers and contracts at once -------------------------------------------------------
