@@ -13,8 +13,8 @@ import pytest
 
 from warehouse.errors import UserError
 from warehouse.home import Home
-from warehouse.ingest import ingest, readers
-from warehouse.ingest.readers import count_lines, lines_bytes
+from warehouse.ingest import ingest, json_records, sources
+from warehouse.ingest.json_records import count_lines, lines_bytes
 
 NOW = datetime(2026, 2, 1)
 
@@ -41,10 +41,10 @@ def line(i: int, pad: int = 0) -> str:
 @pytest.fixture
 def small_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Buffers of a few hundred bytes, so a small file is read the way a large one is."""
-    monkeypatch.setattr(readers, "FAST_LINE_BYTES", 300)
-    monkeypatch.setattr(readers, "FAST_BUFFER_BYTES", 600)
-    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 3000)
-    monkeypatch.setattr(readers, "READ_BUFFER_BYTES", 6000)
+    monkeypatch.setattr(json_records, "FAST_LINE_BYTES", 300)
+    monkeypatch.setattr(json_records, "FAST_BUFFER_BYTES", 600)
+    monkeypatch.setattr(json_records, "MAX_LINE_BYTES", 3000)
+    monkeypatch.setattr(json_records, "READ_BUFFER_BYTES", 6000)
 
 
 def rejects(summary) -> list[dict]:
@@ -60,7 +60,7 @@ def test_a_large_file_keeps_its_line_numbers(home: Home, tmp_path: Path) -> None
     lines[59] = "   "
     path = tmp_path / "big.ndjson"
     path.write_text("\n".join(lines), encoding="utf-8")  # no newline at the end
-    assert path.stat().st_size > readers.FAST_BUFFER_BYTES
+    assert path.stat().st_size > json_records.FAST_BUFFER_BYTES
     summary = ingest(home, [path], now=NOW)
     assert (summary.received, summary.accepted, summary.rejected) == (58, 57, 1)
     [reject] = rejects(summary)
@@ -89,11 +89,11 @@ def test_a_line_longer_than_the_first_buffer_is_read_again(
 
 
 def duckdb_lines(path: Path, max_line: int, buffer: int) -> tuple[int, int]:
-    """(lines, bytes of their text) as DuckDB's CSV reader gives them (as readers reads)."""
+    """(lines, bytes of their text) as DuckDB's CSV reader gives them (as json_records reads)."""
     con = duckdb.connect()
     try:
-        file = readers.SourceFile(0, path, "ndjson", path.stat().st_size)
-        lines = readers._read_lines(file, max_line, buffer)
+        file = sources.SourceFile(0, path, "ndjson", path.stat().st_size)
+        lines = json_records._read_lines(file, max_line, buffer)
         sql = f"SELECT count(*), coalesce(sum(strlen(line)), 0) FROM {lines}"  # noqa: S608
         return con.execute(sql).fetchall()[0]
     finally:
@@ -107,7 +107,9 @@ def test_a_long_line_between_others_is_read_again(home: Home, tmp_path: Path) ->
     path = tmp_path / "middle.ndjson"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     # what makes the check necessary: DuckDB leaves that line out without an error
-    read, text_bytes = duckdb_lines(path, readers.FAST_LINE_BYTES, readers.FAST_BUFFER_BYTES)
+    read, text_bytes = duckdb_lines(
+        path, json_records.FAST_LINE_BYTES, json_records.FAST_BUFFER_BYTES
+    )
     assert read == 39
     assert lines_bytes(path, read, text_bytes) != path.stat().st_size
     summary = ingest(home, [path], now=NOW)
@@ -166,7 +168,7 @@ def test_count_lines(tmp_path: Path, data: bytes, expected: int) -> None:
 def test_lines_bytes_is_the_size_of_the_lines_duckdb_reads(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "x.ndjson"
     path.write_bytes(data)
-    read, text_bytes = duckdb_lines(path, readers.MAX_LINE_BYTES, readers.READ_BUFFER_BYTES)
+    read, text_bytes = duckdb_lines(path, sources.MAX_LINE_BYTES, sources.READ_BUFFER_BYTES)
     assert read == count_lines(path)
     assert lines_bytes(path, read, text_bytes) == len(data)
     # a line left out (a long one: some text with it) or a line cut in two breaks the sum

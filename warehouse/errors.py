@@ -33,3 +33,9 @@ def suggest(word: str, candidates: Iterable[str]) -> str:
     """`; did you mean 'x'?` for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (a library's error may go on for lines), or its
+    class name when it has none."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -8,6 +8,9 @@ spills to disk instead of growing; times in UTC; no progress bar on the terminal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import duckdb
 
 from warehouse.home import Home
@@ -23,3 +26,20 @@ def open_work(home: Home, name: str) -> duckdb.DuckDBPyConnection:
         work.close()
         raise
     return work
+
+
+# What DuckDB raises when a source file cannot be read (not a bug of ours).
+READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
+
+
+@contextmanager
+def unordered(con: duckdb.DuckDBPyConnection, active: bool = True) -> Iterator[None]:
+    """Let DuckDB insert rows in any order (faster: no ordered batch insert)."""
+    if not active:
+        yield
+        return
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute("SET preserve_insertion_order = true")

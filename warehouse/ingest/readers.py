@@ -5,58 +5,37 @@ naming the file, the column, its type and what was expected, before anything is 
 `stage` then fills one temporary table `staged` (columns: `staged_columns`) with one row per
 record, already checked by `normalise`:
 
-- NDJSON (`.ndjson`, `.jsonl`, optionally gzipped) is read as lines (read_csv of one VARCHAR
-  column), so a line that is not JSON rejects only itself and keeps its text and line number.
-  Blank lines are skipped (they still count for line numbers).  Each JSON record is parsed once
-  (json_transform); only a record with an unusual field goes through the full reading
-  (`_json_staged_select`).
-- `.json`: a JSON array of event objects (one record per element), a single event object, or,
-  when the whole file is not one JSON document, NDJSON.
+- NDJSON and JSON files: their records (lines, array elements) by warehouse.ingest.json_records.
 - CSV (all columns read as text, exactly as sent) and Parquet: the four event fields plus the
   properties as a `properties` column (a MAP, a STRUCT, or JSON text) or as extra columns (every
   column beyond the four fields is a property).
 
-Positions: every record gets `pos = source index << 40 | record number`, so ordering by `pos` is
-input order (file order, then line/row order) and the first copy of a duplicate wins.
+Positions: every record gets `pos = source index << 40 | record number` (sources.pos_sql), so
+ordering by `pos` is input order (file order, then line/row order) and the first copy of a
+duplicate wins.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
-import os
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
 
-from warehouse.errors import UserError, suggest
+from warehouse.errors import UserError, first_line, suggest
 from warehouse.ingest import exactjson
-from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select, timestamp_sql
-from warehouse.ingest.sources import SourceFile
-from warehouse.ingest.sqltext import ident, int_lit, lit
+from warehouse.ingest.connection import READ_ERRORS, unordered
+from warehouse.ingest.json_records import json_staged_select, load_json_file, load_lines
+from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
+from warehouse.ingest.sources import MAX_LINE_BYTES, READ_BUFFER_BYTES, SourceFile, pos_sql
+from warehouse.ingest.sqltext import ident, lit
 from warehouse.layout import property_column
 from warehouse.sqlrows import first_row
 
 FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 PROPERTIES = "properties"
-POS_SHIFT = 40
-# The longest line or CSV row read.  DuckDB's CSV reader (2.0) needs a read buffer larger than
-# that (its default, 16 times as large, is 4 GiB: more than the memory limit for a gzipped file),
-# and it drops a line longer than its buffer without an error: so reads are checked (below).
-MAX_LINE_BYTES = 256 * 1024 * 1024
-READ_BUFFER_BYTES = 2 * MAX_LINE_BYTES
-# NDJSON lines are first read with a smaller buffer, on every thread for a plain file larger
-# than one buffer (numbering lines by row_number() keeps a read on one thread), then, if a line
-# is too long for it, again with the largest limits.
-FAST_LINE_BYTES = 32 * 1024 * 1024
-FAST_BUFFER_BYTES = 2 * FAST_LINE_BYTES
 
 _INTEGER_TYPES = frozenset(
     {"tinyint", "smallint", "integer", "bigint", "hugeint"}
@@ -69,7 +48,6 @@ _NESTED_TYPES = frozenset({"struct", "list", "map", "array", "union"})
 _UNSUPPORTED_VALUE_TYPES = frozenset({"blob", "bit", "varint", "bignum", "geometry"})
 
 # DuckDB errors that mean "this file cannot be read as that format" (others are bugs)
-_READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
 STAGED_FIXED = {
     "pos": "BIGINT",
@@ -169,15 +147,11 @@ def _relation_columns(
             written = list(pq.read_schema(file.path).names)
     except (duckdb.Error, OSError, ValueError) as error:
         raise UserError(
-            f"cannot read {file.format} file {file.name}: {_first_line(error)}"
+            f"cannot read {file.format} file {file.name}: {first_line(error)}"
         ) from None
     if len(written) != len(names):
         written = names  # DuckDB and the file disagree on the header: trust DuckDB's reading
     return names, types, written
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _type_name(dtype: Any) -> str:
@@ -293,10 +267,6 @@ def inspect_sources(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> 
 # -- staging ------------------------------------------------------------------------------------
 
 
-def _pos(file: SourceFile, record_sql: str) -> str:
-    return f"({int_lit(file.index)}::BIGINT << {POS_SHIFT}) + ({record_sql})"
-
-
 def _create_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
     columns = ", ".join(f"{ident(n)} {t}" for n, t in staged_columns(plan).items())
     con.execute(f"CREATE OR REPLACE TEMP TABLE staged ({columns})")
@@ -304,325 +274,6 @@ def _create_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
         "CREATE OR REPLACE TEMP TABLE record_texts "
         "(pos BIGINT, raw VARCHAR, q VARCHAR, marked BOOLEAN)"
     )
-
-
-def _read_lines(file: SourceFile, max_line: int, buffer: int) -> str:
-    """SQL: the lines of a text file in file order (a blank line is a NULL or blank text)."""
-    return f"""
-        read_csv({lit(file.name)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
-                 quote='', escape='', header=false, auto_detect=false,
-                 max_line_size={int(max_line)}, buffer_size={int(buffer)})
-    """
-
-
-_NOT_BLANK = "line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND trim(line) = '')"
-
-
-def _read_failure(file: SourceFile, error: BaseException) -> UserError:
-    text = _first_line(error)
-    if "Expected Number of Columns" in str(error):
-        text = "a line holds a NUL byte (the file is not text)"
-    return UserError(f"cannot read {file.format} file {file.name}: {text}")
-
-
-def count_lines(path: Path) -> int:
-    """The lines of a text file (gzipped when its name ends in .gz) as DuckDB's CSV reader
-    reads them: every newline ends one, and a last line without one counts too.  Lines end
-    in \\n (or \\r\\n); a file without any \\n ends them in \\r.
-
-    One pass counting \\n into a reused buffer (this runs beside DuckDB's read on a 2-core
-    machine, so its CPU is the read's); carriage returns are counted, in a second pass, only
-    in a file without any \\n."""
-    lf, last = _count_byte(path, b"\n")
-    if lf == 0 and last:
-        cr, _ = _count_byte(path, b"\r")
-        if cr:
-            return cr + (last != b"\r")
-    return lf + (last not in (b"", b"\n"))
-
-
-def _count_byte(path: Path, byte: bytes) -> tuple[int, bytes]:
-    """(occurrences of `byte` in the file's text, its last byte or b"")."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    buffer = bytearray(1 << 24)
-    view = memoryview(buffer)
-    count = 0
-    last = b""
-    with opener(path, "rb") as handle:
-        while size := handle.readinto(view):
-            count += buffer.count(byte, 0, size)
-            last = bytes(buffer[size - 1 : size])
-    return count, last
-
-
-def _load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
-    """Read a file's lines, numbered, and make sure none was left out (`_all_lines_read`).
-
-    A plain file larger than one read buffer goes to its own table `lines_<index>`, read on
-    every thread in file order (its row ids are the line numbers); returns the SQL of its
-    records, for the `records` view.  Other files go into `record_texts` (None)."""
-    gzipped = file.path.name.lower().endswith(".gz")
-    parallel = file.size > FAST_BUFFER_BYTES and not gzipped
-    table = f"lines_{int(file.index)}"
-    error: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterql-lines") as pool:
-        # a gzipped file is read by DuckDB on one thread: its lines are counted on the other
-        counted = pool.submit(count_lines, file.path) if gzipped else None
-        for max_line, buffer in (
-            (FAST_LINE_BYTES, FAST_BUFFER_BYTES),
-            (MAX_LINE_BYTES, READ_BUFFER_BYTES),
-        ):
-            lines = _read_lines(file, max_line, buffer)
-            number = "" if parallel else "row_number() OVER () AS ln, "
-            numbered = f"SELECT {number}line FROM {lines}"  # noqa: S608 - path rendered by sqlglot
-            try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {numbered}")
-            # DuckDB's parallel reader may refuse a line longer than its buffer
-            except (*_READ_ERRORS, duckdb.NotImplementedException) as failure:
-                error = failure
-                continue
-            read, text_bytes = first_row(
-                con,
-                f"SELECT count(*), coalesce(sum(strlen(line)), 0) FROM {table}",  # noqa: S608
-            )
-            if _all_lines_read(file.path, read, text_bytes, counted):
-                break
-            error = None  # a line longer than the buffer was left out: read it again
-        else:
-            if error is not None:
-                raise _read_failure(file, error) from None
-            raise UserError(
-                f"cannot read {file.format} file {file.name}: a line is longer than "
-                f"{MAX_LINE_BYTES // 2**20} MiB"
-            )
-    if parallel:
-        pos = _pos(file, "rowid + 1")
-        return f"SELECT {pos} AS pos, line AS raw, NULL::VARCHAR AS q, false AS marked FROM {table} WHERE {_NOT_BLANK}"  # noqa: S608, E501
-    with _unordered(con):
-        con.execute(
-            f"INSERT INTO record_texts SELECT {_pos(file, 'ln')}, line, NULL, false "  # noqa: S608
-            f"FROM {table} WHERE {_NOT_BLANK}"
-        )
-    con.execute(f"DROP TABLE {table}")
-    return None
-
-
-def _all_lines_read(
-    path: Path, read: int, text_bytes: int, counted: Future[int] | None = None
-) -> bool:
-    """Whether DuckDB's reading of the text file at `path` gave every line: `read` lines
-    holding `text_bytes` bytes of text (blank lines none).  DuckDB's CSV reader (2.0) drops a
-    line longer than its read buffer without an error (the first, the last or, at a buffer
-    boundary, one in between), so this is checked:
-
-    - gzipped: `read` is the number of lines `counted` (count_lines, on another thread);
-    - plain: the lines' bytes, their line ends and a byte order mark make up the file's size
-      (`lines_bytes`: a line left out, or one cut in two, breaks the sum); only when they do
-      not, the lines are counted, as for a gzipped file (one Python pass: 0.25 CPU-seconds for
-      2M lines, which the sum saves).  Compared over thousands of generated files with long
-      lines, blank lines, byte order marks and the three kinds of line ends, both tests agree
-      (tests/test_ingest_lines.py)."""
-    if counted is not None:
-        return read == counted.result()
-    if lines_bytes(path, read, text_bytes) == path.stat().st_size:
-        return True
-    return read == count_lines(path)
-
-
-_BOM = b"\xef\xbb\xbf"
-
-
-def lines_bytes(path: Path, lines: int, text_bytes: int) -> int:
-    """The size of a plain text file of `lines` lines holding `text_bytes` bytes of text (as
-    DuckDB's CSV reader gives them: without line ends and a leading byte order mark), given its
-    line end (`\\r\\n`, `\\n` or `\\r`: that of the first line) and whether its last line has
-    one.  Reads the file's first line and its last byte."""
-    with path.open("rb") as handle:
-        head = handle.read(len(_BOM))
-        bom = len(_BOM) if head == _BOM else 0
-        handle.seek(bom)
-        end = 1
-        while chunk := handle.read(1 << 16):
-            found = [i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0]
-            if not found:
-                continue
-            at = min(found)
-            if chunk[at : at + 1] == b"\r":
-                following = chunk[at + 1 : at + 2] or handle.read(1)
-                end = 2 if following == b"\n" else 1
-            break
-        size = handle.seek(0, os.SEEK_END)
-        last = b""
-        if size:
-            handle.seek(size - 1)
-            last = handle.read(1)
-    unterminated = lines > 0 and last not in (b"\n", b"\r")
-    return bom + text_bytes + (lines - unterminated) * end
-
-
-def _load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list[str]) -> str:
-    """A `.json` file: an array of events, one event object, or else NDJSON, into
-    `record_texts` (or `parts`, see `_load_lines`).  Returns what a record of the file is called
-    in messages (element, record, line)."""
-    row = first_row(con, f"SELECT try(json_type(content)) FROM read_text({lit(file.name)})")  # noqa: S608
-    kind = row[0] if row else None
-    if kind is None:
-        part = _load_lines(con, file)
-        if part is not None:
-            parts.append(part)
-        return "line"
-    if kind == "ARRAY":
-        # The whole document is parsed at once; its numbers are marked first when DuckDB would
-        # not keep their text (exactjson), and each element keeps that marked text in `q`.
-        con.execute(
-            f"""
-            INSERT INTO record_texts
-            SELECT {_pos(file, "i")}, CASE WHEN m THEN {exactjson.unmark_text("e")} ELSE e END,
-                   e, m
-            FROM (
-                SELECT m, unnest(els) AS e, generate_subscripts(els, 1) AS i
-                FROM (
-                    SELECT m, json_transform(CASE WHEN m THEN {exactjson.mark("content")}
-                                                  ELSE content END, '["JSON"]') AS els
-                    FROM (SELECT content, {exactjson.needs_mark("content")} AS m
-                          FROM read_text({lit(file.name)}))
-                )
-            )
-            """  # noqa: S608 - path rendered by sqlglot
-        )
-        return "element"
-    con.execute(
-        f"""
-        INSERT INTO record_texts
-        SELECT {_pos(file, "1")}, content, NULL, false FROM read_text({lit(file.name)})
-        """  # noqa: S608 - path rendered by sqlglot
-    )
-    return "record"
-
-
-_JSON_FIELDS = ["transaction_id", "customer_id", "event_type", "timestamp", "properties"]
-_JSON_PATHS = [f"/{name}" for name in _JSON_FIELDS]
-# One parse of a record: the four fields as text (strings unescaped, other values as their
-# text), the properties as JSON text.  DuckDB's json_transform reads the object once, for about
-# 60% of the two path lookups (json_type + json_extract_string) it replaces.
-_JSON_STRUCT = json.dumps(
-    {name: "JSON" if name == "properties" else "VARCHAR" for name in _JSON_FIELDS},
-    separators=(",", ":"),
-)
-# First characters of the text json_transform gives for a value that is not a JSON string:
-# numbers (`-`, digits), arrays, objects; `true`, `false` and DuckDB's `nan`, `inf`,
-# `infinity` (any case) are told by their whole text.
-_NOT_STRING_STARTS = "(45, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 91, 123)"
-
-
-def _maybe_not_string(text_sql: str) -> str:
-    """SQL: TRUE unless `text_sql` (a field as json_transform gave it as VARCHAR) can only be
-    the text of a JSON string; such fields are typed by json_type instead (exactly, slower)."""
-    return (
-        f"CASE WHEN {text_sql} IS NULL OR ascii({text_sql}) IN {_NOT_STRING_STARTS} THEN true "
-        f"WHEN strlen({text_sql}) > 8 THEN false "
-        f"ELSE {text_sql} IN ('true', 'false') "
-        f"OR lower({text_sql}) IN ('nan', 'inf', 'infinity') END"
-    )
-
-
-def _json_staged_select(source_sql: str, clock: datetime) -> str:
-    """SQL: the staged rows of JSON records.
-
-    `source_sql` returns (pos, raw, q, marked): `raw` the record's text as sent; `q`, when not
-    NULL, the text to parse instead, whose numbers are already marked when `marked`.
-
-    Each record is parsed once by json_transform (`_JSON_STRUCT`).  A field whose text can only
-    be a JSON string's, a timestamp that reads as one, and properties that are an object are
-    taken from it.  Anything else (a missing or null field, a number, a value of another kind,
-    a text that is not an object, marked numbers) sends the record through the full reading:
-    json_type and json_extract_string over every path, as before, so every message and reason
-    stays the same."""
-    types_paths = "[" + ", ".join(lit(p) for p in ["", *_JSON_PATHS]) + "]"
-    value_paths = "[" + ", ".join(lit(p) for p in _JSON_PATHS) + "]"
-
-    def kind(i: int) -> str:
-        # a number marked inside an array document is still a number for the event fields
-        return (
-            f"CASE WHEN marked AND starts_with(vals[{i}], {lit(exactjson.MARK)}) THEN 'DOUBLE' "
-            f"ELSE types[{i + 1}] END"
-        )
-
-    def field(i: int, name: str, slow: str) -> tuple[str, str]:
-        return (
-            f"CASE WHEN {slow} THEN vals[{i}] ELSE j.{name} END",
-            f"CASE WHEN {slow} THEN {kind(i)} ELSE 'VARCHAR' END",
-        )
-
-    tid, tid_type = field(1, "transaction_id", "s_tid")
-    cust, cust_type = field(2, "customer_id", "s_cust")
-    et, et_type = field(3, "event_type", "s_et")
-    no_fields = " AND ".join(f"j.{name} IS NULL" for name in _JSON_FIELDS)
-    raw_select = f"""
-        SELECT pos,
-               CASE WHEN NOT s_root THEN NULL
-                    WHEN types IS NULL THEN 'not valid JSON'
-                    WHEN types[1] <> 'OBJECT'
-                    THEN 'expected an event object, got ' || CASE types[1]
-                         WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string'
-                         WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null'
-                         ELSE 'a number' END
-               END AS root_problem,
-               tid, tid_type, cust, cust_type, et, et_type,
-               ts_text, ts_value, ts_type, props_type,
-               CASE WHEN props_type = 'OBJECT' AND strlen(props) > {MAX_PROPERTIES * 4}
-                    THEN len(json_keys(props)) ELSE 0 END AS props_count,
-               CASE WHEN remark THEN json_extract_string({exactjson.mark("raw")}, '/properties')
-                    WHEN props_type = 'OBJECT' THEN props END AS props_json,
-               marked OR remark AS props_marked
-        FROM (
-            SELECT *,
-                   q IS NULL AND props_type = 'OBJECT'
-                   AND {exactjson.text_changed("props", "raw")} AS remark
-            FROM (
-                SELECT pos, raw, q, marked, s_root, types,
-                       {tid} AS tid, {tid_type} AS tid_type,
-                       {cust} AS cust, {cust_type} AS cust_type,
-                       {et} AS et, {et_type} AS et_type,
-                       CASE WHEN s_ts THEN vals[4] ELSE j.timestamp END AS ts_text,
-                       CASE WHEN NOT s_ts THEN ts_fast END AS ts_value,
-                       CASE WHEN NOT s_ts THEN 'TIMESTAMP'
-                            WHEN {kind(4)} = 'VARCHAR' THEN 'TEXT' ELSE {kind(4)} END AS ts_type,
-                       CASE WHEN s_props THEN types[6] WHEN j.properties IS NULL THEN 'NULL'
-                            ELSE 'OBJECT' END AS props_type,
-                       CASE WHEN s_props THEN vals[5] ELSE j.properties END AS props
-                FROM (
-                    SELECT *,
-                           CASE WHEN s_any THEN try(json_type(doc, {types_paths})) END AS types,
-                           CASE WHEN s_any THEN try(json_extract_string(doc, {value_paths}))
-                           END AS vals
-                    FROM (
-                        SELECT *, s_root OR s_tid OR s_cust OR s_et OR s_ts OR s_props AS s_any
-                        FROM (
-                            SELECT *,
-                                   j IS NULL OR ({no_fields}) AS s_root,
-                                   marked OR {_maybe_not_string("j.transaction_id")} AS s_tid,
-                                   marked OR {_maybe_not_string("j.customer_id")} AS s_cust,
-                                   marked OR {_maybe_not_string("j.event_type")} AS s_et,
-                                   marked OR ts_fast IS NULL AS s_ts,
-                                   marked OR (j.properties IS NOT NULL
-                                              AND NOT starts_with(j.properties, '{{')) AS s_props
-                            FROM (
-                                SELECT *, {timestamp_sql("j.timestamp")} AS ts_fast
-                                FROM (
-                                    SELECT pos, raw, q, marked, coalesce(q, raw) AS doc,
-                                           try(json_transform(coalesce(q, raw),
-                                                              {lit(_JSON_STRUCT)})) AS j
-                                    FROM ({source_sql})
-                                )
-                            )
-                        )
-                    )
-                )
-            )
-        )
-    """  # noqa: S608 - fixed SQL
-    return normalised_select(raw_select, ["props_json", "props_marked"], clock)
 
 
 def _null_kind(file: SourceFile) -> str:
@@ -717,7 +368,7 @@ def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
             p = ident(table.props_column or PROPERTIES)
             props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
     select = f"""
-        SELECT {_pos(file, record)} AS pos, NULL::VARCHAR AS root_problem,
+        SELECT {pos_sql(file, record)} AS pos, NULL::VARCHAR AS root_problem,
                {tid} AS tid, {tid_kind} AS tid_type,
                {cust} AS cust, {cust_kind} AS cust_type,
                {et} AS et, {et_kind} AS et_type,
@@ -741,40 +392,27 @@ def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[i
         if file.size == 0:
             continue
         if file.format == "json":
-            units[file.index] = _load_json_file(con, file, parts)
+            units[file.index] = load_json_file(con, file, parts)
         else:
-            part = _load_lines(con, file)
+            part = load_lines(con, file)
             if part is not None:
                 parts.append(part)
     con.execute(f"CREATE OR REPLACE TEMP VIEW records AS {' UNION ALL '.join(parts)}")
     if units:
-        records = _json_staged_select("SELECT pos, raw, q, marked FROM records", clock)
-        with _unordered(con):  # every row carries its position: no need to keep the order
+        records = json_staged_select("SELECT pos, raw, q, marked FROM records", clock)
+        with unordered(con):  # every row carries its position: no need to keep the order
             con.execute(f"INSERT INTO staged BY NAME {records}")
     for table in plan.tables:
         raw, filled = _table_raw_select(table)
         try:
             # CSV rows are numbered by row_number() OVER (), which needs the order kept
-            with _unordered(con, table.file.format == "parquet"):
+            with unordered(con, table.file.format == "parquet"):
                 con.execute("INSERT INTO staged BY NAME " + normalised_select(raw, filled, clock))
-        except _READ_ERRORS as error:
+        except READ_ERRORS as error:
             raise UserError(
-                f"cannot read {table.file.format} file {table.file.name}: {_first_line(error)}"
+                f"cannot read {table.file.format} file {table.file.name}: {first_line(error)}"
             ) from None
     return units
-
-
-@contextmanager
-def _unordered(con: duckdb.DuckDBPyConnection, active: bool = True) -> Iterator[None]:
-    """Let DuckDB insert rows in any order (faster: no ordered batch insert)."""
-    if not active:
-        yield
-        return
-    con.execute("SET preserve_insertion_order = false")
-    try:
-        yield
-    finally:
-        con.execute("SET preserve_insertion_order = true")
 
 
 def record_payload_sql(table: TableSource, positions_table: str) -> str:
@@ -790,6 +428,6 @@ def record_payload_sql(table: TableSource, positions_table: str) -> str:
         record = "file_row_number + 1"
     return f"""
         SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
-        FROM (SELECT {_pos(file, record)} AS pos, * FROM {source}) r
+        FROM (SELECT {pos_sql(file, record)} AS pos, * FROM {source}) r
         SEMI JOIN {positions_table} p ON p.pos = r.pos
     """  # noqa: S608 - names and paths rendered by sqlglot

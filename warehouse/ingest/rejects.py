@@ -19,8 +19,8 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.ingest.readers import POS_SHIFT, TableSource, record_payload_sql
-from warehouse.ingest.sources import SourceFile
+from warehouse.ingest.readers import TableSource, record_payload_sql
+from warehouse.ingest.sources import POS_SHIFT, SourceFile
 from warehouse.ingest.sqltext import lit
 from warehouse.sqlrows import first_row
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warehouse.errors import UserError
+from warehouse.ingest.sqltext import int_lit
 
 # file name ending -> format
 EXTENSIONS: dict[str, str] = {
@@ -29,6 +30,16 @@ EXTENSIONS: dict[str, str] = {
 }
 _GLOB_CHARS = frozenset("*?[")
 
+# Every record of a batch is numbered `pos = source index << POS_SHIFT | record number`
+# (pos_sql), so ordering by `pos` is input order and the first copy of a duplicate wins.
+POS_SHIFT = 40
+# The longest line or CSV row read.  DuckDB's CSV reader (2.0) needs a read buffer larger than
+# that (its default, 16 times as large, is 4 GiB: more than the memory limit for a gzipped file),
+# and it drops a line longer than its buffer without an error: so reads are checked
+# (warehouse.ingest.json_records).
+MAX_LINE_BYTES = 256 * 1024 * 1024
+READ_BUFFER_BYTES = 2 * MAX_LINE_BYTES
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -40,6 +51,11 @@ class SourceFile:
     @property
     def name(self) -> str:
         return str(self.path)
+
+
+def pos_sql(file: SourceFile, record_sql: str) -> str:
+    """SQL: the position of the record numbered `record_sql` (from 1) in `file`."""
+    return f"({int_lit(file.index)}::BIGINT << {POS_SHIFT}) + ({record_sql})"
 
 
 @dataclass(frozen=True)
