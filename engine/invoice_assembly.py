@@ -110,12 +110,13 @@ def register_invoices(
     *,
     ids: dict[tuple[int, str], str] | None = None,
     replaces: str | None = None,
-) -> None:
+) -> int:
     """mq_line_groups, and mq_invoices: the invoices of mq_periods, one per period and credit
     type (the rate card's own credit type always; others when they have line items; and any
     existing draft of the period, so a draft that lost all its lines is updated, not
     forgotten); their totals and content hashes (mq_invoice_totals) and what the run does with
-    each (mq_outcomes)."""
+    each (mq_outcomes).  Returns how many stored drafts were rehashed first (another hash
+    scheme: engine.content_hash)."""
     con.execute(_LINE_GROUPS)
     if ids is None:
         define_id_macros(con)
@@ -146,12 +147,13 @@ def register_invoices(
             },
         )
     con.execute(_INVOICE_TOTALS)
-    refresh_stale_hashes(con)
+    rehashed = refresh_stale_hashes(con)
     con.execute(_OUTCOMES)
     frozen = con.execute(
         "SELECT invoice_id, old_status FROM mq_outcomes WHERE old_status NOT IN ('draft')"
     ).fetchall()
     assert not frozen, f"refusing to recompute frozen invoices: {frozen[:3]}"
+    return rehashed
 
 
 def unrated_usage(con: duckdb.DuckDBPyConnection, pricing: Pricing) -> list[UnratedUsage]:

@@ -195,7 +195,13 @@ def run(
                 watch.bar = bar
                 pricing = _compute(con, home, snap, plan, notes, watch)
                 with watch.stage("invoices"):
-                    register_invoices(con, snap)
+                    rehashed = register_invoices(con, snap)
+                    if rehashed:
+                        notes.append(
+                            f"the content hashes of {rehashed} stored draft(s) were computed by "
+                            "another DuckDB version or meterql release; they were recomputed "
+                            "from the drafts' stored lines"
+                        )
                     unrated = unrated_usage(con, pricing)
                     counts, totals = _outcomes(con, counts.frozen)
                 with watch.stage("write"):

@@ -311,6 +311,8 @@ def test_a_draft_hashed_by_another_duckdb_is_rehashed_from_its_stored_lines_not_
     summary = mq.invoice_run("2026-03-15T00:00:00Z")
     assert (summary.invoices.unchanged, summary.invoices.updated) == (2, 0)
     assert state() == before and line_rows() == lines
+    assert any("content hashes of 2 stored draft(s)" in note for note in summary.notes)
+    assert not mq.invoice_run("2026-03-15T00:00:00Z").notes  # once
     # a real change is still one
     commit_events(mq, [tokens("a2", "acme", "2026-03-12T12:00:00Z", "gpt-5", "10", user="u1")])
     mq.con.execute("UPDATE invoices SET hash_scheme = NULL")
