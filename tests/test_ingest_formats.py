@@ -11,11 +11,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from layouts import every_key_rare
 
 from warehouse.events import EventStore
 from warehouse.home import Home
-from warehouse.ingest import ingest, pipeline
+from warehouse.ingest import ingest
 from warehouse.layout import property_column, rare_column
 
 NOW = datetime(2026, 2, 1)
@@ -72,17 +71,8 @@ EXPECTED = {
 KEYS = ["model", "input_tokens", "price"]
 
 
-@pytest.fixture(autouse=True, params=["dense", "sparse", "rare"])
-def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every test through the three ways of writing: one column per key from a single
-    sorted query (few keys), the per-date expansion of a values list (many keys), and that
-    expansion with every key rare (kept in the map of rare keys, warehouse.rare)."""
-    if request.param == "sparse":
-        monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)
-        monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
-    if request.param == "rare":
-        every_key_rare(monkeypatch)
-    return request.param
+# every test runs through the three write paths (conftest.write_path)
+pytestmark = pytest.mark.usefixtures("write_path")
 
 
 @pytest.fixture

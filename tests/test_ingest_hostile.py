@@ -10,11 +10,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from layouts import every_key_rare
 
 from warehouse.events import EventStore
 from warehouse.home import Home
-from warehouse.ingest import ingest, pipeline
+from warehouse.ingest import ingest
 from warehouse.layout import property_column
 
 NOW = datetime(2026, 2, 1)
@@ -127,20 +126,8 @@ def load_reject(text: str) -> dict:
     return json.loads(text)
 
 
-@pytest.fixture(params=["default", "many-keys path", "rare keys"])
-def write_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The same lines through each write path: the default one, the many-keys path (properties
-    pivoted from long form, warehouse.ingest.sparse) with the keys as columns, and with every
-    key in the rare-key maps (warehouse.rare)."""
-    if request.param == "many-keys path":
-        monkeypatch.setattr(pipeline, "DENSE_KEYS", 0)
-        monkeypatch.setattr(pipeline, "SPARSE_DENSITY", 2.0)
-    elif request.param == "rare keys":
-        every_key_rare(monkeypatch)
-    return request.param
-
-
-def test_hostile_lines(home: Home, tmp_path: Path, write_path: str) -> None:
+@pytest.mark.usefixtures("write_path")
+def test_hostile_lines(home: Home, tmp_path: Path) -> None:
     lines = [good(0)]
     for i, (text, *_) in enumerate(REJECTED, start=1):
         lines += [text, good(i)]

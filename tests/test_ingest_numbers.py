@@ -47,6 +47,7 @@ def stored(home: Home, keys: list[str]) -> dict[str, dict[str, str | None]]:
         con.close()
 
 
+@pytest.mark.usefixtures("write_path")
 @pytest.mark.parametrize("spaced", [False, True])
 def test_every_number_form_keeps_its_text(tmp_path: Path, spaced: bool) -> None:
     home = Home(tmp_path / "home")
