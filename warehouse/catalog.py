@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Set
 from datetime import date
+from functools import lru_cache
 
 import duckdb
 
@@ -60,19 +61,14 @@ class Catalog:
         group keys, a SQL metric's properties, a product's pricing and presentation keys.
         Ingest and compaction keep them as columns in every file (warehouse.rare)."""
         from metric_compiler import metric_properties
-        from metric_compiler.sql_metric.check import check_sql
-        from metric_compiler.sql_metric.problems import SqlMetricError
 
         keys: set[str] = set()
         for metric in self.metrics():
             if metric.sql is None:
                 keys.update(metric_properties(metric))
                 keys.update(k for group in metric.group_keys for k in group)
-                continue
-            try:
-                keys.update(check_sql(metric.sql).properties)
-            except SqlMetricError:  # checked when applied; one that fails now reads nothing
-                continue
+            else:
+                keys.update(_sql_metric_properties(metric.sql))
         for product in self.all("products"):
             assert isinstance(product, Product)
             keys.update(product.pricing_group_key, product.presentation_group_key)
@@ -110,3 +106,17 @@ class Catalog:
         """A customer by id, name, or ingest alias."""
         row = first_row(self.con, "SELECT customer_id FROM customer_keys WHERE key = ?", [ref])
         return self.get("customers", row[0] if row else ref)  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=1024)
+def _sql_metric_properties(sql: str) -> frozenset[str]:
+    """The properties a SQL metric's text reads (parsed once per process and text: ingest,
+    compaction and apply ask on every call).  A text that no longer checks (it was checked when
+    applied) reads nothing."""
+    from metric_compiler.sql_metric.check import check_sql
+    from metric_compiler.sql_metric.problems import SqlMetricError
+
+    try:
+        return frozenset(check_sql(sql).properties)
+    except SqlMetricError:
+        return frozenset()
