@@ -1,6 +1,7 @@
 """The `meterql` command line: a thin layer over `engine.api` that parses and prints.
 
-Exit codes: 0 success, 1 user error (one line on stderr naming the object and field), 2 usage
+Exit codes: 0 success, 1 user error (one line on stderr naming the object and field) or
+DuckDB out of memory or temp disk space (one line naming the settings to change), 2 usage
 error (typer/click), anything else is a bug (traceback and a request to report it).
 """
 
@@ -255,13 +256,44 @@ app.add_typer(invoice_app, name="invoice")
 app.command("demo")(demo)
 
 
+def out_of_resources(error: BaseException) -> str | None:
+    """The one-line message for DuckDB running out of memory or temp disk space (not a bug:
+    the settings or the input's size are to change), or None for any other error."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None:
+        return None
+    text = str(error)
+    if not (
+        isinstance(error, duckdb.OutOfMemoryException)
+        or (isinstance(error, duckdb.IOException) and "No space left on device" in text)
+    ):
+        return None
+    import os
+
+    from warehouse.errors import first_line
+    from warehouse.home import SETTINGS_ENV
+
+    settings = ", ".join(f"{k}={os.environ[k]}" for k in SETTINGS_ENV if os.environ.get(k))
+    return (
+        f"DuckDB ran out of memory or temp disk space ({first_line(error)}) with "
+        f"{settings or 'the default settings'}; raise METERQL_MEMORY_LIMIT, lower "
+        "METERQL_THREADS, give the temp directory (METERQL_TEMP_DIRECTORY, default "
+        "<home>/staging/duckdb-tmp) more room or raise METERQL_MAX_TEMP_SIZE, or split the "
+        "input into smaller batches; nothing uncommitted was kept"
+    )
+
+
 def main() -> None:
     try:
         app()
     except UserError as error:
         sys.stderr.write(f"error: {error}\n")
         sys.exit(1)
-    except Exception:
+    except Exception as error:
+        resources = out_of_resources(error)
+        if resources is not None:
+            sys.stderr.write(f"error: {resources}\n")
+            sys.exit(1)
         import traceback
 
         traceback.print_exc()

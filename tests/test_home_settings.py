@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from warehouse.home import DEFAULT_MEMORY_LIMIT, Home, _cap_memory, memory_bytes
+from warehouse.home import DEFAULT_MEMORY_LIMIT, SETTINGS_ENV, Home, _cap_memory, memory_bytes
 
 
 def _setting(con, name: str) -> str:
@@ -16,7 +20,7 @@ def _setting(con, name: str) -> str:
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
-    for name in ("METERQL_THREADS", "METERQL_MEMORY_LIMIT", "METERQL_TEMP_DIRECTORY"):
+    for name in SETTINGS_ENV:
         monkeypatch.delenv(name, raising=False)
     home = Home(tmp_path / "home")
     home.init()
@@ -88,3 +92,67 @@ def test_catalog_and_work_connections_cache_parquet_footers(tmp_path: Path) -> N
             assert cached is True
         finally:
             con.close()
+
+
+def _dump(path: Path, events: int) -> Path:
+    lines = (
+        json.dumps(
+            {
+                "transaction_id": f"t{i}",
+                "customer_id": f"c{i % 500}",
+                "event_type": "e",
+                "timestamp": f"2026-01-{1 + i % 28:02d}T00:00:00Z",
+                "properties": {"model": f"m{i % 7}", "tokens": str(i)},
+            }
+        )
+        for i in range(events)
+    )
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _meterql(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_running_out_of_memory_is_a_one_line_error_naming_the_settings(home, tmp_path) -> None:
+    dump = _dump(tmp_path / "events.ndjson", 50_000)
+    tight = {"METERQL_MEMORY_LIMIT": "8MB", "METERQL_THREADS": "1"}
+    args = ("--home", str(home.path), "ingest", str(dump), "--now", "2026-02-01T00:00:00Z")
+    failed = _meterql(*args, env=tight)
+    assert failed.returncode == 1, failed.stderr
+    [message] = failed.stderr.strip().splitlines()
+    assert message.startswith("error: DuckDB ran out of memory or temp disk space (Out of Memory")
+    assert "with METERQL_THREADS=1, METERQL_MEMORY_LIMIT=8MB;" in message
+    assert "split the input into smaller batches" in message
+    assert list(home.events_dir.rglob("*.parquet")) == []  # nothing stored
+    done = _meterql(*args, env={})
+    assert done.returncode == 0, done.stderr
+    assert "50000 accepted" in done.stdout
+
+
+def test_only_memory_and_disk_exhaustion_get_the_resources_message() -> None:
+    import duckdb
+
+    from engine.cli import out_of_resources
+
+    full = duckdb.IOException("Could not write file x.tmp: No space left on device")
+    assert "No space left on device" in (out_of_resources(full) or "")
+    assert out_of_resources(duckdb.IOException("No files found that match x")) is None
+    assert out_of_resources(duckdb.BinderException("Referenced column y not found")) is None
+    assert out_of_resources(ValueError("bug")) is None
+
+
+def test_max_temp_size_setting(home, monkeypatch) -> None:
+    monkeypatch.setenv("METERQL_MAX_TEMP_SIZE", "2GiB")
+    con = home.connect()
+    try:
+        assert memory_bytes(_setting(con, "max_temp_directory_size")) == 2 * 2**30
+    finally:
+        con.close()

@@ -27,7 +27,12 @@ from warehouse.migrations import LATEST, migrate, pending_version
 
 DEFAULT_HOME = ".meterql"
 DEFAULT_MEMORY_LIMIT = "3GiB"  # see Home.connect
-_SETTINGS_ENV = ("METERQL_THREADS", "METERQL_MEMORY_LIMIT", "METERQL_TEMP_DIRECTORY")
+SETTINGS_ENV = (
+    "METERQL_THREADS",
+    "METERQL_MEMORY_LIMIT",
+    "METERQL_TEMP_DIRECTORY",
+    "METERQL_MAX_TEMP_SIZE",
+)
 CATALOG_FILE = "catalog.duckdb"
 
 
@@ -93,10 +98,11 @@ class Home:
         `METERQL_MEMORY_LIMIT` (default: DEFAULT_MEMORY_LIMIT, 3 GiB, or DuckDB's own default
         when that is lower: 80% of the RAM or of the container's limit; e.g. `8GiB`), and
         spilling goes to `<home>/staging/duckdb-tmp` unless `METERQL_TEMP_DIRECTORY` says
-        otherwise.  Measured (README "Performance"): an invoice run's peak RSS stays near
-        1.1-1.3 GiB from 10M to 100M events and runs as fast with a 512 MiB limit, so 3 GiB
-        costs it nothing and keeps every command under 4 GiB on a shared machine; beyond the
-        limit DuckDB spills to the temp directory instead of growing.
+        otherwise, up to `METERQL_MAX_TEMP_SIZE` (default: DuckDB's, 90% of the free disk
+        space) per connection.  Measured (README "Performance"): an invoice run's peak RSS
+        stays near 1.1-1.3 GiB from 10M to 100M events and runs as fast with a 512 MiB limit,
+        so 3 GiB costs it nothing and keeps every command under 4 GiB on a shared machine;
+        beyond the limit DuckDB spills to the temp directory instead of growing.
         """
         self.require()
         con = self._open(str(self.catalog_path), self._temp_directory(), read_only=read_only)
@@ -136,6 +142,8 @@ class Home:
             config["threads"] = os.environ["METERQL_THREADS"]
         if os.environ.get("METERQL_MEMORY_LIMIT"):
             config["memory_limit"] = os.environ["METERQL_MEMORY_LIMIT"]
+        if os.environ.get("METERQL_MAX_TEMP_SIZE"):
+            config["max_temp_directory_size"] = os.environ["METERQL_MAX_TEMP_SIZE"]
         try:
             con = duckdb.connect(database, read_only=read_only, config=config)
         except duckdb.Error as error:
@@ -143,7 +151,7 @@ class Home:
                 raise HomeError(
                     f"meterql home {self.path}: the catalog is in use by another process ({error})"
                 ) from None
-            settings = {k: v for k, v in os.environ.items() if k in _SETTINGS_ENV}
+            settings = {k: v for k, v in os.environ.items() if k in SETTINGS_ENV}
             if settings:
                 what = "the catalog" if database != ":memory:" else "a DuckDB work connection"
                 raise HomeError(f"cannot open {what} with settings {settings}: {error}") from None
