@@ -116,6 +116,9 @@ def write_csv(path: Path, header: list[str], rows: list[list[str | None]]) -> Pa
     return path
 
 
+MAP = pa.map_(pa.string(), pa.string())
+
+
 def base_columns() -> dict[str, pa.Array]:
     return {
         "transaction_id": pa.array([e["transaction_id"] for e in EVENTS]),
@@ -200,6 +203,37 @@ def test_parquet_map(home: Home, tmp_path: Path) -> None:
     path = tmp_path / "events.parquet"
     pq.write_table(pa.table({**base_columns(), "properties": props}), path)
     check(home, path)
+
+
+def test_a_key_sent_twice_counts_its_first_value_even_when_that_is_null(
+    home: Home, tmp_path: Path
+) -> None:
+    """A MAP (Parquet) or JSON object (NDJSON) holding a key twice: the first value counts on
+    every write path, a null first value too (the property is absent)."""
+    entries = [
+        [("model", "first"), ("model", "second")],
+        [("model", None), ("model", "second")],
+        [("input_tokens", "1"), ("model", "x"), ("input_tokens", "2")],
+    ]
+    maps = tmp_path / "maps.parquet"
+    pq.write_table(pa.table({**base_columns(), "properties": pa.array(entries, MAP)}), maps)
+    objects = tmp_path / "objects.ndjson"  # the same, as JSON objects (json.dumps of a dict
+    # cannot write a key twice): {"transaction_id": "jtx-1", ..., "properties": {"model": ...}}
+    lines = []
+    for event, pairs in zip(EVENTS, entries, strict=True):
+        fields = {k: v for k, v in event.items() if k != "properties"}
+        fields["transaction_id"] = "j" + event["transaction_id"]
+        head = json.dumps(fields)[:-1]
+        props = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs)
+        lines.append(f'{head}, "properties": {{{props}}}}}')
+    objects.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    summary = ingest(home, [maps, objects], now=NOW)
+    assert (summary.accepted, summary.rejected) == (6, 0), summary
+    got = {key[0]: props for key, props in stored(home, KEYS).items()}
+    for prefix in ("", "j"):
+        assert got[prefix + "tx-1"] == {"model": "first"}
+        assert got[prefix + "tx-2"] == {}
+        assert got[prefix + "tx-3"] == {"input_tokens": "1", "model": "x"}
 
 
 def test_parquet_map_of_numbers_keeps_exact_text(home: Home, tmp_path: Path) -> None:

@@ -81,9 +81,9 @@ def property_values(plan: Plan, keys: list[str], row: str) -> list[tuple[str, st
 def json_entry_value(kind: str, value: str, text: str, marked_sql: str) -> str:
     """SQL: the stored text of a json_each entry of a props_json object, given its JSON `kind`,
     its JSON `value` and, for a string, its unquoted `text` (columns computed beforehand: the
-    same text `property_values` gives for that key; JSON nulls are left out by the caller)."""
+    same text `property_values` gives for that key); NULL for a JSON null."""
     nested = f"CASE WHEN {marked_sql} THEN {exactjson.unmark_text(value)} ELSE {value} END"
     return (
         f"CASE WHEN {kind} = 'VARCHAR' THEN {exactjson.unmark_value(text, marked_sql)} "
-        f"WHEN {kind} IN ('OBJECT', 'ARRAY') THEN {nested} ELSE {value} END"
+        f"WHEN {kind} IN ('OBJECT', 'ARRAY') THEN {nested} WHEN {kind} <> 'NULL' THEN {value} END"
     )

@@ -77,8 +77,9 @@ def sparse_pieces(
 def _date_query(plan: Plan, event_date: date, any_keys: bool) -> tuple[str, str | None]:
     """For one date of `sorted_events`: the SQL of its rows in order with the fixed columns and
     the column properties, and (if the batch has JSON or MAP keys) the SQL of its JSON and MAP
-    property values in long form (row, key index in `sparse_keys`, value), sorted by key, row
-    and the value's place in its JSON object (a key sent twice: `_first_values`)."""
+    property values in long form (row, key index in `sparse_keys`, value; NULL for a JSON null
+    or a NULL in a MAP), sorted by key, row and the value's place in its object or map (a key
+    sent twice: `_first_values`)."""
     day = f"DATE {lit(event_date.isoformat())}"
     rows = f"(SELECT * FROM sorted_events WHERE {DATE_COLUMN} = {day})"  # noqa: S608
     columns = "".join(f", {ident(property_column(n))}" for n in plan.column_properties)
@@ -99,17 +100,17 @@ def _date_query(plan: Plan, event_date: date, any_keys: bool) -> tuple[str, str 
                        CASE WHEN e.type = 'VARCHAR' THEN json_extract_string(e.value, '$') END
                            AS text
                 FROM {numbered} s, json_each(s.props_json) e
-                WHERE s.props_json IS NOT NULL AND e.type <> 'NULL'
+                WHERE s.props_json IS NOT NULL
             )
             """  # noqa: S608 - fixed SQL
         )
     if plan.has_map:
         parts.append(
             f"""
-            SELECT rn AS row, e.key AS name, 0 AS entry, e.value AS value
-            FROM (SELECT rn, unnest(map_entries(props_map)) AS e FROM {numbered} s
-                  WHERE props_map IS NOT NULL)
-            WHERE e.value IS NOT NULL
+            SELECT rn AS row, e.key AS name, entry, e.value AS value
+            FROM (SELECT rn, unnest(map_entries(props_map)) AS e,
+                         generate_subscripts(map_entries(props_map), 1) AS entry
+                  FROM {numbered} s WHERE props_map IS NOT NULL)
             """  # noqa: S608 - fixed SQL
         )
     long_sql = f"""
@@ -179,16 +180,18 @@ def _pivot(table: pa.Table, long: pa.Table, keys: list[str], columns: set[str]) 
 
 
 def _first_values(long: pa.Table) -> pa.Table:
-    """`long` without the later values of a key an event's JSON properties hold twice: the
-    first one counts, as on the other write path (json_extract_string takes the first), and a
+    """The values of `long` that hold a property: for a key an event's JSON object or MAP holds
+    twice, only the first value counts, as on the other write path (json_extract_string and a
+    map lookup take the first; a first value that is null makes the property absent), and a
     rare-key map never holds a key twice (DuckDB cannot read such a map)."""
-    if len(long) < 2:
-        return long
-    key, row = long.column("key").combine_chunks(), long.column("row").combine_chunks()
-    last = len(long) - 1
-    repeated = pc.and_(
-        pc.equal(key.slice(1), key.slice(0, last)), pc.equal(row.slice(1), row.slice(0, last))
-    )
-    if not pc.any(repeated).as_py():
-        return long
-    return long.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeated)]))
+    if len(long) > 1:
+        key, row = long.column("key").combine_chunks(), long.column("row").combine_chunks()
+        last = len(long) - 1
+        repeated = pc.and_(
+            pc.equal(key.slice(1), key.slice(0, last)), pc.equal(row.slice(1), row.slice(0, last))
+        )
+        if pc.any(repeated).as_py():
+            long = long.filter(pa.concat_arrays([pa.array([True]), pc.invert(repeated)]))
+    if long.column("value").null_count:
+        long = long.filter(pc.is_valid(long.column("value")))
+    return long
