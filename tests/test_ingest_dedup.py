@@ -49,7 +49,7 @@ def test_equal_hashes_of_different_ids_are_not_duplicates(tmp_path: Path) -> Non
     work.execute("CREATE TEMP VIEW valid AS SELECT pos, transaction_id, tid_hash, ts FROM staged")
     con = home.connect()
     try:
-        assert find_duplicates(work, EventStore(home, con)) == 2
+        assert find_duplicates(work, EventStore(home, con), NOW) == 2
     finally:
         con.close()
     assert work.execute("SELECT pos, against FROM duplicates ORDER BY pos").fetchall() == [

@@ -340,6 +340,27 @@ def test_duplicates_across_batches(home: Home, tmp_path: Path) -> None:
     assert len(stored_ids(home)) == 5
 
 
+def test_an_id_accepted_within_34_days_is_a_duplicate_whatever_the_timestamps(
+    home: Home, tmp_path: Path
+) -> None:
+    """The dedup window covers both readings of "34 days": an id stored from a batch ingested
+    within it is a duplicate even when its two events' timestamps are further apart (a
+    backdated first send, a retry with a new timestamp), and so is an id whose stored event's
+    timestamp is within it of the new events, whenever it was ingested."""
+    backdated = lines_file(
+        tmp_path, [json.dumps(event("retry", timestamp="2026-01-03T00:00:00Z"))], "a.ndjson"
+    )
+    assert ingest(home, [backdated], now=NOW).accepted == 1  # 29.5 days old: accepted
+    # 6 days later the same id, stamped then: its stored copy is 35.5 days older
+    later = NOW + timedelta(days=6)
+    retry = lines_file(
+        tmp_path, [json.dumps(event("retry", timestamp="2026-02-07T11:00:00Z"))], "b.ndjson"
+    )
+    summary = ingest(home, [retry], now=later)
+    assert (summary.accepted, summary.duplicates) == (0, 1)
+    assert stored_ids(home) == {"retry"}
+
+
 def test_duplicate_across_files_of_one_batch_first_file_wins(home: Home, tmp_path: Path) -> None:
     a = lines_file(tmp_path, [json.dumps(event("same", properties={"from": "a"}))], "a.ndjson")
     b = lines_file(tmp_path, [json.dumps(event("same", properties={"from": "b"}))], "b.ndjson")

@@ -145,6 +145,21 @@ class EventStore:
         ).fetchall()
         return manifest_files(self.home, rows)
 
+    def files_ingested_since(self, since: datetime) -> list[EventFile]:
+        """Committed files of the batches (or compactions) whose ingest clock is at or after
+        `since`, whatever their events' timestamps (ingest's dedup window, see
+        warehouse.ingest.dedup)."""
+        rows = self.con.execute(
+            f"""
+            SELECT {MANIFEST_COLUMNS}
+            FROM event_files
+            WHERE batch_id IN (SELECT batch_id FROM ingest_batches WHERE clock >= ?::TIMESTAMP)
+            ORDER BY path
+            """,  # noqa: S608 - a constant column list
+            [_naive_utc(since)],
+        ).fetchall()
+        return manifest_files(self.home, rows)
+
     def relation(
         self,
         properties: Iterable[str] = (),

@@ -130,7 +130,7 @@ def _run(
                 "CREATE TEMP VIEW valid AS SELECT pos, transaction_id, tid_hash, ts FROM staged "
                 "WHERE reason IS NULL"
             )
-            duplicates = find_duplicates(work, EventStore(home, catalog))
+            duplicates = find_duplicates(work, EventStore(home, catalog), clock)
             work.execute(
                 "CREATE TEMP VIEW accepted AS SELECT * EXCLUDE (tid_hash) FROM staged "
                 "WHERE reason IS NULL AND duplicate IS NULL"
