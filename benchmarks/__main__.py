@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "benchmarks.bench_ingest",
     "layout": "benchmarks.bench_layout",
     "wide": "benchmarks.bench_wide",
+    "key_shapes": "benchmarks.bench_key_shapes",
     "compact": "benchmarks.bench_compact",
     "compiler": "benchmarks.bench_compiler",
     "invoice": "benchmarks.bench_invoice",

@@ -61,3 +61,12 @@ def test_compaction_benchmark_runs(data, capsys) -> None:
     out = capsys.readouterr().out
     assert "| llm: compact | 3,000 |" in out and "| sparse keys: compact | 500 |" in out
     assert out.count("faster after |") == 2
+
+
+def test_key_shapes_benchmark_runs_both_paths(capsys) -> None:
+    from benchmarks import bench_key_shapes
+
+    bench_key_shapes.main(["--events", "2000", "--shapes", "20x5,60x10"])
+    out = capsys.readouterr().out
+    assert "| 20 x 5 | 0.250 |" in out and "| 60 x 10 | 0.167 |" in out
+    assert out.count("many-keys |") >= 1  # 60 x 10: the rule picks the many-keys path
