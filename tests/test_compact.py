@@ -197,6 +197,28 @@ def test_reingesting_after_compaction_finds_every_event_a_duplicate(mq, tmp_path
     assert (summary.accepted, summary.duplicates) == (0, 36)
 
 
+def test_compaction_keeps_the_ingest_time_dedup_window(tmp_path):
+    """Dedup reads the files of batches ingested within 35 days of a batch's clock (see
+    warehouse.ingest.dedup): a compacted file counts as ingested when its newest rows were,
+    not earlier (here the batches' clock is ahead of the wall clock the compaction runs at)."""
+    clock = datetime(2027, 6, 1)
+    mq = Meterql.init(tmp_path / "home")
+    events = [
+        {"transaction_id": tid, "customer_id": "c", "event_type": "e", "timestamp": ts}
+        for tid, ts in (("retry", "2027-04-29T00:00:00Z"), ("other", "2027-04-29T01:00:00Z"))
+    ]
+    for i, e in enumerate(events):  # two batches: two files of one date, to compact
+        path = tmp_path / f"b{i}.ndjson"
+        path.write_text(json.dumps(e) + "\n")
+        assert ingest(mq.home, [path], now=clock, con=mq.con).accepted == 1
+    assert len(mq.compact(grace_minutes=0).partitions) == 1
+    retry = tmp_path / "retry.ndjson"  # 6 days later, stamped then: 39 days after the first
+    retry.write_text(json.dumps({**events[0], "timestamp": "2027-06-07T00:00:00Z"}) + "\n")
+    summary = ingest(mq.home, [retry], now=clock + timedelta(days=6), con=mq.con)
+    assert (summary.accepted, summary.duplicates) == (0, 1)
+    mq.close()
+
+
 def test_a_second_compaction_does_nothing(mq):
     first = mq.compact()
     listed = manifest(mq)

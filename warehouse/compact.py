@@ -38,8 +38,10 @@ never both: they are swapped in one transaction).  An ingest's orphan sweep
 (warehouse.ingest.ledger.sweep) leaves retired files alone.
 
 Dedup.  The new files hold exactly the same transaction ids (checked in step 2) and are listed
-with the old files' timestamp range, so a later ingest's anti-join against the manifest still
-sees every stored transaction_id: re-sending a compacted event is a duplicate.
+with the old files' timestamp range, and the compaction's ledger row carries the newest ingest
+clock of the batches its rows came from (or its own time, if later), so a later ingest's
+dedup (warehouse.ingest.dedup: by event time and by ingest time) still sees every stored
+transaction_id it saw before: re-sending a compacted event is a duplicate.
 
 Late events and auditing.  Every row keeps its own `batch_id` and `ingested_at` (the data is not
 re-stamped).  The manifest row of a compacted file carries the compaction id as its batch_id;
@@ -461,6 +463,14 @@ def _commit_partition(
             [[p, compaction_id, at] for p in old_paths],
         )
         rows = sum(w.row_count for w in written)
+        # the files count as ingested when their newest rows were (ingest's dedup window by
+        # ingest clock, warehouse.ingest.dedup), never earlier
+        (newest,) = first_row(
+            con,
+            "SELECT max(clock) FROM ingest_batches WHERE list_contains(?, batch_id)",
+            [list(batch_ids)],
+        )
+        clock = max(at, newest) if newest is not None else at
         con.execute(
             """
             INSERT INTO ingest_batches (batch_id, sources, status, clock, started_at,
@@ -469,6 +479,7 @@ def _commit_partition(
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?)
             ON CONFLICT (batch_id) DO UPDATE SET
                 sources = list_concat(ingest_batches.sources, excluded.sources),
+                clock = greatest(ingest_batches.clock, excluded.clock),
                 finished_at = excluded.finished_at,
                 received = ingest_batches.received + excluded.received,
                 accepted = ingest_batches.accepted + excluded.accepted,
@@ -478,7 +489,7 @@ def _commit_partition(
                 compaction_id,
                 old_paths,
                 COMPACTED,
-                at,
+                clock,
                 at,
                 at,
                 rows,
