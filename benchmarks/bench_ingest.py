@@ -50,7 +50,7 @@ from typing import Any
 
 import duckdb
 
-from benchmarks.datagen import environment, generate
+from benchmarks.datagen import environment, formula_ndjson, generate
 from warehouse.home import Home
 from warehouse.ingest import ingest
 from warehouse.ingest.sqltext import lit
@@ -100,27 +100,21 @@ SPARSE_KEYS = 2_000
 def sparse_dump(n_events: int, target: Path) -> Path:
     """NDJSON events with 5 of SPARSE_KEYS property keys each (seeded arithmetic, no Python
     loop), one month, 100 customers."""
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
     quote = "'\"'"  # the SQL literal '"'
     props = ", ".join(
         f"{quote} || 'key_' || ((i * 7919) % {SPARSE_KEYS // 5} + {j * SPARSE_KEYS // 5}) "
         f"|| {quote} || ':' || {quote} || (i % 997) || {quote}"
         for j in range(5)
     )
-    con.execute(
-        f"""
-        COPY (
-            SELECT '{{"transaction_id":"s' || i || '","customer_id":"c' || (i % 100)
-                || '","event_type":"e","timestamp":"2026-01-'
-                || lpad((1 + i % 31)::VARCHAR, 2, '0') || 'T00:00:00Z","properties":{{'
-                || concat_ws(',', {props}) || '}}}}' AS line
-            FROM range({int(n_events)}) r(i)
-        ) TO {lit(str(target))} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')
-        """  # noqa: S608 - integers and our own scratch path
+    return formula_ndjson(
+        target,
+        n_events,
+        tid_prefix="s",
+        customers=100,
+        event_type_sql="'e'",
+        days=31,
+        properties_sql=f"concat_ws(',', {props})",
     )
-    con.close()
-    return target
 
 
 def run(

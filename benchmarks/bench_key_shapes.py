@@ -24,12 +24,9 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
-
-from benchmarks.datagen import environment
+from benchmarks.datagen import environment, formula_ndjson
 from warehouse.home import Home
 from warehouse.ingest import ingest, pipeline
-from warehouse.ingest.sqltext import lit
 
 SHAPES = "20x5,60x10,120x10,200x8,400x8"
 NOW = datetime(2026, 2, 1)
@@ -42,21 +39,15 @@ def shape_dump(n_events: int, keys: int, per_event: int, target: Path) -> Path:
         f"""'"k' || ((i % {types}) * {per_event} + {j}) || '":"' || (i % 997) || '"'"""
         for j in range(per_event)
     )
-    con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")
-    con.execute(
-        f"""
-        COPY (
-            SELECT '{{"transaction_id":"t' || i || '","customer_id":"c' || (i % 1000)
-                || '","event_type":"e' || (i % {types}) || '","timestamp":"2026-01-'
-                || lpad((1 + i % 28)::VARCHAR, 2, '0') || 'T00:00:00Z","properties":{{'
-                || concat_ws(',', {props}) || '}}}}' AS line
-            FROM range({int(n_events)}) r(i)
-        ) TO {lit(str(target))} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')
-        """  # noqa: S608 - integers and our own scratch path
+    return formula_ndjson(
+        target,
+        n_events,
+        tid_prefix="t",
+        customers=1000,
+        event_type_sql=f"'e' || (i % {types})",
+        days=28,
+        properties_sql=f"concat_ws(',', {props})",
     )
-    con.close()
-    return target
 
 
 def _ingest(source: Path, home_dir: Path, path: str) -> tuple[float, float, float]:

@@ -271,6 +271,39 @@ def ingested_home(dataset: Dataset, fmt: str = "parquet"):
     return Home(target)
 
 
+def formula_ndjson(
+    target: Path,
+    n_events: int,
+    *,
+    tid_prefix: str,
+    customers: int,
+    event_type_sql: str,
+    days: int,
+    properties_sql: str,
+) -> Path:
+    """NDJSON events computed in DuckDB from their number `i` (no Python loop): transaction id
+    `<tid_prefix><i>`, customer `c<i % customers>`, event type `event_type_sql` (SQL text over
+    `i`), one of the first `days` days of January 2026, and the properties object's members
+    `properties_sql` (SQL text over `i` of the JSON members, without braces)."""
+    from warehouse.ingest.sqltext import lit
+
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute(
+        f"""
+        COPY (
+            SELECT '{{"transaction_id":"{tid_prefix}' || i || '","customer_id":"c'
+                || (i % {int(customers)}) || '","event_type":"' || ({event_type_sql})
+                || '","timestamp":"2026-01-' || lpad((1 + i % {int(days)})::VARCHAR, 2, '0')
+                || 'T00:00:00Z","properties":{{' || ({properties_sql}) || '}}}}' AS line
+            FROM range({int(n_events)}) r(i)
+        ) TO {lit(str(target))} (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER '\x01')
+        """  # noqa: S608 - our own formulas and scratch path
+    )
+    con.close()
+    return target
+
+
 def environment() -> str:
     """One line describing the machine and versions, printed with every benchmark table."""
     import platform
