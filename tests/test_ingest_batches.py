@@ -151,6 +151,60 @@ def test_csv_missing_column_suggests_the_name(home: Home, tmp_path: Path) -> Non
     nothing_written(home)
 
 
+@pytest.mark.parametrize(
+    ("header", "repeated"),
+    [("model,model", "model"), ("transaction_id,model", "transaction_id")],
+)
+def test_csv_with_a_column_name_twice(
+    home: Home, tmp_path: Path, header: str, repeated: str
+) -> None:
+    path = tmp_path / "e.csv"
+    path.write_text(
+        f"transaction_id,customer_id,event_type,timestamp,{header}\n"
+        "t1,c,e,2026-01-20T00:00:00Z,a,b\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(UserError) as error:
+        ingest(home, [events_file(tmp_path), path], now=NOW)
+    assert str(error.value) == (
+        f"CSV file {path}: its header names column {repeated!r} more than once; each event "
+        "field and each property needs exactly one column"
+    )
+    nothing_written(home)
+
+
+def test_parquet_with_a_column_or_struct_field_name_twice(home: Home, tmp_path: Path) -> None:
+    base = pa.table(
+        {
+            "transaction_id": ["t1"],
+            "customer_id": ["c"],
+            "event_type": ["e"],
+            "timestamp": ["2026-01-20T00:00:00Z"],
+        }
+    )
+    columns = tmp_path / "columns.parquet"
+    pq.write_table(
+        base.append_column("model", pa.array(["a"])).append_column("model", pa.array(["b"])),
+        columns,
+    )
+    with pytest.raises(UserError) as error:
+        ingest(home, [columns], now=NOW)
+    assert str(error.value) == (
+        f"Parquet file {columns}: its header names column 'model' more than once; each event "
+        "field and each property needs exactly one column"
+    )
+    fields = tmp_path / "fields.parquet"
+    struct = pa.StructArray.from_arrays([pa.array(["a"]), pa.array(["b"])], ["Model", "Model"])
+    pq.write_table(base.append_column("properties", struct), fields)
+    with pytest.raises(UserError) as error:
+        ingest(home, [fields], now=NOW)
+    assert str(error.value) == (
+        f"Parquet file {fields}: column properties has the field 'Model' more than once; each "
+        "property needs exactly one field"
+    )
+    nothing_written(home)
+
+
 def test_properties_column_and_extra_columns_together(home: Home, tmp_path: Path) -> None:
     path = write_parquet(
         tmp_path / "both.parquet", properties=pa.array(['{"a": "1"}']), model=pa.array(["m"])

@@ -178,6 +178,12 @@ def _classify(
 ) -> TableSource:
     by_written = {w: (n, t) for n, t, w in zip(names, types, written, strict=True)}
     kind = "CSV" if file.format == "csv" else "Parquet"
+    repeated = _repeated(written)
+    if repeated:
+        raise UserError(
+            f"{kind} file {file.name}: its header names column {repeated!r} more than once; "
+            "each event field and each property needs exactly one column"
+        )
     missing = [f for f in FIELDS if f not in by_written]
     if missing:
         hints = "".join(suggest(m, written) for m in missing[:1])
@@ -225,6 +231,12 @@ def _classify(
         if dtype.id == "struct":
             struct_names = [n for n, _ in dtype.children]
             written_names = _struct_written_names(file, struct_names)
+            repeated = _repeated(written_names)
+            if repeated:
+                raise UserError(
+                    f"{kind} file {file.name}: column properties has the field {repeated!r} "
+                    "more than once; each property needs exactly one field"
+                )
             props = []
             for (duck_name, child), prop in zip(dtype.children, written_names, strict=True):
                 _check_value_type(file, f"field {prop} of column properties", child)
@@ -239,6 +251,17 @@ def _classify(
         _check_value_type(file, f"column {written_name}", dtype)
         props.append((column, written_name, dtype.id))
     return TableSource(file, fields, "columns" if props else "none", property_columns=props)
+
+
+def _repeated(names: list[str]) -> str | None:
+    """The first name that `names` holds more than once, if any (as written: `Model` and
+    `model` are two names)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
 
 
 def _struct_written_names(file: SourceFile, duck_names: list[str]) -> list[str]:
