@@ -104,6 +104,10 @@ def stored(home: Home, keys: list[str]) -> dict[tuple, dict[str, str]]:
         con.close()
 
 
+def stored_events(home: Home) -> dict[tuple, dict[str, str]]:
+    return stored(home, [])
+
+
 def timestamp_value(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -286,6 +290,41 @@ def test_parquet_extra_columns_with_typed_timestamp(home: Home, tmp_path: Path) 
     path = tmp_path / "events.parquet"
     pq.write_table(pa.table(columns), path)
     check(home, path)
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", [None, "UTC", "+02:00"])
+def test_parquet_timestamps_of_every_unit_keep_their_instant_to_the_microsecond(
+    home: Home, tmp_path: Path, unit: str, tz: str | None
+) -> None:
+    """pandas writes nanoseconds: accepted, and cut (never rounded) to the stored microsecond,
+    so an event a hair before midnight stays on its day and in its billing period."""
+    last = 1769903999999999999 if unit == "ns" else 1769903999  # 2026-01-31T23:59:59.999999999Z
+    scale = {"s": 1, "ms": 1000, "us": 10**6, "ns": 10**9}[unit]
+    values = [last if unit == "ns" else last * scale + (scale - 1 if unit != "s" else 0)]
+    stamps = pa.array(values, pa.int64()).cast(pa.timestamp(unit, tz=tz))
+    path = tmp_path / "events.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "transaction_id": ["tx-late"],
+                "customer_id": ["c"],
+                "event_type": ["e"],
+                "timestamp": stamps,
+            }
+        ),
+        path,
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected) == (1, 0), summary
+    [(stored, _)] = [(k[3], v) for k, v in stored_events(home).items()]
+    expected = {
+        "s": datetime(2026, 1, 31, 23, 59, 59),
+        "ms": datetime(2026, 1, 31, 23, 59, 59, 999000),
+        "us": datetime(2026, 1, 31, 23, 59, 59, 999999),
+        "ns": datetime(2026, 1, 31, 23, 59, 59, 999999),
+    }[unit]
+    assert stored == expected
 
 
 def test_parquet_typed_extra_columns_are_stored_as_exact_text(home: Home, tmp_path: Path) -> None:

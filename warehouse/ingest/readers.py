@@ -42,8 +42,13 @@ _INTEGER_TYPES = frozenset(
     | {"utinyint", "usmallint", "uinteger", "ubigint", "uhugeint"}
 )
 _TIMESTAMP_TYPES = frozenset(
-    {"timestamp", "timestamp with time zone", "timestamp_ns", "timestamp_ms", "timestamp_s"}
+    {"timestamp", "timestamp with time zone", "timestamp_ms", "timestamp_s"}
+    | {"timestamp_ns", "timestamptz_ns"}  # cut to the microsecond: _NANOSECOND_TYPES
 )
+# Nanosecond timestamps (pandas writes them) are stored to the microsecond by flooring, never
+# rounding (DuckDB's cast rounds: an event at 23:59:59.9999996 would move to the next day and
+# maybe the next billing period).
+_NANOSECOND_TYPES = frozenset({"timestamp_ns", "timestamptz_ns"})
 _NESTED_TYPES = frozenset({"struct", "list", "map", "array", "union"})
 _UNSUPPORTED_VALUE_TYPES = frozenset({"blob", "bit", "varint", "bignum", "geometry"})
 
@@ -340,8 +345,12 @@ def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
             f"CASE WHEN {ts_col} IS NULL THEN {_null_kind(file)} ELSE 'TEXT' END AS ts_type"
         )
     else:
+        value = f"CAST({ts_col} AS TIMESTAMP)"
+        if ts_type in _NANOSECOND_TYPES:
+            ns = f"epoch_ns({ts_col})"
+            value = f"make_timestamp(({ns} - ((({ns} % 1000) + 1000) % 1000)) // 1000)"
         ts_cols = (
-            f"NULL::VARCHAR AS ts_text, CAST({ts_col} AS TIMESTAMP) AS ts_value, "
+            f"NULL::VARCHAR AS ts_text, {value} AS ts_value, "
             f"CASE WHEN {ts_col} IS NULL THEN 'NULL' ELSE 'TIMESTAMP' END AS ts_type"
         )
     props: list[str] = []
