@@ -49,6 +49,7 @@ _TIMESTAMP_TYPES = frozenset(
 # rounding (DuckDB's cast rounds: an event at 23:59:59.9999996 would move to the next day and
 # maybe the next billing period).
 _NANOSECOND_TYPES = frozenset({"timestamp_ns", "timestamptz_ns"})
+_KIND = {"csv": "CSV", "parquet": "Parquet"}  # a tabular file's format, as messages name it
 _NESTED_TYPES = frozenset({"struct", "list", "map", "array", "union"})
 _UNSUPPORTED_VALUE_TYPES = frozenset({"blob", "bit", "varint", "bignum", "geometry"})
 
@@ -166,8 +167,9 @@ def _type_name(dtype: Any) -> str:
 def _check_value_type(file: SourceFile, where: str, dtype: Any) -> None:
     if dtype.id in _UNSUPPORTED_VALUE_TYPES:
         raise UserError(
-            f"{file.format} file {file.name}: {where} has type {_type_name(dtype)}; expected "
-            "text, a number, a boolean, a date/time, or a nested value (stored as JSON text)"
+            f"{_KIND[file.format]} file {file.name}: {where} has type {_type_name(dtype)}; "
+            "expected text, a number, a boolean, a date/time, or a nested value (stored as JSON "
+            "text)"
         )
 
 
@@ -182,7 +184,7 @@ def _classify(
     file: SourceFile, names: list[str], types: list[Any], written: list[str]
 ) -> TableSource:
     by_written = {w: (n, t) for n, t, w in zip(names, types, written, strict=True)}
-    kind = "CSV" if file.format == "csv" else "Parquet"
+    kind = _KIND[file.format]
     repeated = _repeated(written)
     if repeated:
         raise UserError(
