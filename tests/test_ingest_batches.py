@@ -92,6 +92,14 @@ def test_unsupported_extension(home: Home, tmp_path: Path) -> None:
     nothing_written(home)
 
 
+def refused(home: Home, paths: list[Path]) -> str:
+    """The message of the UserError an ingest of `paths` raises; nothing was written."""
+    with pytest.raises(UserError) as error:
+        ingest(home, paths, now=NOW)
+    nothing_written(home)
+    return str(error.value)
+
+
 def write_parquet(path: Path, **columns: pa.Array) -> Path:
     base = {
         "transaction_id": pa.array(["p1"]),
@@ -116,13 +124,10 @@ def test_parquet_timestamp_as_int64(home: Home, tmp_path: Path) -> None:
 
 def test_parquet_properties_as_int_column(home: Home, tmp_path: Path) -> None:
     path = write_parquet(tmp_path / "bad.parquet", properties=pa.array([7], pa.int32()))
-    with pytest.raises(UserError) as error:
-        ingest(home, [path], now=NOW)
-    assert str(error.value) == (
+    assert refused(home, [path]) == (
         f"Parquet file {path}: column properties has type INTEGER; expected a MAP(VARCHAR, ...), "
         "a STRUCT, or text holding a JSON object"
     )
-    nothing_written(home)
 
 
 def test_parquet_id_column_of_a_wrong_type(home: Home, tmp_path: Path) -> None:
@@ -164,13 +169,10 @@ def test_csv_with_a_column_name_twice(
         "t1,c,e,2026-01-20T00:00:00Z,a,b\n",
         encoding="utf-8",
     )
-    with pytest.raises(UserError) as error:
-        ingest(home, [events_file(tmp_path), path], now=NOW)
-    assert str(error.value) == (
+    assert refused(home, [events_file(tmp_path), path]) == (
         f"CSV file {path}: its header names column {repeated!r} more than once; each event "
         "field and each property needs exactly one column"
     )
-    nothing_written(home)
 
 
 def test_parquet_with_a_column_or_struct_field_name_twice(home: Home, tmp_path: Path) -> None:
@@ -187,22 +189,17 @@ def test_parquet_with_a_column_or_struct_field_name_twice(home: Home, tmp_path: 
         base.append_column("model", pa.array(["a"])).append_column("model", pa.array(["b"])),
         columns,
     )
-    with pytest.raises(UserError) as error:
-        ingest(home, [columns], now=NOW)
-    assert str(error.value) == (
+    assert refused(home, [columns]) == (
         f"Parquet file {columns}: its header names column 'model' more than once; each event "
         "field and each property needs exactly one column"
     )
     fields = tmp_path / "fields.parquet"
     struct = pa.StructArray.from_arrays([pa.array(["a"]), pa.array(["b"])], ["Model", "Model"])
     pq.write_table(base.append_column("properties", struct), fields)
-    with pytest.raises(UserError) as error:
-        ingest(home, [fields], now=NOW)
-    assert str(error.value) == (
+    assert refused(home, [fields]) == (
         f"Parquet file {fields}: column properties has the field 'Model' more than once; each "
         "property needs exactly one field"
     )
-    nothing_written(home)
 
 
 def test_properties_column_and_extra_columns_together(home: Home, tmp_path: Path) -> None:
