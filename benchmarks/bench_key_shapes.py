@@ -70,8 +70,7 @@ def _ingest(source: Path, home_dir: Path, path: str) -> tuple[float, float, floa
 
 def rule(keys: int, per_event: int) -> str:
     """The path pipeline's rule picks for a dump of this shape."""
-    sparse = keys > pipeline.DENSE_KEYS and per_event < pipeline.SPARSE_DENSITY * keys
-    return "many-keys" if sparse else "dense"
+    return "many-keys" if pipeline.many_keys_path(keys, per_event, 1) else "dense"
 
 
 def run(n_events: int, shapes: list[tuple[int, int]]) -> list[dict]:

@@ -52,6 +52,12 @@ DENSE_KEYS = 32
 SPARSE_DENSITY = 0.25
 
 
+def many_keys_path(keys: int, values: int, events: int) -> bool:
+    """Whether a batch of `events` accepted events holding `values` property values of `keys`
+    distinct keys is written by the many-keys path (see DENSE_KEYS)."""
+    return keys > DENSE_KEYS and values < SPARSE_DENSITY * keys * max(1, events)
+
+
 class Progress(Protocol):
     def advance(self, n: float = 1) -> None: ...
 
@@ -211,7 +217,7 @@ def _sorted_pieces(
     metered properties are columns whatever their share)."""
     keys = sorted(counts.key_uses)
     uses = sum(counts.key_uses.values())
-    if len(keys) > DENSE_KEYS and uses < SPARSE_DENSITY * len(keys) * max(1, counts.accepted):
+    if many_keys_path(len(keys), uses, counts.accepted):
         kept = catalog.metered_properties()
         return sparse_pieces(work, plan, kept), lambda _, table: with_constants(table, constants)
 
