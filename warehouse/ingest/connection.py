@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 import duckdb
 
-from warehouse.home import Home
+from warehouse.home import Home, memory_bytes
+from warehouse.ingest.sqltext import ident
 
 
 def open_work(home: Home, name: str) -> duckdb.DuckDBPyConnection:
@@ -26,6 +27,24 @@ def open_work(home: Home, name: str) -> duckdb.DuckDBPyConnection:
         work.close()
         raise
     return work
+
+
+def memory_limit(con: duckdb.DuckDBPyConnection) -> int | None:
+    """The connection's DuckDB memory limit in bytes (None if DuckDB's text is not a size)."""
+    [(text,)] = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    return memory_bytes(str(text))
+
+
+def clear(con: duckdb.DuckDBPyConnection) -> None:
+    """Drop every temp view and table of a work connection (between the chunks of a batch:
+    each chunk's tables are its own)."""
+    for kind, catalog in (("VIEW", "duckdb_views()"), ("TABLE", "duckdb_tables()")):
+        column = "view_name" if kind == "VIEW" else "table_name"
+        names = con.execute(
+            f"SELECT {column} FROM {catalog} WHERE temporary AND NOT internal"  # noqa: S608
+        ).fetchall()
+        for (name,) in names:
+            con.execute(f"DROP {kind} IF EXISTS temp.main.{ident(name)}")
 
 
 # What DuckDB raises when a source file cannot be read (not a bug of ours).

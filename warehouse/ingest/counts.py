@@ -30,13 +30,48 @@ class BatchCounts:
     rejected: int
     accepted: int
     reasons: dict[str, int]
-    unknown: list[UnknownCustomer]  # the first UNKNOWN_SHOWN
-    unknown_customer_keys: int
-    unknown_customer_events: int
+    unknown_events: dict[str, int]  # unknown customer key -> its accepted events
     duplicate_ids: list[str]  # up to UNKNOWN_SHOWN, smallest first
     dates: list[tuple[date, int]]  # accepted events per event date, in date order
     key_uses: dict[str, int]  # property name -> accepted events that carry it
     date_keys: dict[date, set[str]]  # property names that may have a value on that date
+
+    @property
+    def unknown(self) -> list[UnknownCustomer]:
+        """The unknown customer keys with the most events (the first UNKNOWN_SHOWN)."""
+        ranked = sorted(self.unknown_events.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [UnknownCustomer(customer_id=c, events=n) for c, n in ranked[:UNKNOWN_SHOWN]]
+
+    @property
+    def unknown_customer_keys(self) -> int:
+        return len(self.unknown_events)
+
+    @property
+    def unknown_customer_events(self) -> int:
+        return sum(self.unknown_events.values())
+
+    def __add__(self, later: BatchCounts) -> BatchCounts:
+        """The counts of two chunks of one batch (warehouse.ingest.chunks), `later` read after
+        this one."""
+        by_date = dict(self.dates)
+        for day, n in later.dates:
+            by_date[day] = by_date.get(day, 0) + n
+        date_keys = {day: set(keys) for day, keys in self.date_keys.items()}
+        for day, keys in later.date_keys.items():
+            date_keys.setdefault(day, set()).update(keys)
+        return BatchCounts(
+            received=self.received + later.received,
+            rejected=self.rejected + later.rejected,
+            accepted=self.accepted + later.accepted,
+            reasons=_added(self.reasons, later.reasons),
+            unknown_events=_added(self.unknown_events, later.unknown_events),
+            duplicate_ids=sorted(set(self.duplicate_ids) | set(later.duplicate_ids))[
+                :UNKNOWN_SHOWN
+            ],
+            dates=sorted(by_date.items()),
+            key_uses=_added(self.key_uses, later.key_uses),
+            date_keys=date_keys,
+        )
 
     def ledger_counts(self, duplicates: int) -> dict[str, int]:
         return {
@@ -46,6 +81,11 @@ class BatchCounts:
             "duplicates": duplicates,
             "unknown_customer_events": self.unknown_customer_events,
         }
+
+
+def _added(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """Two counts by key, added (keys in sorted order)."""
+    return {k: a.get(k, 0) + b.get(k, 0) for k in sorted(a.keys() | b.keys())}
 
 
 def count_batch(
@@ -65,17 +105,12 @@ def count_batch(
     reasons = {r: int(n) for r, n in sorted(by_reason, key=lambda x: str(x[0])) if r is not None}
     received = sum(int(n) for _, n in by_reason)
     dates, uses, date_keys = _per_date(work, plan)
-    unknown_rows = _unknown_customers(work, catalog)
     return BatchCounts(
         received=received,
         rejected=sum(reasons.values()),
         accepted=sum(n for _, n in dates),
         reasons=reasons,
-        unknown=[
-            UnknownCustomer(customer_id=c, events=int(n)) for c, n in unknown_rows[:UNKNOWN_SHOWN]
-        ],
-        unknown_customer_keys=len(unknown_rows),
-        unknown_customer_events=sum(int(n) for _, n in unknown_rows),
+        unknown_events={c: int(n) for c, n in _unknown_customers(work, catalog)},
         duplicate_ids=_some_duplicate_ids(work),
         dates=dates,
         key_uses=uses,
@@ -128,7 +163,7 @@ def _unknown_customers(
             """
             SELECT customer_id, sum(events) AS events FROM dims
             ANTI JOIN known_customer_keys k ON k.key = dims.customer_id
-            GROUP BY customer_id ORDER BY events DESC, customer_id
+            GROUP BY customer_id
             """
         ).fetchall()
     finally:

@@ -19,7 +19,9 @@ ids.  New events usually have no candidates at all.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 
@@ -31,20 +33,26 @@ DEDUP_WINDOW = timedelta(days=35)
 
 
 def find_duplicates(
-    work: duckdb.DuckDBPyConnection, store: EventStore, clock: datetime, *, valid: str = "valid"
+    work: duckdb.DuckDBPyConnection,
+    store: EventStore,
+    clock: datetime,
+    *,
+    valid: str = "valid",
+    earlier: Sequence[Path] = (),
 ) -> int:
     """Fill the relation `duplicates(pos, transaction_id, against)`, flag those rows of `staged`
     (column `duplicate`), and return how many there are.
 
     `clock` is the batch's ingest clock; `valid` names a relation of the batch's valid records
     (pos, transaction_id, tid_hash, ts), `tid_hash` being `hash(transaction_id)` (computed
-    once, while staging)."""
+    once, while staging).  `earlier`: the files the batch's earlier chunks wrote (not committed
+    yet; warehouse.ingest.chunks), read whatever their dates: their ids came first."""
     earliest: datetime | None = first_row(work, f"SELECT min(ts) FROM {valid}")[0]  # noqa: S608
-    files = []
+    paths: list[str] = []
     if earliest is not None:
         by_path = {f.path: f for f in store.files(start=earliest - DEDUP_WINDOW)}
         by_path.update((f.path, f) for f in store.files_ingested_since(clock - DEDUP_WINDOW))
-        files = [by_path[p] for p in sorted(by_path)]
+        paths = sorted(by_path) + [str(p) for p in earlier]
     work.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE batch_repeats AS
@@ -55,8 +63,8 @@ def find_duplicates(
     work.execute(
         "CREATE OR REPLACE TEMP TABLE stored_duplicates (pos BIGINT, transaction_id VARCHAR)"
     )
-    if files:
-        stored = f"read_parquet({lit_list(f.path for f in files)})"
+    if paths:
+        stored = f"read_parquet({lit_list(paths)})"
         # one read of the stored ids: those whose hash a valid event's id has (usually none)
         work.execute(
             f"""

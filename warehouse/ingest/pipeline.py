@@ -12,7 +12,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +26,8 @@ from warehouse.catalog import Catalog
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ledger
-from warehouse.ingest.connection import open_work
+from warehouse.ingest.chunks import chunk_events, plan_chunks
+from warehouse.ingest.connection import clear, memory_limit, open_work
 from warehouse.ingest.counts import BatchCounts, count_batch
 from warehouse.ingest.dedup import find_duplicates
 from warehouse.ingest.properties import JSON_VALUES, json_values_sql, property_values
@@ -39,6 +41,7 @@ from warehouse.ingest.write import (
     Constants,
     Piece,
     Prepare,
+    WrittenFile,
     split_by_date,
     with_constants,
     write_sorted,
@@ -110,7 +113,7 @@ def _run(
     def phase(name: str) -> None:
         nonlocal mark
         now = time.perf_counter()
-        phases[name] = round(now - mark, 4)
+        phases[name] = round(phases.get(name, 0.0) + now - mark, 4)
         mark = now
 
     batch_id = new_batch_id(ledger.wall())
@@ -124,37 +127,42 @@ def _run(
         progress.update(description="checking sources")
         files = list(sources.files)
         plan = inspect_sources(work, files)
+        chunks = plan_chunks(plan, chunk_events(memory_limit(work)))
         phase("inspect")
         ledger.start(catalog, batch_id, [f.name for f in files], clock, ledger.wall())
         try:
-            progress.update(description="reading")
-            units = stage(work, plan, clock)
-            phase("read_and_validate")
-
-            progress.update(description="deduplicating")
-            work.execute(
-                "CREATE TEMP VIEW valid AS SELECT pos, transaction_id, tid_hash, ts FROM staged "
-                "WHERE reason IS NULL"
-            )
-            duplicates = find_duplicates(work, EventStore(home, catalog), clock)
-            work.execute(
-                "CREATE TEMP VIEW accepted AS SELECT * EXCLUDE (tid_hash) FROM staged "
-                "WHERE reason IS NULL AND duplicate IS NULL"
-            )
-            phase("dedup")
-
-            counts = count_batch(work, catalog, plan)
-            phase("summarise")
-
+            store = EventStore(home, catalog)
             rejects_staged = scratch / "rejects.ndjson"
-            rejected = write_rejects(work, batch_id, files, units, plan.tables, rejects_staged)
-            phase("rejects")
-
-            progress.update(description="writing", total=counts.accepted, completed=0)
             constants = Constants(ingested_at=clock, batch_id=batch_id)
-            pieces, prepare = _sorted_pieces(work, plan, counts, constants, Catalog(catalog))
-            written = write_sorted(pieces, scratch / "files", prepare, on_rows=progress.advance)
-            phase("write")
+            counts: BatchCounts | None = None
+            duplicates = rejected = 0
+            written: list[WrittenFile] = []
+            for number, chunk in enumerate(chunks, 1):
+                of = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
+                part = _ingest_chunk(
+                    work, store, catalog, chunk, clock, progress, phase, of, written
+                )
+                duplicates += part.duplicates
+                counts = part.counts if counts is None else counts + part.counts
+                rejected += write_rejects(
+                    work, batch_id, files, part.units, chunk.tables, rejects_staged
+                )
+                phase("rejects")
+
+                progress.update(description=f"writing{of}", total=part.counts.accepted, completed=0)
+                pieces, prepare = _sorted_pieces(
+                    work, chunk, part.counts, constants, Catalog(catalog)
+                )
+                written += write_sorted(
+                    pieces,
+                    scratch / "files",
+                    prepare,
+                    on_rows=progress.advance,
+                    first_number=len(written),
+                )
+                clear(work)
+                phase("write")
+            assert counts is not None
 
             placed = ledger.place_files(home, batch_id, written)
             rejects_path = None
@@ -198,6 +206,48 @@ def _run(
         elapsed_seconds=round(time.perf_counter() - started, 4),
         phases=phases,
     )
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    units: dict[int, str]  # what a record of each source is called (stage)
+    duplicates: int
+    counts: BatchCounts
+
+
+def _ingest_chunk(
+    work: duckdb.DuckDBPyConnection,
+    store: EventStore,
+    catalog: duckdb.DuckDBPyConnection,
+    chunk: Plan,
+    clock: datetime,
+    progress: Progress,
+    phase: Callable[[str], None],
+    of: str,
+    written: Sequence[WrittenFile],
+) -> _Chunk:
+    """Read, check, deduplicate and count one chunk of the batch (all of it when it fits)
+    into the work connection: `staged`, `accepted`, `duplicates`, `dims`.  `written`: the
+    files of the batch's earlier chunks, whose ids come first."""
+    progress.update(description=f"reading{of}")
+    units = stage(work, chunk, clock)
+    phase("read_and_validate")
+
+    progress.update(description=f"deduplicating{of}")
+    work.execute(
+        "CREATE OR REPLACE TEMP VIEW valid AS SELECT pos, transaction_id, tid_hash, ts "
+        "FROM staged WHERE reason IS NULL"
+    )
+    duplicates = find_duplicates(work, store, clock, earlier=[f.staged_path for f in written])
+    work.execute(
+        "CREATE OR REPLACE TEMP VIEW accepted AS SELECT * EXCLUDE (tid_hash) FROM staged "
+        "WHERE reason IS NULL AND duplicate IS NULL"
+    )
+    phase("dedup")
+
+    counts = count_batch(work, catalog, chunk)
+    phase("summarise")
+    return _Chunk(units, duplicates, counts)
 
 
 def _sorted_pieces(

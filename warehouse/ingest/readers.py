@@ -30,7 +30,7 @@ from warehouse.ingest.connection import READ_ERRORS, unordered
 from warehouse.ingest.json_records import json_staged_select, load_json_file, load_lines
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
 from warehouse.ingest.sources import MAX_LINE_BYTES, READ_BUFFER_BYTES, SourceFile, pos_sql
-from warehouse.ingest.sqltext import ident, lit
+from warehouse.ingest.sqltext import ident, int_lit, lit
 from warehouse.layout import property_column
 from warehouse.sqlrows import first_row
 
@@ -85,6 +85,9 @@ class TableSource:
     property_columns: list[tuple[str, str, str]] = field(default_factory=list)
     # every column: (DuckDB name, name as written in the file)
     columns: list[tuple[str, str]] = field(default_factory=list)
+    # Parquet only: read just the rows [first, end) (a chunk of a large batch:
+    # warehouse.ingest.chunks); None: every row
+    rows: tuple[int, int] | None = None
 
 
 @dataclass
@@ -327,15 +330,25 @@ def _value_text(value_sql: str, type_id: str) -> str:
     return f"CAST({value_sql} AS VARCHAR)"
 
 
+def _table_source(table: TableSource) -> tuple[str, str]:
+    """SQL: (the rows of a CSV or Parquet file (of its range), the 1-based record number)."""
+    file = table.file
+    if file.format == "csv":
+        return f"read_csv({_csv_args(file, header=True)})", "row_number() OVER ()"
+    source = f"read_parquet({lit(file.name)}, file_row_number=true)"
+    if table.rows is not None:  # DuckDB skips the row groups outside the range
+        first, end = table.rows
+        source = (
+            f"(SELECT * FROM {source} WHERE file_row_number >= {int_lit(first)} "  # noqa: S608
+            f"AND file_row_number < {int_lit(end)})"
+        )
+    return source, "file_row_number + 1"
+
+
 def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
     """SQL: the raw columns of one CSV or Parquet file, and the property columns it fills."""
     file = table.file
-    if file.format == "csv":
-        source = f"read_csv({_csv_args(file, header=True)})"
-        record = "row_number() OVER ()"
-    else:
-        source = f"read_parquet({lit(file.name)}, file_row_number=true)"
-        record = "file_row_number + 1"
+    source, record = _table_source(table)
     tid, tid_kind = _text_field(file, *table.fields["transaction_id"])
     cust, cust_kind = _text_field(file, *table.fields["customer_id"])
     et, et_kind = _text_field(file, *table.fields["event_type"])
@@ -454,12 +467,7 @@ def record_payload_sql(table: TableSource, positions_table: str) -> str:
     the row as sent, as the JSON text of an object of its columns (CSV values are text)."""
     file = table.file
     pairs = ", ".join(f"{lit(w)}, {ident(n)}" for n, w in table.columns)
-    if file.format == "csv":
-        source = f"read_csv({_csv_args(file, header=True)})"
-        record = "row_number() OVER ()"
-    else:
-        source = f"read_parquet({lit(file.name)}, file_row_number=true)"
-        record = "file_row_number + 1"
+    source, record = _table_source(table)
     return f"""
         SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
         FROM (SELECT {pos_sql(file, record)} AS pos, * FROM {source}) r

@@ -42,7 +42,8 @@ def write_rejects(
     tables: Sequence[TableSource],
     target: Path,
 ) -> int:
-    """Write the rejects of `staged` to `target`; returns how many (no file when none)."""
+    """Append the rejects of `staged` to `target` (created when there is a first one; a
+    large batch's chunks append in input order); returns how many."""
     work.execute(
         "CREATE OR REPLACE TEMP TABLE rejected AS "
         "SELECT pos, reason, field, message FROM staged WHERE reason IS NOT NULL"
@@ -111,7 +112,7 @@ def write_rejects(
         ) TO {lit(str(part))}
           (FORMAT csv, HEADER false, QUOTE '', ESCAPE '', DELIMITER {lit(chr(1))})
     """  # noqa: S608 - batch id and path rendered by sqlglot
-    with target.open("wb") as out:
+    with target.open("ab") as out:
         for low, high in bounds:
             work.execute(copy_slice, {"low": low, "high": high})
             with part.open("rb") as piece:

@@ -304,11 +304,12 @@ def write_sorted(
     directory: Path,
     prepare: Prepare,
     on_rows: Callable[[int], None] = lambda n: None,
+    first_number: int = 0,
 ) -> list[WrittenFile]:
     """Write sorted event rows, arriving as consecutive `pieces` of a date each (dates in
-    order), as Parquet files of at most MAX_ROWS_PER_FILE rows per date into `directory`.
-    `prepare` turns a row group's rows into its stored columns (in the writer's thread).
-    Returns the files, in order."""
+    order), as Parquet files of at most MAX_ROWS_PER_FILE rows per date into `directory`,
+    numbered from `first_number`.  `prepare` turns a row group's rows into its stored columns
+    (in the writer's thread).  Returns the files, in order."""
     directory.mkdir(parents=True, exist_ok=True)
     jobs: list[_FileJob] = []
     abort = threading.Event()
@@ -317,7 +318,7 @@ def write_sorted(
     with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="meterql-write") as pool:
 
         def start(event_date: date) -> _FileJob:
-            number = len(jobs)
+            number = first_number + len(jobs)
             new = _FileJob(number, event_date, directory / f".tmp-{number}.parquet", prepare, abort)
             new.future = pool.submit(new.run)
             jobs.append(new)
