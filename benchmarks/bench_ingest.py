@@ -213,6 +213,10 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 for line in Path("/proc/self/status").read_text().splitlines():
     if line.startswith("VmHWM:"):
         peak = int(line.split()[1]) / 2**20
+written = 0  # bytes this process wrote to storage: the stored files plus DuckDB's spill
+for line in Path("/proc/self/io").read_text().splitlines():
+    if line.startswith("write_bytes:"):
+        written = int(line.split()[1])
 con = home.connect()
 [(limit, threads)] = con.execute(
     "SELECT current_setting('memory_limit'), current_setting('threads')"
@@ -220,7 +224,7 @@ con = home.connect()
 con.close()
 print(json.dumps({"seconds": wall, "cpu": cpu, "peak_rss_gib": peak, "accepted": summary.accepted,
                   "files": summary.files_written, "phases": summary.phases,
-                  "memory_limit": limit, "threads": threads}))
+                  "memory_limit": limit, "threads": threads, "written_gib": written / 2**30}))
 """
 
 
@@ -253,7 +257,8 @@ def report_memory(r: dict[str, Any]) -> None:
     print(
         f"one ingest of {r['events']:,} Parquet events in a fresh process ({environment()}): "
         f"{r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['events'] / r['seconds']:,.0f} "
-        f"events/s, {r['files']} files, peak RSS {r['peak_rss_gib']:.2f} GiB "
+        f"events/s, {r['files']} files, peak RSS {r['peak_rss_gib']:.2f} GiB, "
+        f"{r['written_gib']:.1f} GiB written to disk (files and spill) "
         f"(DuckDB memory_limit {r['memory_limit']}, threads {r['threads']})"
     )
     print("  " + ", ".join(f"{k} {v:.1f}s" for k, v in r["phases"].items() if v >= 0.05))

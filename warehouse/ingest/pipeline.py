@@ -29,7 +29,7 @@ from warehouse.ingest import ledger
 from warehouse.ingest.chunks import chunk_events, plan_chunks
 from warehouse.ingest.connection import clear, memory_limit, open_work
 from warehouse.ingest.counts import BatchCounts, count_batch
-from warehouse.ingest.dedup import find_duplicates
+from warehouse.ingest.dedup import find_duplicates, save_hashes
 from warehouse.ingest.properties import JSON_VALUES, json_values_sql, property_values
 from warehouse.ingest.readers import Plan, inspect_sources, stage
 from warehouse.ingest.rejects import write_rejects
@@ -137,11 +137,15 @@ def _run(
             counts: BatchCounts | None = None
             duplicates = rejected = 0
             written: list[WrittenFile] = []
+            earlier: list[tuple[Path, list[Path]]] = []  # (hashes, files) of the chunks done
             for number, chunk in enumerate(chunks, 1):
                 of = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
                 part = _ingest_chunk(
-                    work, store, catalog, chunk, clock, progress, phase, of, written
+                    work, store, catalog, chunk, clock, progress, phase, of, earlier
                 )
+                if number < len(chunks):
+                    hashes = scratch / f"hashes-{number}.parquet"
+                    save_hashes(work, hashes)
                 duplicates += part.duplicates
                 counts = part.counts if counts is None else counts + part.counts
                 rejected += write_rejects(
@@ -153,13 +157,16 @@ def _run(
                 pieces, prepare = _sorted_pieces(
                     work, chunk, part.counts, constants, Catalog(catalog)
                 )
-                written += write_sorted(
+                files_of_chunk = write_sorted(
                     pieces,
                     scratch / "files",
                     prepare,
                     on_rows=progress.advance,
                     first_number=len(written),
                 )
+                written += files_of_chunk
+                if number < len(chunks):
+                    earlier.append((hashes, [f.staged_path for f in files_of_chunk]))
                 clear(work)
                 phase("write")
             assert counts is not None
@@ -224,11 +231,11 @@ def _ingest_chunk(
     progress: Progress,
     phase: Callable[[str], None],
     of: str,
-    written: Sequence[WrittenFile],
+    earlier: Sequence[tuple[Path, Sequence[Path]]],
 ) -> _Chunk:
     """Read, check, deduplicate and count one chunk of the batch (all of it when it fits)
-    into the work connection: `staged`, `accepted`, `duplicates`, `dims`.  `written`: the
-    files of the batch's earlier chunks, whose ids come first."""
+    into the work connection: `staged`, `accepted`, `duplicates`, `dims`.  `earlier`: the
+    batch's earlier chunks, whose ids come first (find_duplicates)."""
     progress.update(description=f"reading{of}")
     units = stage(work, chunk, clock)
     phase("read_and_validate")
@@ -238,7 +245,7 @@ def _ingest_chunk(
         "CREATE OR REPLACE TEMP VIEW valid AS SELECT pos, transaction_id, tid_hash, ts "
         "FROM staged WHERE reason IS NULL"
     )
-    duplicates = find_duplicates(work, store, clock, earlier=[f.staged_path for f in written])
+    duplicates = find_duplicates(work, store, clock, earlier=earlier)
     work.execute(
         "CREATE OR REPLACE TEMP VIEW accepted AS SELECT * EXCLUDE (tid_hash) FROM staged "
         "WHERE reason IS NULL AND duplicate IS NULL"
