@@ -29,9 +29,9 @@ times come from the ingest summary.  Every ingest runs with meterql's default Du
 
     memory    `--memory-events N`: ONE ingest of the N-event Parquet dump as one batch into an
               empty home, in a fresh Python process that reports its peak resident set size
-              (Linux VmHWM) and the DuckDB memory limit it ran with (the 100M dump: ~3 minutes,
-              about 40 GB written to the spill directory and 5 GB of event files, under the
-              system's temp directory; --memory-events 0 skips it)
+              (Linux VmHWM), the bytes it wrote to disk (event files and DuckDB's spill) and the
+              DuckDB memory limit it ran with (the 100M dump: ~2 minutes, about 7 GB written
+              under the system's temp directory; --memory-events 0 skips it)
 """
 
 from __future__ import annotations

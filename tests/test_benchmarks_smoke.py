@@ -54,6 +54,15 @@ def test_ingest_benchmark_runs_every_case(data) -> None:
     assert "parquet: ingest again (all duplicates)" in cases and len(cases) == 9
 
 
+def test_ingest_memory_run_reports_peak_and_disk(data, capsys) -> None:
+    from benchmarks import bench_ingest
+
+    result = bench_ingest.measure_memory(3000)
+    assert result["accepted"] == 3000 and result["peak_rss_gib"] > 0
+    bench_ingest.report_memory(result)
+    assert "GiB written to disk (files and spill)" in capsys.readouterr().out
+
+
 def test_compaction_benchmark_runs(data, capsys) -> None:
     from benchmarks import bench_compact
 
