@@ -236,7 +236,7 @@ def _ingest_chunk(
     """Read, check, deduplicate and count one chunk of the batch (all of it when it fits)
     into the work connection: `staged`, `accepted`, `duplicates`, `dims`.  `earlier`: the
     batch's earlier chunks, whose ids come first (find_duplicates)."""
-    progress.update(description=f"reading{of}")
+    progress.update(description=f"reading{of}", total=None, completed=0)  # no count yet
     units = stage(work, chunk, clock)
     phase("read_and_validate")
 
