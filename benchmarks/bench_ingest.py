@@ -27,8 +27,8 @@ threads).  Targets (PERFORMANCE.md): Parquet >= 2M events/s, NDJSON >= 500k even
 times come from the ingest summary.  Every ingest runs with meterql's default DuckDB settings
 (METERQL_* unset: 3 GiB memory limit, all cores) unless the environment sets them.
 
-    memory    `--memory-events N`: ONE ingest of the N-event Parquet dump as one batch into an
-              empty home, in a fresh Python process that reports its peak resident set size
+    memory    `--memory-events N`: ONE ingest of the N-event Parquet dump (or NDJSON dump:
+              `--memory-format ndjson`; one file either way) as one batch into an empty home, in a fresh Python process that reports its peak resident set size
               (Linux VmHWM), the bytes it wrote to disk (event files and DuckDB's spill) and the
               DuckDB memory limit it ran with (the 100M dump: ~2 minutes, about 7 GB written
               under the system's temp directory; --memory-events 0 skips it)
@@ -228,9 +228,11 @@ print(json.dumps({"seconds": wall, "cpu": cpu, "peak_rss_gib": peak, "accepted":
 """
 
 
-def measure_memory(n_events: int) -> dict[str, Any]:
-    """Peak RSS of one ingest of the n-event Parquet dump, in a fresh process."""
-    data = generate(n_events, formats=("parquet",))
+def measure_memory(n_events: int, fmt: str = "parquet") -> dict[str, Any]:
+    """Peak RSS of one ingest of the n-event dump (`fmt`: parquet or ndjson), in a fresh
+    process."""
+    data = generate(n_events, formats=(fmt,))
+    dump = data.parquet if fmt == "parquet" else data.ndjson
     with tempfile.TemporaryDirectory(prefix="meterql-bench-ingest-memory-") as tmp:
         done = subprocess.run(
             [
@@ -238,7 +240,7 @@ def measure_memory(n_events: int) -> dict[str, Any]:
                 "-c",
                 CHILD,
                 str(Path(tmp) / "home"),
-                str(data.parquet),
+                str(dump),
                 data.now.isoformat(),
             ],
             capture_output=True,
@@ -249,13 +251,17 @@ def measure_memory(n_events: int) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(f"ingest failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    result["events"] = n_events
+    result["events"], result["format"] = n_events, fmt
     return result
+
+
+_KIND = {"parquet": "Parquet", "ndjson": "NDJSON"}
 
 
 def report_memory(r: dict[str, Any]) -> None:
     print(
-        f"one ingest of {r['events']:,} Parquet events in a fresh process ({environment()}): "
+        f"one ingest of {r['events']:,} {_KIND[r['format']]} events in a fresh process "
+        f"({environment()}): "
         f"{r['seconds']:.1f} s wall, {r['cpu']:.1f} s CPU, {r['events'] / r['seconds']:,.0f} "
         f"events/s, {r['files']} files, peak RSS {r['peak_rss_gib']:.2f} GiB, "
         f"{r['written_gib']:.1f} GiB written to disk (files and spill) "
@@ -279,6 +285,12 @@ def main(argv: list[str] | None = None) -> None:
         default=0,
         help="also measure the peak RSS of one ingest of a Parquet dump this large (e.g. 1e8)",
     )
+    parser.add_argument(
+        "--memory-format",
+        choices=sorted(_KIND),
+        default="parquet",
+        help="the dump format of --memory-events (one file either way)",
+    )
     args = parser.parse_args(argv)
     n_ndjson = args.ndjson_events or max(1, args.events // 5)
     n_sparse = args.sparse_events if args.sparse_events is not None else args.events // 100
@@ -287,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         run(args.events, n_ndjson, n_sparse, reingest=not args.no_reingest, n_rejected=n_rejected)
     )
     if args.memory_events:
-        report_memory(measure_memory(args.memory_events))
+        report_memory(measure_memory(args.memory_events, args.memory_format))
 
 
 if __name__ == "__main__":

@@ -165,7 +165,9 @@ def test_a_batch_in_chunks_stores_what_it_stores_in_one(
     home = new_home(tmp_path / "chunked")
     work = duckdb.connect()
     plan = inspect_sources(work, list(resolve_sources(files).files))
-    assert len(plan_chunks(plan, 7)) >= 6  # the Parquet file alone is split in 5 or more
+    cut = plan_chunks(plan, 7)
+    assert len(cut) >= 7  # the Parquet file alone is split in 5 or more
+    assert sum(1 for c in cut for f in c.json_files if f.span) >= 2  # b.ndjson in pieces
     chunked = ingest(home, files, now=NOW)
 
     assert {k: getattr(chunked, k) for k in COMPARED} == {k: getattr(whole, k) for k in COMPARED}
@@ -235,3 +237,52 @@ def test_chunk_size_follows_the_memory_limit() -> None:
     assert chunk_events(3 * 2**30) == 3 * 2**30 // chunks.BYTES_PER_EVENT
     assert chunk_events(None) == chunk_events(3 * 2**30)
     assert chunk_events(2**20) == chunks.MIN_CHUNK_EVENTS
+
+
+def test_an_ndjson_file_in_pieces_keeps_every_line_and_its_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Line ends \r\n, blank lines, a byte order mark at the start and at the start of a
+    line in the middle, a last line without a line end, bad lines."""
+    lines = []
+    for i in range(60):
+        record = json.dumps(event(f"tx-{i}", f"cust-{i % 3}", "2026-01-05T10:00:00Z", n=str(i)))
+        if i % 7 == 3:
+            record = ""  # blank
+        elif i % 11 == 5:
+            record = "{broken " + str(i)
+        elif i % 17 == 8:
+            record = "\ufeff" + record  # a byte order mark opening a line mid-file
+        lines.append(record)
+    text = "\ufeff" + "\r\n".join(lines)  # no line end after the last line
+    dump = tmp_path / "dumps" / "events.ndjson"
+    dump.parent.mkdir()
+    dump.write_bytes(text.encode("utf-8"))
+
+    whole = ingest(new_home(tmp_path / "whole"), [dump], now=NOW)
+    monkeypatch.setattr(pipeline, "chunk_events", lambda _: 4)
+    monkeypatch.setattr(chunks, "TEXT_BYTES_PER_EVENT", 40)
+    plan = inspect_sources(duckdb.connect(), list(resolve_sources([dump]).files))
+    assert sum(1 for c in plan_chunks(plan, 4) for f in c.json_files if f.span) > 20
+    home = new_home(tmp_path / "chunked")
+    chunked = ingest(home, [dump], now=NOW)
+
+    assert {k: getattr(chunked, k) for k in COMPARED} == {k: getattr(whole, k) for k in COMPARED}
+    assert whole.rejected >= 5 and whole.accepted >= 40
+    assert stored_rows(home) == stored_rows(Home.resolve(tmp_path / "whole"))
+    assert rejects(chunked) == rejects(whole)
+    assert not list(home.staging_dir.rglob("piece-*"))
+
+
+def test_line_spans_cover_the_file_and_cut_after_line_ends(tmp_path: Path) -> None:
+    path = tmp_path / "a.ndjson"
+    body = b"\n".join([b"a" * 5, b"\xef\xbb\xbfb" * 3, b"c" * 9, b"", b"d" * 4, b"e"]) + b"\n"
+    path.write_bytes(body)
+    file = resolve_sources([path]).files[0]
+    for target in range(1, len(body) + 2):
+        spans = chunks._line_spans(file, target)
+        assert spans[0][0] == 0 and spans[-1][1] == len(body)
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+        for start, end in spans:
+            assert end > start and body[end - 1 : end] == b"\n"
+            assert not body[start:].startswith(b"\xef\xbb\xbf")

@@ -2,25 +2,32 @@
 
 A batch is read, checked, deduplicated and written chunk by chunk, in input order, and
 committed once (warehouse.ingest.pipeline): the chunks are an implementation detail, the batch
-stays one all-or-nothing unit.  A chunk is whole NDJSON/JSON/CSV files, or a range of a
-Parquet file's row groups (read with a `file_row_number` filter, which DuckDB prunes by row
-group), of at most about `chunk_events(memory limit)` events.  Why (README "Ingest
+stays one all-or-nothing unit.  A chunk is whole text files, pieces of a large NDJSON file,
+or a range of a Parquet file's row groups (read with a `file_row_number` filter, which DuckDB
+prunes by row group), of at most about `chunk_events(memory limit)` events.  Why (README "Ingest
 benchmarks"): in one piece, a batch of 100M events under the 3 GiB default limit spilled its
 staged rows, hash tables and sort all at once, about 40 GB, in 147 s; in chunks it writes
 7.1 GiB (its event files included) in 111 s.
 
 Events are counted exactly for Parquet (its footer) and estimated for text files from their
-size (`TEXT_BYTES_PER_EVENT`; a gzipped file about `GZIP_RATIO` times its size): a text file
-is never split, so one very large text file is one chunk whatever its size.
+size (`TEXT_BYTES_PER_EVENT`; a gzipped file about `GZIP_RATIO` times its size).  A plain
+NDJSON file larger than a chunk is cut into pieces at line ends (`_line_spans`); each piece is
+copied to the batch's staging directory just before its chunk is read (`Pieces`), its
+lines numbered on from the previous piece's, so every record keeps its line number and input
+position.  Other text files (gzipped, `.json`, CSV, whose quoted cells may hold line ends) are
+never cut: one such file larger than memory is one chunk, and spills.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.parquet as pq
 
+from warehouse.errors import UserError
 from warehouse.ingest.readers import Plan, TableSource
 from warehouse.ingest.sources import SourceFile
 
@@ -43,6 +50,84 @@ def _text_events(file: SourceFile) -> int:
     return file.size * ratio // TEXT_BYTES_PER_EVENT
 
 
+def _line_spans(file: SourceFile, target: int) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) of a plain NDJSON file, of about `target` bytes each, cut after
+    a \n."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    with file.path.open("rb") as handle:
+        while file.size - start > target:
+            handle.seek(start + target)
+            cut = _cut(handle, file.size)
+            if cut is None:
+                break
+            spans.append((start, cut))
+            start = cut
+    spans.append((start, file.size))
+    return spans
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _cut(handle: BinaryIO, size: int) -> int | None:
+    """The offset just after the first \n from the handle's position that a line follows
+    whose first bytes are no byte order mark (DuckDB's reader would drop it at the start of a
+    piece, and keep it in the middle of the file); None: there is none before the end."""
+    while True:
+        if not handle.readline().endswith(b"\n"):
+            return None
+        at = handle.tell()
+        if at >= size:
+            return None
+        if handle.read(len(_BOM)) != _BOM:
+            return at
+        handle.seek(at)
+
+
+class Pieces:
+    """Copies the NDJSON pieces of a batch's chunks into its staging directory, in order, and
+    numbers each piece's lines on from the piece before it."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.lines_before: dict[tuple[Path, int], int] = {}  # (file, piece start) -> lines
+
+    def materialise(self, chunk: Plan) -> Plan:
+        """`chunk` with its pieces copied (`SourceFile.read_from`)."""
+        files = []
+        for file in chunk.json_files:
+            if file.span is None:
+                files.append(file)
+                continue
+            start, end = file.span
+            lines = self.lines_before[(file.path, start)] if start else 0
+            copy = self.directory / f"piece-{file.index}-{start}.ndjson"
+            newlines = 0
+            with file.path.open("rb") as source, copy.open("wb") as target:
+                source.seek(start)
+                left = end - start
+                while left:
+                    block = source.read(min(left, COPY_BYTES))
+                    if not block:
+                        raise UserError(f"ndjson file {file.name} changed while it was read")
+                    newlines += block.count(b"\n")
+                    target.write(block)
+                    left -= len(block)
+            self.lines_before[(file.path, end)] = lines + newlines
+            files.append(replace(file, read_from=copy, lines_before=lines))
+        return Plan(files, chunk.tables)
+
+    def release(self, chunk: Plan) -> None:
+        """Delete the copies of `chunk`'s pieces (the chunk is written)."""
+        for file in chunk.json_files:
+            if file.read_from is not None:
+                file.read_from.unlink(missing_ok=True)
+
+
+COPY_BYTES = 1 << 24
+
+
 def _row_group_ranges(table: TableSource, limit: int) -> Iterator[tuple[int, int, int]]:
     """(first row, end row, rows) of consecutive row-group ranges of at most `limit` rows (a
     larger row group alone)."""
@@ -63,7 +148,13 @@ def plan_chunks(plan: Plan, limit: int) -> list[Plan]:
     then row).  One chunk (the plan itself) when the whole batch fits."""
     units: list[tuple[int, int, SourceFile | TableSource]] = []  # (index, events, source)
     for file in plan.json_files:
-        units.append((file.index, _text_events(file), file))
+        events = _text_events(file)
+        if events > limit and _cuttable(file):
+            for start, end in _line_spans(file, limit * TEXT_BYTES_PER_EVENT):
+                piece = replace(file, size=end - start, span=(start, end))
+                units.append((file.index, _text_events(piece), piece))
+            continue
+        units.append((file.index, events, file))
     for table in plan.tables:
         if table.file.format != "parquet":
             units.append((table.file.index, _text_events(table.file), table))
@@ -90,8 +181,19 @@ def plan_chunks(plan: Plan, limit: int) -> list[Plan]:
     return chunks
 
 
+def _cuttable(file: SourceFile) -> bool:
+    """A plain NDJSON file whose first line ends in \n (DuckDB reads a file without any \n
+    as lines ending in \r)."""
+    if file.format != "ndjson" or file.path.name.lower().endswith(".gz"):
+        return False
+    with file.path.open("rb") as handle:
+        return handle.readline().endswith(b"\n")
+
+
 def _first_row(unit: SourceFile | TableSource) -> int:
-    return unit.rows[0] if isinstance(unit, TableSource) and unit.rows else 0
+    if isinstance(unit, TableSource):
+        return unit.rows[0] if unit.rows else 0
+    return unit.span[0] if unit.span else 0
 
 
 def _plan_of(units: list[SourceFile | TableSource]) -> Plan:

@@ -40,7 +40,7 @@ FAST_BUFFER_BYTES = 2 * FAST_LINE_BYTES
 def _read_lines(file: SourceFile, max_line: int, buffer: int) -> str:
     """SQL: the lines of a text file in file order (a blank line is a NULL or blank text)."""
     return f"""
-        read_csv({lit(file.name)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
+        read_csv({lit(str(file.read_path))}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
                  quote='', escape='', header=false, auto_detect=false,
                  max_line_size={int(max_line)}, buffer_size={int(buffer)})
     """
@@ -94,11 +94,11 @@ def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
     records, for the `records` view.  Other files go into `record_texts` (None)."""
     gzipped = file.path.name.lower().endswith(".gz")
     parallel = file.size > FAST_BUFFER_BYTES and not gzipped
-    table = f"lines_{int(file.index)}"
+    table = f"lines_{int(file.index)}_{int(file.span[0]) if file.span else 0}"
     error: BaseException | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterql-lines") as pool:
         # a gzipped file is read by DuckDB on one thread: its lines are counted on the other
-        counted = pool.submit(count_lines, file.path) if gzipped else None
+        counted = pool.submit(count_lines, file.read_path) if gzipped else None
         for max_line, buffer in (
             (FAST_LINE_BYTES, FAST_BUFFER_BYTES),
             (MAX_LINE_BYTES, READ_BUFFER_BYTES),
@@ -116,7 +116,7 @@ def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
                 con,
                 f"SELECT count(*), coalesce(sum(strlen(line)), 0) FROM {table}",  # noqa: S608
             )
-            if _all_lines_read(file.path, read, text_bytes, counted):
+            if _all_lines_read(file.read_path, read, text_bytes, counted):
                 break
             error = None  # a line longer than the buffer was left out: read it again
         else:

@@ -26,7 +26,7 @@ from warehouse.catalog import Catalog
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ledger
-from warehouse.ingest.chunks import chunk_events, plan_chunks
+from warehouse.ingest.chunks import Pieces, chunk_events, plan_chunks
 from warehouse.ingest.connection import clear, memory_limit, open_work
 from warehouse.ingest.counts import BatchCounts, count_batch
 from warehouse.ingest.dedup import find_duplicates, save_hashes
@@ -138,8 +138,10 @@ def _run(
             duplicates = rejected = 0
             written: list[WrittenFile] = []
             earlier: list[tuple[Path, list[Path]]] = []  # (hashes, files) of the chunks done
-            for number, chunk in enumerate(chunks, 1):
+            copies = Pieces(scratch)  # of the NDJSON pieces of large files
+            for number, planned in enumerate(chunks, 1):
                 of = f" (part {number} of {len(chunks)})" if len(chunks) > 1 else ""
+                chunk = copies.materialise(planned)
                 part = _ingest_chunk(
                     work, store, catalog, chunk, clock, progress, phase, of, earlier
                 )
@@ -168,6 +170,7 @@ def _run(
                 if number < len(chunks):
                     earlier.append((hashes, [f.staged_path for f in files_of_chunk]))
                 clear(work)
+                copies.release(chunk)
                 phase("write")
             assert counts is not None
 

@@ -47,15 +47,27 @@ class SourceFile:
     path: Path  # absolute
     format: str  # ndjson | json | csv | parquet
     size: int
+    # A piece of a large NDJSON file (warehouse.ingest.chunks): its bytes [start, end) of
+    # `path`, copied to `read_from`, whose first line is line `lines_before` + 1 of `path`.
+    span: tuple[int, int] | None = None
+    read_from: Path | None = None
+    lines_before: int = 0
 
     @property
     def name(self) -> str:
+        """The file as messages and rejects name it (a piece's whole file)."""
         return str(self.path)
+
+    @property
+    def read_path(self) -> Path:
+        """The file DuckDB reads."""
+        return self.read_from or self.path
 
 
 def pos_sql(file: SourceFile, record_sql: str) -> str:
     """SQL: the position of the record numbered `record_sql` (from 1) in `file`."""
-    return f"({int_lit(file.index)}::BIGINT << {POS_SHIFT}) + ({record_sql})"
+    record = f"{int_lit(file.lines_before)} + ({record_sql})" if file.lines_before else record_sql
+    return f"({int_lit(file.index)}::BIGINT << {POS_SHIFT}) + ({record})"
 
 
 @dataclass(frozen=True)
