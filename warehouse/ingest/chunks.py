@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from warehouse.errors import UserError
 from warehouse.ingest.readers import Plan, TableSource
-from warehouse.ingest.sources import SourceFile
+from warehouse.ingest.sources import MAX_LINE_BYTES, SourceFile
 
 # Events of one chunk per byte of the memory limit.  Measured (README "Ingest benchmarks"):
 # the benchmark's 10M-event batch (8 columns) runs in memory under the 3 GiB default.
@@ -52,7 +52,7 @@ def _text_events(file: SourceFile) -> int:
 
 def _line_spans(file: SourceFile, target: int) -> list[tuple[int, int]]:
     """Byte ranges [start, end) of a plain NDJSON file, of about `target` bytes each, cut after
-    a \n."""
+    a \\n."""
     spans: list[tuple[int, int]] = []
     start = 0
     with file.path.open("rb") as handle:
@@ -71,12 +71,12 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def _cut(handle: BinaryIO, size: int) -> int | None:
-    """The offset just after the first \n from the handle's position that a line follows
+    """The offset just after the first \\n from the handle's position that a line follows
     whose first bytes are no byte order mark (DuckDB's reader would drop it at the start of a
     piece, and keep it in the middle of the file); None: there is none before the end."""
     while True:
-        if not handle.readline().endswith(b"\n"):
-            return None
+        if not handle.readline(MAX_LINE_BYTES + 1).endswith(b"\n"):
+            return None  # the end, or a line too long for any reader
         at = handle.tell()
         if at >= size:
             return None
@@ -182,12 +182,12 @@ def plan_chunks(plan: Plan, limit: int) -> list[Plan]:
 
 
 def _cuttable(file: SourceFile) -> bool:
-    """A plain NDJSON file whose first line ends in \n (DuckDB reads a file without any \n
-    as lines ending in \r)."""
+    """A plain NDJSON file whose first line ends in \\n (DuckDB reads a file without any \\n
+    as lines ending in \\r)."""
     if file.format != "ndjson" or file.path.name.lower().endswith(".gz"):
         return False
     with file.path.open("rb") as handle:
-        return handle.readline().endswith(b"\n")
+        return handle.readline(MAX_LINE_BYTES + 1).endswith(b"\n")
 
 
 def _first_row(unit: SourceFile | TableSource) -> int:
