@@ -28,8 +28,9 @@ times come from the ingest summary.  Every ingest runs with meterql's default Du
 (METERQL_* unset: 3 GiB memory limit, all cores) unless the environment sets them.
 
     memory    `--memory-events N`: ONE ingest of the N-event Parquet dump (or NDJSON dump:
-              `--memory-format ndjson`; one file either way) as one batch into an empty home, in a fresh Python process that reports its peak resident set size
-              (Linux VmHWM), the bytes it wrote to disk (event files and DuckDB's spill) and the
+              `--memory-format ndjson`; one file either way) as one batch into an empty home,
+              in a fresh Python process that reports its peak resident set size (Linux
+              VmHWM), the bytes it wrote to disk (event files and DuckDB's spill) and the
               DuckDB memory limit it ran with (the 100M dump: ~2 minutes, about 7 GB written
               under the system's temp directory; --memory-events 0 skips it)
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from warehouse.events import EventStore
 from warehouse.home import Home
@@ -286,3 +289,63 @@ def test_line_spans_cover_the_file_and_cut_after_line_ends(tmp_path: Path) -> No
         for start, end in spans:
             assert end > start and body[end - 1 : end] == b"\n"
             assert not body[start:].startswith(b"\xef\xbb\xbf")
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> tuple[list[list[dict[str, Any] | str]], list[str], int, int]:
+    """Events (ids from a small pool: duplicates; some bad timestamps, lines that are not
+    JSON, unknown customers, keys from a pool) split over 1-3 files of random formats, and a
+    chunk limit and text size estimate."""
+    n = draw(st.integers(1, 40))
+    events: list[dict[str, Any] | str] = []
+    for i in range(n):
+        if draw(st.integers(0, 15)) == 0:
+            events.append("{not json " + str(i))
+            continue
+        day = draw(st.sampled_from(["2026-01-05T01:00:00Z", "2026-01-06T02:00:00Z", "bad"]))
+        keys = draw(st.lists(st.sampled_from(["model", "tokens", "region"]), unique=True))
+        record = event(
+            f"tx-{draw(st.integers(0, 12))}",
+            draw(st.sampled_from(["cust-0", "cust-1", "ghost"])),
+            day,
+            **{k: f"{k}{i}" for k in keys},
+        )
+        events.append(record)
+    cuts = sorted(draw(st.lists(st.integers(1, max(1, n - 1)), max_size=2, unique=True)))
+    parts = [events[a:b] for a, b in zip([0, *cuts], [*cuts, n], strict=True) if b > a]
+    formats = [draw(st.sampled_from(["ndjson", "parquet", "csv"])) for _ in parts]
+    return parts, formats, draw(st.integers(1, 8)), draw(st.sampled_from([20, 60, 150]))
+
+
+def write_dump(path: Path, fmt: str, rows: list[dict[str, Any] | str]) -> Path:
+    if fmt == "ndjson":
+        return ndjson_dump(path.with_suffix(".ndjson"), rows)
+    good = [r for r in rows if isinstance(r, dict)]
+    if fmt == "csv":
+        return csv_dump(path.with_suffix(".csv"), good)
+    return parquet_dump(path.with_suffix(".parquet"), good, row_group=2)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches())
+def test_any_batch_in_any_chunks_stores_and_reports_what_it_does_in_one(drawn: Any) -> None:
+    parts, formats, limit, text_bytes = drawn
+    with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as patch:
+        root = Path(tmp)
+        files = [
+            write_dump(root / f"part{i}", f, p)
+            for i, (f, p) in enumerate(zip(formats, parts, strict=True))
+        ]
+        files = [f for f in files if f.stat().st_size]
+        assume(files)
+        whole = ingest(new_home(root / "whole"), files, now=NOW)
+        patch.setattr(pipeline, "chunk_events", lambda _: limit)
+        patch.setattr(chunks, "TEXT_BYTES_PER_EVENT", text_bytes)
+        home = new_home(root / "chunked")
+        chunked = ingest(home, files, now=NOW)
+        assert {k: getattr(chunked, k) for k in COMPARED} == {
+            k: getattr(whole, k) for k in COMPARED
+        }
+        assert stored_rows(home) == stored_rows(Home.resolve(root / "whole"))
+        if whole.rejected:
+            assert rejects(chunked) == rejects(whole)
