@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from warehouse.errors import UserError
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import chunks, ingest, pipeline
@@ -349,3 +350,17 @@ def test_any_batch_in_any_chunks_stores_and_reports_what_it_does_in_one(drawn: A
         assert stored_rows(home) == stored_rows(Home.resolve(root / "whole"))
         if whole.rejected:
             assert rejects(chunked) == rejects(whole)
+
+
+def test_a_bad_line_in_a_later_piece_is_named_by_its_line_in_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [json.dumps(event(f"tx-{i}", "c", "2026-01-05T00:00:00Z")) for i in range(30)]
+    rows[24] = rows[24].replace(", ", ",\r ", 1)  # a carriage return inside line 25
+    dump = ndjson_dump(tmp_path / "events.ndjson", list(rows))
+    monkeypatch.setattr(pipeline, "chunk_events", lambda _: 4)
+    monkeypatch.setattr(chunks, "TEXT_BYTES_PER_EVENT", 40)
+    home = new_home(tmp_path / "home")
+    with pytest.raises(UserError, match=r"events\.ndjson: line 25 holds a carriage return"):
+        ingest(home, [dump], now=NOW)
+    assert len(stored_rows(home)) == 2  # the two events stored before

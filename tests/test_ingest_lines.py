@@ -175,3 +175,41 @@ def test_lines_bytes_is_the_size_of_the_lines_duckdb_reads(tmp_path: Path, data:
     if text_bytes:
         assert lines_bytes(path, read - 1, text_bytes - 1) != len(data)
     assert lines_bytes(path, read + 1, text_bytes) != len(data)
+
+
+@pytest.mark.parametrize(
+    ("name", "end", "compress"),
+    [("lf.ndjson", "\n", False), ("crlf.ndjson", "\r\n", False), ("lf.ndjson.gz", "\n", True)],
+)
+def test_a_carriage_return_inside_a_line_stops_the_ingest_naming_the_line(
+    home: Home, tmp_path: Path, name: str, end: str, compress: bool
+) -> None:
+    """JSON allows \\r as whitespace, but DuckDB's line reader takes it as a line end: in a
+    CRLF file it cut the line in two (a valid event rejected as two malformed lines, and every
+    later line numbered one too far); in an LF file it failed with "CSV Parser state machine
+    reached an invalid state"; a gzipped file was reported as holding a line over 256 MiB."""
+    lines = [line(1), line(2).replace(", ", ",\r ", 1), line(3)]
+    data = end.join(lines).encode() + end.encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if compress else data)
+    with pytest.raises(UserError, match=r"line 2 holds a carriage return \(\\r\) that does not"):
+        ingest(home, [path], now=NOW)
+    assert not list(home.events_dir.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"a\nb\r", b"a\rb\r", b"a\r\nb\r\n", b"a\n\r\n", b"\xef\xbb\xbfa\r\n", b""],
+)
+def test_line_ends_that_are_no_lone_carriage_return(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(data)
+    assert json_records.lone_carriage_return(path) is None
+
+
+def test_the_line_of_a_lone_carriage_return_counts_from_the_start_of_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(b"a\r\n\r\nb\r\nc\rd\r\n")
+    assert json_records.lone_carriage_return(path) == 4

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import mmap
 import os
+import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -86,6 +89,45 @@ def _count_byte(path: Path, byte: bytes) -> tuple[int, bytes]:
     return count, last
 
 
+_LONE_CR = re.compile(rb"\r(?!\n|\Z)")  # a last \\r ends the last line
+
+
+def lone_carriage_return(path: Path) -> int | None:
+    """The line (from 1) of the first carriage return that does not end a line (\\r not
+    before \\n) in a text file whose lines end in \\n; None when there is none, or when the
+    file has no \\n (its lines end in \\r).  DuckDB's line reader takes such a \\r as a line end
+    (cutting the line in two, or failing), so the file cannot be read line by line.  A plain
+    file is searched in place (memory-mapped: one memchr pass when it holds no \\r); a gzipped
+    one is decompressed."""
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rb") as handle:
+            data: Any = handle.read()
+        return _lone_cr_line(data)
+    if path.stat().st_size == 0:
+        return None
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return _lone_cr_line(data)
+
+
+def _lone_cr_line(data: Any) -> int | None:
+    first = data.find(b"\r")
+    if first < 0 or data.find(b"\n") < 0:
+        return None
+    found = _LONE_CR.search(data, first)
+    if found is None:
+        return None
+    return data[: found.start()].count(b"\n") + 1
+
+
+def _lone_cr_error(file: SourceFile, line: int) -> UserError:
+    return UserError(
+        f"cannot read {file.format} file {file.name}: line {file.lines_before + line} holds a "
+        "carriage return (\\r) that does not end the line, in a file whose lines end in \\n; "
+        "DuckDB's line reader would cut that line in two: remove the \\r (JSON needs none "
+        "outside its strings)"
+    )
+
+
 def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
     """Read a file's lines, numbered, and make sure none was left out (`_all_lines_read`).
 
@@ -95,6 +137,8 @@ def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
     gzipped = file.path.name.lower().endswith(".gz")
     parallel = file.size > FAST_BUFFER_BYTES and not gzipped
     table = f"lines_{int(file.index)}_{int(file.span[0]) if file.span else 0}"
+    if not gzipped and (line := lone_carriage_return(file.read_path)) is not None:
+        raise _lone_cr_error(file, line)  # a gzipped file fails the count below
     error: BaseException | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterql-lines") as pool:
         # a gzipped file is read by DuckDB on one thread: its lines are counted on the other
@@ -120,6 +164,8 @@ def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
                 break
             error = None  # a line longer than the buffer was left out: read it again
         else:
+            if gzipped and (line := lone_carriage_return(file.read_path)) is not None:
+                raise _lone_cr_error(file, line)
             if error is not None:
                 raise _read_failure(file, error) from None
             raise UserError(
