@@ -7,6 +7,7 @@ import gzip
 import json
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -213,3 +214,80 @@ def test_the_line_of_a_lone_carriage_return_counts_from_the_start_of_the_file(
     path = tmp_path / "x.ndjson"
     path.write_bytes(b"a\r\n\r\nb\r\nc\rd\r\n")
     assert json_records.lone_carriage_return(path) == 4
+
+
+def test_many_small_files_read_at_once_give_what_one_by_one_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small plain NDJSON files are read by ONE read (json_records.load_small_files): every
+    line keeps its file and line number (rejects, the first copy of a duplicate), blank lines,
+    byte order marks and CRLF included; a file whose check fails, or every file when that read
+    fails, is read on its own."""
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    bad = "{not json"
+    bodies = {
+        "a.ndjson": "\n".join([line(1), bad, "", line(2), line(3)]) + "\n",
+        "b.ndjson": "\ufeff" + "\r\n".join([line(3), line(4), "   ", bad + " b", line(5)]),
+        "c.ndjson": "\n".join([bad + " c", line(6), line(1)]) + "\n",
+        "d.ndjson": "\n\n\n",
+        "e.ndjson": "\n".join([line(7), line(8, pad=600), bad + " e"]) + "\n",
+    }
+    for name, body in bodies.items():
+        (dumps / name).write_text(body, encoding="utf-8")
+    calls: list[str] = []
+    real = json_records.load_lines
+
+    def one(con: duckdb.DuckDBPyConnection, file: sources.SourceFile) -> str | None:
+        calls.append(file.path.name)
+        return real(con, file)
+
+    monkeypatch.setattr("warehouse.ingest.readers.load_lines", one)
+
+    def run(name: str) -> Any:
+        home = Home(tmp_path / name)
+        home.init()
+        calls.clear()
+        return ingest(home, [dumps], now=NOW)
+
+    def rejects(summary: Any) -> list[dict[str, Any]]:
+        text = Path(summary.rejects_path).read_text(encoding="utf-8")
+        rows = [json.loads(r) for r in text.split("\n") if r]
+        return [{k: v for k, v in r.items() if k != "batch_id"} for r in rows]
+
+    def same(a: Any, b: Any) -> None:
+        assert rejects(a) == rejects(b)
+        assert (a.accepted, a.duplicates, a.received) == (b.accepted, b.duplicates, b.received)
+
+    at_once = run("at-once")
+    assert calls == []
+    assert [(r["source"].rsplit("/", 1)[1], r["record"]) for r in rejects(at_once)] == [
+        ("a.ndjson", 2),
+        ("b.ndjson", 4),
+        ("c.ndjson", 1),
+        ("e.ndjson", 3),
+    ]
+    assert (at_once.accepted, at_once.duplicates, at_once.received) == (8, 2, 14)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("warehouse.ingest.readers.load_small_files", lambda con, files: files)
+        same(run("one-by-one"), at_once)
+
+    checked = json_records._all_lines_read
+    with monkeypatch.context() as patch:  # c.ndjson's check fails: c alone is read again
+        patch.setattr(
+            json_records,
+            "_all_lines_read",
+            lambda path, *counts: path.name != "c.ndjson" and checked(path, *counts),
+        )
+        with pytest.raises(UserError, match="c.ndjson: a line is longer than"):
+            run("check-fails")
+        assert calls == ["c.ndjson"]
+
+    with monkeypatch.context() as patch:  # the one read fails (a line over its limit)
+        patch.setattr(json_records, "MAX_LINE_BYTES", 300)
+        patch.setattr(json_records, "READ_BUFFER_BYTES", 600)
+        patch.setattr(json_records, "FAST_LINE_BYTES", 1000)
+        patch.setattr(json_records, "FAST_BUFFER_BYTES", 2000)
+        same(run("read-fails"), at_once)
+        assert calls == list(bodies)

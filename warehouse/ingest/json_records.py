@@ -29,8 +29,14 @@ from warehouse.errors import UserError, first_line
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import READ_ERRORS, unordered
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select, timestamp_sql
-from warehouse.ingest.sources import MAX_LINE_BYTES, READ_BUFFER_BYTES, SourceFile, pos_sql
-from warehouse.ingest.sqltext import lit
+from warehouse.ingest.sources import (
+    MAX_LINE_BYTES,
+    POS_SHIFT,
+    READ_BUFFER_BYTES,
+    SourceFile,
+    pos_sql,
+)
+from warehouse.ingest.sqltext import lit, lit_list
 from warehouse.sqlrows import first_row
 
 # NDJSON lines are first read with a smaller buffer, on every thread for a plain file larger
@@ -235,6 +241,73 @@ def lines_bytes(path: Path, lines: int, text_bytes: int) -> int:
             last = handle.read(1)
     unterminated = lines > 0 and last not in (b"\n", b"\r")
     return bom + text_bytes + (lines - unterminated) * end
+
+
+def load_small_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> list[SourceFile]:
+    """Read many plain NDJSON files of at most one read buffer each in ONE read of DuckDB's
+    reader into `record_texts` (a statement per file cost about 4 ms: 1,000 files of 100 events
+    took 4.4 s to read).  Each file's lines are numbered in file order, and each file is
+    checked as `load_lines` checks it (the largest limits cost nothing here: 0.30 s with the
+    first ones, 0.36 s with the largest for those 1,000 files).  Returns the files to read one
+    by one instead: those whose check failed, or all of them when the one read fails (so the
+    error names its file)."""
+    if len(files) < 2:
+        return files
+    for file in files:
+        if (line := lone_carriage_return(file.read_path)) is not None:
+            raise _lone_cr_error(file, line)
+    paths = [str(f.read_path) for f in files]
+    reader = f"""
+        read_csv({lit_list(paths)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
+                 quote='', escape='', header=false, auto_detect=false, filename=true,
+                 max_line_size={MAX_LINE_BYTES}, buffer_size={READ_BUFFER_BYTES})
+    """
+    # in file order, then line order (the order is kept: row_number() OVER () numbers it)
+    numbered = f"""
+        CREATE OR REPLACE TEMP TABLE small_lines AS
+        SELECT filename, row_number() OVER () AS n, line FROM {reader}
+    """  # noqa: S608 - paths rendered by sqlglot
+    try:
+        con.execute(numbered)
+    except (*READ_ERRORS, duckdb.NotImplementedException):
+        return files
+    try:
+        read = {
+            name: (int(lines), int(text_bytes), int(first))
+            for name, lines, text_bytes, first in con.execute(
+                "SELECT filename, count(*), coalesce(sum(strlen(line)), 0), min(n) "
+                "FROM small_lines GROUP BY filename"
+            ).fetchall()
+        }
+        done, again = [], []
+        for f in files:
+            counts = read.get(str(f.read_path))
+            ok = counts is not None and _all_lines_read(f.read_path, counts[0], counts[1])
+            (done if ok else again).append(f)
+        if done:
+            # one list parameter per column (executemany took 0.5 ms a row)
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE small_files AS SELECT unnest($1::VARCHAR[]) AS "
+                "filename, unnest($2::BIGINT[]) AS src, unnest($3::BIGINT[]) AS first_n, "
+                "unnest($4::BIGINT[]) AS lines_before",
+                [
+                    [str(f.read_path) for f in done],
+                    [f.index for f in done],
+                    [read[str(f.read_path)][2] for f in done],
+                    [f.lines_before for f in done],
+                ],
+            )
+            line_number = "s.lines_before + l.n - s.first_n + 1"
+            with unordered(con):
+                con.execute(
+                    f"INSERT INTO record_texts SELECT (s.src << {POS_SHIFT}) + {line_number}, "  # noqa: S608
+                    "l.line, NULL, false FROM small_lines l JOIN small_files s USING (filename) "
+                    f"WHERE {_NOT_BLANK}"
+                )
+            con.execute("DROP TABLE small_files")
+    finally:
+        con.execute("DROP TABLE small_lines")
+    return again
 
 
 def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list[str]) -> str:

@@ -27,7 +27,13 @@ import pyarrow.parquet as pq
 from warehouse.errors import UserError, first_line, suggest
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import READ_ERRORS, unordered
-from warehouse.ingest.json_records import json_staged_select, load_json_file, load_lines
+from warehouse.ingest.json_records import (
+    FAST_BUFFER_BYTES,
+    json_staged_select,
+    load_json_file,
+    load_lines,
+    load_small_files,
+)
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
 from warehouse.ingest.sources import MAX_LINE_BYTES, READ_BUFFER_BYTES, SourceFile, pos_sql
 from warehouse.ingest.sqltext import ident, int_lit, lit
@@ -434,9 +440,11 @@ def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[i
     _create_tables(con, plan)
     units: dict[int, str] = {}
     parts = ["SELECT pos, raw, q, marked FROM record_texts"]
+    small = [f for f in plan.json_files if 0 < f.size <= FAST_BUFFER_BYTES and _plain_ndjson(f)]
+    read = {id(f) for f in small} - {id(f) for f in load_small_files(con, small)}
     for file in plan.json_files:
         units[file.index] = "line"
-        if file.size == 0:
+        if file.size == 0 or id(file) in read:
             continue
         if file.format == "json":
             units[file.index] = load_json_file(con, file, parts)
@@ -460,6 +468,10 @@ def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[i
                 f"cannot read {table.file.format} file {table.file.name}: {first_line(error)}"
             ) from None
     return units
+
+
+def _plain_ndjson(file: SourceFile) -> bool:
+    return file.format == "ndjson" and not file.path.name.lower().endswith(".gz")
 
 
 def record_payload_sql(table: TableSource, positions_table: str) -> str:
