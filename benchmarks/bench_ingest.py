@@ -118,8 +118,29 @@ def sparse_dump(n_events: int, target: Path) -> Path:
     )
 
 
+SMALL_FILE_EVENTS = 100
+
+
+def small_files(source: Path, n_files: int, target: Path) -> tuple[Path, Path]:
+    """The first n_files x SMALL_FILE_EVENTS lines of an NDJSON dump as ONE file and as
+    n_files files of SMALL_FILE_EVENTS lines in a directory (hourly or per-customer dumps)."""
+    one, many = target / "one.ndjson", target / "many"
+    many.mkdir(parents=True)
+    with source.open("rb") as lines, one.open("wb") as whole:
+        for i in range(n_files):
+            part = b"".join(lines.readline() for _ in range(SMALL_FILE_EVENTS))
+            whole.write(part)
+            (many / f"part-{i:05d}.ndjson").write_bytes(part)
+    return one, many
+
+
 def run(
-    n_events: int, n_ndjson: int, n_sparse: int = 0, reingest: bool = True, n_rejected: int = 0
+    n_events: int,
+    n_ndjson: int,
+    n_sparse: int = 0,
+    reingest: bool = True,
+    n_rejected: int = 0,
+    n_small_files: int = 0,
 ) -> list[dict]:
     parquet = generate(n_events, formats=("parquet",))
     ndjson = generate(n_ndjson, formats=("ndjson",))
@@ -159,6 +180,23 @@ def run(
             case = "all rejected: ingest (rejects file)"
             rows.append(_row(case, n_rejected, timer, copy, summary.phases))
             shutil.rmtree(home.path)
+        if n_small_files:
+            assert ndjson.ndjson is not None
+            one, many = small_files(ndjson.ndjson, n_small_files, scratch / "small")
+            n = n_small_files * SMALL_FILE_EVENTS
+            timers = {}
+            for name, source in (("one", one), ("many", many)):
+                home = Home(scratch / f"home-small-{name}")
+                home.init()
+                with Timer() as timers[name]:
+                    summary = ingest(home, [source], now=ndjson.now)
+                assert summary.accepted == n, summary
+                shutil.rmtree(home.path)
+            rows.append(
+                _row("small files: the events as ONE file", n, timers["one"], timers["one"], {})
+            )
+            case = f"small files: {n_small_files:,} files (vs ONE)"
+            rows.append(_row(case, n, timers["many"], timers["one"], summary.phases))
         if n_sparse:
             source = sparse_dump(n_sparse, scratch / "sparse.ndjson")
             copy = plain_copy(source, "ndjson", scratch / "copy.parquet")
@@ -292,12 +330,26 @@ def main(argv: list[str] | None = None) -> None:
         default="parquet",
         help="the dump format of --memory-events (one file either way)",
     )
+    parser.add_argument(
+        "--small-files",
+        type=int,
+        default=0,
+        help=f"also ingest N NDJSON files of {SMALL_FILE_EVENTS} events each, against the same "
+        "events as one file (from the NDJSON dump; needs N x 100 <= --ndjson-events)",
+    )
     args = parser.parse_args(argv)
     n_ndjson = args.ndjson_events or max(1, args.events // 5)
     n_sparse = args.sparse_events if args.sparse_events is not None else args.events // 100
     n_rejected = args.rejected_events if args.rejected_events is not None else args.events // 10
     report(
-        run(args.events, n_ndjson, n_sparse, reingest=not args.no_reingest, n_rejected=n_rejected)
+        run(
+            args.events,
+            n_ndjson,
+            n_sparse,
+            reingest=not args.no_reingest,
+            n_rejected=n_rejected,
+            n_small_files=args.small_files,
+        )
     )
     if args.memory_events:
         report_memory(measure_memory(args.memory_events, args.memory_format))
