@@ -51,6 +51,13 @@ def clear(con: duckdb.DuckDBPyConnection) -> None:
 READ_ERRORS = (duckdb.IOException, duckdb.InvalidInputException, duckdb.ConversionException)
 
 
+def is_read_error(error: BaseException) -> bool:
+    """One of READ_ERRORS, or a plain `duckdb.Error` (of no subclass): what DuckDB's Parquet
+    reader raises for a corrupt page ("TProtocolException: Invalid data", "don't know what
+    type")."""
+    return isinstance(error, READ_ERRORS) or type(error) is duckdb.Error
+
+
 @contextmanager
 def unordered(con: duckdb.DuckDBPyConnection, active: bool = True) -> Iterator[None]:
     """Let DuckDB insert rows in any order (faster: no ordered batch insert)."""

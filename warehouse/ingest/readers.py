@@ -17,6 +17,7 @@ duplicate wins.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,7 +27,7 @@ import pyarrow.parquet as pq
 
 from warehouse.errors import UserError, first_line, suggest
 from warehouse.ingest import exactjson
-from warehouse.ingest.connection import READ_ERRORS, unordered
+from warehouse.ingest.connection import is_read_error, unordered
 from warehouse.ingest.json_records import (
     FAST_BUFFER_BYTES,
     json_staged_select,
@@ -35,8 +36,14 @@ from warehouse.ingest.json_records import (
     load_small_files,
 )
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
-from warehouse.ingest.sources import MAX_LINE_BYTES, READ_BUFFER_BYTES, SourceFile, pos_sql
-from warehouse.ingest.sqltext import ident, int_lit, lit
+from warehouse.ingest.sources import (
+    MAX_LINE_BYTES,
+    POS_SHIFT,
+    READ_BUFFER_BYTES,
+    SourceFile,
+    pos_sql,
+)
+from warehouse.ingest.sqltext import ident, int_lit, lit, lit_list
 from warehouse.layout import property_column
 from warehouse.sqlrows import first_row
 
@@ -91,6 +98,9 @@ class TableSource:
     property_columns: list[tuple[str, str, str]] = field(default_factory=list)
     # every column: (DuckDB name, name as written in the file)
     columns: list[tuple[str, str]] = field(default_factory=list)
+    # every column's (DuckDB name, DuckDB type, name as written): files of one signature are
+    # read together (stage)
+    signature: tuple[tuple[str, str, str], ...] = ()
     # Parquet only: read just the rows [first, end) (a chunk of a large batch:
     # warehouse.ingest.chunks); None: every row
     rows: tuple[int, int] | None = None
@@ -186,6 +196,7 @@ def _inspect_table(con: duckdb.DuckDBPyConnection, file: SourceFile) -> TableSou
     names, types, written = _relation_columns(con, file)
     table = _classify(file, names, types, written)
     table.columns = list(zip(names, written, strict=True))
+    table.signature = tuple(zip(names, map(str, types), written, strict=True))
     return table
 
 
@@ -336,11 +347,32 @@ def _value_text(value_sql: str, type_id: str) -> str:
     return f"CAST({value_sql} AS VARCHAR)"
 
 
-def _table_source(table: TableSource) -> tuple[str, str]:
-    """SQL: (the rows of a CSV or Parquet file (of its range), the 1-based record number)."""
+def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tuple[str, str]:
+    """SQL: (the rows of a CSV or Parquet file (of its range), their positions).  `group`:
+    Parquet files of `table`'s signature read with it in one read (`_groups`)."""
     file = table.file
     if file.format == "csv":
-        return f"read_csv({_csv_args(file, header=True)})", "row_number() OVER ()"
+        return f"read_csv({_csv_args(file, header=True)})", pos_sql(file, "row_number() OVER ()")
+    if group:
+        paths = lit_list(t.file.name for t in group)
+        indexes = "[" + ", ".join(int_lit(t.file.index) for t in group) + "]"
+        source = f"read_parquet({paths}, file_row_number=true)"
+        # file_index: a DuckDB virtual column, the file's place in the list
+        return source, (
+            f"(({indexes})[CAST(file_index AS BIGINT) + 1]::BIGINT << {POS_SHIFT}) "
+            "+ file_row_number + 1"
+        )
+    if _hides_row_numbers(table):
+        # numbered in file order (the order kept, as for CSV), the range by that number
+        name = _free_name(table, "record_number")
+        source = f"(SELECT row_number() OVER () AS {name}, * FROM read_parquet({lit(file.name)}))"  # noqa: S608
+        if table.rows is not None:
+            first, end = table.rows
+            source = (
+                f"(SELECT * FROM {source} WHERE {name} > {int_lit(first)} "  # noqa: S608
+                f"AND {name} <= {int_lit(end)})"
+            )
+        return source, pos_sql(file, name)
     source = f"read_parquet({lit(file.name)}, file_row_number=true)"
     if table.rows is not None:  # DuckDB skips the row groups outside the range
         first, end = table.rows
@@ -348,13 +380,63 @@ def _table_source(table: TableSource) -> tuple[str, str]:
             f"(SELECT * FROM {source} WHERE file_row_number >= {int_lit(first)} "  # noqa: S608
             f"AND file_row_number < {int_lit(end)})"
         )
-    return source, "file_row_number + 1"
+    return source, pos_sql(file, "file_row_number + 1")
 
 
-def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
-    """SQL: the raw columns of one CSV or Parquet file, and the property columns it fills."""
+# Column names that would hide DuckDB's virtual columns of a multi-file read
+_VIRTUAL = frozenset({"file_index", "file_row_number", "filename"})
+
+
+def _hides_row_numbers(table: TableSource) -> bool:
+    """A Parquet file with a column of the name of DuckDB's row numbers (`file_row_number`,
+    which its option then refuses: names are case-insensitive)."""
+    return any(name.lower() == "file_row_number" for name, _, _ in table.signature)
+
+
+def keeps_order(table: TableSource) -> bool:
+    """Whether reading `table` must keep the rows in file order (they are numbered by
+    row_number() OVER (): CSV, and Parquet files that hide the row numbers)."""
+    return table.file.format == "csv" or _hides_row_numbers(table)
+
+
+def _free_name(table: TableSource, base: str) -> str:
+    """An identifier named like `base` that is no column of `table` (case-insensitive)."""
+    taken = {name.lower() for name, _, _ in table.signature}
+    name = base
+    while name in taken:
+        name += "_"
+    return ident(name)
+
+
+def _groups(tables: Sequence[TableSource]) -> list[list[TableSource]]:
+    """The tables in input order, whole Parquet files of one signature together (a statement
+    per file cost about 16 ms: 1,000 small files took 15.8 s to stage); every other table
+    alone."""
+    groups: list[list[TableSource]] = []
+    by_signature: dict[tuple, list[TableSource]] = {}
+    for table in tables:
+        together = (
+            table.file.format == "parquet"
+            and table.rows is None
+            and not any(name.lower() in _VIRTUAL for name, _, _ in table.signature)
+        )
+        if not together:
+            groups.append([table])
+        elif table.signature in by_signature:
+            by_signature[table.signature].append(table)
+        else:
+            by_signature[table.signature] = [table]
+            groups.append(by_signature[table.signature])
+    return groups
+
+
+def _table_raw_select(
+    table: TableSource, group: Sequence[TableSource] = ()
+) -> tuple[str, list[str]]:
+    """SQL: the raw columns of one CSV or Parquet file (or of a `group` of Parquet files of
+    its signature), and the property columns it fills."""
     file = table.file
-    source, record = _table_source(table)
+    source, pos = _table_source(table, group)
     tid, tid_kind = _text_field(file, *table.fields["transaction_id"])
     cust, cust_kind = _text_field(file, *table.fields["customer_id"])
     et, et_kind = _text_field(file, *table.fields["event_type"])
@@ -421,7 +503,7 @@ def _table_raw_select(table: TableSource) -> tuple[str, list[str]]:
             p = ident(table.props_column or PROPERTIES)
             props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
     select = f"""
-        SELECT {pos_sql(file, record)} AS pos, NULL::VARCHAR AS root_problem,
+        SELECT {pos} AS pos, NULL::VARCHAR AS root_problem,
                {tid} AS tid, {tid_kind} AS tid_type,
                {cust} AS cust, {cust_kind} AS cust_type,
                {et} AS et, {et_kind} AS et_type,
@@ -457,17 +539,30 @@ def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[i
         records = json_staged_select("SELECT pos, raw, q, marked FROM records", clock)
         with unordered(con):  # every row carries its position: no need to keep the order
             con.execute(f"INSERT INTO staged BY NAME {records}")
-    for table in plan.tables:
-        raw, filled = _table_raw_select(table)
-        try:
-            # CSV rows are numbered by row_number() OVER (), which needs the order kept
-            with unordered(con, table.file.format == "parquet"):
-                con.execute("INSERT INTO staged BY NAME " + normalised_select(raw, filled, clock))
-        except READ_ERRORS as error:
+    for group in _groups(plan.tables):
+        _stage_tables(con, group, clock)
+    return units
+
+
+def _stage_tables(
+    con: duckdb.DuckDBPyConnection, group: list[TableSource], clock: datetime
+) -> None:
+    """Insert the records of one CSV or Parquet file, or of a group of Parquet files of one
+    signature (read together), into `staged`."""
+    table = group[0]
+    raw, filled = _table_raw_select(table, group if len(group) > 1 else ())
+    try:
+        with unordered(con, not keeps_order(table)):
+            con.execute("INSERT INTO staged BY NAME " + normalised_select(raw, filled, clock))
+    except duckdb.Error as error:
+        if not is_read_error(error):
+            raise
+        if len(group) == 1:
             raise UserError(
                 f"cannot read {table.file.format} file {table.file.name}: {first_line(error)}"
             ) from None
-    return units
+        for one in group:  # one by one, so the error names its file
+            _stage_tables(con, [one], clock)
 
 
 def _plain_ndjson(file: SourceFile) -> bool:
@@ -477,11 +572,10 @@ def _plain_ndjson(file: SourceFile) -> bool:
 def record_payload_sql(table: TableSource, positions_table: str) -> str:
     """SQL: (pos, payload) of the rows of a CSV/Parquet file whose pos is in `positions_table`:
     the row as sent, as the JSON text of an object of its columns (CSV values are text)."""
-    file = table.file
     pairs = ", ".join(f"{lit(w)}, {ident(n)}" for n, w in table.columns)
-    source, record = _table_source(table)
+    source, pos = _table_source(table)
     return f"""
         SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
-        FROM (SELECT {pos_sql(file, record)} AS pos, * FROM {source}) r
+        FROM (SELECT {pos} AS pos, * FROM {source}) r
         SEMI JOIN {positions_table} p ON p.pos = r.pos
     """  # noqa: S608 - names and paths rendered by sqlglot
