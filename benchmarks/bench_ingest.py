@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow.parquet as pq
 
 from benchmarks.datagen import environment, formula_ndjson, generate
 from warehouse.home import Home
@@ -121,16 +122,32 @@ def sparse_dump(n_events: int, target: Path) -> Path:
 SMALL_FILE_EVENTS = 100
 
 
-def small_files(source: Path, n_files: int, target: Path) -> tuple[Path, Path]:
+def small_files(source: Path, n_files: int, target: Path, fmt: str) -> tuple[Path, Path]:
     """The first n_files x SMALL_FILE_EVENTS lines of an NDJSON dump as ONE file and as
-    n_files files of SMALL_FILE_EVENTS lines in a directory (hourly or per-customer dumps)."""
-    one, many = target / "one.ndjson", target / "many"
+    n_files files of SMALL_FILE_EVENTS events in a directory (hourly or per-customer dumps), as
+    NDJSON or Parquet (the properties as JSON text)."""
+    one, many = target / f"one.{fmt}", target / f"many-{fmt}"
     many.mkdir(parents=True)
-    with source.open("rb") as lines, one.open("wb") as whole:
-        for i in range(n_files):
-            part = b"".join(lines.readline() for _ in range(SMALL_FILE_EVENTS))
-            whole.write(part)
-            (many / f"part-{i:05d}.ndjson").write_bytes(part)
+    lines = target / "lines.ndjson"
+    if not lines.exists():
+        with source.open("rb") as dump, lines.open("wb") as out:
+            for _ in range(n_files * SMALL_FILE_EVENTS):
+                out.write(dump.readline())
+    if fmt == "ndjson":
+        shutil.copyfile(lines, one)
+        with lines.open("rb") as dump:
+            for i in range(n_files):
+                part = b"".join(dump.readline() for _ in range(SMALL_FILE_EVENTS))
+                (many / f"part-{i:05d}.ndjson").write_bytes(part)
+        return one, many
+    columns = "{'transaction_id': 'VARCHAR', 'customer_id': 'VARCHAR', 'event_type': 'VARCHAR', "
+    columns += "'timestamp': 'VARCHAR', 'properties': 'JSON'}"
+    query = f"SELECT * FROM read_json({lit(str(lines))}, columns = {columns})"  # noqa: S608
+    table = duckdb.sql(query).to_arrow_table()
+    pq.write_table(table, one)
+    for i in range(n_files):
+        part = table.slice(i * SMALL_FILE_EVENTS, SMALL_FILE_EVENTS)
+        pq.write_table(part, many / f"part-{i:05d}.parquet")
     return one, many
 
 
@@ -180,9 +197,9 @@ def run(
             case = "all rejected: ingest (rejects file)"
             rows.append(_row(case, n_rejected, timer, copy, summary.phases))
             shutil.rmtree(home.path)
-        if n_small_files:
+        for fmt in ("ndjson", "parquet") if n_small_files else ():
             assert ndjson.ndjson is not None
-            one, many = small_files(ndjson.ndjson, n_small_files, scratch / "small")
+            one, many = small_files(ndjson.ndjson, n_small_files, scratch / "small", fmt)
             n = n_small_files * SMALL_FILE_EVENTS
             timers = {}
             for name, source in (("one", one), ("many", many)):
@@ -192,10 +209,9 @@ def run(
                     summary = ingest(home, [source], now=ndjson.now)
                 assert summary.accepted == n, summary
                 shutil.rmtree(home.path)
-            rows.append(
-                _row("small files: the events as ONE file", n, timers["one"], timers["one"], {})
-            )
-            case = f"small files: {n_small_files:,} files (vs ONE)"
+            case = f"small {fmt}: the events as ONE file"
+            rows.append(_row(case, n, timers["one"], timers["one"], {}))
+            case = f"small {fmt}: {n_small_files:,} files (vs ONE)"
             rows.append(_row(case, n, timers["many"], timers["one"], summary.phases))
         if n_sparse:
             source = sparse_dump(n_sparse, scratch / "sparse.ndjson")

@@ -51,8 +51,8 @@ def test_ingest_benchmark_runs_every_case(data) -> None:
     rows = bench_ingest.run(5000, 1000, 500, reingest=True, n_rejected=1000, n_small_files=5)
     cases = [r["case"] for r in rows]
     assert "all rejected: ingest (rejects file)" in cases
-    assert "small files: 5 files (vs ONE)" in cases
-    assert "parquet: ingest again (all duplicates)" in cases and len(cases) == 11
+    assert "small ndjson: 5 files (vs ONE)" in cases and "small parquet: 5 files (vs ONE)" in cases
+    assert "parquet: ingest again (all duplicates)" in cases and len(cases) == 13
 
 
 def test_ingest_memory_run_reports_peak_and_disk(data, capsys) -> None:
