@@ -134,3 +134,27 @@ def test_columns_named_like_duckdb_row_numbers_are_properties(
         for r in rows
     ]
     assert stored == [(f"t{j}", f"r{j}", "x") for j in (0, 1, 2, 3, 4, 6)]
+
+
+def test_small_csv_files_read_together_give_what_one_by_one_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "dumps"
+    src.mkdir()
+    files = []
+    for i in range(5):
+        header = "transaction_id,customer_id,event_type,timestamp," + ("model" if i % 2 else "note")
+        rows = [f't{i}-{j},c,e,{GOOD},"v{j}"' for j in range(4)]
+        rows[i % 4] = f"t{i}-{i % 4},c,e,not a time,x"  # a reject in each file, at another row
+        rows.append(f't0-1,c,e,{GOOD},"two\nlines"')  # a duplicate; a cell holding a line end
+        path = src / f"f{i}.csv"
+        path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+        files.append(path)
+    plan = readers.inspect_sources(duckdb.connect(), list(resolve_sources(files).files))
+    assert [len(g) for g in readers._groups(plan.tables)] == [3, 2]
+    together = run(tmp_path, "together", files)
+    monkeypatch.setattr(readers, "_groups", lambda tables: [[t] for t in tables])
+    alone = run(tmp_path, "alone", files)
+    assert together[1:] == alone[1:]
+    assert [r[:2] for r in together[2]] == [(f"f{i}.csv", i % 4 + 1) for i in range(5)]
+    assert (together[0].accepted, together[0].duplicates) == (15, 5)
