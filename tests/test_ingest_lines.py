@@ -242,7 +242,7 @@ def test_many_small_files_read_at_once_give_what_one_by_one_gives(
         calls.append(file.path.name)
         return real(con, file)
 
-    monkeypatch.setattr("warehouse.ingest.readers.load_lines", one)
+    monkeypatch.setattr("warehouse.ingest.staging.load_lines", one)
 
     def run(name: str) -> Any:
         home = Home(tmp_path / name)
@@ -270,7 +270,7 @@ def test_many_small_files_read_at_once_give_what_one_by_one_gives(
     assert (at_once.accepted, at_once.duplicates, at_once.received) == (8, 2, 14)
 
     with monkeypatch.context() as patch:
-        patch.setattr("warehouse.ingest.readers.load_small_files", lambda con, files: files)
+        patch.setattr("warehouse.ingest.staging.load_small_files", lambda con, files: files)
         same(run("one-by-one"), at_once)
 
     checked = json_records._all_lines_read

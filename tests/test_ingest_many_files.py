@@ -1,4 +1,4 @@
-"""Many small Parquet files of one signature are staged by ONE read (readers._groups), and a
+"""Many small Parquet files of one signature are staged by ONE read (staging._groups), and a
 Parquet column named like DuckDB's row-number columns is an ordinary property: either way
 every row keeps its file and row number (rejects, the first copy of a duplicate)."""
 
@@ -16,7 +16,7 @@ import pytest
 
 from warehouse.errors import UserError
 from warehouse.home import Home
-from warehouse.ingest import chunks, ingest, pipeline, readers
+from warehouse.ingest import chunks, ingest, pipeline, readers, staging
 from warehouse.ingest.sources import resolve_sources
 from warehouse.layout import property_column
 
@@ -73,8 +73,8 @@ def test_small_parquet_files_read_together_give_what_one_by_one_gives(
             files.append(dump(src / f"f{i}.parquet", ids, times, tokens=[str(j) for j in range(6)]))
     together = run(tmp_path, "together", files)
     plan = readers.inspect_sources(duckdb.connect(), list(resolve_sources(files).files))
-    assert [len(g) for g in readers._groups(plan.tables)] == [3, 3]
-    monkeypatch.setattr(readers, "_groups", lambda tables: [[t] for t in tables])
+    assert [len(g) for g in staging._groups(plan.tables)] == [3, 3]
+    monkeypatch.setattr(staging, "_groups", lambda tables: [[t] for t in tables])
     alone = run(tmp_path, "alone", files)
     assert together[1:] == alone[1:]
     assert together[2][:3] == [
@@ -151,9 +151,9 @@ def test_small_csv_files_read_together_give_what_one_by_one_gives(
         path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
         files.append(path)
     plan = readers.inspect_sources(duckdb.connect(), list(resolve_sources(files).files))
-    assert [len(g) for g in readers._groups(plan.tables)] == [3, 2]
+    assert [len(g) for g in staging._groups(plan.tables)] == [3, 2]
     together = run(tmp_path, "together", files)
-    monkeypatch.setattr(readers, "_groups", lambda tables: [[t] for t in tables])
+    monkeypatch.setattr(staging, "_groups", lambda tables: [[t] for t in tables])
     alone = run(tmp_path, "alone", files)
     assert together[1:] == alone[1:]
     assert [r[:2] for r in together[2]] == [(f"f{i}.csv", i % 4 + 1) for i in range(5)]

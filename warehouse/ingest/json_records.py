@@ -1,5 +1,5 @@
 """Reading NDJSON and JSON files into records: (pos, raw text) per line or array element, and
-the SELECT that stages them (warehouse.ingest.readers.stage).
+the SELECT that stages them (warehouse.ingest.staging.stage).
 
 - NDJSON (`.ndjson`, `.jsonl`, optionally gzipped) is read as lines (read_csv of one VARCHAR
   column), so a line that is not JSON rejects only itself and keeps its text and line number.

@@ -31,10 +31,11 @@ from warehouse.ingest.connection import clear, memory_limit, open_work
 from warehouse.ingest.counts import BatchCounts, count_batch
 from warehouse.ingest.dedup import find_duplicates, save_hashes
 from warehouse.ingest.properties import JSON_VALUES, json_values_sql, property_values
-from warehouse.ingest.readers import Plan, inspect_sources, stage
+from warehouse.ingest.readers import Plan, inspect_sources
 from warehouse.ingest.rejects import write_rejects
 from warehouse.ingest.sources import Sources, resolve_sources
 from warehouse.ingest.sparse import sparse_pieces
+from warehouse.ingest.staging import stage
 from warehouse.ingest.summary import IngestSummary
 from warehouse.ingest.write import (
     BATCH_ROWS,

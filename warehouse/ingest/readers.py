@@ -1,49 +1,29 @@
-"""Reading the source files into the `staged` table, with DuckDB's readers (no per-event Python).
+"""The source files of a batch, inspected before anything is read: which are NDJSON/JSON, and
+every CSV and Parquet file's columns (`inspect_sources` -> `Plan`), with a `UserError` naming the
+file, the column, its type and what was expected, before anything is written; and the columns
+of the `staged` table they fill (`staged_columns`; warehouse.ingest.staging fills it).
 
-`inspect_sources` looks at every CSV and Parquet file's columns first and raises a `UserError`
-naming the file, the column, its type and what was expected, before anything is written.
-`stage` then fills one temporary table `staged` (columns: `staged_columns`) with one row per
-record, already checked by `normalise`:
-
-- NDJSON and JSON files: their records (lines, array elements) by warehouse.ingest.json_records.
-- CSV (all columns read as text, exactly as sent) and Parquet: the four event fields plus the
-  properties as a `properties` column (a MAP, a STRUCT, or JSON text) or as extra columns (every
-  column beyond the four fields is a property).
-
-Positions: every record gets `pos = source index << 40 | record number` (sources.pos_sql), so
-ordering by `pos` is input order (file order, then line/row order) and the first copy of a
-duplicate wins.
+CSV (all columns read as text, exactly as sent) and Parquet hold the four event fields plus the
+properties as a `properties` column (a MAP, a STRUCT, or JSON text) or as extra columns (every
+column beyond the four fields is a property).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
 
 from warehouse.errors import UserError, first_line, suggest
-from warehouse.ingest import exactjson
-from warehouse.ingest.connection import is_read_error, unordered
-from warehouse.ingest.json_records import (
-    FAST_BUFFER_BYTES,
-    json_staged_select,
-    load_json_file,
-    load_lines,
-    load_small_files,
-)
-from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
 from warehouse.ingest.sources import (
     MAX_LINE_BYTES,
-    POS_SHIFT,
     READ_BUFFER_BYTES,
     SourceFile,
-    pos_sql,
 )
-from warehouse.ingest.sqltext import ident, int_lit, lit, lit_list
+from warehouse.ingest.sqltext import lit, lit_list
 from warehouse.layout import property_column
 from warehouse.sqlrows import first_row
 
@@ -56,14 +36,14 @@ _INTEGER_TYPES = frozenset(
 )
 _TIMESTAMP_TYPES = frozenset(
     {"timestamp", "timestamp with time zone", "timestamp_ms", "timestamp_s"}
-    | {"timestamp_ns", "timestamptz_ns"}  # cut to the microsecond: _NANOSECOND_TYPES
+    | {"timestamp_ns", "timestamptz_ns"}  # cut to the microsecond: NANOSECOND_TYPES
 )
 # Nanosecond timestamps (pandas writes them) are stored to the microsecond by flooring, never
 # rounding (DuckDB's cast rounds: an event at 23:59:59.9999996 would move to the next day and
 # maybe the next billing period).
-_NANOSECOND_TYPES = frozenset({"timestamp_ns", "timestamptz_ns"})
+NANOSECOND_TYPES = frozenset({"timestamp_ns", "timestamptz_ns"})
 _KIND = {"csv": "CSV", "parquet": "Parquet"}  # a tabular file's format, as messages name it
-_NESTED_TYPES = frozenset({"struct", "list", "map", "array", "union"})
+NESTED_TYPES = frozenset({"struct", "list", "map", "array", "union"})
 _UNSUPPORTED_VALUE_TYPES = frozenset({"blob", "bit", "varint", "bignum", "geometry"})
 
 # DuckDB errors that mean "this file cannot be read as that format" (others are bugs)
@@ -146,7 +126,7 @@ def staged_columns(plan: Plan) -> dict[str, str]:
 # -- inspecting CSV and Parquet columns ---------------------------------------------------------
 
 
-def _csv_args(file: SourceFile, *, header: bool, files: Sequence[SourceFile] = ()) -> str:
+def csv_args(file: SourceFile, *, header: bool, files: Sequence[SourceFile] = ()) -> str:
     """read_csv's arguments for `file` (or `files`, read together)."""
     paths = lit_list(f.name for f in files) if files else lit(file.name)
     return (
@@ -161,11 +141,11 @@ def _relation_columns(
     """(DuckDB column names, DuckDB types, the names as written in the file)."""
     try:
         if file.format == "csv":
-            rel = con.sql(f"SELECT * FROM read_csv({_csv_args(file, header=True)})")  # noqa: S608
+            rel = con.sql(f"SELECT * FROM read_csv({csv_args(file, header=True)})")  # noqa: S608
             names, types = list(rel.columns), list(rel.dtypes)
             first = first_row(
                 con,
-                f"SELECT * FROM read_csv({_csv_args(file, header=False)}) LIMIT 1",  # noqa: S608
+                f"SELECT * FROM read_csv({csv_args(file, header=False)}) LIMIT 1",  # noqa: S608
             )
             written = [str(v) if v is not None else "" for v in first]
         else:
@@ -314,287 +294,3 @@ def inspect_sources(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> 
         else:
             tables.append(_inspect_table(con, file))
     return Plan(json_files, tables)
-
-
-# -- staging ------------------------------------------------------------------------------------
-
-
-def _create_tables(con: duckdb.DuckDBPyConnection, plan: Plan) -> None:
-    columns = ", ".join(f"{ident(n)} {t}" for n, t in staged_columns(plan).items())
-    con.execute(f"CREATE OR REPLACE TEMP TABLE staged ({columns})")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE record_texts "
-        "(pos BIGINT, raw VARCHAR, q VARCHAR, marked BOOLEAN)"
-    )
-
-
-def _null_kind(file: SourceFile) -> str:
-    """The kind of a NULL value: in a CSV file an empty cell, reported as a missing field."""
-    return "NULL" if file.format == "csv" else "'NULL'"
-
-
-def _text_field(file: SourceFile, column: str, type_id: str) -> tuple[str, str]:
-    """(value SQL, kind SQL) of a text or integer column."""
-    col = ident(column)
-    value = col if type_id == "varchar" else f"CAST({col} AS VARCHAR)"
-    return value, f"CASE WHEN {col} IS NULL THEN {_null_kind(file)} ELSE 'VARCHAR' END"
-
-
-def _value_text(value_sql: str, type_id: str) -> str:
-    """SQL: a typed value as its exact text (nested values as compact JSON)."""
-    if type_id == "varchar":
-        return value_sql
-    if type_id in _NESTED_TYPES:
-        return f"CAST(to_json({value_sql}) AS VARCHAR)"
-    return f"CAST({value_sql} AS VARCHAR)"
-
-
-def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tuple[str, str]:
-    """SQL: (the rows of a CSV or Parquet file (of its range), their positions).  `group`:
-    Parquet files of `table`'s signature read with it in one read (`_groups`)."""
-    file = table.file
-    if file.format == "csv" and group:
-        # numbered in file order (the order kept), each file's rows from its first
-        number, in_list, position = (
-            _free_name(table, name) for name in ("record_number", "source_file", "position")
-        )
-        args = _csv_args(file, header=True, files=[t.file for t in group])
-        numbered = (
-            f"SELECT *, file_index AS {in_list}, row_number() OVER () AS {number} "  # noqa: S608
-            f"FROM read_csv({args})"
-        )
-        indexes = "[" + ", ".join(int_lit(t.file.index) for t in group) + "]"
-        source = f"""(
-            SELECT *, (({indexes})[CAST({in_list} AS BIGINT) + 1]::BIGINT << {POS_SHIFT})
-                      + {number} - min({number}) OVER (PARTITION BY {in_list}) + 1 AS {position}
-            FROM ({numbered})
-        )"""  # noqa: S608 - names and paths rendered by sqlglot
-        return source, position
-    if file.format == "csv":
-        return f"read_csv({_csv_args(file, header=True)})", pos_sql(file, "row_number() OVER ()")
-    if group:
-        paths = lit_list(t.file.name for t in group)
-        indexes = "[" + ", ".join(int_lit(t.file.index) for t in group) + "]"
-        source = f"read_parquet({paths}, file_row_number=true)"
-        # file_index: a DuckDB virtual column, the file's place in the list
-        return source, (
-            f"(({indexes})[CAST(file_index AS BIGINT) + 1]::BIGINT << {POS_SHIFT}) "
-            "+ file_row_number + 1"
-        )
-    if _hides_row_numbers(table):
-        # numbered in file order (the order kept, as for CSV), the range by that number
-        name = _free_name(table, "record_number")
-        source = f"(SELECT row_number() OVER () AS {name}, * FROM read_parquet({lit(file.name)}))"  # noqa: S608
-        if table.rows is not None:
-            first, end = table.rows
-            source = (
-                f"(SELECT * FROM {source} WHERE {name} > {int_lit(first)} "  # noqa: S608
-                f"AND {name} <= {int_lit(end)})"
-            )
-        return source, pos_sql(file, name)
-    source = f"read_parquet({lit(file.name)}, file_row_number=true)"
-    if table.rows is not None:  # DuckDB skips the row groups outside the range
-        first, end = table.rows
-        source = (
-            f"(SELECT * FROM {source} WHERE file_row_number >= {int_lit(first)} "  # noqa: S608
-            f"AND file_row_number < {int_lit(end)})"
-        )
-    return source, pos_sql(file, "file_row_number + 1")
-
-
-# Column names that would hide DuckDB's virtual columns of a multi-file read
-_VIRTUAL = frozenset({"file_index", "file_row_number", "filename"})
-
-
-def _hides_row_numbers(table: TableSource) -> bool:
-    """A Parquet file with a column of the name of DuckDB's row numbers (`file_row_number`,
-    which its option then refuses: names are case-insensitive)."""
-    return any(name.lower() == "file_row_number" for name, _, _ in table.signature)
-
-
-def keeps_order(table: TableSource) -> bool:
-    """Whether reading `table` must keep the rows in file order (they are numbered by
-    row_number() OVER (): CSV, and Parquet files that hide the row numbers)."""
-    return table.file.format == "csv" or _hides_row_numbers(table)
-
-
-def _free_name(table: TableSource, base: str) -> str:
-    """An identifier named like `base` that is no column of `table` (case-insensitive)."""
-    taken = {name.lower() for name, _, _ in table.signature}
-    name = base
-    while name in taken:
-        name += "_"
-    return ident(name)
-
-
-def _groups(tables: Sequence[TableSource]) -> list[list[TableSource]]:
-    """The tables in input order, whole Parquet or CSV files of one signature together (a
-    statement per file cost about 16 ms: 1,000 small Parquet files took 15.8 s to stage);
-    every other table alone."""
-    groups: list[list[TableSource]] = []
-    by_signature: dict[tuple, list[TableSource]] = {}
-    for table in tables:
-        together = (
-            table.file.format in ("parquet", "csv")
-            and table.rows is None
-            and not any(name.lower() in _VIRTUAL for name, _, _ in table.signature)
-        )
-        if not together:
-            groups.append([table])
-        elif table.signature in by_signature:
-            by_signature[table.signature].append(table)
-        else:
-            by_signature[table.signature] = [table]
-            groups.append(by_signature[table.signature])
-    return groups
-
-
-def _table_raw_select(
-    table: TableSource, group: Sequence[TableSource] = ()
-) -> tuple[str, list[str]]:
-    """SQL: the raw columns of one CSV or Parquet file (or of a `group` of Parquet files of
-    its signature), and the property columns it fills."""
-    file = table.file
-    source, pos = _table_source(table, group)
-    tid, tid_kind = _text_field(file, *table.fields["transaction_id"])
-    cust, cust_kind = _text_field(file, *table.fields["customer_id"])
-    et, et_kind = _text_field(file, *table.fields["event_type"])
-    ts_column, ts_type = table.fields["timestamp"]
-    ts_col = ident(ts_column)
-    if ts_type == "varchar":
-        ts_cols = (
-            f"{ts_col} AS ts_text, NULL::TIMESTAMP AS ts_value, "
-            f"CASE WHEN {ts_col} IS NULL THEN {_null_kind(file)} ELSE 'TEXT' END AS ts_type"
-        )
-    else:
-        value = f"CAST({ts_col} AS TIMESTAMP)"
-        if ts_type in _NANOSECOND_TYPES:
-            ns = f"epoch_ns({ts_col})"
-            value = f"make_timestamp(({ns} - ((({ns} % 1000) + 1000) % 1000)) // 1000)"
-        ts_cols = (
-            f"NULL::VARCHAR AS ts_text, {value} AS ts_value, "
-            f"CASE WHEN {ts_col} IS NULL THEN 'NULL' ELSE 'TIMESTAMP' END AS ts_type"
-        )
-    props: list[str] = []
-    filled: list[str] = []
-    props_type = "NULL::VARCHAR"
-    props_count = "0"
-    if table.props_kind == "json":
-        p = ident(table.props_column or PROPERTIES)
-        marked = exactjson.needs_mark(p)
-        doc = f"CASE WHEN {marked} THEN {exactjson.mark(p)} ELSE {p} END"
-        props_type = (
-            f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE coalesce(try(json_type({doc})), 'INVALID') END"
-        )
-        props_count = (
-            f"CASE WHEN length({p}) > {MAX_PROPERTIES * 4} "
-            f"THEN coalesce(try(len(json_keys({p}))), 0) ELSE 0 END"
-        )
-        props += [f"{doc} AS props_json", f"{marked} AS props_marked"]
-        filled += ["props_json", "props_marked"]
-    elif table.props_kind == "map":
-        p = ident(table.props_column or PROPERTIES)
-        (_, key_type), (_, value_type) = table.props_type.children
-        key = "e.key" if key_type.id == "varchar" else "CAST(e.key AS VARCHAR)"
-        value = _value_text("e.value", value_type.id)
-        if key_type.id == "varchar" and value_type.id == "varchar":
-            as_text = p
-        else:
-            as_text = (
-                f"map_from_entries(list_transform(map_entries({p}), "
-                f"lambda e: {{'key': {key}, 'value': {value}}}))"
-            )
-        props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
-        props_count = f"coalesce(cardinality({p}), 0)"
-        props.append(f"{as_text} AS props_map")
-        filled.append("props_map")
-    elif table.props_kind in ("struct", "columns"):
-        parent = ident(table.props_column) + "." if table.props_kind == "struct" else ""
-        for column, name, type_id in table.property_columns:
-            target = ident(property_column(name))
-            props.append(f"{_value_text(parent + ident(column), type_id)} AS {target}")
-            filled.append(target)
-        if len(table.property_columns) > MAX_PROPERTIES:
-            props_count = " + ".join(
-                f"({parent}{ident(c)} IS NOT NULL)::INT" for c, _, _ in table.property_columns
-            )
-        if table.props_kind == "struct":
-            p = ident(table.props_column or PROPERTIES)
-            props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
-    select = f"""
-        SELECT {pos} AS pos, NULL::VARCHAR AS root_problem,
-               {tid} AS tid, {tid_kind} AS tid_type,
-               {cust} AS cust, {cust_kind} AS cust_type,
-               {et} AS et, {et_kind} AS et_type,
-               {ts_cols},
-               {props_type} AS props_type, {props_count} AS props_count
-               {"".join(", " + p for p in props)}
-        FROM {source}
-    """  # noqa: S608 - names and paths rendered by sqlglot
-    return select, filled
-
-
-def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[int, str]:
-    """Fill the temp table `staged` (and the view `records`: pos, raw, q, marked of the JSON
-    texts) from every source.  Returns, per source index, what its records are called in
-    messages (line, element, row)."""
-    _create_tables(con, plan)
-    units: dict[int, str] = {}
-    parts = ["SELECT pos, raw, q, marked FROM record_texts"]
-    small = [f for f in plan.json_files if 0 < f.size <= FAST_BUFFER_BYTES and _plain_ndjson(f)]
-    read = {id(f) for f in small} - {id(f) for f in load_small_files(con, small)}
-    for file in plan.json_files:
-        units[file.index] = "line"
-        if file.size == 0 or id(file) in read:
-            continue
-        if file.format == "json":
-            units[file.index] = load_json_file(con, file, parts)
-        else:
-            part = load_lines(con, file)
-            if part is not None:
-                parts.append(part)
-    con.execute(f"CREATE OR REPLACE TEMP VIEW records AS {' UNION ALL '.join(parts)}")
-    if units:
-        records = json_staged_select("SELECT pos, raw, q, marked FROM records", clock)
-        with unordered(con):  # every row carries its position: no need to keep the order
-            con.execute(f"INSERT INTO staged BY NAME {records}")
-    for group in _groups(plan.tables):
-        _stage_tables(con, group, clock)
-    return units
-
-
-def _stage_tables(
-    con: duckdb.DuckDBPyConnection, group: list[TableSource], clock: datetime
-) -> None:
-    """Insert the records of one CSV or Parquet file, or of a group of Parquet files of one
-    signature (read together), into `staged`."""
-    table = group[0]
-    raw, filled = _table_raw_select(table, group if len(group) > 1 else ())
-    try:
-        with unordered(con, not keeps_order(table)):
-            con.execute("INSERT INTO staged BY NAME " + normalised_select(raw, filled, clock))
-    except duckdb.Error as error:
-        if not is_read_error(error):
-            raise
-        if len(group) == 1:
-            raise UserError(
-                f"cannot read {table.file.format} file {table.file.name}: {first_line(error)}"
-            ) from None
-        for one in group:  # one by one, so the error names its file
-            _stage_tables(con, [one], clock)
-
-
-def _plain_ndjson(file: SourceFile) -> bool:
-    return file.format == "ndjson" and not file.path.name.lower().endswith(".gz")
-
-
-def record_payload_sql(table: TableSource, positions_table: str) -> str:
-    """SQL: (pos, payload) of the rows of a CSV/Parquet file whose pos is in `positions_table`:
-    the row as sent, as the JSON text of an object of its columns (CSV values are text)."""
-    pairs = ", ".join(f"{lit(w)}, {ident(n)}" for n, w in table.columns)
-    source, pos = _table_source(table)
-    return f"""
-        SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
-        FROM (SELECT {pos} AS pos, * FROM {source}) r
-        SEMI JOIN {positions_table} p ON p.pos = r.pos
-    """  # noqa: S608 - names and paths rendered by sqlglot

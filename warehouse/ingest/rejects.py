@@ -19,9 +19,10 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.ingest.readers import TableSource, record_payload_sql
+from warehouse.ingest.readers import TableSource
 from warehouse.ingest.sources import POS_SHIFT, SourceFile
 from warehouse.ingest.sqltext import lit
+from warehouse.ingest.staging import record_payload_sql
 from warehouse.sqlrows import first_row
 
 UNITS = {"ndjson": "line", "json": "line", "csv": "row", "parquet": "row"}
