@@ -3,7 +3,8 @@
 Python orchestrates; every step over the events is one DuckDB statement in a private in-memory
 connection (`work`), so the work grows with the events only inside DuckDB.  The catalog
 connection is used for the ledger, the manifest and the customer keys.  The whole ingest holds
-the home's writer lock.
+the home's writer lock.  A batch larger than the work connection's memory goes from sources to
+files chunk by chunk (warehouse.ingest.chunks), and is committed once.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ def _run(
                 part = _ingest_chunk(
                     work, store, catalog, chunk, clock, progress, phase, of, earlier
                 )
-                if number < len(chunks):
-                    hashes = scratch / f"hashes-{number}.parquet"
+                hashes = None if number == len(chunks) else scratch / f"hashes-{number}.parquet"
+                if hashes is not None:
                     save_hashes(work, hashes)
                 duplicates += part.duplicates
                 counts = part.counts if counts is None else counts + part.counts
@@ -168,7 +169,7 @@ def _run(
                     first_number=len(written),
                 )
                 written += files_of_chunk
-                if number < len(chunks):
+                if hashes is not None:
                     earlier.append((hashes, [f.staged_path for f in files_of_chunk]))
                 clear(work)
                 copies.release(chunk)
