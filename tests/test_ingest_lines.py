@@ -219,7 +219,7 @@ def test_the_line_of_a_lone_carriage_return_counts_from_the_start_of_the_file(
 def test_many_small_files_read_at_once_give_what_one_by_one_gives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Small plain NDJSON files are read by ONE read (json_records.load_small_files): every
+    """Small NDJSON files, plain or gzipped, are read by ONE read (load_small_files): every
     line keeps its file and line number (rejects, the first copy of a duplicate), blank lines,
     byte order marks and CRLF included; a file whose check fails, or every file when that read
     fails, is read on its own."""
@@ -235,6 +235,8 @@ def test_many_small_files_read_at_once_give_what_one_by_one_gives(
     }
     for name, body in bodies.items():
         (dumps / name).write_text(body, encoding="utf-8")
+    gzipped = "\n".join([line(9), bad + " g"]) + "\n"
+    (dumps / "g.ndjson.gz").write_bytes(gzip.compress(gzipped.encode()))
     calls: list[str] = []
     real = json_records.load_lines
 
@@ -266,8 +268,9 @@ def test_many_small_files_read_at_once_give_what_one_by_one_gives(
         ("b.ndjson", 4),
         ("c.ndjson", 1),
         ("e.ndjson", 3),
+        ("g.ndjson.gz", 2),
     ]
-    assert (at_once.accepted, at_once.duplicates, at_once.received) == (8, 2, 14)
+    assert (at_once.accepted, at_once.duplicates, at_once.received) == (9, 2, 16)
 
     with monkeypatch.context() as patch:
         patch.setattr("warehouse.ingest.staging.load_small_files", lambda con, files: files)
@@ -290,4 +293,16 @@ def test_many_small_files_read_at_once_give_what_one_by_one_gives(
         patch.setattr(json_records, "FAST_LINE_BYTES", 1000)
         patch.setattr(json_records, "FAST_BUFFER_BYTES", 2000)
         same(run("read-fails"), at_once)
-        assert calls == list(bodies)
+        assert calls == [*bodies, "g.ndjson.gz"]
+
+
+def test_a_carriage_return_inside_a_line_of_one_of_many_small_gzipped_files_is_named(
+    home: Home, tmp_path: Path
+) -> None:
+    good = (line(1) + "\n").encode()
+    bad = "\r\n".join([line(2), line(3).replace(", ", ",\r ", 1)]).encode() + b"\r\n"
+    (tmp_path / "a.ndjson.gz").write_bytes(gzip.compress(good))
+    (tmp_path / "b.ndjson.gz").write_bytes(gzip.compress(bad))
+    with pytest.raises(UserError, match=r"b\.ndjson\.gz: line 2 holds a carriage return"):
+        ingest(home, [tmp_path / "a.ndjson.gz", tmp_path / "b.ndjson.gz"], now=NOW)
+    assert not list(home.events_dir.rglob("*.parquet"))

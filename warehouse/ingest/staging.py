@@ -27,11 +27,11 @@ from warehouse.errors import UserError, first_line
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import is_read_error, unordered
 from warehouse.ingest.json_records import (
-    FAST_BUFFER_BYTES,
     json_staged_select,
     load_json_file,
     load_lines,
     load_small_files,
+    small_file,
 )
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
 from warehouse.ingest.readers import (
@@ -270,7 +270,7 @@ def stage(con: duckdb.DuckDBPyConnection, plan: Plan, clock: datetime) -> dict[i
     _create_tables(con, plan)
     units: dict[int, str] = {}
     parts = ["SELECT pos, raw, q, marked FROM record_texts"]
-    small = [f for f in plan.json_files if 0 < f.size <= FAST_BUFFER_BYTES and _plain_ndjson(f)]
+    small = [f for f in plan.json_files if small_file(f)]
     read = {id(f) for f in small} - {id(f) for f in load_small_files(con, small)}
     for file in plan.json_files:
         units[file.index] = "line"
@@ -311,10 +311,6 @@ def _stage_tables(
             ) from None
         for one in group:  # one by one, so the error names its file
             _stage_tables(con, [one], clock)
-
-
-def _plain_ndjson(file: SourceFile) -> bool:
-    return file.format == "ndjson" and not file.path.name.lower().endswith(".gz")
 
 
 def record_payload_sql(table: TableSource, positions_table: str) -> str:
