@@ -306,3 +306,33 @@ def test_a_carriage_return_inside_a_line_of_one_of_many_small_gzipped_files_is_n
     with pytest.raises(UserError, match=r"b\.ndjson\.gz: line 2 holds a carriage return"):
         ingest(home, [tmp_path / "a.ndjson.gz", tmp_path / "b.ndjson.gz"], now=NOW)
     assert not list(home.events_dir.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a\r\nb\r\nc\rd\r\n",
+        b"a\nb\r",
+        b"a\rb\r",
+        b"\r\r\nx\n",
+        b"ab\r\r\n\r\n",
+        b"a\r\n" * 7 + b"b\rc\n",
+        b"x\ry\rz\r" + b"q\n",
+        b"",
+    ],
+)
+def test_a_gzipped_file_is_searched_block_by_block_as_a_plain_one_whole(
+    tmp_path: Path, data: bytes
+) -> None:
+    plain = tmp_path / "x.ndjson"
+    plain.write_bytes(data)
+    whole = json_records.lone_carriage_return(plain)
+    for block in (1, 2, 3, 5, 64):
+        with gzip.open(_gz(tmp_path, data), "rb") as handle:
+            assert json_records._lone_cr_in_blocks(handle, block) == whole, block
+
+
+def _gz(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "x.ndjson.gz"
+    path.write_bytes(gzip.compress(data))
+    return path

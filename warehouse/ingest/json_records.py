@@ -104,11 +104,10 @@ def lone_carriage_return(path: Path) -> int | None:
     file has no \\n (its lines end in \\r).  DuckDB's line reader takes such a \\r as a line end
     (cutting the line in two, or failing), so the file cannot be read line by line.  A plain
     file is searched in place (memory-mapped: one memchr pass when it holds no \\r); a gzipped
-    one is decompressed."""
+    one as it is decompressed, block by block."""
     if path.name.lower().endswith(".gz"):
         with gzip.open(path, "rb") as handle:
-            data: Any = handle.read()
-        return _lone_cr_line(data)
+            return _lone_cr_in_blocks(handle)
     if path.stat().st_size == 0:
         return None
     with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -123,6 +122,24 @@ def _lone_cr_line(data: Any) -> int | None:
     if found is None:
         return None
     return data[: found.start()].count(b"\n") + 1
+
+
+def _lone_cr_in_blocks(handle: Any, block_size: int = 1 << 24) -> int | None:
+    """`_lone_cr_line` over a stream read `block_size` bytes at a time (a \\r that ends a
+    block waits for the next one's first byte)."""
+    newlines = 0
+    found: int | None = None
+    carry = b""
+    while block := handle.read(block_size):
+        data = carry + block
+        # a \\r ending the data is judged with the next block (here \\Z spares it)
+        body, carry = (data[:-1], b"\r") if data.endswith(b"\r") else (data, b"")
+        if found is None and (match := _LONE_CR.search(data)) is not None:
+            found = newlines + data.count(b"\n", 0, match.start()) + 1
+        newlines += body.count(b"\n")
+        if found is not None and newlines:
+            return found
+    return None  # none, or a file without any \\n
 
 
 def _lone_cr_error(file: SourceFile, line: int) -> UserError:
@@ -140,7 +157,7 @@ def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
     A plain file larger than one read buffer goes to its own table `lines_<index>`, read on
     every thread in file order (its row ids are the line numbers); returns the SQL of its
     records, for the `records` view.  Other files go into `record_texts` (None)."""
-    gzipped = file.path.name.lower().endswith(".gz")
+    gzipped = _gzipped(file)
     parallel = file.size > FAST_BUFFER_BYTES and not gzipped
     table = f"lines_{int(file.index)}_{int(file.span[0]) if file.span else 0}"
     if not gzipped and (line := lone_carriage_return(file.read_path)) is not None:
