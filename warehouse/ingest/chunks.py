@@ -46,7 +46,7 @@ def chunk_events(memory_limit_bytes: int | None) -> int:
 
 
 def _text_events(file: SourceFile) -> int:
-    ratio = GZIP_RATIO if file.path.name.lower().endswith(".gz") else 1
+    ratio = GZIP_RATIO if file.gzipped else 1
     return file.size * ratio // TEXT_BYTES_PER_EVENT
 
 
@@ -184,7 +184,7 @@ def plan_chunks(plan: Plan, limit: int) -> list[Plan]:
 def _cuttable(file: SourceFile) -> bool:
     """A plain NDJSON file whose first line ends in \\n (DuckDB reads a file without any \\n
     as lines ending in \\r)."""
-    if file.format != "ndjson" or file.path.name.lower().endswith(".gz"):
+    if file.format != "ndjson" or file.gzipped:
         return False
     with file.path.open("rb") as handle:
         return handle.readline(MAX_LINE_BYTES + 1).endswith(b"\n")

@@ -18,6 +18,7 @@ import json
 import mmap
 import os
 import re
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -46,10 +47,17 @@ FAST_LINE_BYTES = 32 * 1024 * 1024
 FAST_BUFFER_BYTES = 2 * FAST_LINE_BYTES
 
 
-def _read_lines(file: SourceFile, max_line: int, buffer: int) -> str:
-    """SQL: the lines of a text file in file order (a blank line is a NULL or blank text)."""
+def _read_lines(
+    file: SourceFile, max_line: int, buffer: int, files: Sequence[SourceFile] = ()
+) -> str:
+    """SQL: the lines of a text file in file order (a blank line is a NULL or blank text); of
+    `files` instead, file after file, with each line's `filename`."""
+    if files:
+        paths = f"{lit_list(str(f.read_path) for f in files)}, filename=true"
+    else:
+        paths = lit(str(file.read_path))
     return f"""
-        read_csv({lit(str(file.read_path))}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
+        read_csv({paths}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
                  quote='', escape='', header=false, auto_detect=false,
                  max_line_size={int(max_line)}, buffer_size={int(buffer)})
     """
@@ -157,7 +165,7 @@ def load_lines(con: duckdb.DuckDBPyConnection, file: SourceFile) -> str | None:
     A plain file larger than one read buffer goes to its own table `lines_<index>`, read on
     every thread in file order (its row ids are the line numbers); returns the SQL of its
     records, for the `records` view.  Other files go into `record_texts` (None)."""
-    gzipped = _gzipped(file)
+    gzipped = file.gzipped
     parallel = file.size > FAST_BUFFER_BYTES and not gzipped
     table = f"lines_{int(file.index)}_{int(file.span[0]) if file.span else 0}"
     if not gzipped and (line := lone_carriage_return(file.read_path)) is not None:
@@ -269,11 +277,7 @@ def small_file(file: SourceFile) -> bool:
     read buffer, or gzipped and at most SMALL_GZIP_BYTES."""
     if file.format != "ndjson" or file.size == 0:
         return False
-    return file.size <= (SMALL_GZIP_BYTES if _gzipped(file) else FAST_BUFFER_BYTES)
-
-
-def _gzipped(file: SourceFile) -> bool:
-    return file.path.name.lower().endswith(".gz")
+    return file.size <= (SMALL_GZIP_BYTES if file.gzipped else FAST_BUFFER_BYTES)
 
 
 def load_small_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> list[SourceFile]:
@@ -288,16 +292,11 @@ def load_small_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) ->
     if len(files) < 2:
         return files
     for file in files:
-        if _gzipped(file):
+        if file.gzipped:
             continue  # its line count below finds it
         if (line := lone_carriage_return(file.read_path)) is not None:
             raise _lone_cr_error(file, line)
-    paths = [str(f.read_path) for f in files]
-    reader = f"""
-        read_csv({lit_list(paths)}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
-                 quote='', escape='', header=false, auto_detect=false, filename=true,
-                 max_line_size={MAX_LINE_BYTES}, buffer_size={READ_BUFFER_BYTES})
-    """
+    reader = _read_lines(files[0], MAX_LINE_BYTES, READ_BUFFER_BYTES, files)
     # in file order, then line order (the order is kept: row_number() OVER () numbers it)
     numbered = f"""
         CREATE OR REPLACE TEMP TABLE small_lines AS
@@ -320,7 +319,7 @@ def load_small_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) ->
             counts = read.get(str(f.read_path))
             if counts is None:
                 ok = False
-            elif _gzipped(f):
+            elif f.gzipped:
                 ok = counts[0] == count_lines(f.read_path, SMALL_GZIP_BUFFER)
             else:
                 ok = _all_lines_read(f.read_path, counts[0], counts[1])

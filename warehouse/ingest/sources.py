@@ -59,6 +59,10 @@ class SourceFile:
         return str(self.path)
 
     @property
+    def gzipped(self) -> bool:
+        return self.path.name.lower().endswith(".gz")
+
+    @property
     def read_path(self) -> Path:
         """The file DuckDB reads."""
         return self.read_from or self.path
