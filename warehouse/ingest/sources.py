@@ -74,6 +74,13 @@ def pos_sql(file: SourceFile, record_sql: str) -> str:
     return f"({int_lit(file.index)}::BIGINT << {POS_SHIFT}) + ({record})"
 
 
+def listed_pos_sql(files: Sequence[SourceFile], place_sql: str, record_sql: str) -> str:
+    """SQL: the position of the record numbered `record_sql` (from 1) in the file at place
+    `place_sql` (from 0) of `files`, read together (DuckDB's `file_index`)."""
+    indexes = "[" + ", ".join(int_lit(f.index) for f in files) + "]"
+    return f"(({indexes})[CAST({place_sql} AS BIGINT) + 1]::BIGINT << {POS_SHIFT}) + ({record_sql})"
+
+
 @dataclass(frozen=True)
 class Sources:
     files: tuple[SourceFile, ...]

@@ -43,7 +43,7 @@ from warehouse.ingest.readers import (
     csv_args,
     staged_columns,
 )
-from warehouse.ingest.sources import POS_SHIFT, SourceFile, pos_sql
+from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql
 from warehouse.ingest.sqltext import ident, int_lit, lit, lit_list
 from warehouse.layout import property_column
 
@@ -92,24 +92,17 @@ def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tupl
             f"SELECT *, file_index AS {in_list}, row_number() OVER () AS {number} "  # noqa: S608
             f"FROM read_csv({args})"
         )
-        indexes = "[" + ", ".join(int_lit(t.file.index) for t in group) + "]"
-        source = f"""(
-            SELECT *, (({indexes})[CAST({in_list} AS BIGINT) + 1]::BIGINT << {POS_SHIFT})
-                      + {number} - min({number}) OVER (PARTITION BY {in_list}) + 1 AS {position}
-            FROM ({numbered})
-        )"""  # noqa: S608 - names and paths rendered by sqlglot
+        record = f"{number} - min({number}) OVER (PARTITION BY {in_list}) + 1"
+        pos = listed_pos_sql([t.file for t in group], in_list, record)
+        source = f"(SELECT *, {pos} AS {position} FROM ({numbered}))"  # noqa: S608
         return source, position
     if file.format == "csv":
         return f"read_csv({csv_args(file, header=True)})", pos_sql(file, "row_number() OVER ()")
     if group:
-        paths = lit_list(t.file.name for t in group)
-        indexes = "[" + ", ".join(int_lit(t.file.index) for t in group) + "]"
-        source = f"read_parquet({paths}, file_row_number=true)"
+        source = f"read_parquet({lit_list(t.file.name for t in group)}, file_row_number=true)"
         # file_index: a DuckDB virtual column, the file's place in the list
-        return source, (
-            f"(({indexes})[CAST(file_index AS BIGINT) + 1]::BIGINT << {POS_SHIFT}) "
-            "+ file_row_number + 1"
-        )
+        files = [t.file for t in group]
+        return source, listed_pos_sql(files, "file_index", "file_row_number + 1")
     if _hides_row_numbers(table):
         # numbered in file order (the order kept, as for CSV), the range by that number
         name = _free_name(table, "record_number")
