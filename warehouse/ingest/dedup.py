@@ -52,9 +52,9 @@ def find_duplicates(
     earliest: datetime | None = first_row(work, f"SELECT min(ts) FROM {valid}")[0]  # noqa: S608
     paths: list[str] = []
     if earliest is not None:
-        by_path = {f.path: f for f in store.files(start=earliest - DEDUP_WINDOW)}
-        by_path.update((f.path, f) for f in store.files_ingested_since(clock - DEDUP_WINDOW))
-        paths = sorted(by_path)
+        by_time = store.files(start=earliest - DEDUP_WINDOW)
+        by_clock = store.files_ingested_since(clock - DEDUP_WINDOW)
+        paths = sorted({f.path for f in by_time} | {f.path for f in by_clock})
     if earlier and _hashes_match(work, [h for h, _ in earlier], valid):
         paths += [str(f) for _, files in earlier for f in files]
     work.execute(
