@@ -30,12 +30,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 
 import duckdb
-from sqlglot import exp
 
 from engine.content_hash import SCHEME
 from engine.invoice_summary import InvoiceCounts
 from engine.periods import naive
 from engine.rating import LINE_ITEMS
+from warehouse.ingest.connection import clear
 
 _INSERT_INVOICES = """
 INSERT INTO invoices
@@ -162,20 +162,6 @@ def record_run(
     return run_id
 
 
-def drop_temp_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Drop the engine's temp tables (mq_...) on this connection."""
-    names = [
-        name
-        for (name,) in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE temporary AND starts_with(table_name, "
-            "'mq_') ORDER BY table_name"
-        ).fetchall()
-    ]
-    for name in names:
-        table = exp.to_identifier(name, quoted=True).sql(dialect="duckdb")
-        con.execute(f"DROP TABLE IF EXISTS temp.main.{table}")
-
-
 class RunTransaction:
     """The one transaction of an invoice run or regenerate (see the module docstring): begun on
     entry; `commit` drops the run's temp tables and commits; leaving the block without commit
@@ -192,7 +178,7 @@ class RunTransaction:
 
     def commit(self) -> None:
         if self.open:
-            drop_temp_tables(self.con)
+            clear(self.con, prefix="mq_")
             self.con.execute("COMMIT")
             self.open = False
 

@@ -35,13 +35,16 @@ def memory_limit(con: duckdb.DuckDBPyConnection) -> int | None:
     return memory_bytes(str(text))
 
 
-def clear(con: duckdb.DuckDBPyConnection) -> None:
-    """Drop every temp view and table of a work connection (between the chunks of a batch:
-    each chunk's tables are its own)."""
+def clear(con: duckdb.DuckDBPyConnection, prefix: str = "") -> None:
+    """Drop the temp views and tables of a connection whose names start with `prefix` (all of
+    them by default: between the chunks of a batch, each chunk's tables are its own; the
+    invoice engine drops its `mq_` tables before its commit)."""
     for kind, catalog in (("VIEW", "duckdb_views()"), ("TABLE", "duckdb_tables()")):
         column = "view_name" if kind == "VIEW" else "table_name"
         names = con.execute(
-            f"SELECT {column} FROM {catalog} WHERE temporary AND NOT internal"  # noqa: S608
+            f"SELECT {column} FROM {catalog} WHERE temporary AND NOT internal "  # noqa: S608
+            f"AND starts_with({column}, ?) ORDER BY {column}",
+            [prefix],
         ).fetchall()
         for (name,) in names:
             con.execute(f"DROP {kind} IF EXISTS temp.main.{ident(name)}")
