@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "compact": "benchmarks.bench_compact",
     "compiler": "benchmarks.bench_compiler",
     "invoice": "benchmarks.bench_invoice",
+    "history": "benchmarks.bench_history",
     "compare": "benchmarks.bench_compare",
     "sql_metric": "benchmarks.bench_sql_metric",
     "memory": "benchmarks.bench_memory",

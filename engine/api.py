@@ -221,6 +221,14 @@ class Meterql:
         customer_id = self.catalog.customer(customer).id if customer is not None else None
         return invoice_store.find(self.con, customer_id=customer_id, status=status)
 
+    def invoice_summaries(self, *, customer: str | None = None, status: str | None = None):
+        """`invoices` without their line items (engine.invoice_store.InvoiceSummary: the number
+        of lines instead), as `meterql invoice list` prints them."""
+        from engine import invoice_store
+
+        customer_id = self.catalog.customer(customer).id if customer is not None else None
+        return invoice_store.summaries(self.con, customer_id=customer_id, status=status)
+
     def invoice(self, invoice_id: str):
         """One invoice by id (a unique prefix of at least 4 characters is accepted)."""
         from engine import invoice_store

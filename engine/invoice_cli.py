@@ -19,7 +19,7 @@ from engine.cli_options import check_format, home_of
 
 if TYPE_CHECKING:  # imported lazily: `meterql --help` must not load duckdb or pydantic
     from engine.api import Meterql
-    from engine.invoice_store import Invoice
+    from engine.invoice_store import Invoice, InvoiceSummary
 
 invoice_app = typer.Typer(
     name="invoice",
@@ -154,7 +154,7 @@ def invoice_html(invoice: Invoice) -> str:
     )
 
 
-def print_invoice_list(invoices: Sequence[Invoice]) -> None:
+def print_invoice_list(invoices: Sequence[InvoiceSummary]) -> None:
     from engine.output import print_table, to_jsonable
 
     print_table(
@@ -168,7 +168,7 @@ def print_invoice_list(invoices: Sequence[Invoice]) -> None:
                 to_jsonable(i.start_timestamp),
                 to_jsonable(i.end_timestamp),
                 i.credit_type.name,
-                len(i.line_items),
+                i.line_count,
                 to_jsonable(i.total),
             ]
             for i in invoices
@@ -207,11 +207,10 @@ def list_(
 
     check_format(format, TABLE_OR_JSON)
     with _opened(ctx) as mq:
-        invoices = mq.invoices(customer=customer, status=status)
-    if format == "json":
-        print_json(invoices)
-    else:
-        print_invoice_list(invoices)
+        if format == "json":
+            print_json(mq.invoices(customer=customer, status=status))
+        else:
+            print_invoice_list(mq.invoice_summaries(customer=customer, status=status))
 
 
 @invoice_app.command("show")

@@ -22,6 +22,15 @@ def test_invoice_benchmark_runs_both_catalogs(data, capsys) -> None:
     assert "invoice run / (a) bare scan" in capsys.readouterr().out
 
 
+def test_history_benchmark_runs_a_year_and_the_reads(data, capsys) -> None:
+    from benchmarks import bench_history
+
+    results = bench_history.main(["--events", "20000", "--customers", "50", "--months", "2"])
+    assert [r["stored"] for r in results["runs"]] == [100, 100, 150, 150]
+    assert set(results["reads"]) >= {"invoice list", "invoice list --format json"}
+    assert "| 2026-03-15T01:00:00Z |" in capsys.readouterr().out
+
+
 def test_compare_benchmark_fills_every_row(data, capsys) -> None:
     bench_compare.main(
         ["--events", "20000", "--customers", "50", "--repeat", "1", "--sample", "3"]

@@ -750,6 +750,14 @@ def test_cli_run_list_show_json_and_table(mq):
     assert '<td class="n">2250</td>' in page
     text = cli(home, "invoice", "run", "--as-of", "2026-03-15T00:00:00Z")
     assert "0 created, 0 updated, 0 finalized, 2 unchanged" in text.output
+    rows = cli(home, "invoice", "list").output  # a table: line counts, not the lines
+    assert "2 invoice(s)" in rows and listed[0]["id"] in rows
+    listed_all = json.loads(cli(home, "invoice", "list", "--format", "json").output)
+    assert [i["id"] for i in listed_all] == [i.id for i in Meterql.open(home).invoices()]
+    summaries = Meterql.open(home).invoice_summaries(customer="acme")
+    assert [(s.id, s.line_count, s.total) for s in summaries] == [
+        (listed[0]["id"], len(listed[0]["line_items"]), Decimal(listed[0]["total"]))
+    ]
 
 
 # -- usage query planning -----------------------------------------------------------------------

@@ -217,6 +217,21 @@ def test_an_unknown_invoice_id_suggests_a_close_one(mq, tmp_path):
     assert mq.invoice(real[:8]).id == real  # a unique prefix is accepted
 
 
+def test_an_ambiguous_invoice_id_prefix_names_the_ids_it_starts(mq, tmp_path):
+    apply_docs(mq, tmp_path, catalog())
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    ids = sorted(i.id for i in mq.invoices())
+    # the invoices' stored ids are uuid5s: make two share a prefix
+    shared = ids[0][:6]
+    mq.con.execute("UPDATE invoices SET id = ? || substr(id, 7) WHERE id = ?", [shared, ids[1]])
+    with pytest.raises(NotFoundError) as err:
+        mq.invoice(shared)
+    message = str(err.value)
+    assert f"invoice id prefix {shared!r} is ambiguous" in message
+    assert ids[0] in message and "give more characters" in message
+    assert mq.invoice(ids[0]).id == ids[0]  # a whole id is never ambiguous
+
+
 @pytest.mark.parametrize(
     ("call", "needle"),
     [

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import duckdb
 
-from warehouse.errors import NotFoundError, suggest
+from warehouse.errors import NotFoundError, suggest_sql
 from warehouse.models import KINDS, BillableMetric, Customer, Model, Product
 from warehouse.sqlrows import first_row
 
@@ -45,8 +45,8 @@ class Catalog:
             [ref, ref, ref],
         )
         if not row:
-            names = [n for (n,) in self.con.execute(f"SELECT name FROM {kind}").fetchall()]  # noqa: S608
-            raise NotFoundError(f"no {SINGULAR[kind]} with id or name {ref!r}{suggest(ref, names)}")
+            hint = suggest_sql(self.con, kind, "name", ref)
+            raise NotFoundError(f"no {SINGULAR[kind]} with id or name {ref!r}{hint}")
         return TABLES[kind].model_validate(json.loads(row[0]))
 
     def metric(self, ref: str) -> BillableMetric:

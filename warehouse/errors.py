@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 class UserError(Exception):
@@ -33,6 +37,18 @@ def suggest(word: str, candidates: Iterable[str]) -> str:
     """`; did you mean 'x'?` for the closest candidate, or an empty string."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def suggest_sql(con: duckdb.DuckDBPyConnection, table: str, column: str, word: str) -> str:
+    """`suggest` over a catalog table's column (`table` and `column`: fixed names of the code),
+    for tables too large to list in Python (difflib over 120,000 invoice ids took 7 s): DuckDB
+    picks the 20 values closest by Jaro-Winkler similarity, and difflib the closest of those."""
+    near = con.execute(
+        f"SELECT {column} FROM {table} "  # noqa: S608 - fixed names
+        f"ORDER BY jaro_winkler_similarity({column}, ?) DESC, {column} LIMIT 20",
+        [word],
+    ).fetchall()
+    return suggest(word, [value for (value,) in near])
 
 
 def first_line(error: BaseException) -> str:
