@@ -925,3 +925,51 @@ def test_a_sql_metric_is_priced_for_the_period_at_the_last_rate(mq, tmp_path):
     assert any(
         "'Seats total'" in n and "not the group columns ['model']" in n for n in summary.notes
     )
+
+
+def test_a_null_sql_metric_value_is_no_quantity_and_the_run_bills_the_others(mq, tmp_path):
+    """An aggregate without GROUP BY gives one row per customer even without events, with a
+    NULL sum (README "SQL metrics"): that row has no quantity.  The customer without events gets
+    the ungrouped product's zero line; the run does not fail."""
+    doc = {
+        "billable_metrics": [
+            {
+                "name": "Token sum",
+                "sql": "SELECT sum(CAST(properties.input_tokens AS DECIMAL(38, 6))) AS value "
+                "FROM events WHERE event_type = 'llm_request'",
+            }
+        ],
+        "products": [{"name": "Token sum", "type": "usage", "billable_metric_id": "Token sum"}],
+        "rate_cards": [
+            {
+                "name": "Sum card",
+                "rates": [
+                    {
+                        "product_id": "Token sum",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "2",
+                    }
+                ],
+            }
+        ],
+        "customers": [{"name": "Gamma", "ingest_aliases": ["gamma"]}, {"name": "Delta"}],
+        "contracts": [
+            {
+                "name": f"{name}-monthly",
+                "customer_id": name,
+                "rate_card_id": "Sum card",
+                "starting_at": "2026-03-01T00:00:00Z",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            }
+            for name in ("Gamma", "Delta")
+        ],
+    }
+    apply_docs(mq, tmp_path, doc)
+    commit_events(mq, [tokens("g1", "gamma", "2026-03-02T00:00:00Z", "gpt-5", "2.5", "u1")])
+    summary = mq.invoice_run("2026-03-25T00:00:00Z")
+    assert [u for u in summary.unrated_usage if u.product_name == "Token sum"] == []
+    [gamma] = by_customer(mq, "Gamma")
+    assert lines_of(gamma) == [("Token sum", {}, {}, Decimal("2.5"), 2, 5)]
+    [delta] = by_customer(mq, "Delta")
+    assert lines_of(delta) == [("Token sum", {}, {}, 0, 2, 0)]
