@@ -30,7 +30,9 @@ Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billi
 - One USAGE invoice per contract, statement period and credit type.  Its id is
   uuid5(contract id, period start) (plus the credit type id for any credit type other than the
   rate card's `fiat_credit_type_id`, default USD cents), so re-runs update rather than
-  duplicate.  Every started period (start <= as_of) gets its invoice, even with no line items.
+  duplicate; a stored draft keeps its id and credit type (engine.invoice_assembly), even when
+  the contract's card changed credit type.  Every started period (start <= as_of) gets its
+  invoice, even with no line items.
 - A draft holds every stored event of its period (as_of decides which periods exist and which
   are final; it does not cut usage).  A period whose end + 24 hours is at or before as_of is
   FINALIZED by the run: computed once more from everything stored, then frozen; no later run

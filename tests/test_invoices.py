@@ -546,6 +546,79 @@ def test_a_customer_with_two_overlapping_contracts_gets_invoices_for_each(mq, tm
     assert [i.total for i in monthly] == [15]
 
 
+def test_a_contract_moved_to_a_card_of_another_credit_type_keeps_its_drafts(mq, tmp_path):
+    """The rate card's own credit type names the invoice id without a suffix.  When a contract
+    moves to a card of another credit type mid-period, each stored draft keeps its id and credit
+    type (the one that lost its lines is emptied): none holds lines of another credit type, none
+    is left behind with stale lines, and nothing is billed twice."""
+    tokens_rate = {
+        "product_id": "Input Tokens",
+        "starting_at": "2026-01-01T00:00:00Z",
+        "rate_type": "flat",
+        "price": "0.01",
+        "pricing_group_values": {"model": "gpt-5"},
+    }
+    calls_rate = {"product_id": "API Calls", "starting_at": "2026-01-01T00:00:00Z"}
+    contract = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Mixed",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(
+        mq,
+        tmp_path,
+        {
+            "credit_types": [{"name": "EUR", "precision": 2}],
+            "rate_cards": [
+                {
+                    "name": "Mixed",  # USD cents, tokens in EUR
+                    "rates": [
+                        {**calls_rate, "rate_type": "flat", "price": "2"},
+                        {**tokens_rate, "credit_type_id": "EUR"},
+                    ],
+                },
+                {
+                    "name": "Euro",
+                    "fiat_credit_type_id": "EUR",
+                    "rates": [{**calls_rate, "rate_type": "flat", "price": "0.5"}, tokens_rate],
+                },
+            ],
+            "contracts": [contract],
+        },
+    )
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500"),
+            event("c1", "acme", "2026-03-10T00:00:00Z", "api_call"),
+        ],
+    )
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    eur = mq.catalog.get("credit_types", "EUR").id
+    acme = mq.catalog.get("contracts", "acme-monthly").id
+    march = ts("2026-03-01T00:00:00Z")
+    usd_id, eur_id = invoice_id(acme, march), invoice_id(acme, march, eur)
+
+    def acme_invoices() -> dict[str, tuple]:
+        return {
+            i.id: (i.credit_type.name, i.total, len(i.line_items)) for i in by_customer(mq, "Acme")
+        }
+
+    assert acme_invoices() == {usd_id: ("USD (cents)", 2, 1), eur_id: ("EUR", Decimal(15), 1)}
+    apply_docs(mq, tmp_path, {"contracts": [{**contract, "rate_card_id": "Euro"}]})
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (summary.invoices.created, summary.invoices.updated) == (0, 2)
+    # the USD draft lost its line; the EUR one holds both products: 15.00 + 0.50
+    assert acme_invoices() == {
+        usd_id: ("USD (cents)", 0, 0),
+        eur_id: ("EUR", Decimal("15.50"), 2),
+    }
+    again = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (again.invoices.created, again.invoices.updated) == (0, 0)
+
+
 def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_path):
     """The run plans every contract's periods in SQL, from the stored documents; they are the
     periods engine.periods.started_periods gives for the same contracts (with a frozen part)."""
