@@ -66,6 +66,9 @@ SELECT n.invoice_id, n.period_key, n.credit_type_id, n.credit_type_name, n.credi
        CASE WHEN s.id IS NULL THEN 'created'
             WHEN n.status = 'finalized' THEN 'finalized'
             WHEN s.content_hash <> t.content_hash THEN 'updated'
+            -- its credit type renamed or given another precision: the header changes
+            WHEN s.credit_type_name <> n.credit_type_name
+              OR s.credit_precision <> n.credit_precision THEN 'updated'
             ELSE 'unchanged' END AS outcome,
        CASE WHEN s.id IS NULL THEN 1
             WHEN s.content_hash <> t.content_hash THEN s.revision + 1

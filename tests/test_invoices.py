@@ -445,7 +445,8 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "INSERT INTO invoice_event_batches",
         "INSERT INTO invoices",
         "UPDATE invoices SET status = o.status, revision = o.revision, content_hash = "
-        "o.content_hash, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, "
+        "o.content_hash, credit_type_name = o.credit_type_name, credit_precision = "
+        "o.credit_precision, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, "
         "line_count = o.line_count, "
         "data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP, "
         "finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END FROM "
@@ -617,6 +618,30 @@ def test_a_contract_moved_to_a_card_of_another_credit_type_keeps_its_drafts(mq, 
     }
     again = mq.invoice_run("2026-03-15T00:00:00Z")
     assert (again.invoices.created, again.invoices.updated) == (0, 0)
+
+
+def test_a_draft_follows_its_credit_type_s_precision_and_name(mq, tmp_path):
+    """A draft is recomputed by every run, its header too: when its credit type's precision or
+    name changes, the draft's totals are rounded to the new precision and its header says so
+    (it kept the old precision, and a total with more places than that failed every read)."""
+    doc = catalog()
+    doc["rate_cards"][0]["fiat_credit_type_id"] = "EUR"
+    doc["rate_cards"][0]["rates"][2]["price"] = "0.125"  # API Calls
+    apply_docs(mq, tmp_path, {"credit_types": [{"name": "EUR", "precision": 2}], **doc})
+    commit_events(mq, [event("c1", "acme", "2026-03-10T00:00:00Z", "api_call")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [acme] = by_customer(mq, "Acme")
+    assert (acme.credit_type.name, acme.total) == ("EUR", Decimal("0.13"))
+    eur = mq.catalog.get("credit_types", "EUR").id
+    apply_docs(mq, tmp_path, {"credit_types": [{"id": eur, "name": "Euro", "precision": 3}]})
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.invoices.updated == 2  # Acme's total changed; Beta's header only
+    [acme] = by_customer(mq, "Acme")
+    assert (acme.credit_type.name, acme.total) == ("Euro", Decimal("0.125"))
+    assert str(acme.total) == "0.125"
+    [beta] = by_customer(mq, "Beta")
+    assert (beta.credit_type.name, str(beta.total)) == ("Euro", "0.000")
+    assert mq.invoice_run("2026-03-15T00:00:00Z").invoices.unchanged == 2
 
 
 def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_path):
