@@ -70,7 +70,7 @@ from engine.invoice_summary import (
     UnratedUsage,
 )
 from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
-from engine.invoice_write import RunTransaction, record_run, write
+from engine.invoice_write import RunTransaction, number_new_batches, record_run, write
 from engine.late_events import late_events
 from engine.periods import Period, iso, naive, utc
 from engine.pricing import Pricing, register_pricing
@@ -191,6 +191,19 @@ def run(
                     if plan.contracts
                     else "the catalog has no contracts; no invoices"
                 )
+            with watch.stage("write"):
+                # nothing to compute, but new batches are numbered: their late events count
+                seq = number_new_batches(con)
+                if seq is not None:
+                    run_id = record_run(
+                        con,
+                        as_of=as_of,
+                        seq=seq,
+                        started_at=started_at,
+                        counts=counts,
+                        summary=_ledger_summary(totals, unrated, notes),
+                    )
+                tx.commit()
         else:
             bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
             with bar_cm as bar:

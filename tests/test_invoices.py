@@ -404,6 +404,40 @@ def test_a_late_batch_that_changes_no_draft_is_still_numbered_and_reported(mq):
     assert mq.con.execute("SELECT max(seq) FROM invoice_event_batches").fetchall() == [(2,)]
 
 
+def test_late_events_are_reported_when_every_period_is_final(mq, tmp_path):
+    """A run with no period to compute (both contracts ended, every period finalized) still
+    numbers the batches it sees first: their events in a finalized period are late events."""
+    ended = [
+        {
+            "name": f"{name.lower()}-monthly",
+            "customer_id": name,
+            "rate_card_id": "Standard",
+            "starting_at": "2026-03-01T00:00:00Z",
+            "ending_before": "2026-04-01T00:00:00Z",
+            "usage_statement_schedule": {"frequency": "MONTHLY"},
+        }
+        for name in ("Acme", "Beta")
+    ]
+    apply_docs(mq, tmp_path, {"contracts": ended})
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-04-03T00:00:00Z")
+    [march] = by_customer(mq, "Acme")
+    assert march.status == "finalized"
+    commit_events(
+        mq,
+        [tokens("late", "acme", "2026-03-20T00:00:00Z", "gpt-5", "1")],
+        now="2026-04-04T00:00:00Z",
+    )
+    summary = mq.invoice_run("2026-04-05T00:00:00Z")
+    assert summary.invoices.frozen == 2 and summary.invoices.created == 0
+    assert [(x.invoice_id, x.events) for x in summary.late_events] == [(march.id, 1)]
+    assert summary.run_id is not None  # it numbered the batch: a row in the ledger
+    assert mq.con.execute("SELECT max(seq) FROM invoice_event_batches").fetchall() == [(2,)]
+    again = mq.invoice_run("2026-04-06T00:00:00Z")
+    assert again.run_id is None  # nothing new: nothing written
+    assert [(x.invoice_id, x.events) for x in again.late_events] == [(march.id, 1)]
+
+
 class RecordingConnection:
     """A catalog connection that records the SQL it runs."""
 
