@@ -61,19 +61,22 @@ LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.cred
 _OUTCOMES = """
 CREATE OR REPLACE TEMP TABLE mq_outcomes AS
 SELECT n.invoice_id, n.period_key, n.credit_type_id, n.credit_type_name, n.credit_precision,
-       n.status, n.replaces, t.subtotal, t.total, t.line_count, t.content_hash,
+       n.status, n.replaces, p.period_end, t.subtotal, t.total, t.line_count, t.content_hash,
        s.status AS old_status, s.revision AS old_revision,
        CASE WHEN s.id IS NULL THEN 'created'
             WHEN n.status = 'finalized' THEN 'finalized'
             WHEN s.content_hash <> t.content_hash THEN 'updated'
-            -- its credit type renamed or given another precision: the header changes
+            -- the header changes: its credit type renamed or given another precision, or its
+            -- period cut (or no longer cut) by the contract's ending_before
             WHEN s.credit_type_name <> n.credit_type_name
-              OR s.credit_precision <> n.credit_precision THEN 'updated'
+              OR s.credit_precision <> n.credit_precision
+              OR s.period_end <> p.period_end THEN 'updated'
             ELSE 'unchanged' END AS outcome,
        CASE WHEN s.id IS NULL THEN 1
             WHEN s.content_hash <> t.content_hash THEN s.revision + 1
             ELSE s.revision END AS revision
 FROM mq_invoices n
+JOIN mq_periods p ON p.period_key = n.period_key
 JOIN mq_invoice_totals t ON t.invoice_id = n.invoice_id
 LEFT JOIN invoices s ON s.id = n.invoice_id
 """

@@ -480,7 +480,8 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "INSERT INTO invoices",
         "UPDATE invoices SET status = o.status, revision = o.revision, content_hash = "
         "o.content_hash, credit_type_name = o.credit_type_name, credit_precision = "
-        "o.credit_precision, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, "
+        "o.credit_precision, period_end = o.period_end, hash_scheme = $scheme, subtotal = "
+        "o.subtotal, total = o.total, "
         "line_count = o.line_count, "
         "data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP, "
         "finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END FROM "
@@ -676,6 +677,47 @@ def test_a_draft_follows_its_credit_type_s_precision_and_name(mq, tmp_path):
     [beta] = by_customer(mq, "Beta")
     assert (beta.credit_type.name, str(beta.total)) == ("Euro", "0.000")
     assert mq.invoice_run("2026-03-15T00:00:00Z").invoices.unchanged == 2
+
+
+def test_a_contract_ended_mid_period_cuts_its_draft(mq, tmp_path):
+    """A draft follows its period: when the contract gets an `ending_before` inside it, the
+    draft's end moves there (it kept the old end while its lines stopped at the new one), and
+    so does what counts as a late event of it once final."""
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100"),
+            tokens("a2", "acme", "2026-03-25T12:00:00Z", "gpt-5", "10"),
+        ],
+    )
+    mq.invoice_run("2026-03-26T00:00:00Z")
+    ended = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "ending_before": "2026-03-20T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(mq, tmp_path, {"contracts": [ended]})
+    summary = mq.invoice_run("2026-03-20T12:00:00Z")
+    assert summary.invoices.updated == 1
+    [march] = by_customer(mq, "Acme")
+    assert march.status == "draft"
+    assert march.end_timestamp.isoformat() == "2026-03-20T00:00:00"
+    assert [(li.quantity, li.ending_before.day) for li in march.line_items] == [
+        (0, 20),  # API Calls
+        (100, 20),
+    ]
+    mq.invoice_run("2026-03-21T00:00:00Z")  # March (ended Mar 20) finalized
+    [march] = by_customer(mq, "Acme")
+    assert (march.status, march.end_timestamp.day) == ("finalized", 20)
+    commit_events(
+        mq,
+        [tokens("after-end", "acme", "2026-03-22T12:00:00Z", "gpt-5", "1")],
+        now="2026-03-26T00:00:00Z",
+    )
+    assert mq.invoice_run("2026-03-27T00:00:00Z").late_events == []  # after the contract
 
 
 def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_path):
