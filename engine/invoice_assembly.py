@@ -61,43 +61,63 @@ LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.cred
 _OUTCOMES = """
 CREATE OR REPLACE TEMP TABLE mq_outcomes AS
 SELECT n.invoice_id, n.period_key, n.credit_type_id, n.credit_type_name, n.credit_precision,
-       n.status, n.replaces, t.subtotal, t.total, t.line_count, t.content_hash,
+       n.status, n.replaces, p.period_end, t.subtotal, t.total, t.line_count, t.content_hash,
        s.status AS old_status, s.revision AS old_revision,
        CASE WHEN s.id IS NULL THEN 'created'
             WHEN n.status = 'finalized' THEN 'finalized'
             WHEN s.content_hash <> t.content_hash THEN 'updated'
+            -- the header changes: its credit type renamed or given another precision, or its
+            -- period cut (or no longer cut) by the contract's ending_before
+            WHEN s.credit_type_name <> n.credit_type_name
+              OR s.credit_precision <> n.credit_precision
+              OR s.period_end <> p.period_end THEN 'updated'
             ELSE 'unchanged' END AS outcome,
        CASE WHEN s.id IS NULL THEN 1
             WHEN s.content_hash <> t.content_hash THEN s.revision + 1
             ELSE s.revision END AS revision
 FROM mq_invoices n
+JOIN mq_periods p ON p.period_key = n.period_key
 JOIN mq_invoice_totals t ON t.invoice_id = n.invoice_id
 LEFT JOIN invoices s ON s.id = n.invoice_id
 """
 
 
 # The invoices of the periods (see register_invoices), ids computed in SQL exactly as
-# invoice_id() computes them in Python (tests/test_invoice_ids.py checks both agree).
+# invoice_id() computes them in Python (tests/test_invoice_ids.py checks both agree).  A stored
+# draft keeps its id and credit type: when the rate card's own credit type changed (the card's,
+# or the contract moved to another card), the id without a suffix may be a draft of another
+# credit type, and the new invoice takes the id with its credit type's suffix.
 _INVOICES = """
 CREATE OR REPLACE TEMP TABLE mq_invoices AS
-WITH pairs AS (
+WITH stored AS (
+    SELECT p.period_key, s.credit_type_id, s.id
+    FROM invoices s JOIN mq_periods p
+      ON s.contract_id = p.contract_id AND s.period_start = p.period_start
+    WHERE s.status = 'draft'
+), pairs AS (
     SELECT period_key, primary_credit_type_id AS credit_type_id FROM mq_periods
     UNION
     SELECT period_key, credit_type_id FROM mq_line_groups
     UNION
-    SELECT p.period_key, s.credit_type_id
-    FROM invoices s JOIN mq_periods p
-      ON s.contract_id = p.contract_id AND s.period_start = p.period_start
-    WHERE s.status = 'draft'
+    SELECT period_key, credit_type_id FROM stored
+), named AS (
+    SELECT x.period_key, x.credit_type_id, s.id AS stored_id,
+           x.credit_type_id = p.primary_credit_type_id AS is_primary,
+           mq_uuid5(p.contract_id || '/' || mq_iso(p.period_start)) AS own_id,
+           mq_uuid5(p.contract_id || '/' || mq_iso(p.period_start) || '/' || x.credit_type_id)
+               AS suffixed_id
+    FROM pairs x
+    JOIN mq_periods p ON p.period_key = x.period_key
+    LEFT JOIN stored s ON s.period_key = x.period_key AND s.credit_type_id = x.credit_type_id
 )
-SELECT mq_uuid5(p.contract_id || '/' || mq_iso(p.period_start)
-                || CASE WHEN x.credit_type_id = p.primary_credit_type_id THEN ''
-                        ELSE '/' || x.credit_type_id END) AS invoice_id,
+SELECT coalesce(x.stored_id,
+                CASE WHEN x.is_primary AND x.own_id NOT IN (SELECT id FROM stored)
+                     THEN x.own_id ELSE x.suffixed_id END) AS invoice_id,
        x.period_key, x.credit_type_id,
        coalesce(c.credit_type_name, x.credit_type_id) AS credit_type_name,
        coalesce(c.credit_precision, 0) AS credit_precision,
        p.status, NULL::VARCHAR AS replaces
-FROM pairs x
+FROM named x
 JOIN mq_periods p ON p.period_key = x.period_key
 LEFT JOIN mq_credit_types c ON c.credit_type_id = x.credit_type_id
 ORDER BY x.period_key, x.credit_type_id

@@ -52,7 +52,9 @@ ORDER BY p.customer_id, p.period_start, o.invoice_id
 _UPDATE_INVOICES = """
 UPDATE invoices SET
     status = o.status, revision = o.revision, content_hash = o.content_hash,
-    hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, line_count = o.line_count,
+    credit_type_name = o.credit_type_name, credit_precision = o.credit_precision,
+    period_end = o.period_end, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total,
+    line_count = o.line_count,
     data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP,
     finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END
 FROM mq_outcomes o
@@ -97,13 +99,23 @@ def next_seq(con: duckdb.DuckDBPyConnection) -> int:
     return int(seq)
 
 
+_NEW_BATCHES = """EXISTS (SELECT 1 FROM event_files
+                      WHERE batch_id NOT IN (SELECT batch_id FROM invoice_event_batches))"""
+
 # Whether a run has anything to write: an invoice to create or change, or a committed batch
 # not numbered yet.
-_PENDING = """
-SELECT EXISTS (SELECT 1 FROM mq_outcomes WHERE outcome <> 'unchanged')
-    OR EXISTS (SELECT 1 FROM event_files
-               WHERE batch_id NOT IN (SELECT batch_id FROM invoice_event_batches))
-"""
+_PENDING = f"""
+SELECT EXISTS (SELECT 1 FROM mq_outcomes WHERE outcome <> 'unchanged') OR {_NEW_BATCHES}
+"""  # noqa: S608 - fixed SQL
+
+
+def number_new_batches(con: duckdb.DuckDBPyConnection) -> int | None:
+    """For a run with no period to compute (every contract's periods frozen, or none started):
+    number the committed batches it is the first to see, as `write` does, so that the late
+    events of finalized invoices among them are found; returns data_seq (None: no new batch,
+    nothing written)."""
+    [(pending,)] = con.execute(f"SELECT {_NEW_BATCHES}").fetchall()
+    return next_seq(con) if pending else None
 
 
 def write(

@@ -30,7 +30,9 @@ Invoice rules (SEMANTICS.md section 7; the (ours) decisions are in README "Billi
 - One USAGE invoice per contract, statement period and credit type.  Its id is
   uuid5(contract id, period start) (plus the credit type id for any credit type other than the
   rate card's `fiat_credit_type_id`, default USD cents), so re-runs update rather than
-  duplicate.  Every started period (start <= as_of) gets its invoice, even with no line items.
+  duplicate; a stored draft keeps its id and credit type (engine.invoice_assembly), even when
+  the contract's card changed credit type.  Every started period (start <= as_of) gets its
+  invoice, even with no line items.
 - A draft holds every stored event of its period (as_of decides which periods exist and which
   are final; it does not cut usage).  A period whose end + 24 hours is at or before as_of is
   FINALIZED by the run: computed once more from everything stored, then frozen; no later run
@@ -68,7 +70,7 @@ from engine.invoice_summary import (
     UnratedUsage,
 )
 from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
-from engine.invoice_write import RunTransaction, record_run, write
+from engine.invoice_write import RunTransaction, number_new_batches, record_run, write
 from engine.late_events import late_events
 from engine.periods import Period, iso, naive, utc
 from engine.pricing import Pricing, register_pricing
@@ -189,6 +191,19 @@ def run(
                     if plan.contracts
                     else "the catalog has no contracts; no invoices"
                 )
+            with watch.stage("write"):
+                # nothing to compute, but new batches are numbered: their late events count
+                seq = number_new_batches(con)
+                if seq is not None:
+                    run_id = record_run(
+                        con,
+                        as_of=as_of,
+                        seq=seq,
+                        started_at=started_at,
+                        counts=counts,
+                        summary=_ledger_summary(totals, unrated, notes),
+                    )
+                tx.commit()
         else:
             bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
             with bar_cm as bar:

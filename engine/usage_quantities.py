@@ -232,7 +232,9 @@ def sql_metric_quantities(
     once, sandboxed (engine.sql_run), over the whole period windows of every customer; the
     products are priced at the rate in effect at the period's last instant (kind PERIOD).  A
     product's pricing + presentation keys must be exactly the query's group columns (a SQL
-    value cannot be rolled up)."""
+    value cannot be rolled up).  A row whose value is NULL (an aggregate over no events, a
+    non-finite result) has no quantity: it is left out, so an ungrouped product gets its zero
+    line."""
     from engine.sql_run import run_sql_metric
     from metric_compiler.sql_metric import sql_metric_columns
 
@@ -281,13 +283,18 @@ def sql_metric_quantities(
                         exp.DataType.build("VARCHAR[]"),
                     )
 
-                select = exp.select(
-                    exp.column("window_id"),
-                    exp.Literal.string(product.id or ""),
-                    values(product.pricing_group_key),
-                    values(product.presentation_group_key),
-                    exp.cast(exp.column("value"), exp.DataType.build("DECIMAL(38, 12)")),
-                ).from_("mq_sql_usage_arrow")
+                # a NULL value (SUM over no events, a non-finite result) is no quantity
+                select = (
+                    exp.select(
+                        exp.column("window_id"),
+                        exp.Literal.string(product.id or ""),
+                        values(product.pricing_group_key),
+                        values(product.presentation_group_key),
+                        exp.cast(exp.column("value"), exp.DataType.build("DECIMAL(38, 12)")),
+                    )
+                    .from_("mq_sql_usage_arrow")
+                    .where(exp.column("value").is_(exp.null()).not_())
+                )
                 con.execute("INSERT INTO mq_quantities " + select.sql(dialect="duckdb"))
         finally:
             con.unregister("mq_sql_usage_arrow")

@@ -404,6 +404,40 @@ def test_a_late_batch_that_changes_no_draft_is_still_numbered_and_reported(mq):
     assert mq.con.execute("SELECT max(seq) FROM invoice_event_batches").fetchall() == [(2,)]
 
 
+def test_late_events_are_reported_when_every_period_is_final(mq, tmp_path):
+    """A run with no period to compute (both contracts ended, every period finalized) still
+    numbers the batches it sees first: their events in a finalized period are late events."""
+    ended = [
+        {
+            "name": f"{name.lower()}-monthly",
+            "customer_id": name,
+            "rate_card_id": "Standard",
+            "starting_at": "2026-03-01T00:00:00Z",
+            "ending_before": "2026-04-01T00:00:00Z",
+            "usage_statement_schedule": {"frequency": "MONTHLY"},
+        }
+        for name in ("Acme", "Beta")
+    ]
+    apply_docs(mq, tmp_path, {"contracts": ended})
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-04-03T00:00:00Z")
+    [march] = by_customer(mq, "Acme")
+    assert march.status == "finalized"
+    commit_events(
+        mq,
+        [tokens("late", "acme", "2026-03-20T00:00:00Z", "gpt-5", "1")],
+        now="2026-04-04T00:00:00Z",
+    )
+    summary = mq.invoice_run("2026-04-05T00:00:00Z")
+    assert summary.invoices.frozen == 2 and summary.invoices.created == 0
+    assert [(x.invoice_id, x.events) for x in summary.late_events] == [(march.id, 1)]
+    assert summary.run_id is not None  # it numbered the batch: a row in the ledger
+    assert mq.con.execute("SELECT max(seq) FROM invoice_event_batches").fetchall() == [(2,)]
+    again = mq.invoice_run("2026-04-06T00:00:00Z")
+    assert again.run_id is None  # nothing new: nothing written
+    assert [(x.invoice_id, x.events) for x in again.late_events] == [(march.id, 1)]
+
+
 class RecordingConnection:
     """A catalog connection that records the SQL it runs."""
 
@@ -445,7 +479,9 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "INSERT INTO invoice_event_batches",
         "INSERT INTO invoices",
         "UPDATE invoices SET status = o.status, revision = o.revision, content_hash = "
-        "o.content_hash, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total, "
+        "o.content_hash, credit_type_name = o.credit_type_name, credit_precision = "
+        "o.credit_precision, period_end = o.period_end, hash_scheme = $scheme, subtotal = "
+        "o.subtotal, total = o.total, "
         "line_count = o.line_count, "
         "data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP, "
         "finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END FROM "
@@ -544,6 +580,144 @@ def test_a_customer_with_two_overlapping_contracts_gets_invoices_for_each(mq, tm
     assert [(i.start_timestamp.day, i.total) for i in weekly] == [(4, 15), (11, 0)]
     monthly = [i for i in invoices if i.start_timestamp.day == 1]
     assert [i.total for i in monthly] == [15]
+
+
+def test_a_contract_moved_to_a_card_of_another_credit_type_keeps_its_drafts(mq, tmp_path):
+    """The rate card's own credit type names the invoice id without a suffix.  When a contract
+    moves to a card of another credit type mid-period, each stored draft keeps its id and credit
+    type (the one that lost its lines is emptied): none holds lines of another credit type, none
+    is left behind with stale lines, and nothing is billed twice."""
+    tokens_rate = {
+        "product_id": "Input Tokens",
+        "starting_at": "2026-01-01T00:00:00Z",
+        "rate_type": "flat",
+        "price": "0.01",
+        "pricing_group_values": {"model": "gpt-5"},
+    }
+    calls_rate = {"product_id": "API Calls", "starting_at": "2026-01-01T00:00:00Z"}
+    contract = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Mixed",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(
+        mq,
+        tmp_path,
+        {
+            "credit_types": [{"name": "EUR", "precision": 2}],
+            "rate_cards": [
+                {
+                    "name": "Mixed",  # USD cents, tokens in EUR
+                    "rates": [
+                        {**calls_rate, "rate_type": "flat", "price": "2"},
+                        {**tokens_rate, "credit_type_id": "EUR"},
+                    ],
+                },
+                {
+                    "name": "Euro",
+                    "fiat_credit_type_id": "EUR",
+                    "rates": [{**calls_rate, "rate_type": "flat", "price": "0.5"}, tokens_rate],
+                },
+            ],
+            "contracts": [contract],
+        },
+    )
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500"),
+            event("c1", "acme", "2026-03-10T00:00:00Z", "api_call"),
+        ],
+    )
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    eur = mq.catalog.get("credit_types", "EUR").id
+    acme = mq.catalog.get("contracts", "acme-monthly").id
+    march = ts("2026-03-01T00:00:00Z")
+    usd_id, eur_id = invoice_id(acme, march), invoice_id(acme, march, eur)
+
+    def acme_invoices() -> dict[str, tuple]:
+        return {
+            i.id: (i.credit_type.name, i.total, len(i.line_items)) for i in by_customer(mq, "Acme")
+        }
+
+    assert acme_invoices() == {usd_id: ("USD (cents)", 2, 1), eur_id: ("EUR", Decimal(15), 1)}
+    apply_docs(mq, tmp_path, {"contracts": [{**contract, "rate_card_id": "Euro"}]})
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (summary.invoices.created, summary.invoices.updated) == (0, 2)
+    # the USD draft lost its line; the EUR one holds both products: 15.00 + 0.50
+    assert acme_invoices() == {
+        usd_id: ("USD (cents)", 0, 0),
+        eur_id: ("EUR", Decimal("15.50"), 2),
+    }
+    again = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (again.invoices.created, again.invoices.updated) == (0, 0)
+
+
+def test_a_draft_follows_its_credit_type_s_precision_and_name(mq, tmp_path):
+    """A draft is recomputed by every run, its header too: when its credit type's precision or
+    name changes, the draft's totals are rounded to the new precision and its header says so
+    (it kept the old precision, and a total with more places than that failed every read)."""
+    doc = catalog()
+    doc["rate_cards"][0]["fiat_credit_type_id"] = "EUR"
+    doc["rate_cards"][0]["rates"][2]["price"] = "0.125"  # API Calls
+    apply_docs(mq, tmp_path, {"credit_types": [{"name": "EUR", "precision": 2}], **doc})
+    commit_events(mq, [event("c1", "acme", "2026-03-10T00:00:00Z", "api_call")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [acme] = by_customer(mq, "Acme")
+    assert (acme.credit_type.name, acme.total) == ("EUR", Decimal("0.13"))
+    eur = mq.catalog.get("credit_types", "EUR").id
+    apply_docs(mq, tmp_path, {"credit_types": [{"id": eur, "name": "Euro", "precision": 3}]})
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.invoices.updated == 2  # Acme's total changed; Beta's header only
+    [acme] = by_customer(mq, "Acme")
+    assert (acme.credit_type.name, acme.total) == ("Euro", Decimal("0.125"))
+    assert str(acme.total) == "0.125"
+    [beta] = by_customer(mq, "Beta")
+    assert (beta.credit_type.name, str(beta.total)) == ("Euro", "0.000")
+    assert mq.invoice_run("2026-03-15T00:00:00Z").invoices.unchanged == 2
+
+
+def test_a_contract_ended_mid_period_cuts_its_draft(mq, tmp_path):
+    """A draft follows its period: when the contract gets an `ending_before` inside it, the
+    draft's end moves there (it kept the old end while its lines stopped at the new one), and
+    so does what counts as a late event of it once final."""
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100"),
+            tokens("a2", "acme", "2026-03-25T12:00:00Z", "gpt-5", "10"),
+        ],
+    )
+    mq.invoice_run("2026-03-26T00:00:00Z")
+    ended = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "ending_before": "2026-03-20T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(mq, tmp_path, {"contracts": [ended]})
+    summary = mq.invoice_run("2026-03-20T12:00:00Z")
+    assert summary.invoices.updated == 1
+    [march] = by_customer(mq, "Acme")
+    assert march.status == "draft"
+    assert march.end_timestamp.isoformat() == "2026-03-20T00:00:00"
+    assert [(li.quantity, li.ending_before.day) for li in march.line_items] == [
+        (0, 20),  # API Calls
+        (100, 20),
+    ]
+    mq.invoice_run("2026-03-21T00:00:00Z")  # March (ended Mar 20) finalized
+    [march] = by_customer(mq, "Acme")
+    assert (march.status, march.end_timestamp.day) == ("finalized", 20)
+    commit_events(
+        mq,
+        [tokens("after-end", "acme", "2026-03-22T12:00:00Z", "gpt-5", "1")],
+        now="2026-03-26T00:00:00Z",
+    )
+    assert mq.invoice_run("2026-03-27T00:00:00Z").late_events == []  # after the contract
 
 
 def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_path):
@@ -933,3 +1107,51 @@ def test_a_sql_metric_is_priced_for_the_period_at_the_last_rate(mq, tmp_path):
     assert any(
         "'Seats total'" in n and "not the group columns ['model']" in n for n in summary.notes
     )
+
+
+def test_a_null_sql_metric_value_is_no_quantity_and_the_run_bills_the_others(mq, tmp_path):
+    """An aggregate without GROUP BY gives one row per customer even without events, with a
+    NULL sum (README "SQL metrics"): that row has no quantity.  The customer without events gets
+    the ungrouped product's zero line; the run does not fail."""
+    doc = {
+        "billable_metrics": [
+            {
+                "name": "Token sum",
+                "sql": "SELECT sum(CAST(properties.input_tokens AS DECIMAL(38, 6))) AS value "
+                "FROM events WHERE event_type = 'llm_request'",
+            }
+        ],
+        "products": [{"name": "Token sum", "type": "usage", "billable_metric_id": "Token sum"}],
+        "rate_cards": [
+            {
+                "name": "Sum card",
+                "rates": [
+                    {
+                        "product_id": "Token sum",
+                        "starting_at": "2026-01-01T00:00:00Z",
+                        "rate_type": "flat",
+                        "price": "2",
+                    }
+                ],
+            }
+        ],
+        "customers": [{"name": "Gamma", "ingest_aliases": ["gamma"]}, {"name": "Delta"}],
+        "contracts": [
+            {
+                "name": f"{name}-monthly",
+                "customer_id": name,
+                "rate_card_id": "Sum card",
+                "starting_at": "2026-03-01T00:00:00Z",
+                "usage_statement_schedule": {"frequency": "MONTHLY"},
+            }
+            for name in ("Gamma", "Delta")
+        ],
+    }
+    apply_docs(mq, tmp_path, doc)
+    commit_events(mq, [tokens("g1", "gamma", "2026-03-02T00:00:00Z", "gpt-5", "2.5", "u1")])
+    summary = mq.invoice_run("2026-03-25T00:00:00Z")
+    assert [u for u in summary.unrated_usage if u.product_name == "Token sum"] == []
+    [gamma] = by_customer(mq, "Gamma")
+    assert lines_of(gamma) == [("Token sum", {}, {}, Decimal("2.5"), 2, 5)]
+    [delta] = by_customer(mq, "Delta")
+    assert lines_of(delta) == [("Token sum", {}, {}, 0, 2, 0)]
