@@ -172,6 +172,24 @@ def test_json_single_object_and_json_holding_ndjson(home: Home, tmp_path: Path) 
     assert stored(home, KEYS) == EXPECTED
 
 
+@pytest.mark.parametrize("shape", ["array", "object"])
+def test_json_with_a_byte_order_mark(home: Home, tmp_path: Path, shape: str) -> None:
+    """A `.json` file written with a UTF-8 byte order mark (Windows tools write one) is read as
+    the array or object it holds, not line by line as NDJSON (which lost every event)."""
+    path = tmp_path / "events.json"
+    document = EVENTS if shape == "array" else EVENTS[0]
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(document, indent=2).encode("utf-8"))
+    summary = ingest(home, [path], now=NOW)
+    expected = len(EVENTS) if shape == "array" else 1
+    assert (summary.accepted, summary.rejected) == (expected, 0), summary
+    got = stored(home, KEYS)
+    assert got == {
+        k: v
+        for k, v in EXPECTED.items()
+        if k[0] in {e["transaction_id"] for e in EVENTS[:expected]}
+    }
+
+
 def test_csv_with_properties_json_column(home: Home, tmp_path: Path) -> None:
     rows = [
         [e["transaction_id"], e["customer_id"], e["event_type"], e["timestamp"]]

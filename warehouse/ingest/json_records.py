@@ -350,11 +350,22 @@ def load_small_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) ->
     return again
 
 
+def _json_document(file: SourceFile) -> str:
+    """SQL: the text of a `.json` file as `content`, without a leading byte order mark (which
+    JSON parsers refuse; Windows tools write one)."""
+    bom = lit("\ufeff")
+    return (
+        f"(SELECT CASE WHEN starts_with(content, {bom}) THEN substr(content, 2) ELSE content END "  # noqa: S608
+        f"AS content FROM read_text({lit(file.name)}))"
+    )
+
+
 def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list[str]) -> str:
     """A `.json` file: an array of events, one event object, or else NDJSON, into
     `record_texts` (or `parts`, see `load_lines`).  Returns what a record of the file is called
     in messages (element, record, line)."""
-    row = first_row(con, f"SELECT try(json_type(content)) FROM read_text({lit(file.name)})")  # noqa: S608
+    document = _json_document(file)
+    row = first_row(con, f"SELECT try(json_type(content)) FROM {document}")  # noqa: S608
     kind = row[0] if row else None
     if kind is None:
         part = load_lines(con, file)
@@ -375,7 +386,7 @@ def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list
                     SELECT m, json_transform(CASE WHEN m THEN {exactjson.mark("content")}
                                                   ELSE content END, '["JSON"]') AS els
                     FROM (SELECT content, {exactjson.needs_mark("content")} AS m
-                          FROM read_text({lit(file.name)}))
+                          FROM {document})
                 )
             )
             """  # noqa: S608 - path rendered by sqlglot
@@ -384,7 +395,7 @@ def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list
     con.execute(
         f"""
         INSERT INTO record_texts
-        SELECT {pos_sql(file, "1")}, content, NULL, false FROM read_text({lit(file.name)})
+        SELECT {pos_sql(file, "1")}, content, NULL, false FROM {document}
         """  # noqa: S608 - path rendered by sqlglot
     )
     return "record"
