@@ -74,8 +74,8 @@ class TableSource:
     props_kind: str  # none | json | map | struct | columns
     props_column: str | None = None  # DuckDB name of the `properties` column
     props_type: Any = None  # its DuckDB type
-    # (DuckDB column or struct field name, property name, type id) of column-kind properties
-    property_columns: list[tuple[str, str, str]] = field(default_factory=list)
+    # (DuckDB column or struct field name, property name, DuckDB type) of column-kind properties
+    property_columns: list[tuple[str, str, Any]] = field(default_factory=list)
     # every column: (DuckDB name, name as written in the file)
     columns: list[tuple[str, str]] = field(default_factory=list)
     # every column's (DuckDB name, DuckDB type, name as written): files of one signature are
@@ -249,7 +249,7 @@ def _classify(
             props = []
             for (duck_name, child), prop in zip(dtype.children, written_names, strict=True):
                 _check_value_type(file, f"field {prop} of column properties", child)
-                props.append((duck_name, prop, child.id))
+                props.append((duck_name, prop, child))
             return TableSource(file, fields, "struct", column, dtype, props)
         raise UserError(
             f"{kind} file {file.name}: column properties has type {_type_name(dtype)}; expected "
@@ -258,7 +258,7 @@ def _classify(
     props = []
     for column, dtype, written_name in extras:
         _check_value_type(file, f"column {written_name}", dtype)
-        props.append((column, written_name, dtype.id))
+        props.append((column, written_name, dtype))
     return TableSource(file, fields, "columns" if props else "none", property_columns=props)
 
 
