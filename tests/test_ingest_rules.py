@@ -463,6 +463,57 @@ def test_rejects_of_csv_and_parquet_keep_the_row_as_sent(home: Home, tmp_path: P
     assert rejects[2]["event"]["tokens"] == 2
 
 
+def _strict(text: str) -> dict:
+    """A rejects line parsed strictly (Python's json takes NaN and Infinity), its fractional
+    numbers kept as their text."""
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"not strict JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse, parse_float=lambda s: ("number", s))
+
+
+def test_rejects_of_parquet_rows_are_strict_json_with_exact_numbers(
+    home: Home, tmp_path: Path
+) -> None:
+    """A rejected Parquet row's values are written as strict JSON (a non-finite DOUBLE or FLOAT
+    as its text, like the stored property) and its numbers with the digits stored for them
+    (DECIMAL(8, 4) 0.1000, FLOAT 0.1), not through a double."""
+    from decimal import Decimal
+
+    rows = 4
+    table = pa.table(
+        {
+            "transaction_id": [f"p-{i}" for i in range(rows)],
+            "customer_id": ["cust"] * rows,
+            "event_type": ["e"] * rows,
+            "timestamp": pa.array([datetime(2020, 1, 1)] * rows, pa.timestamp("us")),
+            "ratio": pa.array([float("nan"), float("inf"), float("-inf"), 1.5]),
+            "f32": pa.array([0.1, float("nan"), None, 2.0], pa.float32()),
+            "price": pa.array([Decimal("0.1000"), Decimal("-2.5000"), None, Decimal(0)],
+                              pa.decimal128(8, 4)),
+            "wide": pa.array([Decimal("12345678901234567890.123456789012345678")] * rows,
+                             pa.decimal128(38, 18)),
+            "nested": pa.array([{"d": Decimal("0.10")}] * rows,
+                               pa.struct([("d", pa.decimal128(4, 2))])),
+        }
+    )  # fmt: skip
+    pq.write_table(table, tmp_path / "e.parquet")
+    summary = ingest(home, [tmp_path / "e.parquet"], now=NOW)
+    assert summary.reasons == {"too_old": rows}
+    text = Path(summary.rejects_path or "").read_text().splitlines()
+    events = [_strict(line)["event"] for line in text]
+    number = lambda s: ("number", s)  # noqa: E731
+    assert [(e["ratio"], e["f32"], e["price"]) for e in events] == [
+        ("nan", number("0.1"), number("0.1000")),
+        ("inf", "nan", number("-2.5000")),
+        ("-inf", None, None),
+        (number("1.5"), number("2.0"), number("0.0000")),
+    ]
+    assert {e["wide"] for e in events} == {number("12345678901234567890.123456789012345678")}
+    assert [e["nested"] for e in events] == [{"d": number("0.10")}] * rows
+
+
 def test_json_array_elements_that_are_not_objects(home: Home, tmp_path: Path) -> None:
     path = tmp_path / "mixed.json"
     path.write_text(json.dumps([event("ok-1"), 42, "text", event("ok-2")]), encoding="utf-8")

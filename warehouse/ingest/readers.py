@@ -76,8 +76,8 @@ class TableSource:
     props_type: Any = None  # its DuckDB type
     # (DuckDB column or struct field name, property name, DuckDB type) of column-kind properties
     property_columns: list[tuple[str, str, Any]] = field(default_factory=list)
-    # every column: (DuckDB name, name as written in the file)
-    columns: list[tuple[str, str]] = field(default_factory=list)
+    # every column: (DuckDB name, name as written in the file, DuckDB type)
+    columns: list[tuple[str, str, Any]] = field(default_factory=list)
     # every column's (DuckDB name, DuckDB type, name as written): files of one signature are
     # read together (stage)
     signature: tuple[tuple[str, str, str], ...] = ()
@@ -177,7 +177,7 @@ def _check_value_type(file: SourceFile, where: str, dtype: Any) -> None:
 def _inspect_table(con: duckdb.DuckDBPyConnection, file: SourceFile) -> TableSource:
     names, types, written = _relation_columns(con, file)
     table = _classify(file, names, types, written)
-    table.columns = list(zip(names, written, strict=True))
+    table.columns = list(zip(names, written, types, strict=True))
     table.signature = tuple(zip(names, map(str, types), written, strict=True))
     return table
 

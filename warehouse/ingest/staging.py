@@ -18,6 +18,7 @@ duplicate wins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -350,13 +351,33 @@ def _stage_tables(
             _stage_tables(con, [one], clock)
 
 
+def _json_text(value_sql: str, dtype: Any) -> str:
+    """SQL: the strict JSON text of a value of DuckDB type `dtype` (NULL for NULL), its numbers
+    with the digits stored for them: a DECIMAL exactly, a DOUBLE or FLOAT as DuckDB's shortest
+    text and, not finite, as that text in a string (`"nan"`, `"inf"`)."""
+    kind = dtype.id
+    if kind == "decimal":
+        return f"CAST({value_sql} AS VARCHAR)"
+    if kind in ("float", "double"):
+        return (
+            f"CASE WHEN isfinite({value_sql}) THEN CAST({value_sql} AS VARCHAR) "
+            f"ELSE CAST(to_json(CAST({value_sql} AS VARCHAR)) AS VARCHAR) END"
+        )
+    return f"CAST(to_json({exact_json_value(value_sql, dtype)}) AS VARCHAR)"
+
+
 def record_payload_sql(table: TableSource, positions_table: str) -> str:
     """SQL: (pos, payload) of the rows of a CSV/Parquet file whose pos is in `positions_table`:
-    the row as sent, as the JSON text of an object of its columns (CSV values are text)."""
-    pairs = ", ".join(f"{lit(w)}, {ident(n)}" for n, w in table.columns)
+    the row as sent, as the JSON text of an object of its columns (CSV values are text).  The
+    text is put together here: json_object would write numbers through a double."""
+    parts = []
+    for i, (name, written, dtype) in enumerate(table.columns):
+        key = ("{" if i == 0 else ",") + json.dumps(written, ensure_ascii=False) + ":"
+        parts += [lit(key), f"coalesce({_json_text(ident(name), dtype)}, 'null')"]
+    payload = f"concat({', '.join(parts)}, '}}')" if parts else "'{}'"
     source, pos = _table_source(table)
     return f"""
-        SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
+        SELECT r.pos, {payload} AS payload
         FROM (SELECT {pos} AS pos, * FROM {source}) r
         SEMI JOIN {positions_table} p ON p.pos = r.pos
     """  # noqa: S608 - names and paths rendered by sqlglot
