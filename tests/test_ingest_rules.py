@@ -463,6 +463,36 @@ def test_rejects_of_csv_and_parquet_keep_the_row_as_sent(home: Home, tmp_path: P
     assert rejects[2]["event"]["tokens"] == 2
 
 
+@pytest.mark.parametrize("name", ["pos", "POS"])
+def test_a_rejected_row_with_a_column_named_like_the_record_position(
+    home: Home, tmp_path: Path, name: str
+) -> None:
+    """A CSV or Parquet column named `pos` is sent under `event` with its own value, not
+    with the record's internal position."""
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text(
+        f"transaction_id,customer_id,event_type,timestamp,{name}\n"
+        "c-1,,e,2026-01-30T10:00:00Z,left\n",
+        encoding="utf-8",
+    )
+    table = pa.table(
+        {
+            "transaction_id": ["p-1"],
+            "customer_id": pa.array([None], pa.string()),
+            "event_type": ["e"],
+            "timestamp": ["2026-01-30T10:00:00Z"],
+            name: ["right"],
+        }
+    )
+    pq.write_table(table, tmp_path / "e.parquet")
+    summary = ingest(home, [csv_path, tmp_path / "e.parquet"], now=NOW)
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["record"], r["event"]["transaction_id"], r["event"][name]) for r in rejects] == [
+        (1, "c-1", "left"),
+        (1, "p-1", "right"),
+    ]
+
+
 def _strict(text: str) -> dict:
     """A rejects line parsed strictly (Python's json takes NaN and Infinity), its fractional
     numbers kept as their text."""

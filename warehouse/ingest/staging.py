@@ -373,11 +373,12 @@ def record_payload_sql(table: TableSource, positions_table: str) -> str:
     parts = []
     for i, (name, written, dtype) in enumerate(table.columns):
         key = ("{" if i == 0 else ",") + json.dumps(written, ensure_ascii=False) + ":"
-        parts += [lit(key), f"coalesce({_json_text(ident(name), dtype)}, 'null')"]
+        parts += [lit(key), f"coalesce({_json_text('r.' + ident(name), dtype)}, 'null')"]
     payload = f"concat({', '.join(parts)}, '}}')" if parts else "'{}'"
     source, pos = _table_source(table)
+    position = _free_name(table, "pos")  # a column of the file may be called pos
     return f"""
-        SELECT r.pos, {payload} AS payload
-        FROM (SELECT {pos} AS pos, * FROM {source}) r
-        SEMI JOIN {positions_table} p ON p.pos = r.pos
+        SELECT r.{position} AS pos, {payload} AS payload
+        FROM (SELECT {pos} AS {position}, * FROM {source}) r
+        SEMI JOIN {positions_table} p ON p.pos = r.{position}
     """  # noqa: S608 - names and paths rendered by sqlglot
