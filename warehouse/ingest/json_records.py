@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.errors import UserError, first_line
+from warehouse.errors import UserError
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import READ_ERRORS, unordered
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select, timestamp_sql
@@ -36,6 +36,7 @@ from warehouse.ingest.sources import (
     READ_BUFFER_BYTES,
     SourceFile,
     pos_sql,
+    read_failure,
 )
 from warehouse.ingest.sqltext import lit, lit_list
 from warehouse.sqlrows import first_row
@@ -67,10 +68,12 @@ _NOT_BLANK = "line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND t
 
 
 def _read_failure(file: SourceFile, error: BaseException) -> UserError:
-    text = first_line(error)
     if "Expected Number of Columns" in str(error):
-        text = "a line holds a NUL byte (the file is not text)"
-    return UserError(f"cannot read {file.format} file {file.name}: {text}")
+        return UserError(
+            f"cannot read {file.format} file {file.name}: a line holds a NUL byte (the file is "
+            "not text)"
+        )
+    return read_failure(file, error)
 
 
 def count_lines(path: Path, buffer_size: int = 1 << 24) -> int:
@@ -365,7 +368,10 @@ def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list
     `record_texts` (or `parts`, see `load_lines`).  Returns what a record of the file is called
     in messages (element, record, line)."""
     document = _json_document(file)
-    row = first_row(con, f"SELECT try(json_type(content)) FROM {document}")  # noqa: S608
+    try:
+        row = first_row(con, f"SELECT try(json_type(content)) FROM {document}")  # noqa: S608
+    except READ_ERRORS as error:  # e.g. text that is not UTF-8
+        raise read_failure(file, error) from None
     kind = row[0] if row else None
     if kind is None:
         part = load_lines(con, file)

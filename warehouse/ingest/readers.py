@@ -17,11 +17,12 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from warehouse.errors import UserError, first_line, suggest
+from warehouse.errors import UserError, suggest
 from warehouse.ingest.sources import (
     MAX_LINE_BYTES,
     READ_BUFFER_BYTES,
     SourceFile,
+    read_failure,
 )
 from warehouse.ingest.sqltext import lit, lit_list
 from warehouse.layout import property_column
@@ -153,9 +154,7 @@ def _relation_columns(
             names, types = list(rel.columns), list(rel.dtypes)
             written = list(pq.read_schema(file.path).names)
     except (duckdb.Error, OSError, ValueError) as error:
-        raise UserError(
-            f"cannot read {file.format} file {file.name}: {first_line(error)}"
-        ) from None
+        raise read_failure(file, error) from None
     if len(written) != len(names):
         written = names  # DuckDB and the file disagree on the header: trust DuckDB's reading
     return names, types, written

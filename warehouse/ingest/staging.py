@@ -25,7 +25,6 @@ from typing import Any
 
 import duckdb
 
-from warehouse.errors import UserError, first_line
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import is_read_error, unordered
 from warehouse.ingest.json_records import (
@@ -45,7 +44,7 @@ from warehouse.ingest.readers import (
     csv_args,
     staged_columns,
 )
-from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql
+from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql, read_failure
 from warehouse.ingest.sqltext import ident, int_lit, lit, lit_list
 from warehouse.layout import property_column
 
@@ -344,9 +343,7 @@ def _stage_tables(
         if not is_read_error(error):
             raise
         if len(group) == 1:
-            raise UserError(
-                f"cannot read {table.file.format} file {table.file.name}: {first_line(error)}"
-            ) from None
+            raise read_failure(table.file, error) from None
         for one in group:  # one by one, so the error names its file
             _stage_tables(con, [one], clock)
 
