@@ -157,6 +157,38 @@ def test_csv_missing_column_suggests_the_name(home: Home, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("rows", "line", "fields"),
+    [
+        (["t1,c,e,2026-01-20T00:00:00Z,gpt,5", "t2,c,e,2026-01-20T00:00:00Z,a, b,5"], 3, 7),
+        (["t1,c,e,2026-01-20T00:00:00Z,gpt", "t2,c,e,2026-01-20T00:00:00Z,gpt,5"], 2, 5),
+        (['t1,c,e,2026-01-20T00:00:00Z,"x,\ny",5'] * 20 + ["t2,c,e"], 42, 3),
+        # after the rows DuckDB's sniffer samples: the read itself fails
+        (
+            ["t1,c,e,2026-01-20T00:00:00Z,gpt,5"] * 30_000 + ["t2,c,e,2026-01-20T00:00:00Z,a,b,5"],
+            30_002,
+            7,
+        ),
+    ],
+)
+def test_csv_row_whose_fields_do_not_match_the_header(
+    home: Home, tmp_path: Path, rows: list[str], line: int, fields: int
+) -> None:
+    """A CSV row with more or fewer fields than the header (a value holding a comma, not
+    quoted) makes DuckDB read the file as one column; the error names that line, not four
+    missing columns that the header does hold."""
+    path = tmp_path / "e.csv"
+    header = "transaction_id,customer_id,event_type,timestamp,model,tokens"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError) as error:
+        ingest(home, [path], now=NOW)
+    assert str(error.value) == (
+        f"CSV file {path}: line {line} has {fields} fields and the header 6; a value holding "
+        "the delimiter ',', a quote or a line end must be in double quotes"
+    )
+    assert visible_ids(home) == []
+
+
+@pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],
 )

@@ -10,6 +10,8 @@ column beyond the four fields is a property).
 
 from __future__ import annotations
 
+import csv
+import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -193,6 +195,8 @@ def _classify(
             "each event field and each property needs exactly one column"
         )
     missing = [f for f in FIELDS if f not in by_written]
+    if missing and file.format == "csv" and (problem := ragged_row(file)):
+        raise UserError(f"{kind} file {file.name}: {problem}")
     if missing:
         hints = "".join(suggest(m, written) for m in missing[:1])
         raise UserError(
@@ -259,6 +263,38 @@ def _classify(
         _check_value_type(file, f"column {written_name}", dtype)
         props.append((column, written_name, dtype))
     return TableSource(file, fields, "columns" if props else "none", property_columns=props)
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def ragged_row(file: SourceFile) -> str | None:
+    """Why DuckDB could not read a CSV file whose first line names the four event fields: the
+    first row with another number of fields than that header (in the rows DuckDB's sniffer
+    samples, it then takes the file for one column, or another row for its header, and finds
+    no event fields; later, the read fails with "CSV Error on Line: N").  None when
+    the first line does not name them, or every row matches it.  Python's csv reader, on this
+    error path only."""
+    opener = gzip.open if file.gzipped else open
+    with opener(file.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header_line = handle.readline()
+        for delimiter in _DELIMITERS:
+            header = next(csv.reader([header_line], delimiter=delimiter), [])
+            if set(FIELDS) <= set(header):
+                break
+        else:
+            return None
+        rows = csv.reader(handle, delimiter=delimiter)
+        line = 2  # of the row about to be read
+        for row in rows:
+            if row and len(row) != len(header):
+                return (
+                    f"line {line} has {len(row)} fields and the header {len(header)}; a value "
+                    f"holding the delimiter {delimiter!r}, a quote or a line end must be in "
+                    "double quotes"
+                )
+            line = rows.line_num + 2
+    return None
 
 
 def _repeated(names: list[str]) -> str | None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import duckdb
 
+from warehouse.errors import UserError
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import is_read_error, unordered
 from warehouse.ingest.json_records import (
@@ -42,6 +43,7 @@ from warehouse.ingest.readers import (
     Plan,
     TableSource,
     csv_args,
+    ragged_row,
     staged_columns,
 )
 from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql, read_failure
@@ -343,6 +345,8 @@ def _stage_tables(
         if not is_read_error(error):
             raise
         if len(group) == 1:
+            if table.file.format == "csv" and (problem := ragged_row(table.file)):
+                raise UserError(f"CSV file {table.file.name}: {problem}") from None
             raise read_failure(table.file, error) from None
         for one in group:  # one by one, so the error names its file
             _stage_tables(con, [one], clock)
