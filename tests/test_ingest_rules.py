@@ -559,6 +559,26 @@ def test_json_array_elements_that_are_not_objects(home: Home, tmp_path: Path) ->
     )
 
 
+def test_json_array_elements_that_are_null_or_numbers_in_a_document_with_fractions(
+    home: Home, tmp_path: Path
+) -> None:
+    """A null element is "null", kept under `event`; a number element is "a number" also when
+    the document holds a fraction (its numbers are then marked to keep their text)."""
+    path = tmp_path / "mixed.json"
+    good = json.dumps(event("ok-1"))[:-2] + ', "price": 0.10}}'
+    path.write_text(f"[null, 42, 2.50, {good}]", encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 1
+    text = Path(summary.rejects_path or "").read_text().splitlines()
+    rejects = [_strict(line) for line in text]
+    assert [(r["record"], r["message"], r["event"]) for r in rejects] == [
+        (1, "element 1 of mixed.json: expected an event object, got null", None),
+        (2, "element 2 of mixed.json: expected an event object, got a number", 42),
+        (3, "element 3 of mixed.json: expected an event object, got a number", ("number", "2.50")),
+    ]
+    assert stored_props(home, ["price"])["ok-1"] == {"price": "0.10"}
+
+
 def test_rejects_are_written_in_slices_in_input_order(
     home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

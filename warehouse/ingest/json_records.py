@@ -387,7 +387,8 @@ def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list
             SELECT {pos_sql(file, "i")}, CASE WHEN m THEN {exactjson.unmark_text("e")} ELSE e END,
                    e, m
             FROM (
-                SELECT m, unnest(els) AS e, generate_subscripts(els, 1) AS i
+                -- a null element comes out of json_transform as NULL: its text is null
+                SELECT m, coalesce(unnest(els), 'null') AS e, generate_subscripts(els, 1) AS i
                 FROM (
                     SELECT m, json_transform(CASE WHEN m THEN {exactjson.mark("content")}
                                                   ELSE content END, '["JSON"]') AS els
@@ -470,7 +471,9 @@ def json_staged_select(source_sql: str, clock: datetime) -> str:
                CASE WHEN NOT s_root THEN NULL
                     WHEN types IS NULL THEN 'not valid JSON'
                     WHEN types[1] <> 'OBJECT'
-                    THEN 'expected an event object, got ' || CASE types[1]
+                    -- a number of a marked document is a marked string: typed by its text
+                    THEN 'expected an event object, got ' || CASE CASE WHEN marked
+                         THEN coalesce(try(json_type(raw)), types[1]) ELSE types[1] END
                          WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string'
                          WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null'
                          ELSE 'a number' END
