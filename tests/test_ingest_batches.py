@@ -157,6 +157,38 @@ def test_csv_missing_column_suggests_the_name(home: Home, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
+    ("rows", "line", "fields"),
+    [
+        (["t1,c,e,2026-01-20T00:00:00Z,gpt,5", "t2,c,e,2026-01-20T00:00:00Z,a, b,5"], 3, 7),
+        (["t1,c,e,2026-01-20T00:00:00Z,gpt", "t2,c,e,2026-01-20T00:00:00Z,gpt,5"], 2, 5),
+        (['t1,c,e,2026-01-20T00:00:00Z,"x,\ny",5'] * 20 + ["t2,c,e"], 42, 3),
+        # after the rows DuckDB's sniffer samples: the read itself fails
+        (
+            ["t1,c,e,2026-01-20T00:00:00Z,gpt,5"] * 30_000 + ["t2,c,e,2026-01-20T00:00:00Z,a,b,5"],
+            30_002,
+            7,
+        ),
+    ],
+)
+def test_csv_row_whose_fields_do_not_match_the_header(
+    home: Home, tmp_path: Path, rows: list[str], line: int, fields: int
+) -> None:
+    """A CSV row with more or fewer fields than the header (a value holding a comma, not
+    quoted) makes DuckDB read the file as one column; the error names that line, not four
+    missing columns that the header does hold."""
+    path = tmp_path / "e.csv"
+    header = "transaction_id,customer_id,event_type,timestamp,model,tokens"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    with pytest.raises(UserError) as error:
+        ingest(home, [path], now=NOW)
+    assert str(error.value) == (
+        f"CSV file {path}: line {line} has {fields} fields and the header 6; a value holding "
+        "the delimiter ',', a quote or a line end must be in double quotes"
+    )
+    assert visible_ids(home) == []
+
+
+@pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],
 )
@@ -216,6 +248,61 @@ def test_ndjson_with_a_nul_byte(home: Home, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"binary\.ndjson: a line holds a NUL byte"):
         ingest(home, [path], now=NOW)
     assert [r[0] for r in ledger_rows(home)] == ["failed"]
+    assert visible_ids(home) == []
+
+
+LATIN1_LINE = (
+    b'{"transaction_id": "t-9", "customer_id": "caf\xe9", "event_type": "e", '
+    b'"timestamp": "2026-01-30T10:00:00Z"}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "head"),
+    [
+        ("events.ndjson", b""),
+        ("events.ndjson.gz", b""),
+        ("events.json", b""),  # read whole (read_text): an internal error before
+        ("array.json", b"[\n"),
+        ("events.csv", b"transaction_id,customer_id,event_type,timestamp\n"),
+    ],
+)
+def test_a_file_that_is_not_utf8_names_its_line(
+    home: Home, tmp_path: Path, name: str, head: bytes
+) -> None:
+    """A text file with bytes that are not UTF-8 (a Latin-1 export) is refused with a message
+    naming the file, the line and the byte, not DuckDB's "CSV Error on Line: N" (which said
+    CSV for an NDJSON file and nothing of the cause) or an internal error."""
+    good = [
+        json.dumps(
+            {"transaction_id": f"t-{i}", "customer_id": "c", "event_type": "e",
+             "timestamp": "2026-01-30T10:00:00Z"}
+        ).encode() + b"\n"
+        for i in range(3)
+    ]  # fmt: skip
+    if name.endswith(".csv"):
+        good = [f"t-{i},c,e,2026-01-30T10:00:00Z\n".encode() for i in range(3)]
+        bad = b"t-9,caf\xe9,e,2026-01-30T10:00:00Z\n"
+    elif head == b"[\n":
+        good = [line.rstrip(b"\n") + b",\n" for line in good]
+        bad = LATIN1_LINE.rstrip(b"\n") + b"]\n"
+    else:
+        bad = LATIN1_LINE
+    data = head + b"".join(good) + bad
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        import gzip
+
+        data = gzip.compress(data)
+    path.write_bytes(data)
+    line = 5 if head else 4
+    kind = {"csv": "csv", "json": "json"}.get(name.split(".")[1], "ndjson")
+    with pytest.raises(UserError) as raised:
+        ingest(home, [path], now=NOW)
+    assert str(raised.value) == (
+        f"cannot read {kind} file {path}: line {line} is not UTF-8 text (byte 0xE9); "
+        "save the file as UTF-8"
+    )
     assert visible_ids(home) == []
 
 
@@ -394,3 +481,25 @@ def test_gzipped_ndjson_and_a_path_with_quotes(home: Home, tmp_path: Path) -> No
     summary = ingest(home, [plain, folder / "more.ndjson.gz"], now=NOW)
     assert summary.accepted == 3
     assert visible_ids(home) == ["gz", "t0", "t1"]
+
+
+@pytest.mark.parametrize(
+    ("data", "found"),
+    [
+        (b"ab\n\xc3\xa9\n\xe9x\n", (3, 0xE9)),
+        (b"\xe2\x82\xac\n\xe2\x82\n", (2, 0xE2)),  # a cut sequence before a line end
+        (b"a\n\xe2\x82", (2, 0xE2)),  # a cut sequence at the end
+        (b"\xff", (1, 0xFF)),
+        (b"ok\n\xc3\xa9\n", None),
+        (b"", None),
+    ],
+)
+@pytest.mark.parametrize("block_size", [1, 2, 3, 1 << 20])
+def test_first_non_utf8_across_blocks(
+    tmp_path: Path, data: bytes, found: tuple[int, int] | None, block_size: int
+) -> None:
+    from warehouse.ingest.sources import first_non_utf8
+
+    path = tmp_path / "t.ndjson"
+    path.write_bytes(data)
+    assert first_non_utf8(path, block_size) == found

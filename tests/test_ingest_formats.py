@@ -172,6 +172,24 @@ def test_json_single_object_and_json_holding_ndjson(home: Home, tmp_path: Path) 
     assert stored(home, KEYS) == EXPECTED
 
 
+@pytest.mark.parametrize("shape", ["array", "object"])
+def test_json_with_a_byte_order_mark(home: Home, tmp_path: Path, shape: str) -> None:
+    """A `.json` file written with a UTF-8 byte order mark (Windows tools write one) is read as
+    the array or object it holds, not line by line as NDJSON (which lost every event)."""
+    path = tmp_path / "events.json"
+    document = EVENTS if shape == "array" else EVENTS[0]
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(document, indent=2).encode("utf-8"))
+    summary = ingest(home, [path], now=NOW)
+    expected = len(EVENTS) if shape == "array" else 1
+    assert (summary.accepted, summary.rejected) == (expected, 0), summary
+    got = stored(home, KEYS)
+    assert got == {
+        k: v
+        for k, v in EXPECTED.items()
+        if k[0] in {e["transaction_id"] for e in EVENTS[:expected]}
+    }
+
+
 def test_csv_with_properties_json_column(home: Home, tmp_path: Path) -> None:
     rows = [
         [e["transaction_id"], e["customer_id"], e["event_type"], e["timestamp"]]
@@ -255,6 +273,40 @@ def test_parquet_map_of_numbers_keeps_exact_text(home: Home, tmp_path: Path) -> 
     ingest(home, [path], now=NOW)
     # a MAP has one value type: both values are DECIMAL(10, 4), stored as their exact text
     assert list(stored(home, ["tokens", "n"]).values()) == [{"tokens": "1500.0000", "n": "7.0000"}]
+
+
+def test_parquet_decimals_inside_nested_values_keep_their_digits(
+    home: Home, tmp_path: Path
+) -> None:
+    """A DECIMAL inside a nested value (a STRUCT field, a LIST, a MAP value) is stored with its
+    exact digits, as a top-level DECIMAL is: DuckDB's to_json writes a DECIMAL of up to 15
+    digits through a double (`0.1000` -> `0.1`, `0.00000001` -> `1e-8`)."""
+    path = tmp_path / "events.parquet"
+    con = duckdb.connect()
+    con.execute(
+        f"""
+        COPY (SELECT 'tx-1' AS transaction_id, 'c' AS customer_id, 'e' AS event_type,
+                     TIMESTAMP '2026-01-20 10:00:00' AS "timestamp",
+                     {{'price': 0.1000::DECIMAL(8, 4), 'tiny': 0.00000001::DECIMAL(9, 8),
+                       'wide': 0.1000::DECIMAL(20, 4), 'a "b': [2.50::DECIMAL(4, 2)]}}
+                       AS nested,
+                     [0.10::DECIMAL(3, 2), NULL] AS list,
+                     [1.50::DECIMAL(3, 2)]::DECIMAL(3, 2)[1] AS fixed,
+                     MAP {{'k': {{'v': 7.0::DECIMAL(2, 1)}}}} AS mapped,
+                     {{'d': 1.5::DOUBLE, 'i': 3, 's': 'x'}} AS other)
+        TO '{path}' (FORMAT parquet)
+        """
+    )
+    con.close()
+    ingest(home, [path], now=NOW)
+    (props,) = stored(home, ["nested", "list", "fixed", "mapped", "other"]).values()
+    assert props == {
+        "nested": '{"price":0.1000,"tiny":0.00000001,"wide":0.1000,"a \\"b":[2.50]}',
+        "list": "[0.10,null]",
+        "fixed": "[1.50]",
+        "mapped": '{"k":{"v":7.0}}',
+        "other": '{"d":1.5,"i":3,"s":"x"}',
+    }
 
 
 def test_parquet_struct(home: Home, tmp_path: Path) -> None:

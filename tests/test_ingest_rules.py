@@ -463,6 +463,87 @@ def test_rejects_of_csv_and_parquet_keep_the_row_as_sent(home: Home, tmp_path: P
     assert rejects[2]["event"]["tokens"] == 2
 
 
+@pytest.mark.parametrize("name", ["pos", "POS"])
+def test_a_rejected_row_with_a_column_named_like_the_record_position(
+    home: Home, tmp_path: Path, name: str
+) -> None:
+    """A CSV or Parquet column named `pos` is sent under `event` with its own value, not
+    with the record's internal position."""
+    csv_path = tmp_path / "e.csv"
+    csv_path.write_text(
+        f"transaction_id,customer_id,event_type,timestamp,{name}\n"
+        "c-1,,e,2026-01-30T10:00:00Z,left\n",
+        encoding="utf-8",
+    )
+    table = pa.table(
+        {
+            "transaction_id": ["p-1"],
+            "customer_id": pa.array([None], pa.string()),
+            "event_type": ["e"],
+            "timestamp": ["2026-01-30T10:00:00Z"],
+            name: ["right"],
+        }
+    )
+    pq.write_table(table, tmp_path / "e.parquet")
+    summary = ingest(home, [csv_path, tmp_path / "e.parquet"], now=NOW)
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["record"], r["event"]["transaction_id"], r["event"][name]) for r in rejects] == [
+        (1, "c-1", "left"),
+        (1, "p-1", "right"),
+    ]
+
+
+def _strict(text: str) -> dict:
+    """A rejects line parsed strictly (Python's json takes NaN and Infinity), its fractional
+    numbers kept as their text."""
+
+    def refuse(word: str) -> None:
+        raise ValueError(f"not strict JSON: {word}")
+
+    return json.loads(text, parse_constant=refuse, parse_float=lambda s: ("number", s))
+
+
+def test_rejects_of_parquet_rows_are_strict_json_with_exact_numbers(
+    home: Home, tmp_path: Path
+) -> None:
+    """A rejected Parquet row's values are written as strict JSON (a non-finite DOUBLE or FLOAT
+    as its text, like the stored property) and its numbers with the digits stored for them
+    (DECIMAL(8, 4) 0.1000, FLOAT 0.1), not through a double."""
+    from decimal import Decimal
+
+    rows = 4
+    table = pa.table(
+        {
+            "transaction_id": [f"p-{i}" for i in range(rows)],
+            "customer_id": ["cust"] * rows,
+            "event_type": ["e"] * rows,
+            "timestamp": pa.array([datetime(2020, 1, 1)] * rows, pa.timestamp("us")),
+            "ratio": pa.array([float("nan"), float("inf"), float("-inf"), 1.5]),
+            "f32": pa.array([0.1, float("nan"), None, 2.0], pa.float32()),
+            "price": pa.array([Decimal("0.1000"), Decimal("-2.5000"), None, Decimal(0)],
+                              pa.decimal128(8, 4)),
+            "wide": pa.array([Decimal("12345678901234567890.123456789012345678")] * rows,
+                             pa.decimal128(38, 18)),
+            "nested": pa.array([{"d": Decimal("0.10")}] * rows,
+                               pa.struct([("d", pa.decimal128(4, 2))])),
+        }
+    )  # fmt: skip
+    pq.write_table(table, tmp_path / "e.parquet")
+    summary = ingest(home, [tmp_path / "e.parquet"], now=NOW)
+    assert summary.reasons == {"too_old": rows}
+    text = Path(summary.rejects_path or "").read_text().splitlines()
+    events = [_strict(line)["event"] for line in text]
+    number = lambda s: ("number", s)  # noqa: E731
+    assert [(e["ratio"], e["f32"], e["price"]) for e in events] == [
+        ("nan", number("0.1"), number("0.1000")),
+        ("inf", "nan", number("-2.5000")),
+        ("-inf", None, None),
+        (number("1.5"), number("2.0"), number("0.0000")),
+    ]
+    assert {e["wide"] for e in events} == {number("12345678901234567890.123456789012345678")}
+    assert [e["nested"] for e in events] == [{"d": number("0.10")}] * rows
+
+
 def test_json_array_elements_that_are_not_objects(home: Home, tmp_path: Path) -> None:
     path = tmp_path / "mixed.json"
     path.write_text(json.dumps([event("ok-1"), 42, "text", event("ok-2")]), encoding="utf-8")
@@ -476,6 +557,26 @@ def test_json_array_elements_that_are_not_objects(home: Home, tmp_path: Path) ->
     assert (
         rejects[0]["message"] == "element 2 of mixed.json: expected an event object, got a number"
     )
+
+
+def test_json_array_elements_that_are_null_or_numbers_in_a_document_with_fractions(
+    home: Home, tmp_path: Path
+) -> None:
+    """A null element is "null", kept under `event`; a number element is "a number" also when
+    the document holds a fraction (its numbers are then marked to keep their text)."""
+    path = tmp_path / "mixed.json"
+    good = json.dumps(event("ok-1"))[:-2] + ', "price": 0.10}}'
+    path.write_text(f"[null, 42, 2.50, {good}]", encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 1
+    text = Path(summary.rejects_path or "").read_text().splitlines()
+    rejects = [_strict(line) for line in text]
+    assert [(r["record"], r["message"], r["event"]) for r in rejects] == [
+        (1, "element 1 of mixed.json: expected an event object, got null", None),
+        (2, "element 2 of mixed.json: expected an event object, got a number", 42),
+        (3, "element 3 of mixed.json: expected an event object, got a number", ("number", "2.50")),
+    ]
+    assert stored_props(home, ["price"])["ok-1"] == {"price": "0.10"}
 
 
 def test_rejects_are_written_in_slices_in_input_order(

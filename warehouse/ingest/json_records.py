@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from warehouse.errors import UserError, first_line
+from warehouse.errors import UserError
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import READ_ERRORS, unordered
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select, timestamp_sql
@@ -36,6 +36,7 @@ from warehouse.ingest.sources import (
     READ_BUFFER_BYTES,
     SourceFile,
     pos_sql,
+    read_failure,
 )
 from warehouse.ingest.sqltext import lit, lit_list
 from warehouse.sqlrows import first_row
@@ -67,10 +68,12 @@ _NOT_BLANK = "line IS NOT NULL AND NOT (ascii(line) IN (9, 11, 12, 13, 32) AND t
 
 
 def _read_failure(file: SourceFile, error: BaseException) -> UserError:
-    text = first_line(error)
     if "Expected Number of Columns" in str(error):
-        text = "a line holds a NUL byte (the file is not text)"
-    return UserError(f"cannot read {file.format} file {file.name}: {text}")
+        return UserError(
+            f"cannot read {file.format} file {file.name}: a line holds a NUL byte (the file is "
+            "not text)"
+        )
+    return read_failure(file, error)
 
 
 def count_lines(path: Path, buffer_size: int = 1 << 24) -> int:
@@ -350,11 +353,25 @@ def load_small_files(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) ->
     return again
 
 
+def _json_document(file: SourceFile) -> str:
+    """SQL: the text of a `.json` file as `content`, without a leading byte order mark (which
+    JSON parsers refuse; Windows tools write one)."""
+    bom = lit("\ufeff")
+    return (
+        f"(SELECT CASE WHEN starts_with(content, {bom}) THEN substr(content, 2) ELSE content END "  # noqa: S608
+        f"AS content FROM read_text({lit(file.name)}))"
+    )
+
+
 def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list[str]) -> str:
     """A `.json` file: an array of events, one event object, or else NDJSON, into
     `record_texts` (or `parts`, see `load_lines`).  Returns what a record of the file is called
     in messages (element, record, line)."""
-    row = first_row(con, f"SELECT try(json_type(content)) FROM read_text({lit(file.name)})")  # noqa: S608
+    document = _json_document(file)
+    try:
+        row = first_row(con, f"SELECT try(json_type(content)) FROM {document}")  # noqa: S608
+    except READ_ERRORS as error:  # e.g. text that is not UTF-8
+        raise read_failure(file, error) from None
     kind = row[0] if row else None
     if kind is None:
         part = load_lines(con, file)
@@ -370,12 +387,13 @@ def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list
             SELECT {pos_sql(file, "i")}, CASE WHEN m THEN {exactjson.unmark_text("e")} ELSE e END,
                    e, m
             FROM (
-                SELECT m, unnest(els) AS e, generate_subscripts(els, 1) AS i
+                -- a null element comes out of json_transform as NULL: its text is null
+                SELECT m, coalesce(unnest(els), 'null') AS e, generate_subscripts(els, 1) AS i
                 FROM (
                     SELECT m, json_transform(CASE WHEN m THEN {exactjson.mark("content")}
                                                   ELSE content END, '["JSON"]') AS els
                     FROM (SELECT content, {exactjson.needs_mark("content")} AS m
-                          FROM read_text({lit(file.name)}))
+                          FROM {document})
                 )
             )
             """  # noqa: S608 - path rendered by sqlglot
@@ -384,7 +402,7 @@ def load_json_file(con: duckdb.DuckDBPyConnection, file: SourceFile, parts: list
     con.execute(
         f"""
         INSERT INTO record_texts
-        SELECT {pos_sql(file, "1")}, content, NULL, false FROM read_text({lit(file.name)})
+        SELECT {pos_sql(file, "1")}, content, NULL, false FROM {document}
         """  # noqa: S608 - path rendered by sqlglot
     )
     return "record"
@@ -453,7 +471,9 @@ def json_staged_select(source_sql: str, clock: datetime) -> str:
                CASE WHEN NOT s_root THEN NULL
                     WHEN types IS NULL THEN 'not valid JSON'
                     WHEN types[1] <> 'OBJECT'
-                    THEN 'expected an event object, got ' || CASE types[1]
+                    -- a number of a marked document is a marked string: typed by its text
+                    THEN 'expected an event object, got ' || CASE CASE WHEN marked
+                         THEN coalesce(try(json_type(raw)), types[1]) ELSE types[1] END
                          WHEN 'ARRAY' THEN 'an array' WHEN 'VARCHAR' THEN 'a string'
                          WHEN 'BOOLEAN' THEN 'a boolean' WHEN 'NULL' THEN 'null'
                          ELSE 'a number' END

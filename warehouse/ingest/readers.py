@@ -10,6 +10,8 @@ column beyond the four fields is a property).
 
 from __future__ import annotations
 
+import csv
+import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,11 +19,12 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
-from warehouse.errors import UserError, first_line, suggest
+from warehouse.errors import UserError, suggest
 from warehouse.ingest.sources import (
     MAX_LINE_BYTES,
     READ_BUFFER_BYTES,
     SourceFile,
+    read_failure,
 )
 from warehouse.ingest.sqltext import lit, lit_list
 from warehouse.layout import property_column
@@ -74,10 +77,10 @@ class TableSource:
     props_kind: str  # none | json | map | struct | columns
     props_column: str | None = None  # DuckDB name of the `properties` column
     props_type: Any = None  # its DuckDB type
-    # (DuckDB column or struct field name, property name, type id) of column-kind properties
-    property_columns: list[tuple[str, str, str]] = field(default_factory=list)
-    # every column: (DuckDB name, name as written in the file)
-    columns: list[tuple[str, str]] = field(default_factory=list)
+    # (DuckDB column or struct field name, property name, DuckDB type) of column-kind properties
+    property_columns: list[tuple[str, str, Any]] = field(default_factory=list)
+    # every column: (DuckDB name, name as written in the file, DuckDB type)
+    columns: list[tuple[str, str, Any]] = field(default_factory=list)
     # every column's (DuckDB name, DuckDB type, name as written): files of one signature are
     # read together (stage)
     signature: tuple[tuple[str, str, str], ...] = ()
@@ -153,9 +156,7 @@ def _relation_columns(
             names, types = list(rel.columns), list(rel.dtypes)
             written = list(pq.read_schema(file.path).names)
     except (duckdb.Error, OSError, ValueError) as error:
-        raise UserError(
-            f"cannot read {file.format} file {file.name}: {first_line(error)}"
-        ) from None
+        raise read_failure(file, error) from None
     if len(written) != len(names):
         written = names  # DuckDB and the file disagree on the header: trust DuckDB's reading
     return names, types, written
@@ -177,7 +178,7 @@ def _check_value_type(file: SourceFile, where: str, dtype: Any) -> None:
 def _inspect_table(con: duckdb.DuckDBPyConnection, file: SourceFile) -> TableSource:
     names, types, written = _relation_columns(con, file)
     table = _classify(file, names, types, written)
-    table.columns = list(zip(names, written, strict=True))
+    table.columns = list(zip(names, written, types, strict=True))
     table.signature = tuple(zip(names, map(str, types), written, strict=True))
     return table
 
@@ -194,6 +195,8 @@ def _classify(
             "each event field and each property needs exactly one column"
         )
     missing = [f for f in FIELDS if f not in by_written]
+    if missing and file.format == "csv" and (problem := ragged_row(file)):
+        raise UserError(f"{kind} file {file.name}: {problem}")
     if missing:
         hints = "".join(suggest(m, written) for m in missing[:1])
         raise UserError(
@@ -249,7 +252,7 @@ def _classify(
             props = []
             for (duck_name, child), prop in zip(dtype.children, written_names, strict=True):
                 _check_value_type(file, f"field {prop} of column properties", child)
-                props.append((duck_name, prop, child.id))
+                props.append((duck_name, prop, child))
             return TableSource(file, fields, "struct", column, dtype, props)
         raise UserError(
             f"{kind} file {file.name}: column properties has type {_type_name(dtype)}; expected "
@@ -258,8 +261,40 @@ def _classify(
     props = []
     for column, dtype, written_name in extras:
         _check_value_type(file, f"column {written_name}", dtype)
-        props.append((column, written_name, dtype.id))
+        props.append((column, written_name, dtype))
     return TableSource(file, fields, "columns" if props else "none", property_columns=props)
+
+
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def ragged_row(file: SourceFile) -> str | None:
+    """Why DuckDB could not read a CSV file whose first line names the four event fields: the
+    first row with another number of fields than that header (in the rows DuckDB's sniffer
+    samples, it then takes the file for one column, or another row for its header, and finds
+    no event fields; later, the read fails with "CSV Error on Line: N").  None when
+    the first line does not name them, or every row matches it.  Python's csv reader, on this
+    error path only."""
+    opener = gzip.open if file.gzipped else open
+    with opener(file.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header_line = handle.readline()
+        for delimiter in _DELIMITERS:
+            header = next(csv.reader([header_line], delimiter=delimiter), [])
+            if set(FIELDS) <= set(header):
+                break
+        else:
+            return None
+        rows = csv.reader(handle, delimiter=delimiter)
+        line = 2  # of the row about to be read
+        for row in rows:
+            if row and len(row) != len(header):
+                return (
+                    f"line {line} has {len(row)} fields and the header {len(header)}; a value "
+                    f"holding the delimiter {delimiter!r}, a quote or a line end must be in "
+                    "double quotes"
+                )
+            line = rows.line_num + 2
+    return None
 
 
 def _repeated(names: list[str]) -> str | None:

@@ -8,13 +8,15 @@ dumps does not stop an ingest.
 
 from __future__ import annotations
 
+import codecs
 import glob
+import gzip
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from warehouse.errors import UserError
+from warehouse.errors import UserError, first_line
 from warehouse.ingest.sqltext import int_lit
 
 # file name ending -> format
@@ -66,6 +68,45 @@ class SourceFile:
     def read_path(self) -> Path:
         """The file DuckDB reads."""
         return self.read_from or self.path
+
+
+def first_non_utf8(path: Path, block_size: int = 1 << 20) -> tuple[int, int] | None:
+    """(line from 1, first byte) of the first byte sequence in the text file at `path`
+    (decompressed when its name ends in .gz) that is not UTF-8; None when it is all UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    newlines = 0
+    with opener(path, "rb") as handle:
+        while True:
+            block = handle.read(block_size)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as error:
+                # the decoder may hold back the last bytes of the block before: a sequence
+                # that started there has its first byte in `error.object` too
+                held = len(error.object) - len(block)
+                at = error.start - held
+                return newlines + block.count(b"\n", 0, max(at, 0)) + 1, error.object[error.start]
+            if not block:
+                return None
+            newlines += block.count(b"\n")
+
+
+def read_failure(file: SourceFile, error: BaseException) -> UserError:
+    """The error for a source file DuckDB could not read: DuckDB's first line, or for a file
+    whose text is not UTF-8 (DuckDB: "CSV Error on Line: N", whatever the format) its line and
+    byte."""
+    detail = first_line(error)
+    text = str(error).lower()
+    if "utf-8" in text or "unicode" in text:
+        found = first_non_utf8(file.read_path)
+        if found is not None:
+            line, byte = found
+            detail = (
+                f"line {file.lines_before + line} is not UTF-8 text (byte 0x{byte:02X}); "
+                "save the file as UTF-8"
+            )
+    return UserError(f"cannot read {file.format} file {file.name}: {detail}")
 
 
 def pos_sql(file: SourceFile, record_sql: str) -> str:

@@ -18,12 +18,14 @@ duplicate wins.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import duckdb
 
-from warehouse.errors import UserError, first_line
+from warehouse.errors import UserError
 from warehouse.ingest import exactjson
 from warehouse.ingest.connection import is_read_error, unordered
 from warehouse.ingest.json_records import (
@@ -41,9 +43,10 @@ from warehouse.ingest.readers import (
     Plan,
     TableSource,
     csv_args,
+    ragged_row,
     staged_columns,
 )
-from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql
+from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql, read_failure
 from warehouse.ingest.sqltext import ident, int_lit, lit, lit_list
 from warehouse.layout import property_column
 
@@ -69,13 +72,56 @@ def _text_field(file: SourceFile, column: str, type_id: str) -> tuple[str, str]:
     return value, f"CASE WHEN {col} IS NULL THEN {_null_kind(file)} ELSE 'VARCHAR' END"
 
 
-def _value_text(value_sql: str, type_id: str) -> str:
-    """SQL: a typed value as its exact text (nested values as compact JSON)."""
-    if type_id == "varchar":
+def _value_text(value_sql: str, dtype: Any) -> str:
+    """SQL: a value of DuckDB type `dtype` as its exact text (nested values as compact JSON)."""
+    if dtype.id == "varchar":
         return value_sql
-    if type_id in NESTED_TYPES:
-        return f"CAST(to_json({value_sql}) AS VARCHAR)"
+    if dtype.id in NESTED_TYPES:
+        return f"CAST(to_json({exact_json_value(value_sql, dtype)}) AS VARCHAR)"
     return f"CAST({value_sql} AS VARCHAR)"
+
+
+# DuckDB's to_json writes a DECIMAL of at most this many digits through a double (`0.1000` ->
+# `0.1`, `0.00000001` -> `1e-8`), a wider one with its exact digits.
+_JSON_DOUBLE_DECIMAL_DIGITS = 15
+
+
+def exact_json_value(value_sql: str, dtype: Any) -> str:
+    """SQL: the value `value_sql` of DuckDB type `dtype`, cast so that to_json writes every
+    DECIMAL in it with its exact digits (each narrow DECIMAL widened to 18 digits, its scale
+    kept); unchanged when it holds no narrow DECIMAL."""
+    widened = _widened_type(dtype)
+    return value_sql if widened is None else f"CAST({value_sql} AS {widened})"
+
+
+def _widened_type(dtype: Any) -> str | None:
+    """The SQL of `dtype` with every DECIMAL of at most _JSON_DOUBLE_DECIMAL_DIGITS digits
+    widened to DECIMAL(18, scale); None when it has none."""
+    kind = dtype.id
+    if kind == "decimal":
+        children = dict(dtype.children)
+        if children["precision"] > _JSON_DOUBLE_DECIMAL_DIGITS:
+            return None
+        return f"DECIMAL(18, {int(children['scale'])})"
+    if kind not in NESTED_TYPES:
+        return None
+    children = list(dtype.children)
+    if kind == "union":
+        children = children[1:]  # the first child is the tag
+    if kind == "array":
+        children = children[:1]  # (child, size)
+    inner = [_widened_type(child) for _, child in children]
+    if all(t is None for t in inner):
+        return None
+    types = [str(child) if t is None else t for (_, child), t in zip(children, inner, strict=True)]
+    if kind == "list":
+        return f"{types[0]}[]"
+    if kind == "array":
+        return f"{types[0]}[{int(dict(dtype.children)['size'])}]"
+    if kind == "map":
+        return f"MAP({types[0]}, {types[1]})"
+    fields = ", ".join(f"{ident(name)} {t}" for (name, _), t in zip(children, types, strict=True))
+    return f"{kind.upper()}({fields})"  # STRUCT or UNION
 
 
 def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tuple[str, str]:
@@ -218,7 +264,7 @@ def _table_raw_select(
         p = ident(table.props_column or PROPERTIES)
         (_, key_type), (_, value_type) = table.props_type.children
         key = "e.key" if key_type.id == "varchar" else "CAST(e.key AS VARCHAR)"
-        value = _value_text("e.value", value_type.id)
+        value = _value_text("e.value", value_type)
         if key_type.id == "varchar" and value_type.id == "varchar":
             as_text = p
         else:
@@ -232,9 +278,9 @@ def _table_raw_select(
         filled.append("props_map")
     elif table.props_kind in ("struct", "columns"):
         parent = ident(table.props_column) + "." if table.props_kind == "struct" else ""
-        for column, name, type_id in table.property_columns:
+        for column, name, dtype in table.property_columns:
             target = ident(property_column(name))
-            props.append(f"{_value_text(parent + ident(column), type_id)} AS {target}")
+            props.append(f"{_value_text(parent + ident(column), dtype)} AS {target}")
             filled.append(target)
         if len(table.property_columns) > MAX_PROPERTIES:
             props_count = " + ".join(
@@ -299,20 +345,41 @@ def _stage_tables(
         if not is_read_error(error):
             raise
         if len(group) == 1:
-            raise UserError(
-                f"cannot read {table.file.format} file {table.file.name}: {first_line(error)}"
-            ) from None
+            if table.file.format == "csv" and (problem := ragged_row(table.file)):
+                raise UserError(f"CSV file {table.file.name}: {problem}") from None
+            raise read_failure(table.file, error) from None
         for one in group:  # one by one, so the error names its file
             _stage_tables(con, [one], clock)
 
 
+def _json_text(value_sql: str, dtype: Any) -> str:
+    """SQL: the strict JSON text of a value of DuckDB type `dtype` (NULL for NULL), its numbers
+    with the digits stored for them: a DECIMAL exactly, a DOUBLE or FLOAT as DuckDB's shortest
+    text and, not finite, as that text in a string (`"nan"`, `"inf"`)."""
+    kind = dtype.id
+    if kind == "decimal":
+        return f"CAST({value_sql} AS VARCHAR)"
+    if kind in ("float", "double"):
+        return (
+            f"CASE WHEN isfinite({value_sql}) THEN CAST({value_sql} AS VARCHAR) "
+            f"ELSE CAST(to_json(CAST({value_sql} AS VARCHAR)) AS VARCHAR) END"
+        )
+    return f"CAST(to_json({exact_json_value(value_sql, dtype)}) AS VARCHAR)"
+
+
 def record_payload_sql(table: TableSource, positions_table: str) -> str:
     """SQL: (pos, payload) of the rows of a CSV/Parquet file whose pos is in `positions_table`:
-    the row as sent, as the JSON text of an object of its columns (CSV values are text)."""
-    pairs = ", ".join(f"{lit(w)}, {ident(n)}" for n, w in table.columns)
+    the row as sent, as the JSON text of an object of its columns (CSV values are text).  The
+    text is put together here: json_object would write numbers through a double."""
+    parts = []
+    for i, (name, written, dtype) in enumerate(table.columns):
+        key = ("{" if i == 0 else ",") + json.dumps(written, ensure_ascii=False) + ":"
+        parts += [lit(key), f"coalesce({_json_text('r.' + ident(name), dtype)}, 'null')"]
+    payload = f"concat({', '.join(parts)}, '}}')" if parts else "'{}'"
     source, pos = _table_source(table)
+    position = _free_name(table, "pos")  # a column of the file may be called pos
     return f"""
-        SELECT r.pos, CAST(json_object({pairs}) AS VARCHAR) AS payload
-        FROM (SELECT {pos} AS pos, * FROM {source}) r
-        SEMI JOIN {positions_table} p ON p.pos = r.pos
+        SELECT r.{position} AS pos, {payload} AS payload
+        FROM (SELECT {pos} AS {position}, * FROM {source}) r
+        SEMI JOIN {positions_table} p ON p.pos = r.{position}
     """  # noqa: S608 - names and paths rendered by sqlglot
