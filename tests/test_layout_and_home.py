@@ -144,3 +144,20 @@ def test_duckdb_settings_come_from_the_environment(
     monkeypatch.setenv("METERQL_THREADS", "many")
     with pytest.raises(HomeError, match="METERQL_THREADS"):
         home.connect()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a duckdb file\n" * 100])
+def test_a_corrupt_catalog_is_a_home_error_naming_the_file(tmp_path: Path, content: bytes) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.path.mkdir()
+    home.catalog_path.write_bytes(content)
+    for open_it in (home.connect, home.init):
+        with pytest.raises(HomeError, match=r"cannot open its catalog .*catalog\.duckdb"):
+            open_it()
+
+
+def test_a_catalog_path_that_is_a_directory_is_a_home_error(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.catalog_path.mkdir(parents=True)
+    with pytest.raises(HomeError, match="cannot open its catalog"):
+        home.init()

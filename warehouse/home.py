@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.errors import HomeError
+from warehouse.errors import HomeError, first_line
 from warehouse.migrations import LATEST, migrate, pending_version
 
 DEFAULT_HOME = ".meterql"
@@ -77,7 +77,10 @@ class Home:
         created = not self.is_initialised()
         for directory in (self.path, self.events_dir, self.rejects_dir, self.staging_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.catalog_path))
+        try:
+            con = duckdb.connect(str(self.catalog_path))
+        except duckdb.Error as error:
+            raise self._open_error(str(self.catalog_path), error, with_settings=False) from None
         try:
             migrate(con)
         finally:
@@ -147,15 +150,7 @@ class Home:
         try:
             con = duckdb.connect(database, read_only=read_only, config=config)
         except duckdb.Error as error:
-            if "lock" in str(error).lower():
-                raise HomeError(
-                    f"meterql home {self.path}: the catalog is in use by another process ({error})"
-                ) from None
-            settings = {k: v for k, v in os.environ.items() if k in SETTINGS_ENV}
-            if settings:
-                what = "the catalog" if database != ":memory:" else "a DuckDB work connection"
-                raise HomeError(f"cannot open {what} with settings {settings}: {error}") from None
-            raise
+            raise self._open_error(database, error) from None
         if "memory_limit" not in config:
             _cap_memory(con, DEFAULT_MEMORY_LIMIT)
         # Parquet footers decoded once per process, not once per query: an invoice run reads
@@ -166,6 +161,28 @@ class Home:
         # 1.25x with it (README "Performance").
         con.execute("SET parquet_metadata_cache = true")
         return con
+
+    def _open_error(
+        self, database: str, error: duckdb.Error, *, with_settings: bool = True
+    ) -> Exception:
+        """The error to raise for a DuckDB connection that could not be opened: a HomeError
+        when another process holds the catalog, when METERQL_* settings are given, or when the
+        catalog file itself cannot be read (not a DuckDB database, written by a newer DuckDB, a
+        directory, no permission); the DuckDB error itself otherwise (a bug)."""
+        if "lock" in str(error).lower():
+            return HomeError(
+                f"meterql home {self.path}: the catalog is in use by another process ({error})"
+            )
+        settings = {k: v for k, v in os.environ.items() if k in SETTINGS_ENV}
+        what = "the catalog" if database != ":memory:" else "a DuckDB work connection"
+        if settings and with_settings:
+            return HomeError(f"cannot open {what} with settings {settings}: {error}")
+        if database == str(self.catalog_path):
+            return HomeError(
+                f"meterql home {self.path}: cannot open its catalog {self.catalog_path}: "
+                f"{first_line(error)}"
+            )
+        return error
 
     @contextmanager
     def catalog(
