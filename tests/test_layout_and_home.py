@@ -161,3 +161,16 @@ def test_a_catalog_path_that_is_a_directory_is_a_home_error(tmp_path: Path) -> N
     home.catalog_path.mkdir(parents=True)
     with pytest.raises(HomeError, match="cannot open its catalog"):
         home.init()
+
+
+def test_a_catalog_newer_than_this_meterql_is_a_home_error_and_left_closed(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    con = duckdb.connect(str(home.catalog_path))
+    con.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', now()::TIMESTAMP)")
+    con.close()
+    for open_it in (home.connect, home.init):
+        with pytest.raises(HomeError, match=r"h: this catalog is at schema version 999.*upgrade"):
+            open_it()
+    # the failed opens closed their connection: the catalog is not left locked
+    duckdb.connect(str(home.catalog_path)).close()

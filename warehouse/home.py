@@ -82,7 +82,7 @@ class Home:
         except duckdb.Error as error:
             raise self._open_error(str(self.catalog_path), error, with_settings=False) from None
         try:
-            migrate(con)
+            self._migrate(con)
         finally:
             con.close()
         return created
@@ -110,7 +110,7 @@ class Home:
         self.require()
         con = self._open(str(self.catalog_path), self._temp_directory(), read_only=read_only)
         if not read_only:
-            migrate(con)
+            self._migrate(con)
             return con
         version = pending_version(con)
         if version is not None:
@@ -183,6 +183,19 @@ class Home:
                 f"{first_line(error)}"
             )
         return error
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Apply pending migrations; on failure the connection is closed (it would keep the
+        catalog locked) and a HomeError (e.g. a catalog newer than this meterql) names the
+        home."""
+        try:
+            migrate(con)
+        except HomeError as error:
+            con.close()
+            raise HomeError(f"meterql home {self.path}: {error}") from None
+        except BaseException:
+            con.close()
+            raise
 
     @contextmanager
     def catalog(
