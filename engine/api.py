@@ -11,6 +11,7 @@ Tabular results are pyarrow Tables; summaries are pydantic models.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.catalog import Catalog
+from warehouse.errors import UserError
 from warehouse.events import EventStore
 from warehouse.home import Home
 
@@ -111,11 +113,19 @@ class Meterql:
         from engine.usage import parse_timestamp
         from warehouse.compact import DEFAULT_TARGET_ROWS, compact
 
+        if math.isnan(grace_minutes) or grace_minutes < 0:
+            raise UserError(
+                f"--grace-minutes {grace_minutes} is not a number of minutes, 0 or more"
+            )
+        try:
+            grace = timedelta(minutes=grace_minutes)
+        except OverflowError:  # inf, or longer than timedelta reaches: keep retired files
+            grace = timedelta.max
         clock = parse_timestamp(now, "--now") if now is not None else None
         return compact(
             self.home,
             self.con,
-            grace=timedelta(minutes=grace_minutes),
+            grace=grace,
             target_rows=target_rows or DEFAULT_TARGET_ROWS,
             now=clock,
             progress=progress,
