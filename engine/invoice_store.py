@@ -182,7 +182,10 @@ def find(
     customer_id: str | None = None,
     status: str | None = None,
 ) -> list[Invoice]:
-    """Invoices, oldest period first, optionally of one customer (catalog id) and status."""
+    """Invoices, oldest period first, optionally of one customer (catalog id) and status (in
+    any letter case, like every enum value)."""
+    if status is not None and status.lower() in STATUSES:
+        status = status.lower()
     if status is not None and status not in STATUSES:
         raise UserError(
             f"--status {status!r} is not an invoice status; expected one of " + ", ".join(STATUSES)

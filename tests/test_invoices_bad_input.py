@@ -230,3 +230,16 @@ def test_bad_arguments(mq, tmp_path, call, needle):
     with pytest.raises(UserError) as err:
         call(mq)
     assert needle in str(err.value)
+
+
+def test_status_filter_accepts_any_letter_case(mq, tmp_path):
+    # enum values are accepted in any letter case (SEMANTICS.md); Metronome spells statuses
+    # DRAFT, FINALIZED, VOID
+    apply_docs(mq, tmp_path, catalog())
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    finalized = [i.id for i in mq.invoices(status="finalized")]
+    assert finalized
+    assert [i.id for i in mq.invoices(status="FINALIZED")] == finalized
+    assert [i.id for i in mq.invoices(status="Finalized")] == finalized
+    drafts = [i.id for i in mq.invoices(status="draft")]
+    assert drafts and [i.id for i in mq.invoices(status="DRAFT")] == drafts
