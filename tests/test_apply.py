@@ -226,6 +226,33 @@ def test_archiving_a_metric_is_allowed_and_blocks_new_products(mq: Meterql, tmp_
     assert "'API Calls' is archived; new products cannot use it" in problems_of(excinfo)
 
 
+def test_an_existing_product_cannot_switch_to_an_archived_metric(
+    mq: Meterql, tmp_path: Path
+) -> None:
+    calls = "products:\n  - {name: Calls, type: usage, billable_metric_id: API Calls}\n"
+    mq.apply([write(tmp_path, QUICKSTART.replace("products:\n", calls, 1))])
+    archived = QUICKSTART.replace(
+        "    event_type_filter: {in_values: [api_call]}",
+        "    event_type_filter: {in_values: [api_call]}\n    archived: true",
+    )
+    mq.apply([write(tmp_path, archived)])
+    before = snapshot(mq)
+    switched = "products: [{name: Input Tokens, type: usage, billable_metric_id: API Calls}]\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, switched, "switch.yaml")])
+    assert (
+        "products[0] 'Input Tokens': field 'billable_metric_id': billable metric 'API Calls' "
+        "is archived; new products cannot use it"
+    ) in problems_of(excinfo)
+    assert snapshot(mq) == before
+    # a product that used the metric before it was archived keeps working and may change
+    kept = (
+        "products: [{name: Calls, type: usage, billable_metric_id: API Calls, "
+        "custom_fields: {team: core}}]\n"
+    )
+    assert mq.apply([write(tmp_path, kept, "kept.yaml")]).counts()["updated"] == 1
+
+
 def test_alias_claimed_by_two_customers_names_both(mq: Meterql, tmp_path: Path) -> None:
     mq.apply([write(tmp_path, "customers: [{name: A, ingest_aliases: [shared]}]\n", "a.yaml")])
     with pytest.raises(DocumentError) as excinfo:
