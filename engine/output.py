@@ -52,7 +52,6 @@ def print_summary(summary: Any, fmt: str) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
@@ -60,7 +59,22 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(column)
     for row in rows:
         table.add_row(*("" if v is None else str(to_jsonable(v)) for v in row))
-    Console().print(table)
+    print_rich(table)
+
+
+def print_rich(renderable: Any, min_width: int = 0) -> None:
+    """Print a rich table on stdout: on a terminal at the terminal's width (at least
+    `min_width`); not on a terminal (a file, a pipe, a cron job's log) as wide as the table
+    needs, so no value is cut short with an ellipsis."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console()
+    width = max(min_width, console.width)
+    if not console.is_terminal:
+        wide = console.options.update_width(1_000_000)
+        width = max(width, Measurement.get(console, wide, renderable).maximum)
+    Console(width=width).print(renderable)
 
 
 @contextmanager
