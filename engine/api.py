@@ -27,6 +27,14 @@ from warehouse.events import EventStore
 from warehouse.home import Home
 
 
+def _listed(value):  # type: ignore[no-untyped-def]
+    """A list of the paths or keys given: one string or path is one item (a str is a Sequence,
+    and iterating it would take each character for a path or a key)."""
+    if isinstance(value, str | os.PathLike):
+        return [value]
+    return list(value)
+
+
 @dataclass
 class Meterql:
     home: Home
@@ -71,30 +79,31 @@ class Meterql:
 
     # -- catalog -----------------------------------------------------------------------------
 
-    def apply(self, paths: Sequence[str | os.PathLike[str]]):
-        """Validate the documents and write all of them or nothing (see warehouse.apply)."""
+    def apply(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]):
+        """Validate the documents (a path, or a list of them) and write all of them or nothing
+        (see warehouse.apply)."""
         from warehouse.apply import apply_files
 
         with self.home.writer_lock():
-            return apply_files(self.con, [Path(p) for p in paths])
+            return apply_files(self.con, [Path(p) for p in _listed(paths)])
 
     # -- events ------------------------------------------------------------------------------
 
     def ingest(
         self,
-        paths: Sequence[str | os.PathLike[str]],
+        paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
         now: datetime | str | None = None,
         progress=None,
     ):
-        """Ingest event files (NDJSON, JSON, CSV, Parquet; files, directories or globs) as one
-        batch and return its `warehouse.ingest.IngestSummary`.  `now` pins the ingest clock
-        (ISO 8601; naive means UTC); default: the wall clock."""
+        """Ingest event files (NDJSON, JSON, CSV, Parquet; a path or a list of files,
+        directories or globs) as one batch and return its `warehouse.ingest.IngestSummary`.
+        `now` pins the ingest clock (ISO 8601; naive means UTC); default: the wall clock."""
         from engine.usage import parse_timestamp
         from warehouse.ingest import ingest
 
         clock = parse_timestamp(now, "--now") if now is not None else None
-        return ingest(self.home, paths, now=clock, con=self.con, progress=progress)
+        return ingest(self.home, _listed(paths), now=clock, con=self.con, progress=progress)
 
     def compact(
         self,
@@ -141,7 +150,7 @@ class Meterql:
         *,
         customer: str | None = None,
         window: str = "none",
-        group_by: Sequence[str] = (),
+        group_by: Sequence[str] | str = (),
     ):
         """Usage of one metric (id or name) for all customers, or one, as a pyarrow Table with
         customer_id, metric_id, window_start, window_end, group (struct), value (see
@@ -156,7 +165,7 @@ class Meterql:
             end=end,
             customer=customer,
             window=window,
-            group_by=group_by,
+            group_by=_listed(group_by),
         )
 
     def compile(
@@ -168,7 +177,7 @@ class Meterql:
         end: datetime | str | None = None,
         customer: str | None = None,
         window: str = "none",
-        group_by: Sequence[str] = (),
+        group_by: Sequence[str] | str = (),
     ) -> str:
         """The SQL a usage query of `metric` runs (see engine.usage.compile_metric_usage)."""
         from engine.usage import compile_metric_usage
@@ -181,7 +190,7 @@ class Meterql:
             end=end,
             customer=customer,
             window=window,
-            group_by=group_by,
+            group_by=_listed(group_by),
             dialect=dialect,
         )
         return compiled.sql

@@ -428,3 +428,27 @@ def test_sql_metric_problems_are_reported_at_apply(mq: Meterql, tmp_path: Path) 
         mq.apply([write(tmp_path, text.replace("KEY", "region"))])
     message = problems_of(excinfo)
     assert "'Unique users'" in message and "read_csv" in message and "line 2" in message
+
+
+def test_the_api_takes_one_path_or_key_as_well_as_a_list(mq: Meterql, tmp_path: Path) -> None:
+    # a str is a Sequence: iterated, it was one path (or group key) per character
+    doc = write(tmp_path, QUICKSTART)
+    assert mq.apply(str(doc)).counts()["created"] == 6
+    assert mq.apply(doc).counts()["unchanged"] == 6
+    events = tmp_path / "e.ndjson"
+    events.write_text(
+        json.dumps(
+            {
+                "transaction_id": "t1",
+                "customer_id": "my-internal-customer-id",
+                "event_type": "llm_request",
+                "timestamp": "2026-03-09T12:00:00Z",
+                "properties": {"model": "gpt-5", "input_tokens": "7", "user_id": "u1"},
+            }
+        )
+        + "\n"
+    )
+    assert mq.ingest(str(events), now="2026-03-10T00:00:00Z").accepted == 1
+    table = mq.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by="model")
+    assert table.column("group").to_pylist() == [{"model": "gpt-5"}]
+    assert "model" in mq.compile("Input Tokens", group_by="model")
