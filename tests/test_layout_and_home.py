@@ -174,3 +174,9 @@ def test_a_catalog_newer_than_this_meterql_is_a_home_error_and_left_closed(tmp_p
             open_it()
     # the failed opens closed their connection: the catalog is not left locked
     duckdb.connect(str(home.catalog_path)).close()
+
+
+def test_a_home_that_cannot_be_created_is_a_home_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HomeError, match=r"cannot create meterql home .*file/sub: Not a directory"):
+        Home.resolve(tmp_path / "file" / "sub").init()

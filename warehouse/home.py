@@ -76,7 +76,13 @@ class Home:
             raise HomeError(f"meterql home {self.path} exists and is not a directory")
         created = not self.is_initialised()
         for directory in (self.path, self.events_dir, self.rejects_dir, self.staging_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # no permission, a parent is a file, read-only file system
+                raise HomeError(
+                    f"cannot create meterql home {self.path}: {error.strerror or error} "
+                    f"({error.filename or directory})"
+                ) from None
         try:
             con = duckdb.connect(str(self.catalog_path))
         except duckdb.Error as error:
