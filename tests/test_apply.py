@@ -344,6 +344,20 @@ def test_contract_ending_before_it_starts_is_refused(mq: Meterql, tmp_path: Path
     assert "contract would end before it starts" in problems_of(excinfo)
 
 
+def test_a_timestamp_outside_the_calendar_in_utc_is_named(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "    starting_at: 2026-03-01T00:00:00Z\n    usage",
+        "    starting_at: 2026-03-01T00:00:00Z\n    ending_before: 9999-12-31T23:00:00-05:00\n"
+        "    usage",
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert (
+        "contracts[0]: field 'ending_before': 9999-12-31T23:00:00-05:00 is outside the years "
+        "1 to 9999 in UTC"
+    ) in problems_of(excinfo)
+
+
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, "customers:\n  - name: A\n    name: B\n")])

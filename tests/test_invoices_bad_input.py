@@ -221,6 +221,14 @@ def test_an_unknown_invoice_id_suggests_a_close_one(mq, tmp_path):
     ("call", "needle"),
     [
         (lambda m: m.invoice_run("March 5th"), "--as-of 'March 5th' is not an ISO 8601"),
+        (
+            lambda m: m.invoice_run("0001-01-01T00:00:00+01:00"),
+            "--as-of '0001-01-01T00:00:00+01:00' is outside the years 1 to 9999 in UTC",
+        ),
+        (
+            lambda m: m.usage("API Calls", "2026-01-01", "9999-12-31T23:00:00-05:00"),
+            "--end '9999-12-31T23:00:00-05:00' is outside the years 1 to 9999 in UTC",
+        ),
         (lambda m: m.invoices(status="paid"), "--status 'paid' is not an invoice status"),
         (lambda m: m.invoices(customer="Nobody"), "no customer with id or name 'Nobody'"),
     ],
