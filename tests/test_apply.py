@@ -358,6 +358,20 @@ def test_a_timestamp_outside_the_calendar_in_utc_is_named(mq: Meterql, tmp_path:
     ) in problems_of(excinfo)
 
 
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [(".inf", "Infinity"), ("-.Inf", "-Infinity"), (".nan", "NaN")],
+)
+def test_a_non_finite_price_is_shown_as_written(
+    mq: Meterql, tmp_path: Path, written: str, shown: str
+) -> None:
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, QUICKSTART.replace("price: 1.50", f"price: {written}"))])
+    assert (
+        f"field 'rates[0].price': Input should be a finite number (got Decimal('{shown}'))"
+    ) in problems_of(excinfo)
+
+
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, "customers:\n  - name: A\n    name: B\n")])
