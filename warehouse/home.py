@@ -166,6 +166,11 @@ class Home:
         # limit).  Measured on such wide files: a query 2.2x the dense files' time without it,
         # 1.25x with it (README "Performance").
         con.execute("SET parquet_metadata_cache = true")
+        # DuckDB draws its own progress bar on stdout for a query longer than 2 s, which would
+        # land in the middle of `usage --format json > out.json` (meterql's own bar is on
+        # stderr, and only on a terminal: engine.output.progress).
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET enable_progress_bar_print = false")  # also if a SET turns it back on
         return con
 
     def _open_error(
