@@ -11,6 +11,7 @@ Tabular results are pyarrow Tables; summaries are pydantic models.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,8 +22,17 @@ from pathlib import Path
 import duckdb
 
 from warehouse.catalog import Catalog
+from warehouse.errors import UserError
 from warehouse.events import EventStore
 from warehouse.home import Home
+
+
+def _listed(value):  # type: ignore[no-untyped-def]
+    """A list of the paths or keys given: one string or path is one item (a str is a Sequence,
+    and iterating it would take each character for a path or a key)."""
+    if isinstance(value, str | os.PathLike):
+        return [value]
+    return list(value)
 
 
 @dataclass
@@ -69,30 +79,31 @@ class Meterql:
 
     # -- catalog -----------------------------------------------------------------------------
 
-    def apply(self, paths: Sequence[str | os.PathLike[str]]):
-        """Validate the documents and write all of them or nothing (see warehouse.apply)."""
+    def apply(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]):
+        """Validate the documents (a path, or a list of them) and write all of them or nothing
+        (see warehouse.apply)."""
         from warehouse.apply import apply_files
 
         with self.home.writer_lock():
-            return apply_files(self.con, [Path(p) for p in paths])
+            return apply_files(self.con, [Path(p) for p in _listed(paths)])
 
     # -- events ------------------------------------------------------------------------------
 
     def ingest(
         self,
-        paths: Sequence[str | os.PathLike[str]],
+        paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
         *,
         now: datetime | str | None = None,
         progress=None,
     ):
-        """Ingest event files (NDJSON, JSON, CSV, Parquet; files, directories or globs) as one
-        batch and return its `warehouse.ingest.IngestSummary`.  `now` pins the ingest clock
-        (ISO 8601; naive means UTC); default: the wall clock."""
+        """Ingest event files (NDJSON, JSON, CSV, Parquet; a path or a list of files,
+        directories or globs) as one batch and return its `warehouse.ingest.IngestSummary`.
+        `now` pins the ingest clock (ISO 8601; naive means UTC); default: the wall clock."""
         from engine.usage import parse_timestamp
         from warehouse.ingest import ingest
 
         clock = parse_timestamp(now, "--now") if now is not None else None
-        return ingest(self.home, paths, now=clock, con=self.con, progress=progress)
+        return ingest(self.home, _listed(paths), now=clock, con=self.con, progress=progress)
 
     def compact(
         self,
@@ -111,11 +122,19 @@ class Meterql:
         from engine.usage import parse_timestamp
         from warehouse.compact import DEFAULT_TARGET_ROWS, compact
 
+        if math.isnan(grace_minutes) or grace_minutes < 0:
+            raise UserError(
+                f"--grace-minutes {grace_minutes} is not a number of minutes, 0 or more"
+            )
+        try:
+            grace = timedelta(minutes=grace_minutes)
+        except OverflowError:  # inf, or longer than timedelta reaches: keep retired files
+            grace = timedelta.max
         clock = parse_timestamp(now, "--now") if now is not None else None
         return compact(
             self.home,
             self.con,
-            grace=timedelta(minutes=grace_minutes),
+            grace=grace,
             target_rows=target_rows or DEFAULT_TARGET_ROWS,
             now=clock,
             progress=progress,
@@ -131,7 +150,7 @@ class Meterql:
         *,
         customer: str | None = None,
         window: str = "none",
-        group_by: Sequence[str] = (),
+        group_by: Sequence[str] | str = (),
     ):
         """Usage of one metric (id or name) for all customers, or one, as a pyarrow Table with
         customer_id, metric_id, window_start, window_end, group (struct), value (see
@@ -146,7 +165,7 @@ class Meterql:
             end=end,
             customer=customer,
             window=window,
-            group_by=group_by,
+            group_by=_listed(group_by),
         )
 
     def compile(
@@ -158,7 +177,7 @@ class Meterql:
         end: datetime | str | None = None,
         customer: str | None = None,
         window: str = "none",
-        group_by: Sequence[str] = (),
+        group_by: Sequence[str] | str = (),
     ) -> str:
         """The SQL a usage query of `metric` runs (see engine.usage.compile_metric_usage)."""
         from engine.usage import compile_metric_usage
@@ -171,7 +190,7 @@ class Meterql:
             end=end,
             customer=customer,
             window=window,
-            group_by=group_by,
+            group_by=_listed(group_by),
             dialect=dialect,
         )
         return compiled.sql

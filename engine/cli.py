@@ -7,6 +7,7 @@ error (typer/click), anything else is a bug (traceback and a request to report i
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -244,6 +245,8 @@ def warehouse_compact(
     check_format(format, ("text", "json"))
     if grace_minutes < 0:
         raise UserError(f"--grace-minutes {grace_minutes} is negative; expected 0 or more")
+    if math.isnan(grace_minutes):
+        raise UserError("--grace-minutes nan is not a number of minutes; expected 0 or more")
     with Meterql.open(home_of(ctx)) as mq:
         with progress("compacting") as bar:
             summary = mq.compact(grace_minutes=grace_minutes, progress=bar)

@@ -53,11 +53,10 @@ def _span(invoice_or_line_start, end) -> str:  # type: ignore[no-untyped-def]
 
 def print_invoice(invoice: Invoice) -> None:
     """A readable table of one invoice (rich, on stdout)."""
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from engine.output import to_jsonable
+    from engine.output import print_rich, to_jsonable
 
     title = escape(
         f"Invoice {invoice.id} [{invoice.status}]\n"
@@ -93,7 +92,7 @@ def print_invoice(invoice: Invoice) -> None:
         table.caption = f"replaces {invoice.replaces}"
     if invoice.superseded_by:
         table.caption = f"superseded by {invoice.superseded_by}"
-    Console(width=max(150, Console().width)).print(table)
+    print_rich(table, min_width=150)
 
 
 def invoice_html(invoice: Invoice) -> str:

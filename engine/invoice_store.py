@@ -246,6 +246,10 @@ def summaries(
 
 
 def _filter(customer_id: str | None, status: str | None) -> tuple[str, list[Any]]:
+    """The condition of `find` and `summaries`: a status in any letter case, like every enum
+    value."""
+    if status is not None and status.lower() in STATUSES:
+        status = status.lower()
     if status is not None and status not in STATUSES:
         raise UserError(
             f"--status {status!r} is not an invoice status; expected one of " + ", ".join(STATUSES)

@@ -105,12 +105,16 @@ def parse_as_of(value: datetime | str, option: str = "--as-of") -> datetime:
     if text.endswith(("z", "Z")):
         text = text[:-1] + "+00:00"
     try:
-        return utc(datetime.fromisoformat(text))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise UserError(
             f"{option} {value!r} is not an ISO 8601 timestamp (expected e.g. "
             "2026-03-15T00:00:00Z; naive timestamps are UTC)"
         ) from None
+    try:
+        return utc(moment)
+    except OverflowError:
+        raise UserError(f"{option} {value!r} is outside the years 1 to 9999 in UTC") from None
 
 
 class Stopwatch:

@@ -102,7 +102,6 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
     if len(cells) > RICH_TABLE_ROWS or not sys.stdout.isatty():
         _print_plain_table(title, columns, cells)
         return
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
@@ -111,7 +110,22 @@ def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequen
         table.add_column(Text(column))
     for row in cells:  # as Text: a value such as "[red]" is data, not rich markup
         table.add_row(*map(Text, row))
-    Console().print(table)
+    print_rich(table)
+
+
+def print_rich(renderable: Any, min_width: int = 0) -> None:
+    """Print a rich table on stdout: on a terminal at the terminal's width (at least
+    `min_width`); not on a terminal (a file, a pipe, a cron job's log) as wide as the table
+    needs, so no value is cut short with an ellipsis."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console()
+    width = max(min_width, console.width)
+    if not console.is_terminal:
+        wide = console.options.update_width(1_000_000)
+        width = max(width, Measurement.get(console, wide, renderable).maximum)
+    Console(width=width).print(renderable)
 
 
 def _print_plain_table(

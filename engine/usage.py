@@ -66,7 +66,10 @@ def parse_timestamp(value: TimestampInput, option: str) -> datetime:
                 "2026-01-01T00:00:00Z; naive timestamps are UTC)"
             ) from None
     if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise UserError(f"{option} {value!r} is outside the years 1 to 9999 in UTC") from None
     return moment
 
 

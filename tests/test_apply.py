@@ -226,6 +226,33 @@ def test_archiving_a_metric_is_allowed_and_blocks_new_products(mq: Meterql, tmp_
     assert "'API Calls' is archived; new products cannot use it" in problems_of(excinfo)
 
 
+def test_an_existing_product_cannot_switch_to_an_archived_metric(
+    mq: Meterql, tmp_path: Path
+) -> None:
+    calls = "products:\n  - {name: Calls, type: usage, billable_metric_id: API Calls}\n"
+    mq.apply([write(tmp_path, QUICKSTART.replace("products:\n", calls, 1))])
+    archived = QUICKSTART.replace(
+        "    event_type_filter: {in_values: [api_call]}",
+        "    event_type_filter: {in_values: [api_call]}\n    archived: true",
+    )
+    mq.apply([write(tmp_path, archived)])
+    before = snapshot(mq)
+    switched = "products: [{name: Input Tokens, type: usage, billable_metric_id: API Calls}]\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, switched, "switch.yaml")])
+    assert (
+        "products[0] 'Input Tokens': field 'billable_metric_id': billable metric 'API Calls' "
+        "is archived; new products cannot use it"
+    ) in problems_of(excinfo)
+    assert snapshot(mq) == before
+    # a product that used the metric before it was archived keeps working and may change
+    kept = (
+        "products: [{name: Calls, type: usage, billable_metric_id: API Calls, "
+        "custom_fields: {team: core}}]\n"
+    )
+    assert mq.apply([write(tmp_path, kept, "kept.yaml")]).counts()["updated"] == 1
+
+
 def test_alias_claimed_by_two_customers_names_both(mq: Meterql, tmp_path: Path) -> None:
     mq.apply([write(tmp_path, "customers: [{name: A, ingest_aliases: [shared]}]\n", "a.yaml")])
     with pytest.raises(DocumentError) as excinfo:
@@ -317,6 +344,34 @@ def test_contract_ending_before_it_starts_is_refused(mq: Meterql, tmp_path: Path
     assert "contract would end before it starts" in problems_of(excinfo)
 
 
+def test_a_timestamp_outside_the_calendar_in_utc_is_named(mq: Meterql, tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "    starting_at: 2026-03-01T00:00:00Z\n    usage",
+        "    starting_at: 2026-03-01T00:00:00Z\n    ending_before: 9999-12-31T23:00:00-05:00\n"
+        "    usage",
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert (
+        "contracts[0]: field 'ending_before': 9999-12-31T23:00:00-05:00 is outside the years "
+        "1 to 9999 in UTC"
+    ) in problems_of(excinfo)
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [(".inf", "Infinity"), ("-.Inf", "-Infinity"), (".nan", "NaN")],
+)
+def test_a_non_finite_price_is_shown_as_written(
+    mq: Meterql, tmp_path: Path, written: str, shown: str
+) -> None:
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, QUICKSTART.replace("price: 1.50", f"price: {written}"))])
+    assert (
+        f"field 'rates[0].price': Input should be a finite number (got Decimal('{shown}'))"
+    ) in problems_of(excinfo)
+
+
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, "customers:\n  - name: A\n    name: B\n")])
@@ -401,3 +456,27 @@ def test_sql_metric_problems_are_reported_at_apply(mq: Meterql, tmp_path: Path) 
         mq.apply([write(tmp_path, text.replace("KEY", "region"))])
     message = problems_of(excinfo)
     assert "'Unique users'" in message and "read_csv" in message and "line 2" in message
+
+
+def test_the_api_takes_one_path_or_key_as_well_as_a_list(mq: Meterql, tmp_path: Path) -> None:
+    # a str is a Sequence: iterated, it was one path (or group key) per character
+    doc = write(tmp_path, QUICKSTART)
+    assert mq.apply(str(doc)).counts()["created"] == 6
+    assert mq.apply(doc).counts()["unchanged"] == 6
+    events = tmp_path / "e.ndjson"
+    events.write_text(
+        json.dumps(
+            {
+                "transaction_id": "t1",
+                "customer_id": "my-internal-customer-id",
+                "event_type": "llm_request",
+                "timestamp": "2026-03-09T12:00:00Z",
+                "properties": {"model": "gpt-5", "input_tokens": "7", "user_id": "u1"},
+            }
+        )
+        + "\n"
+    )
+    assert mq.ingest(str(events), now="2026-03-10T00:00:00Z").accepted == 1
+    table = mq.usage("Input Tokens", "2026-03-01", "2026-04-01", group_by="model")
+    assert table.column("group").to_pylist() == [{"model": "gpt-5"}]
+    assert "model" in mq.compile("Input Tokens", group_by="model")

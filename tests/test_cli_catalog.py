@@ -93,3 +93,16 @@ def test_the_api_object_closes_its_catalog_connection_as_a_context_manager(
         check=False,
     )
     assert opened.returncode == 0, opened.stderr
+
+
+def test_corrupt_catalog_is_a_user_error_not_a_bug(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "catalog.duckdb").write_text("garbage\n")
+    doc = tmp_path / "c.yaml"
+    doc.write_text("customers: []\n")
+    for args in (["apply", str(doc)], ["invoice", "list"], ["init"]):
+        result = meterql("--home", str(home), *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "cannot open its catalog" in result.stderr and "catalog.duckdb" in result.stderr
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr

@@ -19,6 +19,7 @@ import warehouse.compact as compact_mod
 from engine.api import Meterql
 from engine.cli import app
 from engine.output import dumps
+from warehouse.errors import UserError
 from warehouse.events import EventStore, events_relation
 from warehouse.ingest import ingest
 
@@ -397,12 +398,27 @@ def test_cli_bad_format_is_a_usage_error(mq):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--grace-minutes", "-1"], "--grace-minutes -1.0 is negative")],
+    [
+        (["--grace-minutes", "-1"], "--grace-minutes -1.0 is negative"),
+        (["--grace-minutes", "nan"], "--grace-minutes nan is not a number of minutes"),
+    ],
 )
 def test_cli_bad_options_are_one_line_user_errors(mq, args, message):
-    from warehouse.errors import UserError
 
     home = mq.home.path
     mq.close()
     with pytest.raises(UserError, match=message):
         cli(home, "warehouse", "compact", *args)
+
+
+@pytest.mark.parametrize("grace", ["inf", "1e12"])
+def test_cli_a_grace_beyond_the_calendar_keeps_the_replaced_files(mq, grace):
+    home = mq.home.path
+    mq.close()
+    result = cli(home, "warehouse", "compact", "--grace-minutes", grace, "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["files_after"] == 3
+    again = cli(home, "warehouse", "compact", "--grace-minutes", grace, "--format", "json")
+    assert json.loads(again.output)["retired_files_deleted"] == 0
+    with pytest.raises(UserError, match="--grace-minutes nan"):
+        Meterql.open(home).compact(grace_minutes=float("nan"))

@@ -156,3 +156,22 @@ def test_max_temp_size_setting(home, monkeypatch) -> None:
         assert memory_bytes(_setting(con, "max_temp_directory_size")) == 2 * 2**30
     finally:
         con.close()
+
+
+def test_duckdb_progress_bar_never_writes_into_stdout(home) -> None:
+    # DuckDB draws its own progress bar on stdout for queries longer than progress_bar_time
+    # (2 s): `usage --format json > out.json` over many events would hold it.  The catalog
+    # and work connections turn it off (meterql's own progress bar is on stderr, on a terminal).
+    script = (
+        "import sys\n"
+        "from warehouse.home import Home\n"
+        "home = Home.resolve(sys.argv[1])\n"
+        "for con in (home.connect(), home.connect_work('t')):\n"
+        "    con.execute('SET progress_bar_time = 0')\n"
+        "    n = con.execute('SELECT count(*) FROM range(50000000) t(a) WHERE a % 7 = 3')\n"
+        "    print(n.fetchall()[0][0])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(home.path)], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == "7142857\n7142857\n"

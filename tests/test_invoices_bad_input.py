@@ -236,6 +236,14 @@ def test_an_ambiguous_invoice_id_prefix_names_the_ids_it_starts(mq, tmp_path):
     ("call", "needle"),
     [
         (lambda m: m.invoice_run("March 5th"), "--as-of 'March 5th' is not an ISO 8601"),
+        (
+            lambda m: m.invoice_run("0001-01-01T00:00:00+01:00"),
+            "--as-of '0001-01-01T00:00:00+01:00' is outside the years 1 to 9999 in UTC",
+        ),
+        (
+            lambda m: m.usage("API Calls", "2026-01-01", "9999-12-31T23:00:00-05:00"),
+            "--end '9999-12-31T23:00:00-05:00' is outside the years 1 to 9999 in UTC",
+        ),
         (lambda m: m.invoices(status="paid"), "--status 'paid' is not an invoice status"),
         (lambda m: m.invoices(customer="Nobody"), "no customer with id or name 'Nobody'"),
     ],
@@ -245,3 +253,16 @@ def test_bad_arguments(mq, tmp_path, call, needle):
     with pytest.raises(UserError) as err:
         call(mq)
     assert needle in str(err.value)
+
+
+def test_status_filter_accepts_any_letter_case(mq, tmp_path):
+    # enum values are accepted in any letter case (SEMANTICS.md); Metronome spells statuses
+    # DRAFT, FINALIZED, VOID
+    apply_docs(mq, tmp_path, catalog())
+    mq.invoice_run("2026-04-05T00:00:00Z")
+    finalized = [i.id for i in mq.invoices(status="finalized")]
+    assert finalized
+    assert [i.id for i in mq.invoices(status="FINALIZED")] == finalized
+    assert [i.id for i in mq.invoices(status="Finalized")] == finalized
+    drafts = [i.id for i in mq.invoices(status="draft")]
+    assert drafts and [i.id for i in mq.invoices(status="DRAFT")] == drafts

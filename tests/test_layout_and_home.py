@@ -144,3 +144,39 @@ def test_duckdb_settings_come_from_the_environment(
     monkeypatch.setenv("METERQL_THREADS", "many")
     with pytest.raises(HomeError, match="METERQL_THREADS"):
         home.connect()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a duckdb file\n" * 100])
+def test_a_corrupt_catalog_is_a_home_error_naming_the_file(tmp_path: Path, content: bytes) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.path.mkdir()
+    home.catalog_path.write_bytes(content)
+    for open_it in (home.connect, home.init):
+        with pytest.raises(HomeError, match=r"cannot open its catalog .*catalog\.duckdb"):
+            open_it()
+
+
+def test_a_catalog_path_that_is_a_directory_is_a_home_error(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.catalog_path.mkdir(parents=True)
+    with pytest.raises(HomeError, match="cannot open its catalog"):
+        home.init()
+
+
+def test_a_catalog_newer_than_this_meterql_is_a_home_error_and_left_closed(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    con = duckdb.connect(str(home.catalog_path))
+    con.execute("INSERT INTO schema_version VALUES (999, '0999_future.sql', now()::TIMESTAMP)")
+    con.close()
+    for open_it in (home.connect, home.init):
+        with pytest.raises(HomeError, match=r"h: this catalog is at schema version 999.*upgrade"):
+            open_it()
+    # the failed opens closed their connection: the catalog is not left locked
+    duckdb.connect(str(home.catalog_path)).close()
+
+
+def test_a_home_that_cannot_be_created_is_a_home_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HomeError, match=r"cannot create meterql home .*file/sub: Not a directory"):
+        Home.resolve(tmp_path / "file" / "sub").init()

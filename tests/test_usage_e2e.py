@@ -230,6 +230,18 @@ def test_usage_without_group_by_has_empty_group_and_csv_and_table(home: Path) ->
     assert parsed[1][2] == "2026-03-01T00:00:00Z" and parsed[1][4].startswith("u")
     table = CliRunner().invoke(app, [*grouped, "--format", "table"])
     assert table.exit_code == 0 and "cust-acme" in table.output and "user_id" in table.output
+    # not on a terminal (a file, a pipe, a cron job), the table is as wide as its values:
+    # none is cut short with an ellipsis
+    piped = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", *grouped],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "80"},
+        check=True,
+    )
+    assert "…" not in piped.stdout
+    for row in parsed[1:]:
+        assert all(cell in piped.stdout for cell in row)
 
 
 def test_compile_prints_the_sql_with_a_comment(home: Path) -> None:

@@ -11,9 +11,10 @@ changes nothing.  References (`billable_metric_id`, `product_id`, `rate_card_id`
 stored documents carry resolved ids.
 
 Refused: a changed billable metric (metrics are immutable: archive it and create a new one), a
-new product on an archived metric, an ingest alias claimed by two customers, a product whose
-group keys are not within one of its metric's compound keys, two rates for the same product and
-pricing group values whose time ranges overlap, references to missing objects.
+new product on an archived metric (or an existing product switching to one), an ingest alias
+claimed by two customers, a product whose group keys are not within one of its metric's compound
+keys, two rates for the same product and pricing group values whose time ranges overlap,
+references to missing objects.
 """
 
 from __future__ import annotations
@@ -354,8 +355,11 @@ def _check_product(p: _Pending, resolver: _Resolver, problems: list[str]) -> Non
     if metric_doc is None:
         return  # reported as a missing reference
     metric = BillableMetric.model_validate(metric_doc)
-    is_new = p.id not in resolver.existing["products"]
-    if metric.archived and is_new:
+    # a product that used the metric before it was archived keeps working; a new product, or
+    # an existing one switching to this metric, is a new use
+    before = resolver.existing["products"].get(p.id)
+    uses_already = before is not None and before.get("billable_metric_id") == metric.id
+    if metric.archived and not uses_already:
         problems.append(
             f"{p.loaded.describe()}: field 'billable_metric_id': billable metric {metric.name!r} "
             "is archived; new products cannot use it"

@@ -204,7 +204,7 @@ def _run(
     progress: Progress,
     started: float,
 ) -> CompactionSummary:
-    retired_deleted = delete_expired(home, catalog, (now or wall()) - grace)
+    retired_deleted = delete_expired(home, catalog, _retired_before(now or wall(), grace))
     orphans = sweep_orphans(home, catalog)
     kept = Catalog(catalog).metered_properties()
     plan = partitions_to_compact(catalog, target_rows, kept)
@@ -223,7 +223,7 @@ def _run(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         # with a zero grace period, the files replaced just now go at once
-        retired_deleted += delete_expired(home, catalog, (now or wall()) - grace)
+        retired_deleted += delete_expired(home, catalog, _retired_before(now or wall(), grace))
     return CompactionSummary(
         compaction_id=compaction_id,
         partitions=done,
@@ -235,6 +235,15 @@ def _run(
         grace_seconds=grace.total_seconds(),
         elapsed_seconds=round(time.perf_counter() - started, 4),
     )
+
+
+def _retired_before(now: datetime, grace: timedelta) -> datetime:
+    """The retirement time at or before which retired files are past their grace period (a
+    grace longer than the calendar reaches back keeps every retired file)."""
+    try:
+        return now - grace
+    except OverflowError:
+        return datetime.min
 
 
 def partitions_to_compact(

@@ -55,8 +55,10 @@ def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Decimal:
     try:
         return Decimal(text)
     except InvalidOperation:
-        # .inf / .nan: not a finite decimal, let the model reject it with its field name.
-        return Decimal("NaN")
+        # .inf / .nan (or a YAML 1.1 sexagesimal 1:30.5): not a finite decimal, let the model
+        # reject it with its field name (and Infinity for an infinity, as written).
+        infinite = text.lower().replace(".inf", "Infinity")
+        return Decimal(infinite) if infinite.lstrip("+-") == "Infinity" else Decimal("NaN")
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.errors import HomeError
+from warehouse.errors import HomeError, first_line
 from warehouse.migrations import LATEST, migrate, pending_version
 
 DEFAULT_HOME = ".meterql"
@@ -76,10 +76,19 @@ class Home:
             raise HomeError(f"meterql home {self.path} exists and is not a directory")
         created = not self.is_initialised()
         for directory in (self.path, self.events_dir, self.rejects_dir, self.staging_dir):
-            directory.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.catalog_path))
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:  # no permission, a parent is a file, read-only file system
+                raise HomeError(
+                    f"cannot create meterql home {self.path}: {error.strerror or error} "
+                    f"({error.filename or directory})"
+                ) from None
         try:
-            migrate(con)
+            con = duckdb.connect(str(self.catalog_path))
+        except duckdb.Error as error:
+            raise self._open_error(str(self.catalog_path), error, with_settings=False) from None
+        try:
+            self._migrate(con)
         finally:
             con.close()
         return created
@@ -107,7 +116,7 @@ class Home:
         self.require()
         con = self._open(str(self.catalog_path), self._temp_directory(), read_only=read_only)
         if not read_only:
-            migrate(con)
+            self._migrate(con)
             return con
         version = pending_version(con)
         if version is not None:
@@ -147,15 +156,7 @@ class Home:
         try:
             con = duckdb.connect(database, read_only=read_only, config=config)
         except duckdb.Error as error:
-            if "lock" in str(error).lower():
-                raise HomeError(
-                    f"meterql home {self.path}: the catalog is in use by another process ({error})"
-                ) from None
-            settings = {k: v for k, v in os.environ.items() if k in SETTINGS_ENV}
-            if settings:
-                what = "the catalog" if database != ":memory:" else "a DuckDB work connection"
-                raise HomeError(f"cannot open {what} with settings {settings}: {error}") from None
-            raise
+            raise self._open_error(database, error) from None
         if "memory_limit" not in config:
             _cap_memory(con, DEFAULT_MEMORY_LIMIT)
         # Parquet footers decoded once per process, not once per query: an invoice run reads
@@ -165,7 +166,47 @@ class Home:
         # limit).  Measured on such wide files: a query 2.2x the dense files' time without it,
         # 1.25x with it (README "Performance").
         con.execute("SET parquet_metadata_cache = true")
+        # DuckDB draws its own progress bar on stdout for a query longer than 2 s, which would
+        # land in the middle of `usage --format json > out.json` (meterql's own bar is on
+        # stderr, and only on a terminal: engine.output.progress).
+        con.execute("SET enable_progress_bar = false")
+        con.execute("SET enable_progress_bar_print = false")  # also if a SET turns it back on
         return con
+
+    def _open_error(
+        self, database: str, error: duckdb.Error, *, with_settings: bool = True
+    ) -> Exception:
+        """The error to raise for a DuckDB connection that could not be opened: a HomeError
+        when another process holds the catalog, when METERQL_* settings are given, or when the
+        catalog file itself cannot be read (not a DuckDB database, written by a newer DuckDB, a
+        directory, no permission); the DuckDB error itself otherwise (a bug)."""
+        if "lock" in str(error).lower():
+            return HomeError(
+                f"meterql home {self.path}: the catalog is in use by another process ({error})"
+            )
+        settings = {k: v for k, v in os.environ.items() if k in SETTINGS_ENV}
+        what = "the catalog" if database != ":memory:" else "a DuckDB work connection"
+        if settings and with_settings:
+            return HomeError(f"cannot open {what} with settings {settings}: {error}")
+        if database == str(self.catalog_path):
+            return HomeError(
+                f"meterql home {self.path}: cannot open its catalog {self.catalog_path}: "
+                f"{first_line(error)}"
+            )
+        return error
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Apply pending migrations; on failure the connection is closed (it would keep the
+        catalog locked) and a HomeError (e.g. a catalog newer than this meterql) names the
+        home."""
+        try:
+            migrate(con)
+        except HomeError as error:
+            con.close()
+            raise HomeError(f"meterql home {self.path}: {error}") from None
+        except BaseException:
+            con.close()
+            raise
 
     @contextmanager
     def catalog(

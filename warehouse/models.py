@@ -31,7 +31,12 @@ def _utc(value: Any) -> Any:
             text = text[:-1] + "+00:00"
         value = datetime.fromisoformat(text)
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # pydantic reports only ValueError with the field's name
+            raise ValueError(f"{value.isoformat()} is outside the years 1 to 9999 in UTC") from None
     return value
 
 

@@ -7,6 +7,7 @@ from importlib import resources
 
 import duckdb
 
+from warehouse.errors import HomeError
 from warehouse.sqlrows import first_row
 
 
@@ -52,7 +53,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply every pending migration, each in its own transaction.  Returns the names applied."""
     version = current_version(con)
     if version > LATEST:
-        raise RuntimeError(
+        raise HomeError(
             f"this catalog is at schema version {version}, newer than this meterql "
             f"understands ({LATEST}); upgrade meterql"
         )
