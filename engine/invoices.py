@@ -78,7 +78,7 @@ from engine.rating import rate
 from engine.usage_quantities import compute_quantities
 from engine.usage_windows import register_windows
 from warehouse.catalog import Catalog
-from warehouse.errors import NotFoundError, UserError
+from warehouse.errors import NotFoundError, UserError, first_line
 from warehouse.home import Home
 from warehouse.models import Contract
 
@@ -139,6 +139,21 @@ class Stopwatch:
                 self.bar.advance(1)
 
 
+@contextmanager
+def _amounts_fit() -> Iterator[None]:
+    """A DECIMAL overflow while rating or totalling (a quantity below 10^26 times a price below
+    10^20 may not fit DECIMAL(38, x)) as a user error: the run is rolled back."""
+    try:
+        yield
+    except duckdb.OutOfRangeException as error:
+        raise UserError(
+            "invoice run: an amount does not fit DuckDB's DECIMAL(38) "
+            f"({first_line(error)}): a line's quantity x unit price, or an invoice's total, "
+            "needs more than 38 digits; check the rate card's prices and the metric's "
+            "quantities (nothing was written)"
+        ) from None
+
+
 def _compute(
     con: duckdb.DuckDBPyConnection,
     home: Home,
@@ -161,7 +176,7 @@ def _compute(
         multi_segment = register_windows(con, cards, set(pricing.kinds.values()))
     with watch.stage("usage"):
         compute_quantities(con, home, pricing, plan, notes, multi_segment=multi_segment)
-    with watch.stage("rating"):
+    with watch.stage("rating"), _amounts_fit():
         rate(con, pricing, multi_segment=multi_segment)
     return pricing
 
@@ -213,7 +228,7 @@ def run(
             with bar_cm as bar:
                 watch.bar = bar
                 pricing = _compute(con, home, snap, plan, notes, watch)
-                with watch.stage("invoices"):
+                with watch.stage("invoices"), _amounts_fit():
                     rehashed = register_invoices(con, snap)
                     if rehashed:
                         notes.append(
@@ -338,7 +353,8 @@ def regenerate(home: Home, con: duckdb.DuckDBPyConnection, ref: str) -> Invoice:
         )
         with progress_bar("regenerate invoice", total=3) as bar:
             pricing = _compute(con, home, snap, plan, notes, Stopwatch(bar, "regenerate invoice"))
-        register_invoices(con, snap, ids={(0, old.credit_type.id): new_id}, replaces=old.id)
+        with _amounts_fit():
+            register_invoices(con, snap, ids={(0, old.credit_type.id): new_id}, replaces=old.id)
         counts, totals = _outcomes(con, 0)
         as_of = datetime.now(UTC)
         seq = write(

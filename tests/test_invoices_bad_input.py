@@ -266,3 +266,27 @@ def test_status_filter_accepts_any_letter_case(mq, tmp_path):
     assert [i.id for i in mq.invoices(status="Finalized")] == finalized
     drafts = [i.id for i in mq.invoices(status="draft")]
     assert drafts and [i.id for i in mq.invoices(status="DRAFT")] == drafts
+
+
+@pytest.mark.parametrize("price", ["100000000000000000000", "-1e20", "1e400"])
+def test_a_price_too_large_to_store_is_refused_by_apply(mq, tmp_path, price):
+    doc = catalog()
+    doc["rate_cards"][0]["rates"][0]["price"] = price
+    with pytest.raises(DocumentError) as err:
+        apply_docs(mq, tmp_path, doc)
+    message = str(err.value)
+    assert "field 'rates[0].price'" in message and "must be below 10^20" in message
+    assert mq.catalog.all("rate_cards") == []  # nothing applied
+
+
+def test_an_amount_overflowing_decimal_38_is_a_user_error_and_writes_nothing(mq, tmp_path):
+    doc = catalog()
+    doc["rate_cards"][0]["rates"][0]["price"] = "1e19"  # storable, but x 10^18 tokens is not
+    apply_docs(mq, tmp_path, doc)
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "999999999999999999")])
+    with pytest.raises(UserError) as err:
+        mq.invoice_run("2026-03-15T00:00:00Z")
+    assert "an amount does not fit DuckDB's DECIMAL(38)" in str(err.value)
+    assert mq.invoices() == []
+    [(runs,)] = mq.con.execute("SELECT count(*) FROM invoice_runs").fetchall()
+    assert runs == 0

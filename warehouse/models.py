@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 USD_CENTS_ID = "2714e483-4ff1-48e4-9e25-ac732e8f24f2"
 USD_CENTS_NAME = "USD (cents)"
@@ -51,6 +59,21 @@ def _exact_text(value: Any) -> Any:
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
 PropertyValue = Annotated[str, BeforeValidator(_exact_text)]
+
+# Prices and tier sizes are stored as DECIMAL(38, 18): at most 20 digits before the point.
+_PRICE_LIMIT = Decimal(10) ** 20
+
+
+def _storable(value: Decimal) -> Decimal:
+    if not value.is_finite() or abs(value) >= _PRICE_LIMIT:
+        raise ValueError(
+            f"{value} does not fit: a price or tier size must be below 10^20 in magnitude "
+            "(meterql stores them as DECIMAL(38, 18))"
+        )
+    return value
+
+
+Amount = Annotated[Decimal, AfterValidator(_storable)]
 NonEmptyValues = Annotated[list[PropertyValue], Field(min_length=1)]
 
 
@@ -226,8 +249,8 @@ class CreditType(Model):
 
 
 class Tier(Model):
-    size: Annotated[Decimal, Field(gt=0)] | None = None
-    price: Decimal
+    size: Annotated[Amount, Field(gt=0)] | None = None
+    price: Amount
 
 
 class Rate(Model):
@@ -236,7 +259,7 @@ class Rate(Model):
     ending_before: UtcDatetime | None = None
     entitled: bool = True
     rate_type: _ci(RateType)
-    price: Decimal | None = None
+    price: Amount | None = None
     tiers: Annotated[list[Tier], Field(min_length=1)] | None = None
     pricing_group_values: dict[str, PropertyValue] = {}
     credit_type_id: str | None = None
