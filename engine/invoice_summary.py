@@ -18,7 +18,8 @@ class InvoiceCounts(BaseModel):
     updated: int = 0
     finalized: int = 0
     unchanged: int = 0
-    frozen: int = 0  # finalized or void before this run, started by as_of: left untouched
+    frozen: int = 0  # final before this run (void after), started by as_of: left untouched
+    voided: int = 0  # drafts whose period is no longer one of their contract's (engine.invoices)
 
 
 class CreditTotal(BaseModel):
@@ -64,6 +65,7 @@ class RunSummary(BaseModel):
         out = [
             f"invoice run as of {iso(self.as_of)}: {c.created} created, {c.updated} updated, "
             f"{c.finalized} finalized, {c.unchanged} unchanged ({c.frozen} already final)"
+            + (f"; {c.voided} stale draft(s) voided" if c.voided else "")
         ]
         for t in self.totals:
             out.append(

@@ -15,7 +15,8 @@ Contracts are read straight from the catalog's rows into DuckDB (their documents
 when applied): no Python object per contract.  The periods come from engine.periods'
 STARTED_PERIODS (the SQL form of `started_periods`, checked against it by tests).  A period
 whose end + GRACE_PERIOD is at or before `as_of` is finalized by the run; later ones are drafts.
-Periods up to a contract's latest finalized (or void) period are frozen: never recomputed.
+Periods up to a contract's latest finalized (or finalized, then void) period are frozen: never
+recomputed.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class PeriodPlan:
 
 
 # Every contract as stored: its schedule from the document, and `since`, the end of its latest
-# frozen (finalized or void) period.
+# frozen period (finalized, or voided after it was: a stale draft voided by a run, never
+# finalized, freezes nothing).
 _CONTRACTS = """
 CREATE OR REPLACE TEMP TABLE mq_contracts AS
 SELECT c.id AS key, c.customer_id, c.rate_card_id,
@@ -94,7 +96,7 @@ FROM (SELECT id, customer_id, rate_card_id,
                  AS d
       FROM contracts) c
 LEFT JOIN (SELECT contract_id, max(period_end) AS since
-           FROM invoices WHERE status <> 'draft' GROUP BY contract_id) f
+           FROM invoices WHERE finalized_at IS NOT NULL GROUP BY contract_id) f
   ON f.contract_id = c.id
 """
 

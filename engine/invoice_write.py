@@ -83,6 +83,36 @@ WHERE o.outcome = 'created' OR o.revision <> o.old_revision
 """
 
 
+# Drafts whose period is no longer a statement period of their contract (its starting_at or
+# schedule changed after they were computed): not recomputed, never finalized, and their usage
+# is now billed by the contract's new periods.  They are voided (kept, as every invoice).  Only
+# contracts planned by this run (mq_contracts, rate card present) and periods started by as_of
+# (a draft of a later period, from a run with a later as_of, is left alone).
+_STALE_DRAFTS = """
+CREATE OR REPLACE TEMP TABLE mq_stale AS
+SELECT s.id, s.contract_id, s.period_start, s.period_end
+FROM invoices s
+JOIN mq_contracts c ON c.key = s.contract_id
+WHERE s.status = 'draft' AND s.period_start <= $as_of
+  AND c.rate_card_id IN (SELECT rate_card_id FROM mq_rate_cards)
+  AND NOT EXISTS (SELECT 1 FROM mq_periods p
+                  WHERE p.contract_id = s.contract_id AND p.period_start = s.period_start)
+ORDER BY s.contract_id, s.period_start, s.id
+"""
+
+VOID_STALE = """
+UPDATE invoices SET status = 'void', voided_at = now()::TIMESTAMP, updated_at = now()::TIMESTAMP
+WHERE id IN (SELECT id FROM mq_stale)
+"""
+
+
+def stale_drafts(con: duckdb.DuckDBPyConnection, as_of: datetime) -> list[tuple]:
+    """mq_stale: the drafts to void (see _STALE_DRAFTS), after plan_periods; returns their
+    (id, contract_id, period_start, period_end)."""
+    con.execute(_STALE_DRAFTS, {"as_of": naive(as_of)})
+    return con.execute("SELECT * FROM mq_stale").fetchall()
+
+
 def next_seq(con: duckdb.DuckDBPyConnection) -> int:
     """Number the committed batches not seen before; returns the data sequence number that
     describes every committed batch (inside the caller's transaction)."""
@@ -109,30 +139,27 @@ SELECT EXISTS (SELECT 1 FROM mq_outcomes WHERE outcome <> 'unchanged') OR {_NEW_
 """  # noqa: S608 - fixed SQL
 
 
-def number_new_batches(con: duckdb.DuckDBPyConnection) -> int | None:
-    """For a run with no period to compute (every contract's periods frozen, or none started):
-    number the committed batches it is the first to see, as `write` does, so that the late
-    events of finalized invoices among them are found; returns data_seq (None: no new batch,
-    nothing written)."""
-    [(pending,)] = con.execute(f"SELECT {_NEW_BATCHES}").fetchall()
-    return next_seq(con) if pending else None
-
-
 def write(
-    con: duckdb.DuckDBPyConnection, as_of: datetime, extra: Sequence[tuple[str, list]]
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime,
+    extra: Sequence[tuple[str, list]],
+    *,
+    outcomes: bool = True,
 ) -> int | None:
-    """Write mq_outcomes (plus `extra` statements) inside the caller's RunTransaction; returns
-    data_seq.  A run that changes no invoice and sees no new batch writes nothing (None)."""
+    """Write mq_outcomes (plus `extra` statements; only those when not `outcomes`: a run with
+    no period to compute) inside the caller's RunTransaction; returns data_seq.  A run that
+    changes no invoice and sees no new batch writes nothing (None)."""
     if not extra:
-        [(pending,)] = con.execute(_PENDING).fetchall()
+        [(pending,)] = con.execute(_PENDING if outcomes else f"SELECT {_NEW_BATCHES}").fetchall()
         if not pending:
             return None
     seq = next_seq(con)
-    params = {"seq": seq, "as_of": naive(as_of), "scheme": SCHEME}
-    con.execute(_INSERT_INVOICES, params)
-    con.execute(_UPDATE_INVOICES, params)
-    con.execute(_INSERT_LINES)
-    con.execute(_INSERT_PRODUCTS)
+    if outcomes:
+        params = {"seq": seq, "as_of": naive(as_of), "scheme": SCHEME}
+        con.execute(_INSERT_INVOICES, params)
+        con.execute(_UPDATE_INVOICES, params)
+        con.execute(_INSERT_LINES)
+        con.execute(_INSERT_PRODUCTS)
     for statement, args in extra:
         con.execute(statement, args)
     return seq

@@ -70,7 +70,13 @@ from engine.invoice_summary import (
     UnratedUsage,
 )
 from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
-from engine.invoice_write import RunTransaction, number_new_batches, record_run, write
+from engine.invoice_write import (
+    VOID_STALE,
+    RunTransaction,
+    record_run,
+    stale_drafts,
+    write,
+)
 from engine.late_events import late_events
 from engine.periods import Period, iso, naive, utc
 from engine.pricing import Pricing, register_pricing
@@ -200,9 +206,14 @@ def run(
             snap = Snapshot.load(con)
             plan = plan_periods(con, snap, as_of, notes)
             [(counts.frozen,)] = con.execute(
-                "SELECT count(*) FROM invoices WHERE status <> 'draft' AND period_start <= ?",
+                "SELECT count(*) FROM invoices "
+                "WHERE finalized_at IS NOT NULL AND period_start <= ?",
                 [naive(as_of)],
             ).fetchall()
+            stale = stale_drafts(con, as_of)
+            if stale:
+                notes.append(_stale_note(stale))
+            voids = [(VOID_STALE, [])] if stale else []
         if not plan.periods:
             if not plan.started:
                 notes.append(
@@ -211,8 +222,10 @@ def run(
                     else "the catalog has no contracts; no invoices"
                 )
             with watch.stage("write"):
-                # nothing to compute, but new batches are numbered: their late events count
-                seq = number_new_batches(con)
+                # nothing to compute, but new batches are numbered (their late events count),
+                # and stale drafts voided
+                seq = write(con, as_of, voids, outcomes=False)
+                counts.voided = len(stale)
                 if seq is not None:
                     run_id = record_run(
                         con,
@@ -238,8 +251,9 @@ def run(
                         )
                     unrated = unrated_usage(con, pricing)
                     counts, totals = _outcomes(con, counts.frozen)
+                    counts.voided = len(stale)
                 with watch.stage("write"):
-                    seq = write(con, as_of, [])
+                    seq = write(con, as_of, voids)
                     if seq is not None:
                         run_id = record_run(
                             con,
@@ -263,6 +277,15 @@ def run(
         elapsed_seconds=round(time.perf_counter() - started, 3),
         stage_seconds=watch.seconds,
         run_id=run_id,
+    )
+
+
+def _stale_note(stale: list[tuple]) -> str:
+    invoice_id, contract_id, start, end = stale[0]
+    return (
+        f"{len(stale)} draft(s) no longer match a statement period of their contract (its "
+        "starting_at or schedule changed): voided, their usage billed by the contract's current "
+        f"periods (first: invoice {invoice_id}, contract {contract_id}, {iso(start)}..{iso(end)})"
     )
 
 

@@ -192,6 +192,7 @@ def test_a_rerun_with_the_same_inputs_changes_nothing_and_prints_identical_json(
         "finalized": 0,
         "unchanged": 2,
         "frozen": 0,
+        "voided": 0,
     }
     assert dumps(mq.invoices()) == first
     assert mq.con.execute("SELECT count(*) FROM invoice_line_items").fetchall() == rows_before
@@ -718,6 +719,47 @@ def test_a_contract_ended_mid_period_cuts_its_draft(mq, tmp_path):
         now="2026-03-26T00:00:00Z",
     )
     assert mq.invoice_run("2026-03-27T00:00:00Z").late_events == []  # after the contract
+
+
+def test_a_draft_whose_period_left_its_contract_s_schedule_is_voided(mq, tmp_path):
+    """A contract moved to start on Mar 5 after its Mar 1 - Apr 1 draft was computed: the old
+    draft is no longer a period of the contract; it was left a draft forever, beside the new
+    Mar 5 one, and its usage billed twice.  The run voids it (kept, as every invoice), once."""
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [old] = by_customer(mq, "Acme")
+    moved = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-05T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(mq, tmp_path, {"contracts": [moved]})
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert (summary.invoices.created, summary.invoices.voided) == (1, 1)
+    assert "1 stale draft(s) voided" in summary.lines()[0]
+    assert any(f"invoice {old.id}" in note and "voided" in note for note in summary.notes)
+    invoices = {i.id: i for i in by_customer(mq, "Acme")}
+    assert invoices[old.id].status == "void"
+    [new] = [i for i in invoices.values() if i.id != old.id]
+    assert (new.status, new.start_timestamp.day, new.total) == ("draft", 5, old.total)
+    again = mq.invoice_run("2026-03-15T00:00:00Z")  # nothing left to void, nothing written
+    assert (again.invoices.voided, again.run_id) == (0, None)
+    mq.invoice_run("2026-04-02T00:00:00Z")  # the Mar 5 period is finalized, not the void one
+    statuses = {
+        (i.start_timestamp.month, i.start_timestamp.day, i.status) for i in by_customer(mq, "Acme")
+    }
+    assert statuses == {(3, 1, "void"), (3, 5, "finalized"), (4, 1, "draft")}
+
+
+def test_a_draft_of_a_period_after_as_of_is_not_stale(mq, tmp_path):
+    """A run with an earlier as-of than the last one leaves the later drafts alone."""
+    mq.invoice_run("2026-04-15T00:00:00Z")
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.invoices.voided == 0
+    statuses = [(i.start_timestamp.month, i.status) for i in by_customer(mq, "Acme")]
+    assert statuses == [(3, "finalized"), (4, "draft")]  # April: started after this as-of
 
 
 def test_contracts_of_every_schedule_get_the_periods_of_started_periods(mq, tmp_path):
