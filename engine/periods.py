@@ -124,17 +124,16 @@ def iter_periods(
     since: datetime | None = None,
 ) -> Iterator[Period]:
     """Every statement period of a contract, in order (endless when `ending_before` is None);
-    with `since`, only the periods that start at or after it (found without walking the
-    earlier ones)."""
+    with `since` (the end of the contract's latest frozen period), the periods from there on
+    (found without walking the earlier ones): the first starts at `since` itself, which cuts
+    a schedule period when `since` is not a boundary (the frozen period was cut by an
+    `ending_before` the contract no longer has, or by another schedule)."""
     start = utc(starting_at)
     end = utc(ending_before) if ending_before is not None else None
     anchor = anchor_of(schedule, start)
-    k = _first_index_after(schedule, anchor, start)
     if since is not None and utc(since) > start:
-        # the first boundary at or after `since` starts the first period wanted
-        k = _first_index_after(schedule, anchor, utc(since) - timedelta(microseconds=1))
-        start = _boundary(schedule, anchor, k)
-        k += 1
+        start = utc(since)
+    k = _first_index_after(schedule, anchor, start)
     while end is None or start < end:
         boundary = _boundary(schedule, anchor, k)
         stop = boundary if end is None else min(boundary, end)
@@ -211,16 +210,17 @@ def define_period_macros(con: duckdb.DuckDBPyConnection) -> None:
 # The periods started by $as_of of every schedule of the table `{schedules}` (columns key,
 # starting_at, ending_before, frequency, day, billing_anchor_date, since: naive UTC timestamps
 # and the schedule's enum texts): rows (key, period_start, period_end).  `started_periods` in
-# SQL: with `since` (after the start), only the periods starting at or after it.  first(ts),
-# the index of the first boundary after ts, is floor_index(ts) + (boundary(floor_index) <= ts).
+# SQL: with `since` (after the start), the periods from `since` on, the first starting at
+# `since` itself.  first(ts), the index of the first boundary after ts, is floor_index(ts) +
+# (boundary(floor_index) <= ts).
 _STARTED_PERIODS = """
 WITH anchored AS (
-    SELECT key, starting_at, ending_before, anchor, months, resumed,
-           -- the first period ends at boundary(first(from_ts)) (+ 1 when resumed)
-           CASE WHEN resumed THEN since - INTERVAL 1 MICROSECOND ELSE starting_at END AS from_ts
+    SELECT key, starting_at, ending_before, anchor, months,
+           -- the first period runs from from_ts to boundary(first(from_ts))
+           CASE WHEN coalesce(since > starting_at, false) THEN since ELSE starting_at END
+               AS from_ts
     FROM (SELECT *, mq_anchor(starting_at, frequency, day, billing_anchor_date) AS anchor,
-                 mq_months(frequency) AS months,
-                 coalesce(since > starting_at, false) AS resumed
+                 mq_months(frequency) AS months
           FROM {schedules})
 ), floored AS (
     SELECT *, mq_floor_index(anchor, months, from_ts) AS k_from,
@@ -229,13 +229,13 @@ WITH anchored AS (
 ), indexed AS (
     SELECT *,
            k_from + CASE WHEN mq_boundary(anchor, months, k_from) <= from_ts THEN 1 ELSE 0 END
-               + CASE WHEN resumed THEN 1 ELSE 0 END AS k_first,
+               AS k_first,
            k_limit + CASE WHEN mq_boundary(anchor, months, k_limit) <= $as_of THEN 1 ELSE 0 END
                AS k_as_of
     FROM floored
 ), cut AS (
     SELECT key, ending_before,
-           CASE WHEN k = k_first - 1 AND NOT resumed THEN starting_at
+           CASE WHEN k = k_first - 1 THEN from_ts
                 ELSE mq_boundary(anchor, months, k) END AS period_start,
            mq_boundary(anchor, months, k + 1) AS boundary
     FROM (SELECT *, unnest(generate_series(k_first - 1, k_as_of - 1)) AS k FROM indexed)

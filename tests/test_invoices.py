@@ -753,6 +753,45 @@ def test_a_draft_whose_period_left_its_contract_s_schedule_is_voided(mq, tmp_pat
     assert statuses == {(3, 1, "void"), (3, 5, "finalized"), (4, 1, "draft")}
 
 
+def test_a_contract_extended_after_its_cut_period_was_final_bills_the_rest_of_the_period(
+    mq, tmp_path
+):
+    """March was finalized cut at the contract's end, Mar 15; the contract is then extended
+    (no end).  The schedule resumes at Mar 15: a Mar 15 - Apr 1 period.  Before, the next period
+    was April, and usage from Mar 15 to Apr 1 was never invoiced or reported."""
+    contract = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "ending_before": "2026-03-15T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(mq, tmp_path, {"contracts": [contract]})
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100"),
+            tokens("a2", "acme", "2026-03-20T12:00:00Z", "gpt-5", "10"),
+        ],
+    )
+    mq.invoice_run("2026-03-17T00:00:00Z")  # Mar 1 - Mar 15 finalized
+    del contract["ending_before"]
+    apply_docs(mq, tmp_path, {"contracts": [contract]})
+    mq.invoice_run("2026-03-21T00:00:00Z")
+    got = [
+        (i.start_timestamp.day, i.end_timestamp.month, i.end_timestamp.day, i.status, i.total)
+        for i in by_customer(mq, "Acme")
+    ]
+    assert got == [(1, 3, 15, "finalized", 150), (15, 4, 1, "draft", 15)]
+    mq.invoice_run("2026-04-02T00:00:00Z")
+    assert [(i.start_timestamp.day, i.status) for i in by_customer(mq, "Acme")] == [
+        (1, "finalized"),
+        (15, "finalized"),
+        (1, "draft"),  # April
+    ]
+
+
 def test_a_draft_of_a_period_after_as_of_is_not_stale(mq, tmp_path):
     """A run with an earlier as-of than the last one leaves the later drafts alone."""
     mq.invoice_run("2026-04-15T00:00:00Z")

@@ -250,11 +250,18 @@ def test_later_boundaries_do_not_depend_on_the_start(schedule, start):
 
 @settings(max_examples=300, deadline=None)
 @given(schedules, instants, st.integers(min_value=0, max_value=3_000), instants)
-def test_since_skips_exactly_the_earlier_periods(schedule, start, days, since):
+def test_since_resumes_the_periods_exactly_at_since(schedule, start, days, since):
+    """`since` (the end of the latest frozen period) starts the first period: a period it
+    falls inside is cut there (a frozen period cut by an `ending_before` the contract no longer
+    has leaves no gap); the periods before it are skipped."""
     end = start + timedelta(days=days + 1)
     every = list(iter_periods(schedule, start, end))
     got = list(iter_periods(schedule, start, end, since=since))
-    assert got == [p for p in every if p.start >= since]
+    if since <= start:
+        assert got == every
+    else:
+        expected = [Period(max(p.start, since), p.end) for p in every if p.end > since]
+        assert got == expected
 
 
 # -- the SQL form (engine.periods.STARTED_PERIODS, what an invoice run uses) ---------------------
