@@ -61,16 +61,19 @@ LEFT JOIN per_key p ON p.period_key = i.period_key AND p.credit_type_id = i.cred
 _OUTCOMES = """
 CREATE OR REPLACE TEMP TABLE mq_outcomes AS
 SELECT n.invoice_id, n.period_key, n.credit_type_id, n.credit_type_name, n.credit_precision,
-       n.status, n.replaces, p.period_end, t.subtotal, t.total, t.line_count, t.content_hash,
+       n.status, n.replaces, p.customer_id, p.period_end, t.subtotal, t.total, t.line_count,
+       t.content_hash,
        s.status AS old_status, s.revision AS old_revision,
        CASE WHEN s.id IS NULL THEN 'created'
             WHEN n.status = 'finalized' THEN 'finalized'
             WHEN s.content_hash <> t.content_hash THEN 'updated'
-            -- the header changes: its credit type renamed or given another precision, or its
-            -- period cut (or no longer cut) by the contract's ending_before
+            -- the header changes: its credit type renamed or given another precision, its
+            -- period cut (or no longer cut) by the contract's ending_before, or its contract
+            -- moved to another customer
             WHEN s.credit_type_name <> n.credit_type_name
               OR s.credit_precision <> n.credit_precision
-              OR s.period_end <> p.period_end THEN 'updated'
+              OR s.period_end <> p.period_end
+              OR s.customer_id <> p.customer_id THEN 'updated'
             ELSE 'unchanged' END AS outcome,
        CASE WHEN s.id IS NULL THEN 1
             WHEN s.content_hash <> t.content_hash THEN s.revision + 1

@@ -53,8 +53,8 @@ _UPDATE_INVOICES = """
 UPDATE invoices SET
     status = o.status, revision = o.revision, content_hash = o.content_hash,
     credit_type_name = o.credit_type_name, credit_precision = o.credit_precision,
-    period_end = o.period_end, hash_scheme = $scheme, subtotal = o.subtotal, total = o.total,
-    line_count = o.line_count,
+    customer_id = o.customer_id, period_end = o.period_end, hash_scheme = $scheme,
+    subtotal = o.subtotal, total = o.total, line_count = o.line_count,
     data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP,
     finalized_at = CASE WHEN o.status = 'finalized' THEN now()::TIMESTAMP END
 FROM mq_outcomes o

@@ -481,7 +481,8 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
         "INSERT INTO invoices",
         "UPDATE invoices SET status = o.status, revision = o.revision, content_hash = "
         "o.content_hash, credit_type_name = o.credit_type_name, credit_precision = "
-        "o.credit_precision, period_end = o.period_end, hash_scheme = $scheme, subtotal = "
+        "o.credit_precision, customer_id = o.customer_id, period_end = o.period_end, "
+        "hash_scheme = $scheme, subtotal = "
         "o.subtotal, total = o.total, "
         "line_count = o.line_count, "
         "data_seq = $seq, computed_as_of = $as_of, updated_at = now()::TIMESTAMP, "
@@ -790,6 +791,28 @@ def test_a_contract_extended_after_its_cut_period_was_final_bills_the_rest_of_th
         (15, "finalized"),
         (1, "draft"),  # April
     ]
+
+
+def test_a_draft_follows_its_contract_to_another_customer(mq, tmp_path):
+    """A contract moved to another customer (a customer merge, a data fix) while its period
+    is a draft: the draft's customer follows (it kept the old one: listed under it, and its
+    late events looked up by the old customer's events)."""
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [draft] = by_customer(mq, "Acme")
+    moved = {
+        "name": "acme-monthly",
+        "customer_id": "Beta",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    apply_docs(mq, tmp_path, {"contracts": [moved]})
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    assert summary.invoices.updated == 1
+    assert by_customer(mq, "Acme") == []
+    assert draft.id in [i.id for i in by_customer(mq, "Beta")]
+    assert mq.invoice_run("2026-03-15T00:00:00Z").run_id is None  # settled
 
 
 def test_a_draft_of_a_period_after_as_of_is_not_stale(mq, tmp_path):
