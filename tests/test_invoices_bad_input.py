@@ -64,6 +64,21 @@ def test_two_rates_for_the_same_product_and_values_with_overlapping_times(mq, tm
     assert "Input Tokens" in message and "gpt-5" in message and "overlapping" in message
 
 
+def test_a_rate_without_the_pricing_values_its_product_prices_by(mq, tmp_path):
+    """Such a rate could price no usage: it was accepted, skipped by rating, and the product's
+    usage reported as not on the rate card."""
+    message = refused(mq, tmp_path, card_with(rate(pricing_group_values={})))
+    assert "rates[0].pricing_group_values has keys none" in message
+    assert "product 'Input Tokens' prices by ['model']" in message
+
+
+def test_a_group_key_listed_twice(mq, tmp_path):
+    doc = catalog()
+    doc["products"][0]["pricing_group_key"] = ["model", "model"]
+    message = refused(mq, tmp_path, doc)
+    assert "pricing_group_key lists ['model'] more than once" in message
+
+
 @pytest.mark.parametrize("size", ["0", "-5"])
 def test_a_tier_with_zero_or_negative_size(mq, tmp_path, size):
     tiered = rate(

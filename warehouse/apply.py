@@ -399,10 +399,10 @@ def _check_rate_card(p: _Pending, resolver: _Resolver, problems: list[str]) -> N
             continue
         product = Product.model_validate(product_doc)
         keys = set(rate.pricing_group_values)
-        if keys and keys != set(product.pricing_group_key):
+        if keys != set(product.pricing_group_key):  # such a rate could price no usage
             problems.append(
                 f"{p.loaded.describe()}: rates[{i}].pricing_group_values has keys "
-                f"{sorted(keys)} but product {product.name!r} prices by "
+                f"{sorted(keys) or 'none'} but product {product.name!r} prices by "
                 f"{product.pricing_group_key or 'no keys'}"
             )
     for a in range(len(rates)):

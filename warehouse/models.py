@@ -230,6 +230,11 @@ class Product(Model):
             ]
             if extra:
                 raise ValueError(f"{', '.join(extra)} apply only to USAGE products")
+        for name in ("pricing_group_key", "presentation_group_key"):
+            keys = getattr(self, name)
+            if len(set(keys)) < len(keys):
+                repeated = sorted({k for k in keys if keys.count(k) > 1})
+                raise ValueError(f"{name} lists {repeated} more than once; list each key once")
         overlap = set(self.pricing_group_key) & set(self.presentation_group_key)
         if overlap:
             raise ValueError(
