@@ -189,6 +189,21 @@ def test_unparseable_timestamp(home: Home, tmp_path: Path, value: str) -> None:
     assert f"timestamp {json.dumps(value)} is not an RFC 3339 timestamp" in reject["message"]
 
 
+@pytest.mark.parametrize("value", ["2026-02-30T00:00:00Z", "2016-12-31T23:59:60Z"])
+def test_a_well_formed_timestamp_that_is_no_date_and_time_says_so(
+    home: Home, tmp_path: Path, value: str
+) -> None:
+    """RFC 3339 allows second 60 and its grammar a Feb 30; DuckDB stores neither.  The
+    message said "is not an RFC 3339 timestamp", which is wrong for such text."""
+    _, rejects = run(home, tmp_path, [json.dumps(event("bad-1", timestamp=value))])
+    reject = only_reject(rejects)
+    assert (reject["reason"], reject["field"]) == ("invalid_timestamp", "timestamp")
+    assert (
+        f"timestamp {json.dumps(value)} is written as RFC 3339 but is not a date and time"
+        in (reject["message"])
+    )
+
+
 def test_timestamps_offsets_and_microseconds(home: Home, tmp_path: Path) -> None:
     run(
         home,

@@ -169,8 +169,11 @@ def _problems(clock_sql: str) -> dict[str, tuple[str, str | None, str]]:
             "ts_invalid": (
                 "invalid_timestamp",
                 "timestamp",
-                f"'timestamp ' || {_shown('ts_text')} || ' is not an RFC 3339 timestamp "
-                "(expected e.g. 2024-01-15T10:00:00Z or 2024-01-15T10:00:00.123456+02:00)'",
+                f"'timestamp ' || {_shown('ts_text')} || CASE WHEN "
+                f"regexp_full_match(ts_text, '{RFC3339}') THEN ' is written as RFC 3339 but is "
+                "not a date and time meterql can store (a day its month does not have, a leap "
+                "second :60, or a year out of range)' ELSE ' is not an RFC 3339 timestamp "
+                "(expected e.g. 2024-01-15T10:00:00Z or 2024-01-15T10:00:00.123456+02:00)' END",
             ),
             "props_type": (
                 "malformed",
