@@ -133,6 +133,17 @@ def test_unknown_field_is_named_with_a_suggestion(mq: Meterql, tmp_path: Path) -
     assert snapshot(mq)["billable_metrics"] == []
 
 
+def test_a_number_where_text_is_expected_says_to_quote_it(mq: Meterql, tmp_path: Path) -> None:
+    text = "customers:\n  - name: Num\n    ingest_aliases: [123, 0123]\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "field 'ingest_aliases[0]': Input should be a valid string (got 123); write it in " in (
+        message
+    )
+    assert "(got 83); write it in quotes to keep it as text (YAML reads 0123 as 83)" in message
+
+
 def test_unknown_nested_field_and_top_level_key(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace("{name: model, exists: true}", "{name: model, exist: true}")
     text += "customer:\n  - name: x\n"

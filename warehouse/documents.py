@@ -176,6 +176,13 @@ def format_validation_error(model: type[BaseModel], error: ValidationError) -> l
         shown = "" if kind in ("missing",) or isinstance(value, dict) else f" (got {value!r})"
         if kind == "missing":
             message = "is required"
+        if (
+            kind == "string_type"
+            and isinstance(value, int | Decimal)
+            and not isinstance(value, bool)
+        ):
+            # YAML reads 123 as a number, and 0123 as the octal number 83
+            shown += "; write it in quotes to keep it as text (YAML reads 0123 as 83)"
         problems.append(f"{where}{message}{shown}")
     return problems
 
