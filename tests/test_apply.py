@@ -268,6 +268,55 @@ def test_alias_moves_between_customers_in_one_apply(mq: Meterql, tmp_path: Path)
     assert mq.catalog.customer("k").name == "B"
 
 
+def test_external_id_is_an_ingest_key_like_an_alias(mq: Meterql, tmp_path: Path) -> None:
+    """Metronome's customer `external_id` (deprecated) is "an alias that can be used to refer
+    to this customer in usage events": it was stored and ignored, so events sent under it were
+    never billed to the customer."""
+    mq.apply([write(tmp_path, "customers: [{name: A, external_id: ext-a}]\n", "a.yaml")])
+    assert mq.catalog.customer("ext-a").name == "A"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers: [{name: B, ingest_aliases: [ext-a]}]\n", "b.yaml")])
+    message = problems_of(excinfo)
+    assert "ingest alias 'ext-a'" in message and "'A'" in message and "'B'" in message
+    # also listed as an ingest alias of the same customer: one key
+    both = "customers: [{name: A, external_id: ext-a, ingest_aliases: [ext-a, other]}]\n"
+    mq.apply([write(tmp_path, both, "c.yaml")])
+    assert mq.catalog.customer("other").name == "A"
+    assert mq.catalog.customer("ext-a").name == "A"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, f"customers: [{{name: C, external_id: {'x' * 129}}}]\n")])
+    assert "external_id" in problems_of(excinfo)
+
+
+def test_external_ids_applied_before_become_keys_on_upgrade(tmp_path: Path) -> None:
+    """Migration 0009: customers stored with an external_id before it was a key get it (unless
+    another customer holds that key, or two customers give it)."""
+    m = Meterql.init(tmp_path / "home")
+    doc = (
+        "customers: [{name: A, external_id: ext-a}, {name: B, external_id: taken},\n"
+        "            {name: C, ingest_aliases: [taken]}, {name: D}]\n"
+    )
+    try:
+        with pytest.raises(DocumentError):  # `taken` is B's and C's
+            m.apply([write(tmp_path, doc)])
+        m.apply([write(tmp_path, doc.replace("external_id: taken", "ingest_aliases: [b]"))])
+        # as a home of migration 0008 stored them: B's external_id set, A's not a key
+        m.con.execute(
+            'UPDATE customers SET doc = json_merge_patch(doc, \'{"external_id": "taken"}\') '
+            "WHERE name = 'B'"
+        )
+        m.con.execute("DELETE FROM customer_keys WHERE key = 'ext-a'")
+        m.con.execute("DELETE FROM schema_version WHERE version = 9")
+    finally:
+        m.close()
+    m = Meterql.open(tmp_path / "home")
+    try:
+        assert m.catalog.customer("ext-a").name == "A"
+        assert m.catalog.customer("taken").name == "C"
+    finally:
+        m.close()
+
+
 def test_alias_too_long_is_refused(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, f"customers: [{{name: A, ingest_aliases: [{'x' * 129}]}}]\n")])

@@ -446,7 +446,8 @@ def _check_aliases(pending: list[_Pending], resolver: _Resolver, problems: list[
             where[p.id] = p.loaded.describe()
     claimed: dict[str, str] = {}
     for customer_id, doc in final.items():
-        for key in [customer_id, *doc.get("ingest_aliases", [])]:
+        external = [doc["external_id"]] if doc.get("external_id") is not None else []
+        for key in dict.fromkeys([customer_id, *doc.get("ingest_aliases", []), *external]):
             other = claimed.get(key)
             if other is not None and other != customer_id:
                 first, second = (final[other], doc)
@@ -498,7 +499,7 @@ def _write(
             [
                 {"key": key, "customer_id": p.id}
                 for p in customers
-                for key in dict.fromkeys([p.id, *p.loaded.model.ingest_aliases])
+                for key in dict.fromkeys([p.id, *p.loaded.model.ingest_keys()])
             ]
         )
         con.register("__meterql_keys", keys)
