@@ -421,6 +421,45 @@ def test_a_non_finite_price_is_shown_as_written(
     ) in problems_of(excinfo)
 
 
+def test_yaml_scalars_keep_their_text_beyond_json_forms(mq: Meterql, tmp_path: Path) -> None:
+    """Plain YAML scalars are read like JSON: only true/false are booleans and only decimal
+    numbers are numbers.  YAML 1.1 made `NO` (Norway) the boolean false, `02139` the octal 1121,
+    `0x1F` 31 and `1:30` the sexagesimal 90: a property filter `in_values: [NO, SE]` then
+    matched "false", silently dropping every Norwegian event from the metric."""
+    doc = """
+billable_metrics:
+  - name: Calls
+    aggregation_type: count
+    event_type_filter: {in_values: [api_call]}
+    property_filters:
+      - {name: country, in_values: [NO, SE, on, y]}
+      - {name: zip, in_values: [02139, 0x1F, 1:30, 1:30.5, 1_000, 1e5, 7, -3, 2.50]}
+    group_keys: [[country]]
+products:
+  - {name: Calls, type: usage, billable_metric_id: Calls, pricing_group_key: [country]}
+rate_cards:
+  - name: Card
+    rates:
+      - {product_id: Calls, starting_at: 2026-03-01T00:00:00Z, rate_type: flat, price: 010,
+         entitled: yes, pricing_group_values: {country: NO}}
+      - {product_id: Calls, starting_at: 2026-03-01T00:00:00Z, rate_type: flat, price: 2,
+         entitled: false, pricing_group_values: {country: SE}}
+"""
+    mq.apply([write(tmp_path, doc)])
+    metric = mq.catalog.metric("Calls")
+    assert [f.in_values for f in metric.property_filters] == [
+        ["NO", "SE", "on", "y"],
+        ["02139", "0x1F", "1:30", "1:30.5", "1_000", "1e5", "7", "-3", "2.50"],
+    ]
+    norway, sweden = mq.catalog.get("rate_cards", "Card").rates
+    assert (norway.pricing_group_values, norway.price, norway.entitled) == (
+        {"country": "NO"},
+        Decimal(10),
+        True,
+    )
+    assert (sweden.pricing_group_values, sweden.entitled) == ({"country": "SE"}, False)
+
+
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, "customers:\n  - name: A\n    name: B\n")])
