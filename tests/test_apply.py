@@ -181,6 +181,26 @@ def test_missing_references_are_named(mq: Meterql, tmp_path: Path) -> None:
     assert snapshot(mq)["products"] == []
 
 
+def test_composite_product_ids_are_resolved_references(mq: Meterql, tmp_path: Path) -> None:
+    """A COMPOSITE product's `composite_product_ids` accept ids or names like every reference;
+    they were neither resolved nor checked (a typo stayed in the catalog unnoticed)."""
+    text = QUICKSTART.replace(
+        "rate_cards:",
+        "  - {name: Platform fee, type: composite, composite_product_ids: [Input Tokens]}\n"
+        "rate_cards:",
+        1,
+    )
+    mq.apply([write(tmp_path, text)])
+    tokens = mq.catalog.product("Input Tokens")
+    assert mq.catalog.product("Platform fee").composite_product_ids == [tokens.id]
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text.replace("[Input Tokens]", "[Input Tokenz]"))])
+    assert (
+        "field 'composite_product_ids': no product with id or name 'Input Tokenz'; "
+        "did you mean 'Input Tokens'?"
+    ) in problems_of(excinfo)
+
+
 def test_rate_for_missing_product_is_refused(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace(
         "product_id: Input Tokens\n        starting_at", "product_id: Nope\n        starting_at", 1
