@@ -192,6 +192,26 @@ def test_missing_references_are_named(mq: Meterql, tmp_path: Path) -> None:
     assert snapshot(mq)["products"] == []
 
 
+def test_composite_product_ids_are_resolved_references(mq: Meterql, tmp_path: Path) -> None:
+    """A COMPOSITE product's `composite_product_ids` accept ids or names like every reference;
+    they were neither resolved nor checked (a typo stayed in the catalog unnoticed)."""
+    text = QUICKSTART.replace(
+        "rate_cards:",
+        "  - {name: Platform fee, type: composite, composite_product_ids: [Input Tokens]}\n"
+        "rate_cards:",
+        1,
+    )
+    mq.apply([write(tmp_path, text)])
+    tokens = mq.catalog.product("Input Tokens")
+    assert mq.catalog.product("Platform fee").composite_product_ids == [tokens.id]
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text.replace("[Input Tokens]", "[Input Tokenz]"))])
+    assert (
+        "field 'composite_product_ids': no product with id or name 'Input Tokenz'; "
+        "did you mean 'Input Tokens'?"
+    ) in problems_of(excinfo)
+
+
 def test_rate_for_missing_product_is_refused(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace(
         "product_id: Input Tokens\n        starting_at", "product_id: Nope\n        starting_at", 1
@@ -277,6 +297,55 @@ def test_alias_moves_between_customers_in_one_apply(mq: Meterql, tmp_path: Path)
     mq.apply([write(tmp_path, "customers: [{name: A, ingest_aliases: [k]}, {name: B}]\n")])
     mq.apply([write(tmp_path, "customers: [{name: A}, {name: B, ingest_aliases: [k]}]\n")])
     assert mq.catalog.customer("k").name == "B"
+
+
+def test_external_id_is_an_ingest_key_like_an_alias(mq: Meterql, tmp_path: Path) -> None:
+    """Metronome's customer `external_id` (deprecated) is "an alias that can be used to refer
+    to this customer in usage events": it was stored and ignored, so events sent under it were
+    never billed to the customer."""
+    mq.apply([write(tmp_path, "customers: [{name: A, external_id: ext-a}]\n", "a.yaml")])
+    assert mq.catalog.customer("ext-a").name == "A"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers: [{name: B, ingest_aliases: [ext-a]}]\n", "b.yaml")])
+    message = problems_of(excinfo)
+    assert "ingest alias 'ext-a'" in message and "'A'" in message and "'B'" in message
+    # also listed as an ingest alias of the same customer: one key
+    both = "customers: [{name: A, external_id: ext-a, ingest_aliases: [ext-a, other]}]\n"
+    mq.apply([write(tmp_path, both, "c.yaml")])
+    assert mq.catalog.customer("other").name == "A"
+    assert mq.catalog.customer("ext-a").name == "A"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, f"customers: [{{name: C, external_id: {'x' * 129}}}]\n")])
+    assert "external_id" in problems_of(excinfo)
+
+
+def test_external_ids_applied_before_become_keys_on_upgrade(tmp_path: Path) -> None:
+    """Migration 0009: customers stored with an external_id before it was a key get it (unless
+    another customer holds that key, or two customers give it)."""
+    m = Meterql.init(tmp_path / "home")
+    doc = (
+        "customers: [{name: A, external_id: ext-a}, {name: B, external_id: taken},\n"
+        "            {name: C, ingest_aliases: [taken]}, {name: D}]\n"
+    )
+    try:
+        with pytest.raises(DocumentError):  # `taken` is B's and C's
+            m.apply([write(tmp_path, doc)])
+        m.apply([write(tmp_path, doc.replace("external_id: taken", "ingest_aliases: [b]"))])
+        # as a home of migration 0008 stored them: B's external_id set, A's not a key
+        m.con.execute(
+            'UPDATE customers SET doc = json_merge_patch(doc, \'{"external_id": "taken"}\') '
+            "WHERE name = 'B'"
+        )
+        m.con.execute("DELETE FROM customer_keys WHERE key = 'ext-a'")
+        m.con.execute("DELETE FROM schema_version WHERE version = 9")
+    finally:
+        m.close()
+    m = Meterql.open(tmp_path / "home")
+    try:
+        assert m.catalog.customer("ext-a").name == "A"
+        assert m.catalog.customer("taken").name == "C"
+    finally:
+        m.close()
 
 
 def test_alias_too_long_is_refused(mq: Meterql, tmp_path: Path) -> None:
@@ -381,6 +450,45 @@ def test_a_non_finite_price_is_shown_as_written(
     assert (
         f"field 'rates[0].price': Input should be a finite number (got Decimal('{shown}'))"
     ) in problems_of(excinfo)
+
+
+def test_yaml_scalars_keep_their_text_beyond_json_forms(mq: Meterql, tmp_path: Path) -> None:
+    """Plain YAML scalars are read like JSON: only true/false are booleans and only decimal
+    numbers are numbers.  YAML 1.1 made `NO` (Norway) the boolean false, `02139` the octal 1121,
+    `0x1F` 31 and `1:30` the sexagesimal 90: a property filter `in_values: [NO, SE]` then
+    matched "false", silently dropping every Norwegian event from the metric."""
+    doc = """
+billable_metrics:
+  - name: Calls
+    aggregation_type: count
+    event_type_filter: {in_values: [api_call]}
+    property_filters:
+      - {name: country, in_values: [NO, SE, on, y]}
+      - {name: zip, in_values: [02139, 0x1F, 1:30, 1:30.5, 1_000, 1e5, 7, -3, 2.50]}
+    group_keys: [[country]]
+products:
+  - {name: Calls, type: usage, billable_metric_id: Calls, pricing_group_key: [country]}
+rate_cards:
+  - name: Card
+    rates:
+      - {product_id: Calls, starting_at: 2026-03-01T00:00:00Z, rate_type: flat, price: 010,
+         entitled: yes, pricing_group_values: {country: NO}}
+      - {product_id: Calls, starting_at: 2026-03-01T00:00:00Z, rate_type: flat, price: 2,
+         entitled: false, pricing_group_values: {country: SE}}
+"""
+    mq.apply([write(tmp_path, doc)])
+    metric = mq.catalog.metric("Calls")
+    assert [f.in_values for f in metric.property_filters] == [
+        ["NO", "SE", "on", "y"],
+        ["02139", "0x1F", "1:30", "1:30.5", "1_000", "1e5", "7", "-3", "2.50"],
+    ]
+    norway, sweden = mq.catalog.get("rate_cards", "Card").rates
+    assert (norway.pricing_group_values, norway.price, norway.entitled) == (
+        {"country": "NO"},
+        Decimal(10),
+        True,
+    )
+    assert (sweden.pricing_group_values, sweden.entitled) == ({"country": "SE"}, False)
 
 
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:

@@ -322,8 +322,42 @@ def test_exact_numbers_in_a_json_array_file(home: Home, tmp_path: Path) -> None:
     assert summary.accepted == 1
     assert stored_props(home, ["p", "q"])["arr-1"] == {"p": "0.1000", "q": "x-1"}
     reject = json.loads(Path(summary.rejects_path or "").read_text())
-    assert reject["message"].startswith("element 2 of a.json: transaction_id must be a string")
+    assert reject["message"] == (
+        'element 2 of a.json: transaction_id must be a string, got a number "7.5"'
+    )
     assert reject["event"]["transaction_id"] == 7.5
+
+
+def test_integer_ids_in_a_json_array_file_with_fractions_are_taken_as_their_text(
+    home: Home, tmp_path: Path
+) -> None:
+    """A JSON array whose numbers are marked to keep their text (one event sends a fraction)
+    takes integer ids as their text like any other file; they were rejected as "a number"."""
+    fraction = event("arr-1", properties={"cost": 0.0042})
+    integers = event(12345, customer_id=987, event_type=7)
+    text = json.dumps([fraction, integers, event("arr-3", timestamp=1767225600)])
+    path = tmp_path / "a.json"
+    path.write_text(text, encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 2
+    con = home.connect()
+    try:
+        query = EventStore(home, con).relation([], resolve_customers=False)
+        result = con.execute(query.sql("duckdb"))
+        names = [d[0] for d in result.description]
+        rows = [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+    finally:
+        con.close()
+    fields = ("transaction_id", "customer_id", "event_type")
+    assert sorted(tuple(r[f] for f in fields) for r in rows) == [
+        ("12345", "987", "7"),
+        ("arr-1", "cust", "llm_request"),
+    ]
+    assert stored_props(home, ["cost"])["arr-1"] == {"cost": "0.0042"}
+    reject = json.loads(Path(summary.rejects_path or "").read_text())
+    assert reject["message"] == (
+        'element 3 of a.json: timestamp must be an RFC 3339 string, got a number "1767225600"'
+    )
 
 
 def test_duplicates_within_a_batch_first_copy_wins(home: Home, tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ fully valid set is written, in one catalog transaction (all or nothing).
 Identity: an object's `id` is the one it gives; without one, an existing object of the same kind
 and name keeps its id, and a new object gets a UUID derived from its kind and name (for a
 contract without a name: its customer, rate card and start), so applying the same document twice
-changes nothing.  References (`billable_metric_id`, `product_id`, `rate_card_id`, `customer_id`,
-`credit_type_id`) accept an id or a name, of an object in the same documents or in the catalog;
-stored documents carry resolved ids.
+changes nothing.  References (`billable_metric_id`, `product_id`, `composite_product_ids`,
+`rate_card_id`, `customer_id`, `credit_type_id`) accept an id or a name, of an object in the same
+documents or in the catalog; stored documents carry resolved ids.
 
 Refused: a changed billable metric (metrics are immutable: archive it and create a new one), a
 new product on an archived metric (or an existing product switching to one), an ingest alias
@@ -281,15 +281,16 @@ def _resolve(p: _Pending, resolver: _Resolver, problems: list[str]) -> dict[str,
     model = p.loaded.model
     doc = _dump(model)
     doc["id"] = p.id
-    if isinstance(model, Product) and model.billable_metric_id:
-        doc["billable_metric_id"] = _ref(
-            p,
-            resolver,
-            problems,
-            "billable_metrics",
-            "billable_metric_id",
-            model.billable_metric_id,
-        )
+    if isinstance(model, Product):
+        if model.billable_metric_id:
+            doc["billable_metric_id"] = _ref(
+                p,
+                resolver,
+                problems,
+                "billable_metrics",
+                "billable_metric_id",
+                model.billable_metric_id,
+            )
         doc["composite_product_ids"] = [
             _ref(p, resolver, problems, "products", "composite_product_ids", ref)
             for ref in model.composite_product_ids
@@ -446,7 +447,8 @@ def _check_aliases(pending: list[_Pending], resolver: _Resolver, problems: list[
             where[p.id] = p.loaded.describe()
     claimed: dict[str, str] = {}
     for customer_id, doc in final.items():
-        for key in [customer_id, *doc.get("ingest_aliases", [])]:
+        external = [doc["external_id"]] if doc.get("external_id") is not None else []
+        for key in dict.fromkeys([customer_id, *doc.get("ingest_aliases", []), *external]):
             other = claimed.get(key)
             if other is not None and other != customer_id:
                 first, second = (final[other], doc)
@@ -498,7 +500,7 @@ def _write(
             [
                 {"key": key, "customer_id": p.id}
                 for p in customers
-                for key in dict.fromkeys([p.id, *p.loaded.model.ingest_aliases])
+                for key in dict.fromkeys([p.id, *p.loaded.model.ingest_keys()])
             ]
         )
         con.register("__meterql_keys", keys)

@@ -9,6 +9,7 @@ files before raising one `DocumentError`.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -53,23 +54,41 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
 
 
 def _construct_float(loader: _Loader, node: yaml.ScalarNode) -> Decimal:
-    text = str(loader.construct_scalar(node)).replace("_", "")
+    text = str(loader.construct_scalar(node))
     try:
         return Decimal(text)
     except InvalidOperation:
-        # .inf / .nan (or a YAML 1.1 sexagesimal 1:30.5): not a finite decimal, let the model
-        # reject it with its field name (and Infinity for an infinity, as written).
+        # .inf / .nan: not a finite decimal, let the model reject it with its field name (and
+        # Infinity for an infinity, as written).
         infinite = text.lower().replace(".inf", "Infinity")
         return Decimal(infinite) if infinite.lstrip("+-") == "Infinity" else Decimal("NaN")
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-# Timestamps stay strings: the models parse them (naive = UTC) and keep microseconds.
+# Plain scalars are read like JSON values.  Timestamps stay strings: the models parse them
+# (naive = UTC) and keep microseconds.  Only true/false are booleans and only JSON's decimal
+# integers and fractions are numbers (plus .inf/.nan, which the models refuse by name): YAML
+# 1.1 also read `NO`/`on`/`y` as booleans, `02139` as octal, `0x1F` as hex and `1:30` as
+# sexagesimal, so a property value `in_values: [NO]` (Norway) became "false".  Other texts,
+# exponent forms included, stay strings, so a property value keeps its text exactly (`1e5`,
+# not `1E+5`) and a price `1.5e-3`, `010` or `1_000` still reads as a decimal from its text.
+_YAML_11_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_11_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^-?(?:0|[1-9][0-9]*)$"), list("-0123456789")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:-?(?:0|[1-9][0-9]*)\.[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+.0123456789"),
+)
 
 
 def _json_object(pairs: list[tuple[str, Any]]) -> _LineDict:

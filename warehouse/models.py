@@ -316,8 +316,16 @@ class Customer(Model):
     id: str | None = None
     name: Annotated[str, Field(min_length=1)]
     ingest_aliases: list[Alias] = []
-    external_id: str | None = None
+    # Metronome: "(deprecated, use ingest_aliases instead) an alias that can be used to refer
+    # to this customer in usage events": an ingest key like the aliases.
+    external_id: Alias | None = None
     custom_fields: dict[str, str] = {}
+
+    def ingest_keys(self) -> list[str]:
+        """The keys events may carry for this customer besides its id: the ingest aliases and
+        the external id, each once."""
+        extra = [self.external_id] if self.external_id is not None else []
+        return list(dict.fromkeys([*self.ingest_aliases, *extra]))
 
     @field_validator("ingest_aliases")
     @classmethod

@@ -449,16 +449,23 @@ def json_staged_select(source_sql: str, clock: datetime) -> str:
     types_paths = "[" + ", ".join(lit(p) for p in ["", *_JSON_PATHS]) + "]"
     value_paths = "[" + ", ".join(lit(p) for p in _JSON_PATHS) + "]"
 
+    def is_marked(i: int) -> str:
+        return f"marked AND starts_with(vals[{i}], {lit(exactjson.MARK)})"
+
     def kind(i: int) -> str:
-        # a number marked inside an array document is still a number for the event fields
+        # a number marked inside an array document is still a number for the event fields, of
+        # the JSON type its text has (an integer is taken as its text, as in any other file)
         return (
-            f"CASE WHEN marked AND starts_with(vals[{i}], {lit(exactjson.MARK)}) THEN 'DOUBLE' "
-            f"ELSE types[{i + 1}] END"
+            f"CASE WHEN {is_marked(i)} THEN json_type(substr(vals[{i}], 2)) ELSE types[{i + 1}] END"
         )
+
+    def value(i: int) -> str:
+        # a marked number's text without the mark (no string of a marked document holds one)
+        return f"CASE WHEN {is_marked(i)} THEN substr(vals[{i}], 2) ELSE vals[{i}] END"
 
     def field(i: int, name: str, slow: str) -> tuple[str, str]:
         return (
-            f"CASE WHEN {slow} THEN vals[{i}] ELSE j.{name} END",
+            f"CASE WHEN {slow} THEN {value(i)} ELSE j.{name} END",
             f"CASE WHEN {slow} THEN {kind(i)} ELSE 'VARCHAR' END",
         )
 
@@ -494,7 +501,7 @@ def json_staged_select(source_sql: str, clock: datetime) -> str:
                        {tid} AS tid, {tid_type} AS tid_type,
                        {cust} AS cust, {cust_type} AS cust_type,
                        {et} AS et, {et_type} AS et_type,
-                       CASE WHEN s_ts THEN vals[4] ELSE j.timestamp END AS ts_text,
+                       CASE WHEN s_ts THEN {value(4)} ELSE j.timestamp END AS ts_text,
                        CASE WHEN NOT s_ts THEN ts_fast END AS ts_value,
                        CASE WHEN NOT s_ts THEN 'TIMESTAMP'
                             WHEN {kind(4)} = 'VARCHAR' THEN 'TEXT' ELSE {kind(4)} END AS ts_type,
