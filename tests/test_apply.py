@@ -141,7 +141,7 @@ def test_a_number_where_text_is_expected_says_to_quote_it(mq: Meterql, tmp_path:
     assert "field 'ingest_aliases[0]': Input should be a valid string (got 123); write it in " in (
         message
     )
-    assert "(got 83); write it in quotes to keep it as text (YAML reads 0123 as 83)" in message
+    assert "ingest_aliases[1]" not in message  # 0123 is text (YAML 1.1 read it as octal 83)
 
 
 def test_unknown_nested_field_and_top_level_key(mq: Meterql, tmp_path: Path) -> None:

@@ -200,8 +200,7 @@ def format_validation_error(model: type[BaseModel], error: ValidationError) -> l
             and isinstance(value, int | Decimal)
             and not isinstance(value, bool)
         ):
-            # YAML reads 123 as a number, and 0123 as the octal number 83
-            shown += "; write it in quotes to keep it as text (YAML reads 0123 as 83)"
+            shown += "; write it in quotes to keep it as text"  # YAML and JSON read 123 as a number
         problems.append(f"{where}{message}{shown}")
     return problems
 
