@@ -583,3 +583,29 @@ def test_one_batch_mixing_every_property_shape(home: Home, tmp_path: Path) -> No
         "struct": {"model": "m-struct"},
         "json": {"model": "m-json", "n": "1.50"},
     }
+
+
+def test_a_parquet_column_of_nulls_only_rejects_its_rows_not_the_batch(tmp_path: Path) -> None:
+    """pyarrow writes a column holding only None with its `null` type: each row is rejected as
+    a missing field (it refused the whole file, and with it the batch's other files)."""
+    home = Home(tmp_path / "home")
+    home.init()
+    nulls = tmp_path / "nulls.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "transaction_id": pa.array([None, None]),
+                "customer_id": ["c", "c"],
+                "event_type": ["e", "e"],
+                "timestamp": ["2026-01-30T10:00:00Z"] * 2,
+            }
+        ),
+        nulls,
+    )
+    good = tmp_path / "good.ndjson"
+    good.write_text(
+        '{"transaction_id": "t", "customer_id": "c", "event_type": "e", '
+        '"timestamp": "2026-01-30T10:00:00Z"}\n'
+    )
+    summary = ingest(home, [nulls, good], now=datetime(2026, 2, 1))
+    assert (summary.accepted, summary.reasons) == (1, {"missing_field": 2})
