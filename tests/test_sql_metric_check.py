@@ -298,6 +298,21 @@ def test_functions_types_and_operators_outside_the_allow_list_are_refused() -> N
         assert any(message in m for m in messages), (sql, messages)
 
 
+def test_ceil_and_floor_to_digits_are_refused_not_computed_in_floating_point() -> None:
+    # DuckDB's ceil/floor take one argument; sqlglot would rewrite ceil(x, 2) into
+    # ROUND(CEIL(x * POWER(10, 2)) / POWER(10, 2), 2), in DOUBLE: ceil(1.10, 2) gave 1.11 and
+    # floor(0.29, 2) gave 0.28
+    for function in ("ceil", "floor", "CEILING"):
+        sql = (
+            f"SELECT {function}(sum(CAST(properties.t AS DECIMAL(10, 2))), 2) AS value\nFROM events"
+        )
+        problem = only_problem(sql)
+        assert f"{function}(x, n) is not allowed" in problem.message, problem.message
+        assert "takes one argument" in problem.message
+        assert (problem.line, problem.col) == where(sql, function)
+    assert sql_problems("SELECT ceil(count(*) / 2) AS value FROM events") == []
+
+
 def test_everything_the_semantics_allow_passes() -> None:
     sql = """
     WITH daily AS (

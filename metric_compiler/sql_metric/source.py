@@ -82,6 +82,21 @@ class SqlSource:
             return previous[-2].text
         return None
 
+    def call(self, node: exp.Expression) -> tuple[int, int, str] | None:
+        """[start, end) and name of `name(...)` for a function sqlglot located only by its
+        arguments (e.g. Ceil): the name token before the first argument and its opening
+        parentheses; None when the text does not read so."""
+        span = self.span(node)
+        if span is None:
+            return None
+        previous = [t for t in self.tokens if t.start < span[0]]
+        while len(previous) >= 2 and previous[-1].text == "(" and previous[-2].text == "(":
+            previous.pop()
+        if len(previous) >= 2 and previous[-1].text == "(" and previous[-2].text[:1].isalpha():
+            start = previous[-2].start
+            return start, max(span[1], self._call_end(start)), previous[-2].text
+        return None
+
     def keyword_after(self, offset: int, *words: str) -> Token | None:
         """The first token starting with one of `words` (any case) at or after `offset`."""
         wanted = {w.upper() for w in words}
