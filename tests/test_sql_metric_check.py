@@ -313,6 +313,25 @@ def test_ceil_and_floor_to_digits_are_refused_not_computed_in_floating_point() -
     assert sql_problems("SELECT ceil(count(*) / 2) AS value FROM events") == []
 
 
+def test_aggregates_returning_a_list_of_the_n_greatest_or_smallest_are_refused() -> None:
+    # max(x, n), min(x, n), arg_max(x, t, n) and arg_min(x, t, n) return DuckDB lists; as a
+    # group key the list reached usage rows ({"top": ["4", "3"]})
+    for call, name in [
+        ("max(properties.x, 2)", "max"),
+        ("MIN(properties.x, 3)", "MIN"),
+        ("arg_max(properties.x, timestamp, 2)", "arg_max"),
+        ("arg_min(properties.x, timestamp, 2)", "arg_min"),
+        ("max_by(properties.x, timestamp, 2)", "max_by"),
+    ]:
+        sql = f"SELECT count(*) AS value,\n  {call} AS top FROM events"  # noqa: S608
+        problem = only_problem(sql)
+        assert f"{name}(..., n) is not allowed: it returns a list" in problem.message, (
+            problem.message
+        )
+        assert (problem.line, problem.col) == where(sql, call)
+    assert sql_problems("SELECT count(*) AS value, max(properties.x) AS top FROM events") == []
+
+
 def test_everything_the_semantics_allow_passes() -> None:
     sql = """
     WITH daily AS (

@@ -162,15 +162,20 @@ EXPLAINED: dict[type[exp.Expression], tuple[str, str]] = {
     exp.Struct: ("struct values", "a metric returns plain columns"),
     exp.Array: ("list values", "a metric returns plain columns"),
 }
-# Arguments sqlglot reads but DuckDB's function does not take: sqlglot would give them a meaning
-# of its own (ceil(x, 2) becomes ROUND(CEIL(x * POWER(10, 2)) / POWER(10, 2), 2), computed in
-# DOUBLE: ceil(1.10, 2) = 1.11), where DuckDB refuses the call.
-# (node type, argument) -> what to write instead, given the function's name as written.
-NOT_DUCKDB_ARGUMENTS: dict[tuple[type[exp.Expression], str], str] = {
+# Arguments of allowed functions that are refused, each with what to write instead ({f}: the
+# function's name as written).  DuckDB's ceil and floor take one argument: sqlglot would give
+# ceil(x, 2) a meaning of its own (ROUND(CEIL(x * POWER(10, 2)) / POWER(10, 2), 2), in DOUBLE:
+# ceil(1.10, 2) = 1.11).  min/max(x, n) and arg_min/arg_max(x, t, n) return a list.
+REFUSED_ARGUMENTS: dict[tuple[type[exp.Expression], str], str] = {
     (exp.Ceil, "decimals"): "{f}(x, n) is not allowed: DuckDB's {f} takes one argument; to round "
     "up to n digits scale the value, e.g. {f}(x * 100) / 100",
     (exp.Floor, "decimals"): "{f}(x, n) is not allowed: DuckDB's {f} takes one argument; to round "
     "down to n digits scale the value, e.g. {f}(x * 100) / 100",
+    **{
+        (kind, "count"): "{f}(..., n) is not allowed: it returns a list of n values, and a metric "
+        "returns plain columns; leave out n"
+        for kind in (exp.Min, exp.Max, exp.ArgMin, exp.ArgMax)
+    },
 }
 # Refused constructs whose parts are not worth reporting separately.
 OPAQUE = (exp.Order, exp.Limit, exp.Offset, exp.Fetch, exp.Qualify, exp.TableSample, exp.Star)
@@ -305,7 +310,7 @@ def _allowed(source: SqlSource, node: exp.Expression) -> bool:
     if isinstance(node, exp.DataType):
         _check_type(source, node)
         return False
-    for (kind, argument), message in NOT_DUCKDB_ARGUMENTS.items():
+    for (kind, argument), message in REFUSED_ARGUMENTS.items():
         if isinstance(node, kind) and node.args.get(argument) is not None:
             call = source.call(node)
             start, end, name = call or (*source.locate(node), function_name(source, node))
