@@ -332,6 +332,28 @@ def test_aggregates_returning_a_list_of_the_n_greatest_or_smallest_are_refused()
     assert sql_problems("SELECT count(*) AS value, max(properties.x) AS top FROM events") == []
 
 
+def test_aggregates_of_several_arguments_are_refused_at_their_place() -> None:
+    # DuckDB refuses count(DISTINCT a, b); sqlglot read it as the count of distinct (a, b) rows
+    # and the metric ran with that meaning; count(a, b) failed only when DuckDB bound it, with
+    # no place in the text
+    for call in (
+        "count(DISTINCT properties.x, event_type)",
+        "count(properties.x, event_type)",
+        "sum(DISTINCT properties.x, event_type)",
+    ):
+        sql = f"SELECT {call} AS value\nFROM events"
+        problem = only_problem(sql)
+        assert "takes one argument" in problem.message, problem.message
+        assert (problem.line, problem.col) == where(sql, call)
+    assert (
+        "SELECT DISTINCT"
+        in only_problem(
+            "SELECT count(DISTINCT properties.x, event_type) AS value FROM events"
+        ).message
+    )
+    assert sql_problems("SELECT count(DISTINCT properties.x) AS value FROM events") == []
+
+
 def test_everything_the_semantics_allow_passes() -> None:
     sql = """
     WITH daily AS (
