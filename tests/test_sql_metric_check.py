@@ -354,6 +354,20 @@ def test_aggregates_of_several_arguments_are_refused_at_their_place() -> None:
     assert sql_problems("SELECT count(DISTINCT properties.x) AS value FROM events") == []
 
 
+def test_date_trunc_with_a_time_zone_argument_is_refused_not_ignored() -> None:
+    # sqlglot drops a third argument of date_trunc: days in Paris time were silently UTC days
+    for call in (
+        "date_trunc('day', timestamp, 'Europe/Paris')",
+        "DATETRUNC('day', timestamp, 'Europe/Paris')",
+        "date_trunc('day', (timestamp), 'UTC')",
+    ):
+        sql = f"SELECT {call} AS day,\n count(*) AS value FROM events GROUP BY 1"  # noqa: S608
+        problem = only_problem(sql)
+        assert "takes two arguments" in problem.message, problem.message
+        assert (problem.line, problem.col) == where(sql, call)
+    assert sql_problems("SELECT date_trunc('day', timestamp) AS value FROM events") == []
+
+
 def test_everything_the_semantics_allow_passes() -> None:
     sql = """
     WITH daily AS (

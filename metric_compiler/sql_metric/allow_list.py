@@ -323,6 +323,15 @@ def _allowed(source: SqlSource, node: exp.Expression) -> bool:
     for (kind, argument), message in REFUSED_ARGUMENTS.items():
         if isinstance(node, kind) and node.args.get(argument):
             _report_call(source, node, message)
+    truncation = isinstance(node, exp.DateTrunc | exp.TimestampTrunc)
+    if truncation and _written_arguments(source, node) > 2:
+        # sqlglot drops the rest (a Postgres-style time zone): DuckDB refuses the call
+        _report_call(
+            source,
+            node,
+            "{f} takes two arguments (unit, timestamp): timestamps are UTC, and a time zone "
+            "argument is not supported",
+        )
     if isinstance(node, ALLOWED_FUNCTIONS + STRUCTURE):
         return True
     if isinstance(node, exp.Func):
@@ -340,6 +349,15 @@ def _report_call(source: SqlSource, node: exp.Expression, message: str) -> None:
     call = source.call(node)
     start, end, name = call or (*source.locate(node), function_name(source, node))
     source.problems.append(source.at(start, end, message.format(f=name)))
+
+
+def _written_arguments(source: SqlSource, node: exp.Expression) -> int:
+    """How many arguments a call is written with (0 when the text does not tell)."""
+    meta = node._meta
+    call = source.call(node)
+    start = meta["start"] if meta and "start" in meta else call[0] if call else None
+    count = source.arguments_written(start) if start is not None else None
+    return count or 0
 
 
 def _check_type(source: SqlSource, node: exp.DataType) -> None:

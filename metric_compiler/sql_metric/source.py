@@ -74,6 +74,25 @@ class SqlSource:
                     return token.end + 1
         return 0
 
+    def arguments_written(self, start: int) -> int | None:
+        """How many arguments the call `name(...)` whose name token starts at `start` is written
+        with (None when no such call is there)."""
+        tokens = self.tokens
+        index = next((i for i, t in enumerate(tokens) if t.start == start), None)
+        if index is None or index + 1 >= len(tokens) or tokens[index + 1].text != "(":
+            return None
+        depth, commas = 0, 0
+        for token in tokens[index + 1 :]:
+            if token.text in ("(", "["):
+                depth += 1
+            elif token.text in (")", "]"):
+                depth -= 1
+                if depth == 0:
+                    return commas + 1 if token.start > tokens[index + 1].end + 1 else 0
+            elif token.text == "," and depth == 1:
+                commas += 1
+        return None
+
     def name_before(self, offset: int) -> str | None:
         """The function name of `name(` written just before `offset`, if that is what is
         there."""
