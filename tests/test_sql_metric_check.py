@@ -527,9 +527,15 @@ def test_names_bind_like_duckdb_and_only_the_having_subtlety_is_refused() -> Non
     # an alias that names its own column is not ambiguous
     sql = "SELECT event_type AS event_type, count(*) AS value FROM events GROUP BY 1"
     assert sql_problems(sql + " HAVING event_type <> 'x'") == []
-    # WHERE never sees SELECT aliases
+    # WHERE never sees SELECT aliases (DuckDB's WHERE does): the problem says so, and does not
+    # claim the column is missing nor suggest properties.kind
     sql = "SELECT properties.kind AS kind, count(*) AS value FROM events WHERE kind = 'x'"
-    assert "column kind does not exist" in only_problem(sql).message
+    problem = only_problem(sql)
+    assert problem.message == (
+        "kind is a SELECT alias, which WHERE cannot use in a SQL metric; write its expression "
+        "(properties.kind) there instead"
+    )
+    assert (problem.line, problem.col) == where(sql, "kind", 2)
 
 
 # -- property names ---------------------------------------------------------------------------

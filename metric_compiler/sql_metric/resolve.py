@@ -390,6 +390,14 @@ class _Resolver:
         if self._outer_has(block, name):
             self._correlated(node, name)
             return None
+        if clause == "where" and key in block.aliases:
+            projection = block.aliases[key]
+            self.source.report(
+                node,
+                f"{name} is a SELECT alias, which WHERE cannot use in a SQL metric; write its "
+                f"expression ({self.source.written(projection.this)}) there instead",
+            )
+            return None
         if not block.unreadable:
             self._unknown(node, name, block, aliases=clause != "where")
         return None
