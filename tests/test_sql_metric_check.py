@@ -442,6 +442,32 @@ def test_misspelled_cte_columns_and_tables_get_suggestions() -> None:
     assert "did you mean 'properties'?" in only_problem(sql).message
 
 
+def test_refused_words_sqlglot_does_not_locate_are_pointed_at_too() -> None:
+    # parameters, current_timestamp & co. and interval units have no place in sqlglot's tree:
+    # they were reported at line 1, col 1
+    cases = [
+        ("WHERE event_type = $1", "$1", "query parameters"),
+        ("WHERE event_type = ?", "?", "query parameters"),
+        ("WHERE event_type = $name", "$name", "query parameters"),
+        ("WHERE timestamp > current_timestamp", "current_timestamp", "current_timestamp"),
+        ("WHERE CAST(timestamp AS DATE) = CURRENT_DATE", "CURRENT_DATE", "current_date"),
+        ("WHERE event_type = current_user", "current_user", "current_user"),
+        ("WHERE timestamp > TIMESTAMP '2024-01-01' + INTERVAL 1 DAY", "INTERVAL", "INTERVAL"),
+        ("WHERE event_type COLLATE nocase = 'x'", "event_type COLLATE", "collate"),
+    ]
+    for clause, at, message in cases:
+        sql = f"SELECT count(*) AS value\nFROM events\n{clause}"
+        problems = sql_problems(sql)
+        assert problems and all(p.line == 3 for p in problems), (sql, problems)
+        first = problems[0]
+        assert message in first.message, (sql, first.message)
+        assert (first.line, first.col) == where(sql, at), (sql, first)
+        assert sql[first.start : first.end] == at.split()[0] or at == "event_type COLLATE"
+    # the nth of several is the nth in the text
+    sql = "SELECT count(*) AS value FROM events WHERE event_type = ? OR event_type = ?"
+    assert [(p.line, p.col) for p in sql_problems(sql)] == [where(sql, "?"), where(sql, "?", 1)]
+
+
 def test_the_error_prints_every_problem_with_a_caret_under_the_place() -> None:
     sql = "SELECT count(*) AS value\nFROM read_csv('/etc/passwd')\nWHERE getenv('X') = '1'"
     with pytest.raises(SqlMetricError) as raised:

@@ -185,7 +185,16 @@ SEVERAL_DISTINCT = (
     "events)"
 )
 # Refused constructs whose parts are not worth reporting separately.
-OPAQUE = (exp.Order, exp.Limit, exp.Offset, exp.Fetch, exp.Qualify, exp.TableSample, exp.Star)
+OPAQUE = (
+    exp.Order,
+    exp.Limit,
+    exp.Offset,
+    exp.Fetch,
+    exp.Qualify,
+    exp.TableSample,
+    exp.Star,
+    exp.Interval,
+)
 STATEMENT_NAMES: dict[type[exp.Expression], str] = {
     exp.Create: "CREATE",
     exp.Drop: "DROP",
