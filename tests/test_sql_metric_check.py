@@ -298,6 +298,76 @@ def test_functions_types_and_operators_outside_the_allow_list_are_refused() -> N
         assert any(message in m for m in messages), (sql, messages)
 
 
+def test_ceil_and_floor_to_digits_are_refused_not_computed_in_floating_point() -> None:
+    # DuckDB's ceil/floor take one argument; sqlglot would rewrite ceil(x, 2) into
+    # ROUND(CEIL(x * POWER(10, 2)) / POWER(10, 2), 2), in DOUBLE: ceil(1.10, 2) gave 1.11 and
+    # floor(0.29, 2) gave 0.28
+    for function in ("ceil", "floor", "CEILING"):
+        sql = (
+            f"SELECT {function}(sum(CAST(properties.t AS DECIMAL(10, 2))), 2) AS value\nFROM events"
+        )
+        problem = only_problem(sql)
+        assert f"{function}(x, n) is not allowed" in problem.message, problem.message
+        assert "takes one argument" in problem.message
+        assert (problem.line, problem.col) == where(sql, function)
+    assert sql_problems("SELECT ceil(count(*) / 2) AS value FROM events") == []
+
+
+def test_aggregates_returning_a_list_of_the_n_greatest_or_smallest_are_refused() -> None:
+    # max(x, n), min(x, n), arg_max(x, t, n) and arg_min(x, t, n) return DuckDB lists; as a
+    # group key the list reached usage rows ({"top": ["4", "3"]})
+    for call, name in [
+        ("max(properties.x, 2)", "max"),
+        ("MIN(properties.x, 3)", "MIN"),
+        ("arg_max(properties.x, timestamp, 2)", "arg_max"),
+        ("arg_min(properties.x, timestamp, 2)", "arg_min"),
+        ("max_by(properties.x, timestamp, 2)", "max_by"),
+    ]:
+        sql = f"SELECT count(*) AS value,\n  {call} AS top FROM events"  # noqa: S608
+        problem = only_problem(sql)
+        assert f"{name}(..., n) is not allowed: it returns a list" in problem.message, (
+            problem.message
+        )
+        assert (problem.line, problem.col) == where(sql, call)
+    assert sql_problems("SELECT count(*) AS value, max(properties.x) AS top FROM events") == []
+
+
+def test_aggregates_of_several_arguments_are_refused_at_their_place() -> None:
+    # DuckDB refuses count(DISTINCT a, b); sqlglot read it as the count of distinct (a, b) rows
+    # and the metric ran with that meaning; count(a, b) failed only when DuckDB bound it, with
+    # no place in the text
+    for call in (
+        "count(DISTINCT properties.x, event_type)",
+        "count(properties.x, event_type)",
+        "sum(DISTINCT properties.x, event_type)",
+    ):
+        sql = f"SELECT {call} AS value\nFROM events"
+        problem = only_problem(sql)
+        assert "takes one argument" in problem.message, problem.message
+        assert (problem.line, problem.col) == where(sql, call)
+    assert (
+        "SELECT DISTINCT"
+        in only_problem(
+            "SELECT count(DISTINCT properties.x, event_type) AS value FROM events"
+        ).message
+    )
+    assert sql_problems("SELECT count(DISTINCT properties.x) AS value FROM events") == []
+
+
+def test_date_trunc_with_a_time_zone_argument_is_refused_not_ignored() -> None:
+    # sqlglot drops a third argument of date_trunc: days in Paris time were silently UTC days
+    for call in (
+        "date_trunc('day', timestamp, 'Europe/Paris')",
+        "DATETRUNC('day', timestamp, 'Europe/Paris')",
+        "date_trunc('day', (timestamp), 'UTC')",
+    ):
+        sql = f"SELECT {call} AS day,\n count(*) AS value FROM events GROUP BY 1"  # noqa: S608
+        problem = only_problem(sql)
+        assert "takes two arguments" in problem.message, problem.message
+        assert (problem.line, problem.col) == where(sql, call)
+    assert sql_problems("SELECT date_trunc('day', timestamp) AS value FROM events") == []
+
+
 def test_everything_the_semantics_allow_passes() -> None:
     sql = """
     WITH daily AS (
@@ -370,6 +440,32 @@ def test_misspelled_cte_columns_and_tables_get_suggestions() -> None:
     assert "did you mean 'events'?" in only_problem("SELECT count(*) AS value FROM event").message
     sql = "SELECT count(*) AS value FROM events WHERE propertes.region = 'eu'"
     assert "did you mean 'properties'?" in only_problem(sql).message
+
+
+def test_refused_words_sqlglot_does_not_locate_are_pointed_at_too() -> None:
+    # parameters, current_timestamp & co. and interval units have no place in sqlglot's tree:
+    # they were reported at line 1, col 1
+    cases = [
+        ("WHERE event_type = $1", "$1", "query parameters"),
+        ("WHERE event_type = ?", "?", "query parameters"),
+        ("WHERE event_type = $name", "$name", "query parameters"),
+        ("WHERE timestamp > current_timestamp", "current_timestamp", "current_timestamp"),
+        ("WHERE CAST(timestamp AS DATE) = CURRENT_DATE", "CURRENT_DATE", "current_date"),
+        ("WHERE event_type = current_user", "current_user", "current_user"),
+        ("WHERE timestamp > TIMESTAMP '2024-01-01' + INTERVAL 1 DAY", "INTERVAL", "INTERVAL"),
+        ("WHERE event_type COLLATE nocase = 'x'", "event_type COLLATE", "collate"),
+    ]
+    for clause, at, message in cases:
+        sql = f"SELECT count(*) AS value\nFROM events\n{clause}"
+        problems = sql_problems(sql)
+        assert problems and all(p.line == 3 for p in problems), (sql, problems)
+        first = problems[0]
+        assert message in first.message, (sql, first.message)
+        assert (first.line, first.col) == where(sql, at), (sql, first)
+        assert sql[first.start : first.end] == at.split()[0] or at == "event_type COLLATE"
+    # the nth of several is the nth in the text
+    sql = "SELECT count(*) AS value FROM events WHERE event_type = ? OR event_type = ?"
+    assert [(p.line, p.col) for p in sql_problems(sql)] == [where(sql, "?"), where(sql, "?", 1)]
 
 
 def test_the_error_prints_every_problem_with_a_caret_under_the_place() -> None:
@@ -457,9 +553,15 @@ def test_names_bind_like_duckdb_and_only_the_having_subtlety_is_refused() -> Non
     # an alias that names its own column is not ambiguous
     sql = "SELECT event_type AS event_type, count(*) AS value FROM events GROUP BY 1"
     assert sql_problems(sql + " HAVING event_type <> 'x'") == []
-    # WHERE never sees SELECT aliases
+    # WHERE never sees SELECT aliases (DuckDB's WHERE does): the problem says so, and does not
+    # claim the column is missing nor suggest properties.kind
     sql = "SELECT properties.kind AS kind, count(*) AS value FROM events WHERE kind = 'x'"
-    assert "column kind does not exist" in only_problem(sql).message
+    problem = only_problem(sql)
+    assert problem.message == (
+        "kind is a SELECT alias, which WHERE cannot use in a SQL metric; write its expression "
+        "(properties.kind) there instead"
+    )
+    assert (problem.line, problem.col) == where(sql, "kind", 2)
 
 
 # -- property names ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ DuckDB field access) and runs the author's text verbatim.
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -313,6 +314,49 @@ def test_ties_on_timestamp_go_to_the_greatest_transaction_id_for_latest() -> Non
         "arg_min(properties.tokens, timestamp) AS earliest FROM events"
     )
     assert scoped(sql, events, windows) == [("c2", 0, ("1",), Decimal(3))]
+
+
+TIES_THROUGH = [
+    # the timestamp in parentheses, through an alias, a CTE, a subquery, two CTEs, a column list
+    "SELECT arg_max(CAST(properties.tokens AS INTEGER), (timestamp)) AS value, "
+    "arg_min(properties.tokens, ((e.timestamp))) AS earliest FROM events e",
+    "WITH t AS (SELECT timestamp, properties.tokens AS v FROM events WHERE event_type <> 'x') "
+    "SELECT arg_max(CAST(v AS INTEGER), timestamp) AS value, arg_min(v, timestamp) AS earliest "
+    "FROM t",
+    "SELECT arg_max(CAST(v AS INTEGER), ts) AS value, arg_min(v, s.ts) AS earliest FROM "
+    "(SELECT timestamp AS ts, properties.tokens AS v FROM events) s",
+    "WITH a AS (SELECT properties.tokens AS v, timestamp FROM events), b AS (SELECT v, "
+    "timestamp AS tt FROM a WHERE v IS NOT NULL) SELECT arg_max(CAST(v AS INTEGER), tt) AS "
+    "value, arg_min(v, tt) AS earliest FROM b",
+    "SELECT arg_max(CAST(v AS INTEGER), t) AS value, arg_min(v, t) AS earliest FROM (SELECT "
+    "properties.tokens, timestamp FROM events) AS s(v, t)",
+    "SELECT (SELECT arg_max(CAST(v AS INTEGER), timestamp) FROM (SELECT timestamp, "
+    "properties.tokens AS v FROM events)) AS value, (SELECT arg_min(properties.tokens, "
+    "timestamp) FROM events) AS earliest",
+]
+
+
+@pytest.mark.parametrize("sql", TIES_THROUGH)
+def test_ties_go_to_the_transaction_id_also_through_ctes_subqueries_and_parentheses(
+    sql: str,
+) -> None:
+    # the same events in every order give the same answer: (timestamp) and a timestamp passed
+    # on by a CTE or subquery got no tie-break, so DuckDB's read order picked the value
+    at = T0 + timedelta(hours=1)
+    rows = [("t-b", "2"), ("t-c", "3"), ("t-a", "1")]
+    windows = [("c2", 0, T0, T0 + DAY)]
+    for order in itertools.permutations(rows):
+        events = [
+            {
+                "transaction_id": tid,
+                "customer_id": "c2",
+                "event_type": "api_request",
+                "timestamp": at,
+                "properties": {"tokens": tokens},
+            }
+            for tid, tokens in order
+        ]
+        assert scoped(sql, events, windows) == [("c2", 0, ("1",), Decimal(3))], order
 
 
 def test_values_become_exact_decimals() -> None:

@@ -162,8 +162,39 @@ EXPLAINED: dict[type[exp.Expression], tuple[str, str]] = {
     exp.Struct: ("struct values", "a metric returns plain columns"),
     exp.Array: ("list values", "a metric returns plain columns"),
 }
+# Arguments of allowed functions that are refused, each with what to write instead ({f}: the
+# function's name as written).  DuckDB's ceil and floor take one argument: sqlglot would give
+# ceil(x, 2) a meaning of its own (ROUND(CEIL(x * POWER(10, 2)) / POWER(10, 2), 2), in DOUBLE:
+# ceil(1.10, 2) = 1.11), and count(DISTINCT a, b) a count of distinct (a, b) rows, where DuckDB
+# refuses both.  min/max(x, n) and arg_min/arg_max(x, t, n) return a list.
+REFUSED_ARGUMENTS: dict[tuple[type[exp.Expression], str], str] = {
+    (exp.Ceil, "decimals"): "{f}(x, n) is not allowed: DuckDB's {f} takes one argument; to round "
+    "up to n digits scale the value, e.g. {f}(x * 100) / 100",
+    (exp.Floor, "decimals"): "{f}(x, n) is not allowed: DuckDB's {f} takes one argument; to round "
+    "down to n digits scale the value, e.g. {f}(x * 100) / 100",
+    (exp.Count, "expressions"): "{f}(x, y) is not allowed: DuckDB's {f} takes one argument",
+    **{
+        (kind, "count"): "{f}(..., n) is not allowed: it returns a list of n values, and a metric "
+        "returns plain columns; leave out n"
+        for kind in (exp.Min, exp.Max, exp.ArgMin, exp.ArgMax)
+    },
+}
+SEVERAL_DISTINCT = (
+    "{f}(DISTINCT a, b) is not allowed: DuckDB's {f} takes one argument; to count distinct "
+    "combinations count the rows of a subquery: SELECT count(*) FROM (SELECT DISTINCT a, b FROM "
+    "events)"
+)
 # Refused constructs whose parts are not worth reporting separately.
-OPAQUE = (exp.Order, exp.Limit, exp.Offset, exp.Fetch, exp.Qualify, exp.TableSample, exp.Star)
+OPAQUE = (
+    exp.Order,
+    exp.Limit,
+    exp.Offset,
+    exp.Fetch,
+    exp.Qualify,
+    exp.TableSample,
+    exp.Star,
+    exp.Interval,
+)
 STATEMENT_NAMES: dict[type[exp.Expression], str] = {
     exp.Create: "CREATE",
     exp.Drop: "DROP",
@@ -283,6 +314,9 @@ def _allowed(source: SqlSource, node: exp.Expression) -> bool:
         if node.args.get("on") is not None:
             source.report(node, "DISTINCT ON is not allowed: use GROUP BY with arg_min/arg_max")
             return False
+        if isinstance(parent, AGGREGATES) and len(node.expressions) > 1:
+            _report_call(source, parent, SEVERAL_DISTINCT)
+            return True
         if isinstance(parent, (exp.Select, *AGGREGATES)):
             return True
         source.report(parent or node, "DISTINCT is allowed only in SELECT DISTINCT and aggregates")
@@ -295,6 +329,18 @@ def _allowed(source: SqlSource, node: exp.Expression) -> bool:
     if isinstance(node, exp.DataType):
         _check_type(source, node)
         return False
+    for (kind, argument), message in REFUSED_ARGUMENTS.items():
+        if isinstance(node, kind) and node.args.get(argument):
+            _report_call(source, node, message)
+    truncation = isinstance(node, exp.DateTrunc | exp.TimestampTrunc)
+    if truncation and _written_arguments(source, node) > 2:
+        # sqlglot drops the rest (a Postgres-style time zone): DuckDB refuses the call
+        _report_call(
+            source,
+            node,
+            "{f} takes two arguments (unit, timestamp): timestamps are UTC, and a time zone "
+            "argument is not supported",
+        )
     if isinstance(node, ALLOWED_FUNCTIONS + STRUCTURE):
         return True
     if isinstance(node, exp.Func):
@@ -304,6 +350,23 @@ def _allowed(source: SqlSource, node: exp.Expression) -> bool:
     name = node.key.upper()
     source.report(node, f"{name} is not allowed in a SQL metric", name)
     return True
+
+
+def _report_call(source: SqlSource, node: exp.Expression, message: str) -> None:
+    """Report a problem of a function call at the call, `{f}` in `message` being its name as
+    written."""
+    call = source.call(node)
+    start, end, name = call or (*source.locate(node), function_name(source, node))
+    source.problems.append(source.at(start, end, message.format(f=name)))
+
+
+def _written_arguments(source: SqlSource, node: exp.Expression) -> int:
+    """How many arguments a call is written with (0 when the text does not tell)."""
+    meta = node._meta
+    call = source.call(node)
+    start = meta["start"] if meta and "start" in meta else call[0] if call else None
+    count = source.arguments_written(start) if start is not None else None
+    return count or 0
 
 
 def _check_type(source: SqlSource, node: exp.DataType) -> None:

@@ -63,6 +63,25 @@ class AliasRef:
 Binding = EventColumn | PropertyRef | SourceColumn | AliasRef
 
 
+@dataclass(frozen=True)
+class Cte:
+    """The query of a CTE or a subquery in FROM, and the names it gives its columns."""
+
+    query: exp.Expression
+    columns: dict[str, str]  # casefolded name -> name
+    renamed: tuple[str, ...]  # a column list (`name(a, b)`, `AS t(a, b)`): the first columns
+
+    def projection(self, name: str) -> exp.Expression | None:
+        """The select-list entry that makes the column `name` (None: not a plain SELECT)."""
+        if not isinstance(self.query, exp.Select):
+            return None
+        for i, projection in enumerate(self.query.expressions):
+            own = self.renamed[i] if i < len(self.renamed) else output_name(projection)
+            if own is not None and own.casefold() == name.casefold():
+                return projection
+        return None
+
+
 @dataclass
 class Source:
     """The one relation a query block reads."""
@@ -71,6 +90,7 @@ class Source:
     node: exp.Expression  # the Table or Subquery in FROM
     alias: str  # the name the block refers to it by ("" for an unnamed subquery)
     columns: dict[str, str]  # casefolded name -> name (EVENTS: the base columns)
+    query: Cte | None = None  # CTE, DERIVED: the query that makes the relation
 
     def has(self, name: str) -> bool:
         return name.casefold() in self.columns
@@ -115,6 +135,11 @@ def resolve(source: SqlSource, tree: exp.Expression) -> Bound:
     return resolver.bound
 
 
+def _column_list(node: exp.Expression) -> tuple[str, ...]:
+    alias = node.args.get("alias")
+    return tuple(c.name for c in alias.columns) if isinstance(alias, exp.TableAlias) else ()
+
+
 def _reserved(name: str) -> bool:
     return name.casefold().startswith(RESERVED_PREFIX)
 
@@ -127,7 +152,7 @@ class _Resolver:
     # -- query blocks -----------------------------------------------------------------------------
 
     def query(
-        self, node: exp.Expression, ctes: dict[str, dict[str, str]], outer: Block | None
+        self, node: exp.Expression, ctes: dict[str, Cte], outer: Block | None
     ) -> dict[str, str]:
         """Resolve one query; its output columns (casefolded name -> name)."""
         if not isinstance(node, exp.Select):
@@ -147,7 +172,8 @@ class _Resolver:
             elif name.casefold() in defined:
                 self.source.report(where, f"CTE {name} is defined twice")
             defined.add(name.casefold())
-            ctes[name.casefold()] = self._renamed(self.query(cte.this, ctes, outer), cte)
+            outputs = self._renamed(self.query(cte.this, ctes, outer), cte)
+            ctes[name.casefold()] = Cte(cte.this, outputs, _column_list(cte))
 
         block = Block(node, outer)
         self.bound.blocks[id(node)] = block
@@ -194,7 +220,7 @@ class _Resolver:
         return {n.casefold(): n for n in [*names, *rest]}
 
     def relation(
-        self, node: exp.Expression, ctes: dict[str, dict[str, str]], outer: Block | None
+        self, node: exp.Expression, ctes: dict[str, Cte], outer: Block | None
     ) -> Source | None:
         if isinstance(node, exp.Subquery):
             if not isinstance(node.this, exp.Select):
@@ -207,7 +233,9 @@ class _Resolver:
             alias = node.alias
             if alias and _reserved(alias):
                 self._reserved(node.args["alias"], alias)
-            return Source(DERIVED, node, alias, outputs)
+            return Source(
+                DERIVED, node, alias, outputs, Cte(node.this, outputs, _column_list(node))
+            )
         if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
             return None  # table functions and the like: refused by the allow-list
         alias = node.alias or node.name
@@ -216,7 +244,7 @@ class _Resolver:
         qualified = node.args.get("db") is not None or node.args.get("catalog") is not None
         name = node.name.casefold()
         if not qualified and name in ctes:
-            return Source(CTE, node, alias, ctes[name])
+            return Source(CTE, node, alias, ctes[name].columns, ctes[name])
         if not qualified and name == EVENTS_TABLE:
             self.bound.event_references += 1
             return Source(EVENTS, node, alias, {c: c for c in BASE_COLUMNS})
@@ -247,7 +275,7 @@ class _Resolver:
         self,
         node: exp.Expression,
         block: Block,
-        ctes: dict[str, dict[str, str]],
+        ctes: dict[str, Cte],
         *,
         clause: str,
     ) -> None:
@@ -361,6 +389,14 @@ class _Resolver:
                 return None
         if self._outer_has(block, name):
             self._correlated(node, name)
+            return None
+        if clause == "where" and key in block.aliases:
+            projection = block.aliases[key]
+            self.source.report(
+                node,
+                f"{name} is a SELECT alias, which WHERE cannot use in a SQL metric; write its "
+                f"expression ({self.source.written(projection.this)}) there instead",
+            )
             return None
         if not block.unreadable:
             self._unknown(node, name, block, aliases=clause != "where")

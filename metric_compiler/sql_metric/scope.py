@@ -89,6 +89,7 @@ from metric_compiler.sql_metric.source import SqlSource
 from warehouse.layout import property_column
 
 WINDOW_START = "__mq_window_start"
+TIE_COLUMN = "__mq_transaction_id"
 WINDOW_END = "__mq_window_end"
 
 
@@ -167,6 +168,45 @@ class _Scoper:
     def __init__(self, bound: Bound):
         self.bound = bound
         self.derived = 0
+        # arg_max/arg_min(x, timestamp) calls whose ties go to the transaction_id, and the
+        # blocks that pass the events' transaction_id on (as TIE_COLUMN) for them
+        self.tie_calls: set[int] = set()
+        self.tie_blocks: set[int] = set()
+        for block in list(bound.blocks.values()):
+            for clause in _clauses(block.select):
+                for node in _own_nodes(clause):
+                    if isinstance(node, exp.ArgMax | exp.ArgMin):
+                        chain = self._timestamp_chain(block, node.args.get("expression"))
+                        if chain is not None:
+                            self.tie_calls.add(id(node))
+                            self.tie_blocks.update(id(b.select) for b in chain)
+
+    def _timestamp_chain(self, block: Block, order: exp.Expression | None) -> list[Block] | None:
+        """When `order`, an expression of `block`, is the events' timestamp (read directly, or
+        passed on unchanged by CTEs and subqueries in FROM that keep one row per event): the
+        blocks in between, which must pass the transaction_id on; else None."""
+        while isinstance(order, exp.Paren):
+            order = order.this
+        binding = self.bound.binding(order) if isinstance(order, exp.Column) else None
+        if isinstance(binding, AliasRef):
+            return self._timestamp_chain(block, binding.projection.this)
+        source = block.source
+        if source is None:
+            return None
+        if source.kind == EVENTS:
+            return [] if binding == EventColumn("timestamp") else None
+        if not isinstance(binding, SourceColumn) or source.query is None:
+            return None
+        inner = source.query.query
+        projection = source.query.projection(binding.name)
+        if projection is None or not isinstance(inner, exp.Select):
+            return None
+        if _is_aggregate(inner) or inner.args.get("distinct") is not None:
+            return None  # its rows are not events
+        inner_block = self.bound.block(inner)
+        value = projection.this if isinstance(projection, exp.Alias) else projection
+        chain = self._timestamp_chain(inner_block, value)
+        return None if chain is None else [inner_block, *chain]
 
     def select(self, select: exp.Select) -> None:
         """Scope one block in place: it returns its own columns, then the scope keys."""
@@ -188,8 +228,8 @@ class _Scoper:
             scalar = aggregate and not grouped
             out_keys = [_col(k, WINDOWS_ALIAS) for k in SCOPE_KEYS] if scalar else row_keys
 
-        if alias is not None and block.source is not None and block.source.kind == EVENTS:
-            self._tie_break(select, alias)
+        if alias is not None and block.source is not None:
+            self._tie_break(select, block, alias)
         alias_refs = self._columns(select, block, alias)
         for clause in _clauses(select):
             self._subqueries(clause, row_keys if clause.key == "where" else out_keys)
@@ -204,6 +244,10 @@ class _Scoper:
             select.set("group", exp.Group(expressions=[*expressions, *keys]))
         for key, name in zip(out_keys, SCOPE_KEYS, strict=True):
             select.append("expressions", exp.alias_(key.copy(), _id(name)))
+        if id(select) in self.tie_blocks:
+            # after the scope keys: a column list (`AS t(a, b)`) does not reach it
+            assert alias is not None and block.source is not None
+            select.append("expressions", exp.alias_(self._tie(block, alias), _id(TIE_COLUMN)))
 
     # -- the relation a block reads --------------------------------------------------------------
 
@@ -282,21 +326,28 @@ class _Scoper:
             done = {id(node) for node, _ in ready}
             pending = [(n, p) for n, p in pending if id(n) not in done]
 
-    def _tie_break(self, select: exp.Select, alias: exp.Identifier) -> None:
+    def _tie_break(self, select: exp.Select, block: Block, alias: exp.Identifier) -> None:
         """arg_max/arg_min(x, timestamp) over events: ties on timestamp go to the greatest /
         smallest transaction_id, as LATEST metrics do, so the result never depends on the
-        order DuckDB happens to read the events in."""
+        order DuckDB happens to read the events in.  Also where the timestamp comes through
+        CTEs or subqueries that keep one row per event (they pass the transaction_id on)."""
         for clause in _clauses(select):
             for node in list(_own_nodes(clause)):
-                if not isinstance(node, exp.ArgMax | exp.ArgMin):
+                if id(node) not in self.tie_calls:
                     continue
-                order = node.args.get("expression")
-                binding = self.bound.binding(order) if isinstance(order, exp.Column) else None
-                if binding == EventColumn("timestamp"):
-                    tie = exp.Column(this=_id("transaction_id"), table=alias.copy())
-                    order.replace(exp.Tuple(expressions=[order.copy(), tie]))
-                    # the copy is not bound: qualify it here
-                    node.args["expression"].expressions[0].set("table", alias.copy())
+                # order by (timestamp, tie): the timestamp node itself moves into the pair, so
+                # _columns still qualifies it (or inlines the alias it names)
+                order = node.args["expression"]
+                pair = exp.Tuple(expressions=[])
+                order.replace(pair)
+                pair.append("expressions", order)
+                pair.append("expressions", self._tie(block, alias))
+
+    def _tie(self, block: Block, alias: exp.Identifier) -> exp.Column:
+        """The transaction_id of the rows of `block` (which reads `alias`)."""
+        assert block.source is not None
+        name = "transaction_id" if block.source.kind == EVENTS else TIE_COLUMN
+        return exp.Column(this=_id(name), table=alias.copy())
 
     # -- subqueries in expressions --------------------------------------------------------------
 

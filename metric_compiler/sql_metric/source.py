@@ -18,6 +18,32 @@ from sqlglot.tokens import Token
 
 from metric_compiler.sql_metric.problems import SqlProblem
 
+# Nodes sqlglot keeps no place for, and the token types they are read from (Var: its own text).
+UNLOCATED: dict[type[exp.Expression], tuple[str, ...]] = {
+    exp.Placeholder: ("PLACEHOLDER", "PARAMETER"),
+    exp.Parameter: ("PARAMETER",),
+    exp.CurrentTimestamp: ("CURRENT_TIMESTAMP",),
+    exp.CurrentDate: ("CURRENT_DATE",),
+    exp.CurrentTime: ("CURRENT_TIME",),
+    exp.CurrentUser: ("CURRENT_USER",),
+    exp.Var: (),
+}
+
+
+def _read_from(token: Token, node: exp.Expression) -> bool:
+    """Whether `token` is one `node` (an UNLOCATED kind) can be read from."""
+    if isinstance(node, exp.Var):
+        return token.text.casefold() == node.name.casefold()
+    kind = next(k for k in UNLOCATED if isinstance(node, k))
+    return token.token_type.name in UNLOCATED[kind]
+
+
+def _same_word(node: exp.Expression, like: exp.Expression) -> bool:
+    """Whether `node` is read from the same kind of token as `like` (a Var: the same word)."""
+    if isinstance(like, exp.Var):
+        return isinstance(node, exp.Var) and node.name.casefold() == like.name.casefold()
+    return type(node) is type(like)
+
 
 @dataclass
 class SqlSource:
@@ -74,12 +100,46 @@ class SqlSource:
                     return token.end + 1
         return 0
 
+    def arguments_written(self, start: int) -> int | None:
+        """How many arguments the call `name(...)` whose name token starts at `start` is written
+        with (None when no such call is there)."""
+        tokens = self.tokens
+        index = next((i for i, t in enumerate(tokens) if t.start == start), None)
+        if index is None or index + 1 >= len(tokens) or tokens[index + 1].text != "(":
+            return None
+        depth, commas = 0, 0
+        for token in tokens[index + 1 :]:
+            if token.text in ("(", "["):
+                depth += 1
+            elif token.text in (")", "]"):
+                depth -= 1
+                if depth == 0:
+                    return commas + 1 if token.start > tokens[index + 1].end + 1 else 0
+            elif token.text == "," and depth == 1:
+                commas += 1
+        return None
+
     def name_before(self, offset: int) -> str | None:
         """The function name of `name(` written just before `offset`, if that is what is
         there."""
         previous = [t for t in self.tokens if t.start < offset]
         if len(previous) >= 2 and previous[-1].text == "(":
             return previous[-2].text
+        return None
+
+    def call(self, node: exp.Expression) -> tuple[int, int, str] | None:
+        """[start, end) and name of `name(...)` for a function sqlglot located only by its
+        arguments (e.g. Ceil): the name token before the first argument and its opening
+        parentheses; None when the text does not read so."""
+        span = self.span(node)
+        if span is None:
+            return None
+        previous = [t for t in self.tokens if t.start < span[0]]
+        while len(previous) >= 2 and previous[-1].text == "(" and previous[-2].text == "(":
+            previous.pop()
+        if len(previous) >= 2 and previous[-1].text == "(" and previous[-2].text[:1].isalpha():
+            start = previous[-2].start
+            return start, max(span[1], self._call_end(start)), previous[-2].text
         return None
 
     def keyword_after(self, offset: int, *words: str) -> Token | None:
@@ -132,7 +192,28 @@ class SqlSource:
                 return token.start, token.end + 1
         if span:
             return span
+        token = self._token_of(node)
+        if token is not None:
+            return token
         return 0, 1
+
+    def _token_of(self, node: exp.Expression) -> tuple[int, int] | None:
+        """[start, end) of a word sqlglot keeps no place for (a parameter, current_timestamp,
+        an interval's unit, COLLATE's collation): for the nth such node of the tree, the nth
+        token it can be read from, in text order."""
+        if not isinstance(node, tuple(UNLOCATED)):
+            return None
+        same = [n for n in node.root().walk(bfs=False) if _same_word(n, node)]
+        index = next((i for i, n in enumerate(same) if n is node), None)
+        tokens = self.tokens
+        found = [i for i, t in enumerate(tokens) if _read_from(t, node)]
+        if index is None or index >= len(found):
+            return None
+        at = found[index]
+        start, end = tokens[at].start, tokens[at].end + 1
+        if tokens[at].text in ("$", "?") and at + 1 < len(tokens) and tokens[at + 1].start == end:
+            end = tokens[at + 1].end + 1  # $1, $name
+        return start, end
 
     def problem(self, node: exp.Expression, message: str, *keywords: str) -> SqlProblem:
         start, end = self.locate(node, *keywords)
