@@ -385,6 +385,28 @@ def test_a_killed_ingest_is_swept_by_the_next_one(
     assert on_disk == listed
 
 
+def test_a_commit_that_fails_reports_its_own_error_and_leaves_nothing(
+    home: Home, tmp_path: Path
+) -> None:
+    """The catalog's COMMIT fails (no space left for its write-ahead log): that error is the
+    one raised and recorded, not the ROLLBACK's "no transaction is active" after it."""
+    from full_disk import NO_SPACE, CommitFails
+
+    con = home.connect()
+    try:
+        with pytest.raises(duckdb.TransactionException, match="No space left on device"):
+            ingest(home, [events_file(tmp_path)], now=NOW, con=CommitFails(con))
+    finally:
+        con.close()
+    assert visible_ids(home) == []
+    assert ledger_rows(home) == [
+        ("failed", None, None, f"TransactionException: TransactionContext Error: {NO_SPACE}")
+    ]
+    assert list(home.events_dir.rglob("*.parquet")) == []
+    summary = ingest(home, [events_file(tmp_path)], now=NOW)
+    assert (summary.accepted, summary.duplicates) == (3, 0)
+
+
 def test_ingest_holds_the_writer_lock(home: Home, tmp_path: Path) -> None:
     from warehouse.errors import HomeError
 
