@@ -1,8 +1,9 @@
 """The `meterql` command line: a thin layer over `engine.api` that parses and prints.
 
-Exit codes: 0 success, 1 user error (one line on stderr naming the object and field) or
-DuckDB out of memory or temp disk space (one line naming the settings to change), 2 usage
-error (typer/click), anything else is a bug (traceback and a request to report it).
+Exit codes: 0 success, 1 user error (one line on stderr naming the object and field),
+DuckDB out of memory or temp disk space (one line naming the settings to change) or the disk
+refusing a write (full, read-only: one line), 2 usage error (typer/click), anything else is a
+bug (traceback and a request to report it).
 """
 
 from __future__ import annotations
@@ -286,6 +287,35 @@ def out_of_resources(error: BaseException) -> str | None:
     )
 
 
+def disk_refused(error: BaseException) -> str | None:
+    """The one-line message for the disk refusing a write (not a bug): full, over a quota or a
+    file size limit, read-only, or without permission, from Python or pyarrow (an OSError) or
+    from a catalog COMMIT that could not write DuckDB's write-ahead log; None for any other
+    error.  A failed command keeps nothing uncommitted: an ingest removes its files and marks
+    its batch failed, a compaction's partition and an invoice run are rolled back."""
+    import errno
+
+    from warehouse.errors import first_line
+
+    refused = isinstance(error, OSError) and error.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+    )
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(error, duckdb.Error):
+        refused = "No space left on device" in str(error)
+    if not refused:
+        return None
+    return (
+        f"the disk refused a write ({first_line(error)}); nothing uncommitted was kept: free "
+        "disk space or make the home writable, then run the command again"
+    )
+
+
 def main() -> None:
     try:
         app()
@@ -293,7 +323,7 @@ def main() -> None:
         sys.stderr.write(f"error: {error}\n")
         sys.exit(1)
     except Exception as error:
-        resources = out_of_resources(error)
+        resources = out_of_resources(error) or disk_refused(error)
         if resources is not None:
             sys.stderr.write(f"error: {resources}\n")
             sys.exit(1)

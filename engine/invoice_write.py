@@ -36,6 +36,7 @@ from engine.invoice_summary import InvoiceCounts
 from engine.periods import naive
 from engine.rating import LINE_ITEMS
 from warehouse.ingest.connection import clear
+from warehouse.sqlrows import rollback
 
 _INSERT_INVOICES = """
 INSERT INTO invoices
@@ -233,4 +234,4 @@ class RunTransaction:
             self.commit()
         else:
             self.open = False
-            self.con.execute("ROLLBACK")
+            rollback(self.con)

@@ -23,12 +23,15 @@ What was verified in DuckDB 2.0, and why the events stream in as Arrow:
   at start-up (a `COPY ... TO './:memory:'` would succeed); the sandbox empties both lists before
   turning external access off, and checks them.  The temp directory stays allowed whenever one is
   set, so the sandbox spills to a private, empty directory under the home's staging area that is
-  deleted afterwards (no home: no spilling).
+  deleted afterwards (no home: no spilling).  Its name holds the process id: a process killed
+  before its clean-up (an OOM kill of a spilling invoice run) leaves it, spill files and all,
+  and the next sandbox of the home removes the directories of processes no longer running.
 - `lock_configuration=true` refuses every later SET/RESET/PRAGMA that changes a setting.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -39,6 +42,8 @@ import duckdb
 
 from warehouse.home import Home
 from warehouse.sqlrows import first_row
+
+SCRATCH_PREFIX = "sql-sandbox-"
 
 
 def open_sandbox(
@@ -83,13 +88,15 @@ def sandbox(
     home: Home | None = None, con: duckdb.DuckDBPyConnection | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A sandbox connection with the main connection's threads and memory limit, spilling to a
-    fresh directory under the home's staging area (deleted afterwards); without a home, no
-    spilling."""
+    fresh directory under the home's staging area (deleted afterwards, or by a later sandbox
+    if this process is killed first); without a home, no spilling."""
     settings = _settings_of(con) if con is not None else {"threads": 1}
     scratch = None
     if home is not None:
         home.staging_dir.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix="sql-sandbox-", dir=home.staging_dir))
+        _remove_stale_scratch(home.staging_dir)
+        prefix = f"{SCRATCH_PREFIX}{os.getpid()}-"
+        scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=home.staging_dir))
     try:
         box = open_sandbox(scratch, **settings)  # type: ignore[arg-type]
         try:
@@ -99,6 +106,25 @@ def sandbox(
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _remove_stale_scratch(staging: Path) -> None:
+    """Remove the scratch directories of sandboxes whose process no longer runs (killed before
+    its clean-up: nothing else ever removes them, nor DuckDB the spill files in them)."""
+    for path in staging.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, another user's
+        return True
+    return True
 
 
 def _settings_of(con: duckdb.DuckDBPyConnection) -> dict[str, object]:

@@ -274,6 +274,18 @@ def test_a_crash_before_the_commit_changes_nothing_and_its_files_are_swept(mq, m
     assert not [p for p in mq.home.staging_dir.iterdir() if p.name.startswith("compact-")]
 
 
+def test_a_commit_that_fails_reports_its_own_error_and_changes_nothing(mq):
+    """The catalog's COMMIT fails (no space left for its write-ahead log): that error is
+    raised, not the ROLLBACK's "no transaction is active" after it, and nothing changed."""
+    from full_disk import CommitFails
+
+    before, listed, on_disk = rows(mq), manifest(mq), event_files_on_disk(mq)
+    with pytest.raises(duckdb.TransactionException, match="No space left on device"):
+        compact_mod.compact(mq.home, CommitFails(mq.con))
+    assert (manifest(mq), event_files_on_disk(mq), rows(mq)) == (listed, on_disk, before)
+    assert mq.compact().files_after == 3
+
+
 def test_a_crash_after_a_commit_keeps_that_partition_compacted(mq, monkeypatch):
     before = rows(mq)
     commit = compact_mod._commit_partition

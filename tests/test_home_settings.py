@@ -149,6 +149,26 @@ def test_only_memory_and_disk_exhaustion_get_the_resources_message() -> None:
     assert out_of_resources(ValueError("bug")) is None
 
 
+def test_the_disk_refusing_a_write_is_a_one_line_error() -> None:
+    import errno
+
+    import duckdb
+
+    from engine.cli import disk_refused
+
+    commit = duckdb.TransactionException(
+        'TransactionContext Error: Failed to commit: Could not write file "h/catalog.duckdb.wal": '
+        "No space left on device"
+    )
+    assert "Failed to commit" in (disk_refused(commit) or "")
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+        refused = OSError(code, os.strerror(code), "h/events/x.parquet")
+        assert os.strerror(code) in (disk_refused(refused) or ""), code
+    assert disk_refused(OSError(errno.EBADF, "Bad file descriptor")) is None
+    assert disk_refused(duckdb.BinderException("Referenced column y not found")) is None
+    assert disk_refused(ValueError("bug")) is None
+
+
 def test_max_temp_size_setting(home, monkeypatch) -> None:
     monkeypatch.setenv("METERQL_MAX_TEMP_SIZE", "2GiB")
     con = home.connect()

@@ -385,6 +385,54 @@ def test_a_killed_ingest_is_swept_by_the_next_one(
     assert on_disk == listed
 
 
+def test_a_commit_that_fails_reports_its_own_error_and_leaves_nothing(
+    home: Home, tmp_path: Path
+) -> None:
+    """The catalog's COMMIT fails (no space left for its write-ahead log): that error is the
+    one raised and recorded, not the ROLLBACK's "no transaction is active" after it."""
+    from full_disk import NO_SPACE, CommitFails
+
+    con = home.connect()
+    try:
+        with pytest.raises(duckdb.TransactionException, match="No space left on device"):
+            ingest(home, [events_file(tmp_path)], now=NOW, con=CommitFails(con))
+    finally:
+        con.close()
+    assert visible_ids(home) == []
+    assert ledger_rows(home) == [
+        ("failed", None, None, f"TransactionException: TransactionContext Error: {NO_SPACE}")
+    ]
+    assert list(home.events_dir.rglob("*.parquet")) == []
+    summary = ingest(home, [events_file(tmp_path)], now=NOW)
+    assert (summary.accepted, summary.duplicates) == (3, 0)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_a_one_line_error_and_keeps_nothing(home: Home, tmp_path: Path) -> None:
+    """The batch's Parquet files are written to /dev/full (every write fails with ENOSPC, as on
+    a full file system): one line and exit 1, not "a bug in meterql"; nothing is kept."""
+    script = (
+        "from pathlib import Path\n"
+        "from warehouse.ingest import write\n"
+        "real = write._writer\n"
+        "write._writer = lambda path, schema: real(Path('/dev/full'), schema)\n"
+        "from engine.cli import main\n"
+        "main()\n"
+    )
+    args = ["--home", str(home.path), "ingest", str(events_file(tmp_path)), "--now", "2026-02-01"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    [message] = done.stderr.strip().splitlines()
+    assert message.startswith("error: the disk refused a write ([Errno 28] "), message
+    assert "No space left on device" in message
+    assert message.endswith("free disk space or make the home writable, then run the command again")
+    assert visible_ids(home) == []
+    assert list(home.events_dir.rglob("*.parquet")) == []
+    assert [r[0] for r in ledger_rows(home)] == ["failed"]
+
+
 def test_ingest_holds_the_writer_lock(home: Home, tmp_path: Path) -> None:
     from warehouse.errors import HomeError
 

@@ -504,6 +504,21 @@ def test_a_run_is_one_transaction_that_writes_only_what_changed_and_leaves_no_te
     assert temp_tables() == []
 
 
+def test_a_run_whose_commit_fails_reports_its_own_error_and_writes_nothing(mq):
+    """The catalog's COMMIT fails (no space left for its write-ahead log): that error is
+    raised, not the ROLLBACK's "no transaction is active" after it; a re-run writes it all."""
+    import duckdb
+    from full_disk import CommitFails
+
+    from engine import invoices
+
+    commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
+    with pytest.raises(duckdb.TransactionException, match="No space left on device"):
+        invoices.run(mq.home, CommitFails(mq.con), ts("2026-04-05T00:00:00Z"))
+    assert mq.invoices() == [] and ledger(mq) == []
+    assert invoices.run(mq.home, mq.con, ts("2026-04-05T00:00:00Z")).invoices.created == 4
+
+
 def test_an_earlier_as_of_never_unfinalizes(mq):
     mq.invoice_run("2026-04-05T00:00:00Z")
     mq.invoice_run("2026-03-05T00:00:00Z")

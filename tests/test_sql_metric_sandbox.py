@@ -4,6 +4,8 @@ when the checker is bypassed; and escapes through `sql run` are refused before a
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -129,6 +131,31 @@ def test_the_sandbox_sees_no_catalog_and_cleans_its_scratch_directory(home: Home
             with pytest.raises(duckdb.Error):
                 con.execute(statement).fetchall()
     assert set(home.staging_dir.iterdir()) == staging
+
+
+def test_the_scratch_directory_of_a_killed_sandbox_is_removed_by_the_next_one(
+    home: Home,  # noqa: F811
+) -> None:
+    """A process killed inside its sandbox (an OOM kill of a spilling query) runs no clean-up:
+    its scratch directory stays, spill files and all; the next sandbox of the home removes it
+    and leaves the directory of a running process alone."""
+    script = (
+        "import os, sys\n"
+        "from engine.sandbox import sandbox\n"
+        "from warehouse.home import Home\n"
+        "with sandbox(Home.resolve(sys.argv[1])):\n"
+        "    os._exit(137)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(home.path)], check=False)
+    assert killed.returncode == 137
+    [left] = [p for p in home.staging_dir.iterdir() if p.name.startswith("sql-sandbox-")]
+    (left / "duckdb_temp_1_0_storage_DEFAULT-0.tmp").write_bytes(b"spilled")
+    running = home.staging_dir / f"sql-sandbox-{os.getpid()}-running"
+    running.mkdir()
+    with sandbox(home):
+        pass
+    assert not left.exists()
+    assert running.is_dir()
 
 
 def test_reads_of_one_row_leave_the_connection_usable_by_the_relation_api(

@@ -45,6 +45,7 @@ from warehouse.models import (
     Rate,
     RateCard,
 )
+from warehouse.sqlrows import rollback
 
 ID_NAMESPACE = uuid.UUID("6f0c6f5e-3d1b-4f59-9a57-6d6574657271")  # meterql object ids
 ORDER = ("credit_types", "billable_metrics", "products", "rate_cards", "customers", "contracts")
@@ -218,7 +219,7 @@ def apply_objects(
             _write(con, kind, created, updated)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     if changes["billable_metrics"] != ([], []) or changes["products"] != ([], []):
         result.notes.extend(_metered_in_maps_note(con))

@@ -99,7 +99,7 @@ from warehouse.layout import (
     is_rare_column,
     property_name,
 )
-from warehouse.sqlrows import first_row
+from warehouse.sqlrows import first_row, rollback
 
 COMPACTED = "compacted"
 DEFAULT_GRACE = timedelta(minutes=30)
@@ -509,7 +509,7 @@ def _commit_partition(
         _number_batches(con, compaction_id, batch_ids)
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
 
 

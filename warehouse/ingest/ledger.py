@@ -21,6 +21,7 @@ import duckdb
 from warehouse.home import Home
 from warehouse.ingest.write import WrittenFile
 from warehouse.layout import PARTITION_COLUMN
+from warehouse.sqlrows import rollback
 
 STAGED, COMMITTED, FAILED = "staged", "committed", "failed"
 
@@ -136,7 +137,7 @@ def commit(
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
 
 

@@ -8,7 +8,7 @@ from importlib import resources
 import duckdb
 
 from warehouse.errors import HomeError
-from warehouse.sqlrows import first_row
+from warehouse.sqlrows import first_row, rollback
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -69,7 +69,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[str]:
             )
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         applied.append(name)
     return applied
