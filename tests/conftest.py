@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from layouts import every_key_rare
 
 from warehouse.ingest import pipeline
+
+# A command finding the home held by another one fails at once in the tests (they test that
+# error), instead of waiting METERQL_LOCK_TIMEOUT's default 60 s; the tests of the wait set
+# their own.  Subprocesses inherit it.
+os.environ["METERQL_LOCK_TIMEOUT"] = "0"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import duckdb
@@ -101,10 +105,83 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
         Home.resolve(tmp_path / "file").init()
 
 
-def test_writer_lock_refuses_a_second_writer(tmp_path: Path) -> None:
+def test_writer_lock_refuses_a_second_writer(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0.2")
     home = Home.resolve(tmp_path / "h")
     home.init()
-    with home.writer_lock(), pytest.raises(HomeError, match="locked by another"):
+    started = time.monotonic()
+    with home.writer_lock(), pytest.raises(HomeError, match="locked by another") as err:
+        with home.writer_lock():
+            pass
+    assert time.monotonic() - started >= 0.2
+    assert "gave up after 0.2 s (METERQL_LOCK_TIMEOUT=0.2)" in str(err.value)
+
+
+def test_a_second_writer_waits_for_the_first(tmp_path: Path, monkeypatch) -> None:
+    """A nightly `invoice run` that starts while an ingest writes waits for it, then runs."""
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "30")
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    held = threading.Event()
+
+    def first() -> None:
+        with home.writer_lock():
+            held.set()
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    held.wait()
+    started = time.monotonic()
+    with home.writer_lock():
+        waited = time.monotonic() - started
+    thread.join()
+    assert 0.1 <= waited < 30
+
+
+_HOLD_CATALOG = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_a_catalog_another_process_holds_is_waited_for(tmp_path: Path, monkeypatch) -> None:
+    """DuckDB lets one process open the catalog at a time: a command started while another
+    runs (a dashboard's `usage`, an ingest) waits up to METERQL_LOCK_TIMEOUT, then says so."""
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+
+    def holder(seconds: float) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _HOLD_CATALOG, str(home.catalog_path), str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None and process.stdout.readline() == "holding\n"
+        return process
+
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0")
+    process = holder(30)
+    try:
+        with pytest.raises(HomeError, match="its catalog is in use by another process"):
+            home.connect()
+    finally:
+        process.kill()
+        process.wait()
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "60")
+    process = holder(0.5)
+    home.connect().close()  # waits for the holder to exit
+    assert process.wait() == 0
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
+def test_a_bad_lock_timeout_is_named(tmp_path: Path, monkeypatch, value: str) -> None:
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", value)
+    with pytest.raises(HomeError, match=f"METERQL_LOCK_TIMEOUT={value!r} is not a number"):
         with home.writer_lock():
             pass
 

@@ -15,17 +15,26 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
 from warehouse.errors import HomeError, first_line
 from warehouse.migrations import LATEST, migrate, pending_version
 
+_T = TypeVar("_T")
+
 DEFAULT_HOME = ".meterql"
+# How long a command waits for the home another meterql process holds (its writer lock, or the
+# catalog file, which DuckDB lets one process open at a time) before it gives up.
+LOCK_TIMEOUT_ENV = "METERQL_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 60.0  # seconds
 DEFAULT_MEMORY_LIMIT = "3GiB"  # see Home.connect
 SETTINGS_ENV = (
     "METERQL_THREADS",
@@ -153,10 +162,16 @@ class Home:
             config["memory_limit"] = os.environ["METERQL_MEMORY_LIMIT"]
         if os.environ.get("METERQL_MAX_TEMP_SIZE"):
             config["max_temp_directory_size"] = os.environ["METERQL_MAX_TEMP_SIZE"]
-        try:
-            con = duckdb.connect(database, read_only=read_only, config=config)
-        except duckdb.Error as error:
-            raise self._open_error(database, error) from None
+
+        def attempt() -> duckdb.DuckDBPyConnection | None:
+            try:
+                return duckdb.connect(database, read_only=read_only, config=config)
+            except duckdb.Error as error:
+                if database != ":memory:" and _held_by_another_process(error):
+                    return None
+                raise self._open_error(database, error) from None
+
+        con = self._waiting(attempt, "its catalog is in use by another process")
         if "memory_limit" not in config:
             _cap_memory(con, DEFAULT_MEMORY_LIMIT)
         # Parquet footers decoded once per process, not once per query: an invoice run reads
@@ -180,7 +195,7 @@ class Home:
         when another process holds the catalog, when METERQL_* settings are given, or when the
         catalog file itself cannot be read (not a DuckDB database, written by a newer DuckDB, a
         directory, no permission); the DuckDB error itself otherwise (a bug)."""
-        if "lock" in str(error).lower():
+        if _held_by_another_process(error):
             return HomeError(
                 f"meterql home {self.path}: the catalog is in use by another process ({error})"
             )
@@ -208,6 +223,30 @@ class Home:
             con.close()
             raise
 
+    def _waiting(self, attempt: Callable[[], _T | None], why: str) -> _T:
+        """`attempt()` until it returns a value, while another process holds the home (it
+        returns None), for up to METERQL_LOCK_TIMEOUT seconds (default 60; 0: not at all): a
+        nightly `invoice run` waits for a running `usage` or ingest instead of failing.  Says
+        so once on stderr when it is a terminal; a HomeError naming the wait after it."""
+        timeout = lock_timeout()
+        started = time.monotonic()
+        pause = 0.05
+        told = False
+        while (result := attempt()) is None:
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                raise HomeError(
+                    f"meterql home {self.path}: {why}; gave up after {waited:.1f} s "
+                    f"({LOCK_TIMEOUT_ENV}={timeout:g}); run this command when the other one "
+                    "has finished, or wait longer"
+                )
+            if not told and sys.stderr.isatty():
+                sys.stderr.write(f"meterql home {self.path}: {why}; waiting...\n")
+                told = True
+            time.sleep(min(pause, timeout - waited))
+            pause = min(pause * 2, 1.0)
+        return result
+
     @contextmanager
     def catalog(
         self, con: duckdb.DuckDBPyConnection | None = None
@@ -229,16 +268,41 @@ class Home:
         self.require()
         lock_path = self.path / ".lock"
         with open(lock_path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise HomeError(
-                    f"meterql home {self.path} is locked by another running meterql command"
-                ) from None
+
+            def attempt() -> bool | None:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return None
+                return True
+
+            self._waiting(attempt, "it is locked by another running meterql command")
             try:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_timeout() -> float:
+    """METERQL_LOCK_TIMEOUT in seconds (see Home._waiting)."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < float("inf")):
+        raise HomeError(
+            f"{LOCK_TIMEOUT_ENV}={text!r} is not a number of seconds (expected e.g. 60, or 0 "
+            "to fail at once when another command holds the home)"
+        )
+    return value
+
+
+def _held_by_another_process(error: duckdb.Error) -> bool:
+    """DuckDB could not open a database file because another process has it open."""
+    return "lock" in str(error).lower()
 
 
 _UNITS = {
