@@ -157,35 +157,90 @@ def test_csv_missing_column_suggests_the_name(home: Home, tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(
-    ("rows", "line", "fields"),
+    ("rows", "record", "line", "fields"),
     [
-        (["t1,c,e,2026-01-20T00:00:00Z,gpt,5", "t2,c,e,2026-01-20T00:00:00Z,a, b,5"], 3, 7),
-        (["t1,c,e,2026-01-20T00:00:00Z,gpt", "t2,c,e,2026-01-20T00:00:00Z,gpt,5"], 2, 5),
-        (['t1,c,e,2026-01-20T00:00:00Z,"x,\ny",5'] * 20 + ["t2,c,e"], 42, 3),
+        (["t1,c,e,2026-01-20T00:00:00Z,gpt,5", "t2,c,e,2026-01-20T00:00:00Z,a, b,5"], 2, 3, 7),
+        (["t1,c,e,2026-01-20T00:00:00Z,gpt", "t2,c,e,2026-01-20T00:00:00Z,gpt,5"], 1, 2, 5),
+        (['t1,c,e,2026-01-20T00:00:00Z,"x,\ny",5'] * 20 + ["t2,c,e"], 21, 42, 3),
         # after the rows DuckDB's sniffer samples: the read itself fails
         (
             ["t1,c,e,2026-01-20T00:00:00Z,gpt,5"] * 30_000 + ["t2,c,e,2026-01-20T00:00:00Z,a,b,5"],
+            30_001,
             30_002,
             7,
         ),
     ],
 )
-def test_csv_row_whose_fields_do_not_match_the_header(
-    home: Home, tmp_path: Path, rows: list[str], line: int, fields: int
+def test_csv_row_whose_fields_do_not_match_the_header_is_rejected_alone(
+    home: Home, tmp_path: Path, rows: list[str], record: int, line: int, fields: int
 ) -> None:
     """A CSV row with more or fewer fields than the header (a value holding a comma, not
-    quoted) makes DuckDB read the file as one column; the error names that line, not four
-    missing columns that the header does hold."""
+    quoted) is rejected as malformed, naming its line, with its text under `raw`; the file's
+    other rows are ingested, with their row numbers in the file as sent.  (DuckDB cannot read
+    such a file: the whole file was refused.)"""
     path = tmp_path / "e.csv"
+    header = "transaction_id,customer_id,event_type,timestamp,model,tokens"
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.rejected, summary.reasons) == (1, {"malformed": 1})
+    assert summary.accepted + summary.duplicates == len(rows) - 1
+    [reject] = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert reject["record"] == record and reject["raw"] == rows[record - 1]
+    assert reject["message"] == (
+        f"row {record} of e.csv: line {line} has {fields} fields and the header 6; a value "
+        "holding the delimiter ',', a quote or a line end must be in double quotes"
+    )
+    assert "event" not in reject
+
+
+def test_csv_rows_numbered_as_sent_around_rejected_ragged_rows(home: Home, tmp_path: Path) -> None:
+    """Rows after ragged ones keep their numbers in the file as sent (a blank line is no row):
+    the first copy of an id wins, and a later row's reject names its own row."""
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp,model\n"
+        "t1,c,e,2026-01-20T00:00:00Z,gpt\n"
+        "t2,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+        '"t4",c,e,2026-01-20T00:00:00Z,"multi\nline"\n'
+        "t5,c\n"
+        "\n"
+        "t6,c,e,yesterday,x\n"
+        "t1,c,e,2026-01-20T00:00:00Z,second copy\n",
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.duplicates) == (2, 1)
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["record"], r["reason"]) for r in rejects] == [
+        (2, "malformed"),
+        (4, "malformed"),
+        (5, "invalid_timestamp"),
+    ]
+    assert rejects[2]["event"]["model"] == "x"
+    assert sorted(visible_ids(home)) == ["t1", "t4"]
+
+
+def test_a_csv_file_of_mostly_ragged_rows_is_refused(
+    home: Home, tmp_path: Path, monkeypatch
+) -> None:
+    """More ragged rows than MAX_RAGGED is no stray row but another shape of file (a
+    delimiter DuckDB did not detect, a broken export): the file is refused, naming the first."""
+    from warehouse.ingest import ragged
+
+    monkeypatch.setattr(ragged, "MAX_RAGGED", 2)
+    path = tmp_path / "e.csv"
+    rows = ["t1,c,e,2026-01-20T00:00:00Z,gpt,5,x"] * 3 + ["t2,c,e,2026-01-20T00:00:00Z,gpt,5"]
     header = "transaction_id,customer_id,event_type,timestamp,model,tokens"
     path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     with pytest.raises(UserError) as error:
         ingest(home, [path], now=NOW)
     assert str(error.value) == (
-        f"CSV file {path}: line {line} has {fields} fields and the header 6; a value holding "
-        "the delimiter ',', a quote or a line end must be in double quotes"
+        f"CSV file {path}: line 2 has 7 fields and the header 6; a value holding the delimiter "
+        "',', a quote or a line end must be in double quotes (more than 2 rows do not match "
+        "the header: check the delimiter and the quoting)"
     )
     assert visible_ids(home) == []
+    assert list(home.staging_dir.rglob("*.csv")) == []
 
 
 @pytest.mark.parametrize(

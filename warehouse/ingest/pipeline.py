@@ -128,7 +128,7 @@ def _run(
     try:
         progress.update(description="checking sources")
         files = list(sources.files)
-        plan = inspect_sources(work, files)
+        plan = inspect_sources(work, files, scratch)
         chunks = plan_chunks(plan, chunk_events(memory_limit(work)))
         phase("inspect")
         ledger.start(catalog, batch_id, [f.name for f in files], clock, ledger.wall())

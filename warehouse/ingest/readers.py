@@ -10,16 +10,17 @@ column beyond the four fields is a property).
 
 from __future__ import annotations
 
-import csv
-import gzip
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow.parquet as pq
 
 from warehouse.errors import UserError, suggest
+from warehouse.ingest import ragged as ragged_csv
+from warehouse.ingest.ragged import Ragged, first_problem
 from warehouse.ingest.sources import (
     MAX_LINE_BYTES,
     READ_BUFFER_BYTES,
@@ -87,6 +88,10 @@ class TableSource:
     # Parquet only: read just the rows [first, end) (a chunk of a large batch:
     # warehouse.ingest.chunks); None: every row
     rows: tuple[int, int] | None = None
+    # CSV only: where a copy without ragged rows may go, and those rows once split off
+    # (warehouse.ingest.ragged)
+    scratch: Path | None = None
+    ragged: Ragged | None = None
 
 
 @dataclass
@@ -131,7 +136,7 @@ def staged_columns(plan: Plan) -> dict[str, str]:
 
 def csv_args(file: SourceFile, *, header: bool, files: Sequence[SourceFile] = ()) -> str:
     """read_csv's arguments for `file` (or `files`, read together)."""
-    paths = lit_list(f.name for f in files) if files else lit(file.name)
+    paths = lit_list(str(f.read_path) for f in files) if files else lit(str(file.read_path))
     return (
         f"{paths}, header={'true' if header else 'false'}, all_varchar=true, "
         f"max_line_size={MAX_LINE_BYTES}, buffer_size={READ_BUFFER_BYTES}"
@@ -195,8 +200,8 @@ def _classify(
             "each event field and each property needs exactly one column"
         )
     missing = [f for f in FIELDS if f not in by_written]
-    if missing and file.format == "csv" and (problem := ragged_row(file)):
-        raise UserError(f"{kind} file {file.name}: {problem}")
+    if missing and file.format == "csv" and (problem := first_problem(file, FIELDS)):
+        raise RaggedCsvError(f"{kind} file {file.name}: {problem}")
     if missing:
         hints = "".join(suggest(m, written) for m in missing[:1])
         raise UserError(
@@ -267,38 +272,6 @@ def _classify(
     return TableSource(file, fields, "columns" if props else "none", property_columns=props)
 
 
-_DELIMITERS = (",", ";", "\t", "|")
-
-
-def ragged_row(file: SourceFile) -> str | None:
-    """Why DuckDB could not read a CSV file whose first line names the four event fields: the
-    first row with another number of fields than that header (in the rows DuckDB's sniffer
-    samples, it then takes the file for one column, or another row for its header, and finds
-    no event fields; later, the read fails with "CSV Error on Line: N").  None when
-    the first line does not name them, or every row matches it.  Python's csv reader, on this
-    error path only."""
-    opener = gzip.open if file.gzipped else open
-    with opener(file.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
-        header_line = handle.readline()
-        for delimiter in _DELIMITERS:
-            header = next(csv.reader([header_line], delimiter=delimiter), [])
-            if set(FIELDS) <= set(header):
-                break
-        else:
-            return None
-        rows = csv.reader(handle, delimiter=delimiter)
-        line = 2  # of the row about to be read
-        for row in rows:
-            if row and len(row) != len(header):
-                return (
-                    f"line {line} has {len(row)} fields and the header {len(header)}; a value "
-                    f"holding the delimiter {delimiter!r}, a quote or a line end must be in "
-                    "double quotes"
-                )
-            line = rows.line_num + 2
-    return None
-
-
 def _repeated(names: list[str]) -> str | None:
     """The first name that `names` holds more than once, if any (as written: `Model` and
     `model` are two names)."""
@@ -320,7 +293,15 @@ def _struct_written_names(file: SourceFile, duck_names: list[str]) -> list[str]:
     return names if len(names) == len(duck_names) else duck_names
 
 
-def inspect_sources(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> Plan:
+class RaggedCsvError(UserError):
+    """A CSV file with rows whose number of fields is not the header's (warehouse.ingest.ragged)."""
+
+
+def inspect_sources(
+    con: duckdb.DuckDBPyConnection, files: list[SourceFile], scratch: Path | None = None
+) -> Plan:
+    """The plan of a batch.  `scratch`: where a CSV file's copy without its ragged rows goes
+    (none: such a file is refused)."""
     json_files: list[SourceFile] = []
     tables: list[TableSource] = []
     for file in files:
@@ -328,6 +309,36 @@ def inspect_sources(con: duckdb.DuckDBPyConnection, files: list[SourceFile]) -> 
             json_files.append(file)
         elif file.size == 0:
             continue  # an empty file holds no events
+        elif file.format == "csv":
+            tables.append(inspect_csv(con, file, scratch))
         else:
             tables.append(_inspect_table(con, file))
     return Plan(json_files, tables)
+
+
+def inspect_csv(
+    con: duckdb.DuckDBPyConnection, file: SourceFile, scratch: Path | None
+) -> TableSource:
+    """A CSV file's TableSource; one with ragged rows in the rows DuckDB's sniffer samples is
+    read from a copy without them (`split_ragged`)."""
+    try:
+        table = _inspect_table(con, file)
+    except RaggedCsvError:
+        if scratch is None:
+            raise
+        clean, ragged = split_ragged(file, scratch)
+        table = _inspect_table(con, clean)
+        table.ragged = ragged
+    table.scratch = scratch
+    return table
+
+
+def split_ragged(file: SourceFile, scratch: Path) -> tuple[SourceFile, Ragged]:
+    """ragged.split, its refusal a UserError naming the file."""
+    try:
+        return ragged_csv.split(file, FIELDS, scratch)
+    except ValueError as error:
+        raise RaggedCsvError(
+            f"CSV file {file.name}: {error} (more than {ragged_csv.MAX_RAGGED} rows do not "
+            "match the header: check the delimiter and the quoting)"
+        ) from None

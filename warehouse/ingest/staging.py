@@ -36,14 +36,17 @@ from warehouse.ingest.json_records import (
     small_file,
 )
 from warehouse.ingest.normalise import MAX_PROPERTIES, normalised_select
+from warehouse.ingest.ragged import first_problem, numbered_source
+from warehouse.ingest.ragged import stage as stage_ragged
 from warehouse.ingest.readers import (
+    FIELDS,
     NANOSECOND_TYPES,
     NESTED_TYPES,
     PROPERTIES,
     Plan,
     TableSource,
     csv_args,
-    ragged_row,
+    split_ragged,
     staged_columns,
 )
 from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql, read_failure
@@ -142,6 +145,10 @@ def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tupl
         pos = listed_pos_sql([t.file for t in group], in_list, record)
         source = f"(SELECT *, {pos} AS {position} FROM ({numbered}))"  # noqa: S608
         return source, position
+    if file.format == "csv" and table.ragged is not None:
+        number, record = (_free_name(table, name) for name in ("copy_number", "record_number"))
+        read = f"read_csv({csv_args(file, header=True)})"
+        return numbered_source(read, table.ragged, number, record), pos_sql(file, record)
     if file.format == "csv":
         return f"read_csv({csv_args(file, header=True)})", pos_sql(file, "row_number() OVER ()")
     if group:
@@ -205,6 +212,7 @@ def _groups(tables: Sequence[TableSource]) -> list[list[TableSource]]:
         together = (
             table.file.format in ("parquet", "csv")
             and table.rows is None
+            and table.ragged is None
             and not any(name.lower() in _VIRTUAL for name, _, _ in table.signature)
         )
         if not together:
@@ -337,6 +345,8 @@ def _stage_tables(
     """Insert the records of one CSV or Parquet file, or of a group of files of one signature
     (read together), into `staged`."""
     table = group[0]
+    if table.ragged is not None:
+        stage_ragged(con, table.file, table.ragged)
     raw, filled = _table_raw_select(table, group if len(group) > 1 else ())
     try:
         with unordered(con, not keeps_order(table)):
@@ -345,8 +355,14 @@ def _stage_tables(
         if not is_read_error(error):
             raise
         if len(group) == 1:
-            if table.file.format == "csv" and (problem := ragged_row(table.file)):
-                raise UserError(f"CSV file {table.file.name}: {problem}") from None
+            if table.file.format == "csv" and table.ragged is None:
+                problem = first_problem(table.file, FIELDS)
+                if problem and table.scratch is None:
+                    raise UserError(f"CSV file {table.file.name}: {problem}") from None
+                if problem:  # ragged rows past the ones DuckDB's sniffer sampled
+                    table.file, table.ragged = split_ragged(table.file, table.scratch)
+                    _stage_tables(con, [table], clock)
+                    return
             raise read_failure(table.file, error) from None
         for one in group:  # one by one, so the error names its file
             _stage_tables(con, [one], clock)
