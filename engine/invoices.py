@@ -214,6 +214,25 @@ def run(
             if stale:
                 notes.append(_stale_note(stale))
             voids = [(VOID_STALE, [])] if stale else []
+
+        def finish(*, outcomes: bool) -> str | None:
+            """Write (the outcomes, the stale drafts' voids), record the run if it wrote,
+            commit; the ledger row's id."""
+            counts.voided = len(stale)
+            seq = write(con, as_of, voids, outcomes=outcomes)
+            written = None
+            if seq is not None:
+                written = record_run(
+                    con,
+                    as_of=as_of,
+                    seq=seq,
+                    started_at=started_at,
+                    counts=counts,
+                    summary=_ledger_summary(totals, unrated, notes),
+                )
+            tx.commit()
+            return written
+
         if not plan.periods:
             if not plan.started:
                 notes.append(
@@ -224,18 +243,7 @@ def run(
             with watch.stage("write"):
                 # nothing to compute, but new batches are numbered (their late events count),
                 # and stale drafts voided
-                seq = write(con, as_of, voids, outcomes=False)
-                counts.voided = len(stale)
-                if seq is not None:
-                    run_id = record_run(
-                        con,
-                        as_of=as_of,
-                        seq=seq,
-                        started_at=started_at,
-                        counts=counts,
-                        summary=_ledger_summary(totals, unrated, notes),
-                    )
-                tx.commit()
+                run_id = finish(outcomes=False)
         else:
             bar_cm = progress if progress is not None else progress_bar("invoice run", total=6)
             with bar_cm as bar:
@@ -251,19 +259,8 @@ def run(
                         )
                     unrated = unrated_usage(con, pricing)
                     counts, totals = _outcomes(con, counts.frozen)
-                    counts.voided = len(stale)
                 with watch.stage("write"):
-                    seq = write(con, as_of, voids)
-                    if seq is not None:
-                        run_id = record_run(
-                            con,
-                            as_of=as_of,
-                            seq=seq,
-                            started_at=started_at,
-                            counts=counts,
-                            summary=_ledger_summary(totals, unrated, notes),
-                        )
-                    tx.commit()
+                    run_id = finish(outcomes=True)
                 watch.bar = None
     with watch.stage("late_events"):
         late = late_events(con, home)

@@ -110,6 +110,20 @@ def catalog(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
+def acme_contract(**fields: Any) -> dict[str, Any]:
+    """The catalog's acme-monthly contract, with `fields` changed (a contract edited after its
+    drafts were computed)."""
+    contract = {
+        "name": "acme-monthly",
+        "customer_id": "Acme",
+        "rate_card_id": "Standard",
+        "starting_at": "2026-03-01T00:00:00Z",
+        "usage_statement_schedule": {"frequency": "MONTHLY"},
+    }
+    contract.update(fields)
+    return contract
+
+
 @pytest.fixture
 def mq(tmp_path: Path):
     m = Meterql.init(tmp_path / "home")
@@ -612,13 +626,7 @@ def test_a_contract_moved_to_a_card_of_another_credit_type_keeps_its_drafts(mq, 
         "pricing_group_values": {"model": "gpt-5"},
     }
     calls_rate = {"product_id": "API Calls", "starting_at": "2026-01-01T00:00:00Z"}
-    contract = {
-        "name": "acme-monthly",
-        "customer_id": "Acme",
-        "rate_card_id": "Mixed",
-        "starting_at": "2026-03-01T00:00:00Z",
-        "usage_statement_schedule": {"frequency": "MONTHLY"},
-    }
+    contract = acme_contract(rate_card_id="Mixed")
     apply_docs(
         mq,
         tmp_path,
@@ -708,14 +716,7 @@ def test_a_contract_ended_mid_period_cuts_its_draft(mq, tmp_path):
         ],
     )
     mq.invoice_run("2026-03-26T00:00:00Z")
-    ended = {
-        "name": "acme-monthly",
-        "customer_id": "Acme",
-        "rate_card_id": "Standard",
-        "starting_at": "2026-03-01T00:00:00Z",
-        "ending_before": "2026-03-20T00:00:00Z",
-        "usage_statement_schedule": {"frequency": "MONTHLY"},
-    }
+    ended = acme_contract(ending_before="2026-03-20T00:00:00Z")
     apply_docs(mq, tmp_path, {"contracts": [ended]})
     summary = mq.invoice_run("2026-03-20T12:00:00Z")
     assert summary.invoices.updated == 1
@@ -744,13 +745,7 @@ def test_a_draft_whose_period_left_its_contract_s_schedule_is_voided(mq, tmp_pat
     commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
     mq.invoice_run("2026-03-15T00:00:00Z")
     [old] = by_customer(mq, "Acme")
-    moved = {
-        "name": "acme-monthly",
-        "customer_id": "Acme",
-        "rate_card_id": "Standard",
-        "starting_at": "2026-03-05T00:00:00Z",
-        "usage_statement_schedule": {"frequency": "MONTHLY"},
-    }
+    moved = acme_contract(starting_at="2026-03-05T00:00:00Z")
     apply_docs(mq, tmp_path, {"contracts": [moved]})
     summary = mq.invoice_run("2026-03-15T00:00:00Z")
     assert (summary.invoices.created, summary.invoices.voided) == (1, 1)
@@ -775,14 +770,7 @@ def test_a_contract_extended_after_its_cut_period_was_final_bills_the_rest_of_th
     """March was finalized cut at the contract's end, Mar 15; the contract is then extended
     (no end).  The schedule resumes at Mar 15: a Mar 15 - Apr 1 period.  Before, the next period
     was April, and usage from Mar 15 to Apr 1 was never invoiced or reported."""
-    contract = {
-        "name": "acme-monthly",
-        "customer_id": "Acme",
-        "rate_card_id": "Standard",
-        "starting_at": "2026-03-01T00:00:00Z",
-        "ending_before": "2026-03-15T00:00:00Z",
-        "usage_statement_schedule": {"frequency": "MONTHLY"},
-    }
+    contract = acme_contract(ending_before="2026-03-15T00:00:00Z")
     apply_docs(mq, tmp_path, {"contracts": [contract]})
     commit_events(
         mq,
@@ -815,13 +803,7 @@ def test_a_draft_follows_its_contract_to_another_customer(mq, tmp_path):
     commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "100")])
     mq.invoice_run("2026-03-15T00:00:00Z")
     [draft] = by_customer(mq, "Acme")
-    moved = {
-        "name": "acme-monthly",
-        "customer_id": "Beta",
-        "rate_card_id": "Standard",
-        "starting_at": "2026-03-01T00:00:00Z",
-        "usage_statement_schedule": {"frequency": "MONTHLY"},
-    }
+    moved = acme_contract(customer_id="Beta")
     apply_docs(mq, tmp_path, {"contracts": [moved]})
     summary = mq.invoice_run("2026-03-15T00:00:00Z")
     assert summary.invoices.updated == 1
