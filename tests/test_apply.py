@@ -150,7 +150,7 @@ def test_unknown_nested_field_and_top_level_key(mq: Meterql, tmp_path: Path) -> 
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, text)])
     message = problems_of(excinfo)
-    assert "unknown field 'exist'; did you mean 'exists'?" in message
+    assert "in 'property_filters[0]': unknown field 'exist'; did you mean 'exists'?" in message
     assert "unknown top-level key 'customer'; did you mean 'customers'?" in message
 
 

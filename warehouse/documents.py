@@ -185,7 +185,8 @@ def format_validation_error(model: type[BaseModel], error: ValidationError) -> l
             known = list(parent.model_fields) if parent else []
             hint = suggest(str(loc[-1]), known)
             allowed = f" (known fields: {', '.join(known)})" if known and not hint else ""
-            problems.append(f"unknown field {str(loc[-1])!r}{hint}{allowed}")
+            inside = f"in {_loc_text(loc[:-1])!r}: " if loc[:-1] else ""
+            problems.append(f"{inside}unknown field {str(loc[-1])!r}{hint}{allowed}")
             continue
         message = item["msg"]
         if message.startswith("Value error, "):
