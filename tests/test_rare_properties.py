@@ -282,6 +282,38 @@ def test_compaction_checksum_sees_a_value_lost_in_the_move(
         m.close()
 
 
+def test_compaction_checksum_sees_a_value_moved_to_another_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every value is still there, but two rows swapped theirs: the row hash binds a row's
+    properties to its fixed columns, so the sums differ."""
+    import warehouse.ingest.write as write_mod
+
+    m = Meterql.init(tmp_path / "home")
+    try:
+        apply_docs(m, tmp_path, catalog())
+        for k in range(2):
+            commit_events(m, batch(k), now="2026-03-05T00:00:00Z")
+        real = rare.arrange
+
+        def swapping(table: pa.Table, kept: set[str]) -> pa.Table:
+            out = real(table, kept)
+            name = property_column("input_tokens")
+            values = out.column(name).to_pylist()
+            j = next((j for j, v in enumerate(values) if v != values[0]), None)
+            if j is not None:
+                values[0], values[j] = values[j], values[0]
+            return out.set_column(out.column_names.index(name), name, pa.array(values))
+
+        monkeypatch.setattr(write_mod, "arrange", swapping)
+        before = rows(m)
+        with pytest.raises(RuntimeError, match="do not hold the same rows"):
+            m.compact()
+        assert rows(m) == before
+    finally:
+        m.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # The keys metrics and products read are columns in every file, whatever their share
 

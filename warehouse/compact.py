@@ -309,11 +309,12 @@ def _checksum(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> tuple[i
 
     A row's hash does not depend on where its properties are kept (a column each, or a map of
     rare keys: compaction may move a key from one to the other, warehouse.rare.arrange): it is
-    the hash of its fixed columns plus, for every property value present, the hash of (key,
-    value)."""
+    the hash of its fixed columns together with the sum, over every property value present, of
+    the hash of (key, value).  (Hashed together, not added: with the sums only added, a value
+    moved to another row would leave the total unchanged.)"""
     columns = _columns(work, paths)
     fixed = ", ".join(ident(c) for c in EVENT_COLUMNS)
-    terms = [f"hash({fixed})::HUGEINT"]
+    terms = ["0::HUGEINT"]
     for column in columns:
         if is_property_column(column):
             value = ident(column)
@@ -326,9 +327,10 @@ def _checksum(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> tuple[i
                 f"coalesce(list_sum(list_transform(map_entries({ident(column)}), "
                 "lambda e: hash(e.key, e.value)::HUGEINT)), 0)"
             )
+    row_hash = f"hash({fixed}, {_sum_sql(terms)})::HUGEINT"
     count, rows, ids = first_row(
         work,
-        f"SELECT count(*), coalesce(sum({_sum_sql(terms)}), 0), "  # noqa: S608 - sqlglot names
+        f"SELECT count(*), coalesce(sum({row_hash}), 0), "  # noqa: S608 - sqlglot names
         f"coalesce(sum(hash(transaction_id)), 0) FROM {_source(paths)}",
     )
     return int(count), int(rows), int(ids)
