@@ -243,6 +243,27 @@ def test_a_csv_file_of_mostly_ragged_rows_is_refused(
     assert list(home.staging_dir.rglob("*.csv")) == []
 
 
+def test_a_csv_file_with_ragged_rows_and_text_not_utf8_is_refused(
+    home: Home, tmp_path: Path
+) -> None:
+    """A CSV file that is not UTF-8 is refused, naming its line and byte, whether or not it
+    has ragged rows (its copy without them was written with the bad bytes replaced, and
+    ingested)."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(
+        b"transaction_id,customer_id,event_type,timestamp,model\n"
+        b"t1,c,e,2026-01-20T00:00:00Z,caf\xe9\n"
+        b"t2,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+    )
+    with pytest.raises(UserError) as error:
+        ingest(home, [path], now=NOW)
+    assert str(error.value) == (
+        f"cannot read csv file {path}: line 2 is not UTF-8 text (byte 0xE9); save the file as UTF-8"
+    )
+    assert visible_ids(home) == []
+    assert list(home.staging_dir.rglob("*.csv")) == []
+
+
 @pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],

@@ -57,14 +57,19 @@ def first_problem(file: SourceFile, fields: tuple[str, ...]) -> str | None:
 
 def split(file: SourceFile, fields: tuple[str, ...], scratch: Path) -> tuple[SourceFile, Ragged]:
     """(`file` read from a copy without its ragged rows, the ragged rows); a ValueError naming
-    the first ragged row when there are more than MAX_RAGGED (or none: not this error)."""
+    the first ragged row when there are more than MAX_RAGGED (or none: not this error); a
+    UnicodeDecodeError when the file is not UTF-8 (the copy would hold other text)."""
     copy = scratch / f"csv-{file.index}.csv"
     ragged: list[tuple[int, str, str]] = []
-    with copy.open("w", encoding="utf-8", newline="") as out:
-        for row in _rows(file, fields, copy_to=out):
-            ragged.append(row)
-            if len(ragged) > MAX_RAGGED:
-                break
+    try:
+        with copy.open("w", encoding="utf-8", newline="") as out:
+            for row in _rows(file, fields, copy_to=out, errors="strict"):
+                ragged.append(row)
+                if len(ragged) > MAX_RAGGED:
+                    break
+    except UnicodeDecodeError:
+        copy.unlink(missing_ok=True)
+        raise
     if not ragged or len(ragged) > MAX_RAGGED:
         copy.unlink(missing_ok=True)
         raise ValueError(ragged[0][1] if ragged else "no ragged row")
@@ -72,12 +77,18 @@ def split(file: SourceFile, fields: tuple[str, ...], scratch: Path) -> tuple[Sou
 
 
 def _rows(
-    file: SourceFile, fields: tuple[str, ...], *, limit: int | None = None, copy_to=None
+    file: SourceFile,
+    fields: tuple[str, ...],
+    *,
+    limit: int | None = None,
+    copy_to=None,
+    errors: str = "replace",
 ) -> Iterator[tuple[int, str, str]]:
     """The ragged rows of `file` (row number, message, text), the others written to `copy_to`
-    (a text file) with the header, each as written."""
+    (a text file) with the header, each as written.  `errors`: how bytes that are not UTF-8
+    are decoded (open's argument)."""
     opener = gzip.open if file.gzipped else open
-    with opener(file.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with opener(file.path, "rt", encoding="utf-8-sig", errors=errors, newline="") as handle:
         header_line = handle.readline()
         for delimiter in DELIMITERS:
             header = next(csv.reader([header_line], delimiter=delimiter), [])

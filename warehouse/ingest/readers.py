@@ -334,9 +334,12 @@ def inspect_csv(
 
 
 def split_ragged(file: SourceFile, scratch: Path) -> tuple[SourceFile, Ragged]:
-    """ragged.split, its refusal a UserError naming the file."""
+    """ragged.split, its refusal a UserError naming the file (or, for text that is not UTF-8,
+    its line and byte, as when DuckDB reads it)."""
     try:
         return ragged_csv.split(file, FIELDS, scratch)
+    except UnicodeDecodeError as error:
+        raise read_failure(file, error) from None
     except ValueError as error:
         raise RaggedCsvError(
             f"CSV file {file.name}: {error} (more than {ragged_csv.MAX_RAGGED} rows do not "
