@@ -264,6 +264,23 @@ def test_a_csv_file_with_ragged_rows_and_text_not_utf8_is_refused(
     assert list(home.staging_dir.rglob("*.csv")) == []
 
 
+def test_csv_file_with_ragged_rows_and_a_value_over_128_kib(home: Home, tmp_path: Path) -> None:
+    """A value longer than Python's csv module reads by default (131,072 characters) in a
+    file with a ragged row: the file's rows are split as any other (it was a csv.Error)."""
+    path = tmp_path / "e.csv"
+    long = "x" * 200_000
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp,model\n"
+        f"t1,c,e,2026-01-20T00:00:00Z,{long}\n"
+        "t2,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+        f't3,c,e,2026-01-20T00:00:00Z,"{long}"\n',
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.reasons) == (2, 1, {"malformed": 1})
+    assert visible_ids(home) == ["t1", "t3"]
+
+
 @pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],

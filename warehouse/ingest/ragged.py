@@ -25,7 +25,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.ingest.sources import POS_SHIFT, SourceFile
+from warehouse.ingest.sources import MAX_LINE_BYTES, POS_SHIFT, SourceFile
 from warehouse.ingest.sqltext import int_lit
 
 MAX_RAGGED = 1_000
@@ -105,6 +105,10 @@ def _rows(
                 taken.append(line)
                 yield line
 
+        # a value may be as long as a row DuckDB reads (the csv module's limit, process-wide,
+        # is 131,072 characters by default: a longer value raised csv.Error)
+        if csv.field_size_limit() < MAX_LINE_BYTES:
+            csv.field_size_limit(MAX_LINE_BYTES)
         reader = csv.reader(lines(), delimiter=delimiter)
         record = found = 0
         line = 2  # of the row about to be read
