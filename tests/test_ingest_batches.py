@@ -281,6 +281,25 @@ def test_csv_file_with_ragged_rows_and_a_value_over_128_kib(home: Home, tmp_path
     assert visible_ids(home) == ["t1", "t3"]
 
 
+def test_csv_ragged_row_that_fails_duckdbs_sniffer(home: Home, tmp_path: Path) -> None:
+    """A ragged row in a file whose rows end in \\r\\n and a quoted value holds a \\n (a
+    spreadsheet's line break in a cell): DuckDB's sniffer fails ("Error when sniffing file")
+    rather than misreading the header; the row is still rejected alone (the file was
+    refused)."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(
+        b"transaction_id,customer_id,event_type,timestamp,model\r\n"
+        b't1,c,e,2026-01-20T00:00:00Z,"two\nlines"\r\n'
+        b"t2,c,e,2026-01-20T00:00:00Z,gpt,extra\r\n"
+        b"t3,c,e,2026-01-20T00:00:00Z,gpt\r\n"
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.reasons) == (2, 1, {"malformed": 1})
+    [reject] = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert (reject["record"], reject["raw"]) == (2, "t2,c,e,2026-01-20T00:00:00Z,gpt,extra")
+    assert visible_ids(home) == ["t1", "t3"]
+
+
 @pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],

@@ -161,6 +161,10 @@ def _relation_columns(
             names, types = list(rel.columns), list(rel.dtypes)
             written = list(pq.read_schema(file.path).names)
     except (duckdb.Error, OSError, ValueError) as error:
+        # a ragged row may fail DuckDB's sniffer outright ("Error when sniffing file": rows
+        # ending in \r\n, a quoted value holding a \n) rather than make it misread the header
+        if file.format == "csv" and (problem := first_problem(file, FIELDS)):
+            raise RaggedCsvError(f"{_KIND[file.format]} file {file.name}: {problem}") from None
         raise read_failure(file, error) from None
     if len(written) != len(names):
         written = names  # DuckDB and the file disagree on the header: trust DuckDB's reading
