@@ -300,6 +300,18 @@ def test_csv_ragged_row_that_fails_duckdbs_sniffer(home: Home, tmp_path: Path) -
     assert visible_ids(home) == ["t1", "t3"]
 
 
+def test_csv_ragged_row_taken_for_the_header_with_a_value_twice(home: Home, tmp_path: Path) -> None:
+    """DuckDB's sniffer may take a ragged row for the header: one holding a value twice is
+    still rejected alone, not refused as a header naming a column twice."""
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp\nt1,c,e,2026-01-20T00:00:00Z,x,x\n",
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.reasons) == (0, 1, {"malformed": 1})
+
+
 @pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],

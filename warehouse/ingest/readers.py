@@ -197,15 +197,16 @@ def _classify(
 ) -> TableSource:
     by_written = {w: (n, t) for n, t, w in zip(names, types, written, strict=True)}
     kind = _KIND[file.format]
+    missing = [f for f in FIELDS if f not in by_written]
+    # before the header's names are checked: DuckDB may have taken a ragged row for it
+    if missing and file.format == "csv" and (problem := first_problem(file, FIELDS)):
+        raise RaggedCsvError(f"{kind} file {file.name}: {problem}")
     repeated = _repeated(written)
     if repeated:
         raise UserError(
             f"{kind} file {file.name}: its header names column {repeated!r} more than once; "
             "each event field and each property needs exactly one column"
         )
-    missing = [f for f in FIELDS if f not in by_written]
-    if missing and file.format == "csv" and (problem := first_problem(file, FIELDS)):
-        raise RaggedCsvError(f"{kind} file {file.name}: {problem}")
     if missing:
         hints = "".join(suggest(m, written) for m in missing[:1])
         raise UserError(
