@@ -313,6 +313,36 @@ def test_csv_ragged_row_taken_for_the_header_with_a_value_twice(home: Home, tmp_
 
 
 @pytest.mark.parametrize(
+    ("value", "read"),
+    [('"say \\"hi\\", ok"', 'say "hi", ok'), ("'a, b'", "a, b"), ('"a ""b"", c"', 'a "b", c')],
+)
+def test_csv_ragged_rows_split_with_the_files_quoting(
+    home: Home, tmp_path: Path, value: str, read: str
+) -> None:
+    """Rows holding a delimiter inside a value quoted as DuckDB detects it (a quote escaped by
+    a backslash, single quotes) are not ragged: with a ragged row in the file, only that row
+    is rejected (each was: the csv module read them with doubled double quotes only)."""
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp,model\n"
+        f"t1,c,e,2026-01-20T00:00:00Z,{value}\n"
+        f"t2,c,e,2026-01-20T00:00:00Z,{value}\n"
+        "t3,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+        f"t4,c,e,yesterday,{value}\n",
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected) == (2, 2)
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["record"], r["reason"]) for r in rejects] == [
+        (3, "malformed"),
+        (4, "invalid_timestamp"),
+    ]
+    assert rejects[1]["event"]["model"] == read
+    assert visible_ids(home) == ["t1", "t2"]
+
+
+@pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],
 )
