@@ -243,6 +243,105 @@ def test_a_csv_file_of_mostly_ragged_rows_is_refused(
     assert list(home.staging_dir.rglob("*.csv")) == []
 
 
+def test_a_csv_file_with_ragged_rows_and_text_not_utf8_is_refused(
+    home: Home, tmp_path: Path
+) -> None:
+    """A CSV file that is not UTF-8 is refused, naming its line and byte, whether or not it
+    has ragged rows (its copy without them was written with the bad bytes replaced, and
+    ingested)."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(
+        b"transaction_id,customer_id,event_type,timestamp,model\n"
+        b"t1,c,e,2026-01-20T00:00:00Z,caf\xe9\n"
+        b"t2,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+    )
+    with pytest.raises(UserError) as error:
+        ingest(home, [path], now=NOW)
+    assert str(error.value) == (
+        f"cannot read csv file {path}: line 2 is not UTF-8 text (byte 0xE9); save the file as UTF-8"
+    )
+    assert visible_ids(home) == []
+    assert list(home.staging_dir.rglob("*.csv")) == []
+
+
+def test_csv_file_with_ragged_rows_and_a_value_over_128_kib(home: Home, tmp_path: Path) -> None:
+    """A value longer than Python's csv module reads by default (131,072 characters) in a
+    file with a ragged row: the file's rows are split as any other (it was a csv.Error)."""
+    path = tmp_path / "e.csv"
+    long = "x" * 200_000
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp,model\n"
+        f"t1,c,e,2026-01-20T00:00:00Z,{long}\n"
+        "t2,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+        f't3,c,e,2026-01-20T00:00:00Z,"{long}"\n',
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.reasons) == (2, 1, {"malformed": 1})
+    assert visible_ids(home) == ["t1", "t3"]
+
+
+def test_csv_ragged_row_that_fails_duckdbs_sniffer(home: Home, tmp_path: Path) -> None:
+    """A ragged row in a file whose rows end in \\r\\n and a quoted value holds a \\n (a
+    spreadsheet's line break in a cell): DuckDB's sniffer fails ("Error when sniffing file")
+    rather than misreading the header; the row is still rejected alone (the file was
+    refused)."""
+    path = tmp_path / "e.csv"
+    path.write_bytes(
+        b"transaction_id,customer_id,event_type,timestamp,model\r\n"
+        b't1,c,e,2026-01-20T00:00:00Z,"two\nlines"\r\n'
+        b"t2,c,e,2026-01-20T00:00:00Z,gpt,extra\r\n"
+        b"t3,c,e,2026-01-20T00:00:00Z,gpt\r\n"
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.reasons) == (2, 1, {"malformed": 1})
+    [reject] = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert (reject["record"], reject["raw"]) == (2, "t2,c,e,2026-01-20T00:00:00Z,gpt,extra")
+    assert visible_ids(home) == ["t1", "t3"]
+
+
+def test_csv_ragged_row_taken_for_the_header_with_a_value_twice(home: Home, tmp_path: Path) -> None:
+    """DuckDB's sniffer may take a ragged row for the header: one holding a value twice is
+    still rejected alone, not refused as a header naming a column twice."""
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp\nt1,c,e,2026-01-20T00:00:00Z,x,x\n",
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.reasons) == (0, 1, {"malformed": 1})
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [('"say \\"hi\\", ok"', 'say "hi", ok'), ("'a, b'", "a, b"), ('"a ""b"", c"', 'a "b", c')],
+)
+def test_csv_ragged_rows_split_with_the_files_quoting(
+    home: Home, tmp_path: Path, value: str, read: str
+) -> None:
+    """Rows holding a delimiter inside a value quoted as DuckDB detects it (a quote escaped by
+    a backslash, single quotes) are not ragged: with a ragged row in the file, only that row
+    is rejected (each was: the csv module read them with doubled double quotes only)."""
+    path = tmp_path / "e.csv"
+    path.write_text(
+        "transaction_id,customer_id,event_type,timestamp,model\n"
+        f"t1,c,e,2026-01-20T00:00:00Z,{value}\n"
+        f"t2,c,e,2026-01-20T00:00:00Z,{value}\n"
+        "t3,c,e,2026-01-20T00:00:00Z,gpt,extra\n"
+        f"t4,c,e,yesterday,{value}\n",
+        encoding="utf-8",
+    )
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.rejected) == (2, 2)
+    rejects = [json.loads(x) for x in Path(summary.rejects_path or "").read_text().splitlines()]
+    assert [(r["record"], r["reason"]) for r in rejects] == [
+        (3, "malformed"),
+        (4, "invalid_timestamp"),
+    ]
+    assert rejects[1]["event"]["model"] == read
+    assert visible_ids(home) == ["t1", "t2"]
+
+
 @pytest.mark.parametrize(
     ("header", "repeated"),
     [("model,model", "model"), ("transaction_id,model", "transaction_id")],

@@ -25,11 +25,20 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.ingest.sources import POS_SHIFT, SourceFile
+from warehouse.ingest.sources import MAX_LINE_BYTES, POS_SHIFT, SourceFile
 from warehouse.ingest.sqltext import int_lit
 
 MAX_RAGGED = 1_000
 DELIMITERS = (",", ";", "\t", "|")
+# The quoting conventions DuckDB's sniffer detects (the csv module's arguments): a value in
+# double quotes, a quote in it doubled (RFC 4180); escaped by a backslash; a value in single
+# quotes.  The file is split by the one under which most rows have the header's fields (the
+# first of those): under another, its rows holding a quoted delimiter would be ragged.
+QUOTINGS: tuple[dict[str, object], ...] = (
+    {"quotechar": '"', "doublequote": True},
+    {"quotechar": '"', "doublequote": False, "escapechar": "\\"},
+    {"quotechar": "'", "doublequote": True},
+)
 
 
 @dataclass(frozen=True)
@@ -50,37 +59,63 @@ class Ragged:
 def first_problem(file: SourceFile, fields: tuple[str, ...]) -> str | None:
     """The message of the first ragged row of `file` (None when its first line does not name
     `fields`, or no row is ragged)."""
-    for _, message, _ in _rows(file, fields, limit=1):
+    for _, message, _ in _rows(file, fields, _quoting(file, fields, "replace"), limit=1):
         return message
     return None
 
 
 def split(file: SourceFile, fields: tuple[str, ...], scratch: Path) -> tuple[SourceFile, Ragged]:
     """(`file` read from a copy without its ragged rows, the ragged rows); a ValueError naming
-    the first ragged row when there are more than MAX_RAGGED (or none: not this error)."""
+    the first ragged row when there are more than MAX_RAGGED (or none: not this error); a
+    UnicodeDecodeError when the file is not UTF-8 (the copy would hold other text)."""
     copy = scratch / f"csv-{file.index}.csv"
     ragged: list[tuple[int, str, str]] = []
-    with copy.open("w", encoding="utf-8", newline="") as out:
-        for row in _rows(file, fields, copy_to=out):
-            ragged.append(row)
-            if len(ragged) > MAX_RAGGED:
-                break
+    try:
+        quoting = _quoting(file, fields, "strict")
+        with copy.open("w", encoding="utf-8", newline="") as out:
+            for row in _rows(file, fields, quoting, copy_to=out, errors="strict"):
+                ragged.append(row)
+                if len(ragged) > MAX_RAGGED:
+                    break
+    except UnicodeDecodeError:
+        copy.unlink(missing_ok=True)
+        raise
     if not ragged or len(ragged) > MAX_RAGGED:
         copy.unlink(missing_ok=True)
         raise ValueError(ragged[0][1] if ragged else "no ragged row")
     return replace(file, read_from=copy), Ragged(tuple(ragged))
 
 
+def _quoting(file: SourceFile, fields: tuple[str, ...], errors: str) -> dict[str, object]:
+    """The one of QUOTINGS under which most rows of `file` have the header's fields."""
+    best, most = QUOTINGS[0], -1
+    for quoting in QUOTINGS:
+        matching = [0]
+        for _ in _rows(file, fields, quoting, errors=errors, matching=matching):
+            pass
+        if matching[0] > most:
+            best, most = quoting, matching[0]
+    return best
+
+
 def _rows(
-    file: SourceFile, fields: tuple[str, ...], *, limit: int | None = None, copy_to=None
+    file: SourceFile,
+    fields: tuple[str, ...],
+    quoting: dict[str, object],
+    *,
+    limit: int | None = None,
+    copy_to=None,
+    errors: str = "replace",
+    matching: list[int] | None = None,
 ) -> Iterator[tuple[int, str, str]]:
-    """The ragged rows of `file` (row number, message, text), the others written to `copy_to`
-    (a text file) with the header, each as written."""
+    """The ragged rows of `file` read with `quoting` (row number, message, text), the others
+    written to `copy_to` (a text file) with the header, each as written, and counted in
+    `matching[0]`.  `errors`: how bytes that are not UTF-8 are decoded (open's argument)."""
     opener = gzip.open if file.gzipped else open
-    with opener(file.path, "rt", encoding="utf-8-sig", errors="replace", newline="") as handle:
+    with opener(file.path, "rt", encoding="utf-8-sig", errors=errors, newline="") as handle:
         header_line = handle.readline()
         for delimiter in DELIMITERS:
-            header = next(csv.reader([header_line], delimiter=delimiter), [])
+            header = next(csv.reader([header_line], delimiter=delimiter, **quoting), [])
             if set(fields) <= set(header):
                 break
         else:
@@ -94,7 +129,11 @@ def _rows(
                 taken.append(line)
                 yield line
 
-        reader = csv.reader(lines(), delimiter=delimiter)
+        # a value may be as long as a row DuckDB reads (the csv module's limit, process-wide,
+        # is 131,072 characters by default: a longer value raised csv.Error)
+        if csv.field_size_limit() < MAX_LINE_BYTES:
+            csv.field_size_limit(MAX_LINE_BYTES)
+        reader = csv.reader(lines(), delimiter=delimiter, **quoting)
         record = found = 0
         line = 2  # of the row about to be read
         for row in reader:
@@ -105,6 +144,8 @@ def _rows(
                 if len(row) == len(header):
                     if copy_to is not None:
                         copy_to.write(text)
+                    if matching is not None:
+                        matching[0] += 1
                 else:
                     yield (
                         record,

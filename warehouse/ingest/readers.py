@@ -161,6 +161,10 @@ def _relation_columns(
             names, types = list(rel.columns), list(rel.dtypes)
             written = list(pq.read_schema(file.path).names)
     except (duckdb.Error, OSError, ValueError) as error:
+        # a ragged row may fail DuckDB's sniffer outright ("Error when sniffing file": rows
+        # ending in \r\n, a quoted value holding a \n) rather than make it misread the header
+        if file.format == "csv" and (problem := first_problem(file, FIELDS)):
+            raise RaggedCsvError(f"{_KIND[file.format]} file {file.name}: {problem}") from None
         raise read_failure(file, error) from None
     if len(written) != len(names):
         written = names  # DuckDB and the file disagree on the header: trust DuckDB's reading
@@ -193,15 +197,16 @@ def _classify(
 ) -> TableSource:
     by_written = {w: (n, t) for n, t, w in zip(names, types, written, strict=True)}
     kind = _KIND[file.format]
+    missing = [f for f in FIELDS if f not in by_written]
+    # before the header's names are checked: DuckDB may have taken a ragged row for it
+    if missing and file.format == "csv" and (problem := first_problem(file, FIELDS)):
+        raise RaggedCsvError(f"{kind} file {file.name}: {problem}")
     repeated = _repeated(written)
     if repeated:
         raise UserError(
             f"{kind} file {file.name}: its header names column {repeated!r} more than once; "
             "each event field and each property needs exactly one column"
         )
-    missing = [f for f in FIELDS if f not in by_written]
-    if missing and file.format == "csv" and (problem := first_problem(file, FIELDS)):
-        raise RaggedCsvError(f"{kind} file {file.name}: {problem}")
     if missing:
         hints = "".join(suggest(m, written) for m in missing[:1])
         raise UserError(
@@ -334,9 +339,12 @@ def inspect_csv(
 
 
 def split_ragged(file: SourceFile, scratch: Path) -> tuple[SourceFile, Ragged]:
-    """ragged.split, its refusal a UserError naming the file."""
+    """ragged.split, its refusal a UserError naming the file (or, for text that is not UTF-8,
+    its line and byte, as when DuckDB reads it)."""
     try:
         return ragged_csv.split(file, FIELDS, scratch)
+    except UnicodeDecodeError as error:
+        raise read_failure(file, error) from None
     except ValueError as error:
         raise RaggedCsvError(
             f"CSV file {file.name}: {error} (more than {ragged_csv.MAX_RAGGED} rows do not "
