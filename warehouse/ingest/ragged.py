@@ -34,6 +34,7 @@ DELIMITERS = (",", ";", "\t", "|")
 # double quotes, a quote in it doubled (RFC 4180); escaped by a backslash; a value in single
 # quotes.  The file is split by the one under which most rows have the header's fields (the
 # first of those): under another, its rows holding a quoted delimiter would be ragged.
+QUOTING_ROWS = 10_000  # the rows the quoting is chosen by (a large file is not read thrice)
 QUOTINGS: tuple[dict[str, object], ...] = (
     {"quotechar": '"', "doublequote": True},
     {"quotechar": '"', "doublequote": False, "escapechar": "\\"},
@@ -91,7 +92,10 @@ def _quoting(file: SourceFile, fields: tuple[str, ...], errors: str) -> dict[str
     best, most = QUOTINGS[0], -1
     for quoting in QUOTINGS:
         matching = [0]
-        for _ in _rows(file, fields, quoting, errors=errors, matching=matching):
+        rows = _rows(
+            file, fields, quoting, errors=errors, matching=matching, max_records=QUOTING_ROWS
+        )
+        for _ in rows:
             pass
         if matching[0] > most:
             best, most = quoting, matching[0]
@@ -107,10 +111,12 @@ def _rows(
     copy_to=None,
     errors: str = "replace",
     matching: list[int] | None = None,
+    max_records: int | None = None,
 ) -> Iterator[tuple[int, str, str]]:
     """The ragged rows of `file` read with `quoting` (row number, message, text), the others
     written to `copy_to` (a text file) with the header, each as written, and counted in
-    `matching[0]`.  `errors`: how bytes that are not UTF-8 are decoded (open's argument)."""
+    `matching[0]`, up to `max_records` rows.  `errors`: how bytes that are not UTF-8 are
+    decoded (open's argument)."""
     opener = gzip.open if file.gzipped else open
     with opener(file.path, "rt", encoding="utf-8-sig", errors=errors, newline="") as handle:
         header_line = handle.readline()
@@ -141,6 +147,8 @@ def _rows(
             taken.clear()
             if row:  # a blank line is no row (DuckDB's reader skips it too)
                 record += 1
+                if max_records is not None and record > max_records:
+                    return
                 if len(row) == len(header):
                     if copy_to is not None:
                         copy_to.write(text)
