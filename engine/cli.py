@@ -9,6 +9,7 @@ bug (traceback and a request to report it).
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -316,6 +317,23 @@ def disk_refused(error: BaseException) -> str | None:
     )
 
 
+def missing_event_file(error: BaseException) -> str | None:
+    """The one-line message for an event file the catalog lists but the disk no longer holds
+    (deleted or moved by hand, a restore of the catalog without its events): a damaged home,
+    not a bug; None for any other error."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is None or not isinstance(error, duckdb.IOException):
+        return None
+    match = re.search(r'No files found that match the pattern "([^"]+)"', str(error))
+    if match is None or "/events/" not in match.group(1):
+        return None
+    return (
+        f"the catalog lists the event file {match.group(1)}, which is missing (deleted or moved "
+        "outside meterql): the home is damaged; restore its events/ directory together with "
+        "its catalog.duckdb from the same backup"
+    )
+
+
 def main() -> None:
     try:
         app()
@@ -323,7 +341,7 @@ def main() -> None:
         sys.stderr.write(f"error: {error}\n")
         sys.exit(1)
     except Exception as error:
-        resources = out_of_resources(error) or disk_refused(error)
+        resources = out_of_resources(error) or disk_refused(error) or missing_event_file(error)
         if resources is not None:
             sys.stderr.write(f"error: {resources}\n")
             sys.exit(1)

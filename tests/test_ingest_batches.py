@@ -705,3 +705,25 @@ def test_first_non_utf8_across_blocks(
     path = tmp_path / "t.ndjson"
     path.write_bytes(data)
     assert first_non_utf8(path, block_size) == found
+
+
+def test_an_event_file_missing_from_disk_is_a_one_line_error(home: Home, tmp_path: Path) -> None:
+    """A file the catalog lists but someone deleted (a damaged home, not a bug): one line
+    naming it, exit 1, instead of "internal error"."""
+    ingest(home, [events_file(tmp_path)], now=NOW)
+    gone = sorted(home.events_dir.rglob("*.parquet"))[0]
+    gone.unlink()
+    doc = tmp_path / "customers.yaml"
+    doc.write_text("customers:\n  - name: C\n    ingest_aliases: [c]\n")
+    assert meterql("--home", str(home.path), "apply", str(doc)).returncode == 0
+    done = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", "--home", str(home.path)]
+        + ["sql", "run", "-", "--start", "2026-01-01T00:00:00Z", "--end", "2026-02-01T00:00:00Z"],
+        input="SELECT count(*) AS value FROM events",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert f"the catalog lists the event file {gone}, which is missing" in done.stderr
