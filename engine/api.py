@@ -99,7 +99,7 @@ class Meterql:
         """Ingest event files (NDJSON, JSON, CSV, Parquet; a path or a list of files,
         directories or globs) as one batch and return its `warehouse.ingest.IngestSummary`.
         `now` pins the ingest clock (ISO 8601; naive means UTC); default: the wall clock."""
-        from engine.usage import parse_timestamp
+        from engine.periods import parse_timestamp
         from warehouse.ingest import ingest
 
         clock = parse_timestamp(now, "--now") if now is not None else None
@@ -119,13 +119,13 @@ class Meterql:
         files are past their grace period (default: the wall clock)."""
         from datetime import timedelta
 
-        from engine.usage import parse_timestamp
+        from engine.periods import parse_timestamp
         from warehouse.compact import DEFAULT_TARGET_ROWS, compact
 
-        if math.isnan(grace_minutes) or grace_minutes < 0:
-            raise UserError(
-                f"--grace-minutes {grace_minutes} is not a number of minutes, 0 or more"
-            )
+        if math.isnan(grace_minutes):
+            raise UserError("--grace-minutes nan is not a number of minutes; expected 0 or more")
+        if grace_minutes < 0:
+            raise UserError(f"--grace-minutes {grace_minutes} is negative; expected 0 or more")
         try:
             grace = timedelta(minutes=grace_minutes)
         except OverflowError:  # inf, or longer than timedelta reaches: keep retired files
@@ -237,16 +237,20 @@ class Meterql:
         name or ingest alias) and status (draft, finalized, void)."""
         from engine import invoice_store
 
-        customer_id = self.catalog.customer(customer).id if customer is not None else None
-        return invoice_store.find(self.con, customer_id=customer_id, status=status)
+        return invoice_store.find(self.con, customer_id=self._customer_id(customer), status=status)
 
     def invoice_summaries(self, *, customer: str | None = None, status: str | None = None):
         """`invoices` without their line items (engine.invoice_store.InvoiceSummary: the number
         of lines instead), as `meterql invoice list` prints them."""
         from engine import invoice_store
 
-        customer_id = self.catalog.customer(customer).id if customer is not None else None
-        return invoice_store.summaries(self.con, customer_id=customer_id, status=status)
+        return invoice_store.summaries(
+            self.con, customer_id=self._customer_id(customer), status=status
+        )
+
+    def _customer_id(self, customer: str | None) -> str | None:
+        """The catalog id of a customer given by id, name or ingest alias (None: every one)."""
+        return self.catalog.customer(customer).id if customer is not None else None
 
     def invoice(self, invoice_id: str):
         """One invoice by id (a unique prefix of at least 4 characters is accepted)."""

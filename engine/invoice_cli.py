@@ -154,7 +154,7 @@ def invoice_html(invoice: Invoice) -> str:
 
 
 def print_invoice_list(invoices: Sequence[InvoiceSummary]) -> None:
-    from engine.output import print_table, to_jsonable
+    from engine.output import print_table
 
     print_table(
         f"{len(invoices)} invoice(s)",
@@ -164,11 +164,11 @@ def print_invoice_list(invoices: Sequence[InvoiceSummary]) -> None:
                 i.id,
                 i.customer_id,
                 i.status,
-                to_jsonable(i.start_timestamp),
-                to_jsonable(i.end_timestamp),
+                i.start_timestamp,  # print_table writes each cell as its JSON text
+                i.end_timestamp,
                 i.credit_type.name,
                 i.line_count,
-                to_jsonable(i.total),
+                i.total,
             ]
             for i in invoices
         ],

@@ -78,7 +78,7 @@ from engine.invoice_write import (
     write,
 )
 from engine.late_events import late_events
-from engine.periods import Period, iso, naive, utc
+from engine.periods import Period, iso, naive, parse_timestamp, utc
 from engine.pricing import Pricing, register_pricing
 from engine.rating import rate
 from engine.usage_quantities import compute_quantities
@@ -105,22 +105,7 @@ __all__ = [
 
 def parse_as_of(value: datetime | str, option: str = "--as-of") -> datetime:
     """An ISO 8601 timestamp (naive means UTC) as an aware UTC datetime."""
-    if isinstance(value, datetime):
-        return utc(value)
-    text = value.strip()
-    if text.endswith(("z", "Z")):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise UserError(
-            f"{option} {value!r} is not an ISO 8601 timestamp (expected e.g. "
-            "2026-03-15T00:00:00Z; naive timestamps are UTC)"
-        ) from None
-    try:
-        return utc(moment)
-    except OverflowError:
-        raise UserError(f"{option} {value!r} is outside the years 1 to 9999 in UTC") from None
+    return utc(parse_timestamp(value, option))
 
 
 class Stopwatch:

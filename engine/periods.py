@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from warehouse.errors import UserError
 from warehouse.models import AnchorDay, Frequency, UsageStatementSchedule
 
 if TYPE_CHECKING:
@@ -58,6 +59,30 @@ def utc(ts: datetime) -> datetime:
 def naive(ts: datetime) -> datetime:
     """The naive UTC datetime DuckDB's TIMESTAMP columns hold."""
     return utc(ts).replace(tzinfo=None)
+
+
+def parse_timestamp(value: datetime | str, option: str) -> datetime:
+    """An ISO 8601 timestamp (an option's value, named `option` in errors) as naive UTC (naive
+    input means UTC)."""
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        text = value.strip()
+        if text.endswith(("z", "Z")):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise UserError(
+                f"{option} {value!r} is not an ISO 8601 timestamp (expected e.g. "
+                "2026-01-01T00:00:00Z; naive timestamps are UTC)"
+            ) from None
+    if moment.tzinfo is not None:
+        try:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError:
+            raise UserError(f"{option} {value!r} is outside the years 1 to 9999 in UTC") from None
+    return moment
 
 
 def iso(ts: datetime) -> str:

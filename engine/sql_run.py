@@ -21,9 +21,10 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
+from engine.periods import parse_timestamp
 from engine.sandbox import sandbox
 from engine.sql_check import empty_windows, value_problems
-from engine.usage import exact, parse_timestamp
+from engine.usage import exact
 from metric_compiler.sql_metric import (
     CheckedSql,
     SqlMetricError,

@@ -24,13 +24,14 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Context, Decimal
 from typing import Any
 
 import pyarrow as pa
 from sqlglot import exp
 
+from engine.periods import parse_timestamp
 from metric_compiler import CompiledQuery, Window, compile_usage, metric_properties
 from metric_compiler.dialects import DUCKDB, dialect_name
 from metric_compiler.sql_metric import CheckedSql, check_sql
@@ -48,29 +49,6 @@ from warehouse.models import BillableMetric
 
 TimestampInput = datetime | str
 _EXACT = Context(prec=80)  # wide enough that normalising never rounds a DECIMAL(38, 12)
-
-
-def parse_timestamp(value: TimestampInput, option: str) -> datetime:
-    """An ISO 8601 timestamp as naive UTC (naive input means UTC)."""
-    if isinstance(value, datetime):
-        moment = value
-    else:
-        text = value.strip()
-        if text.endswith(("z", "Z")):
-            text = text[:-1] + "+00:00"
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            raise UserError(
-                f"{option} {value!r} is not an ISO 8601 timestamp (expected e.g. "
-                "2026-01-01T00:00:00Z; naive timestamps are UTC)"
-            ) from None
-    if moment.tzinfo is not None:
-        try:
-            moment = moment.astimezone(UTC).replace(tzinfo=None)
-        except OverflowError:
-            raise UserError(f"{option} {value!r} is outside the years 1 to 9999 in UTC") from None
-    return moment
 
 
 def _iso(moment: datetime) -> str:
