@@ -44,6 +44,7 @@ from warehouse.models import (
     ProductType,
     Rate,
     RateCard,
+    ingest_keys,
 )
 from warehouse.sqlrows import rollback
 
@@ -448,8 +449,8 @@ def _check_aliases(pending: list[_Pending], resolver: _Resolver, problems: list[
             where[p.id] = p.loaded.describe()
     claimed: dict[str, str] = {}
     for customer_id, doc in final.items():
-        external = [doc["external_id"]] if doc.get("external_id") is not None else []
-        for key in dict.fromkeys([customer_id, *doc.get("ingest_aliases", []), *external]):
+        keys = ingest_keys(doc.get("ingest_aliases", []), doc.get("external_id"))
+        for key in dict.fromkeys([customer_id, *keys]):
             other = claimed.get(key)
             if other is not None and other != customer_id:
                 first, second = (final[other], doc)

@@ -312,6 +312,12 @@ class RateCard(Model):
 Alias = Annotated[str, Field(min_length=1, max_length=128)]
 
 
+def ingest_keys(aliases: list[str], external_id: str | None) -> list[str]:
+    """The keys events may carry for a customer besides its id: its ingest aliases and its
+    external id, each once (of a Customer, or of a stored customer document)."""
+    return list(dict.fromkeys([*aliases, *([external_id] if external_id is not None else [])]))
+
+
 class Customer(Model):
     id: str | None = None
     name: Annotated[str, Field(min_length=1)]
@@ -322,10 +328,8 @@ class Customer(Model):
     custom_fields: dict[str, str] = {}
 
     def ingest_keys(self) -> list[str]:
-        """The keys events may carry for this customer besides its id: the ingest aliases and
-        the external id, each once."""
-        extra = [self.external_id] if self.external_id is not None else []
-        return list(dict.fromkeys([*self.ingest_aliases, *extra]))
+        """The keys events may carry for this customer besides its id (see `ingest_keys`)."""
+        return ingest_keys(self.ingest_aliases, self.external_id)
 
     @field_validator("ingest_aliases")
     @classmethod
