@@ -55,7 +55,9 @@ class LineItem(ExactJson):
     tier: TierRef | None = None
 
 
-class Invoice(ExactJson):
+class _InvoiceHead(ExactJson):
+    """The fields an invoice and its summary share, first in both (the JSON's field order)."""
+
     id: str
     customer_id: str
     contract_id: str
@@ -66,24 +68,17 @@ class Invoice(ExactJson):
     credit_type: CreditTypeRef
     subtotal: JsonDecimal
     total: JsonDecimal
+
+
+class Invoice(_InvoiceHead):
     line_items: list[LineItem]
     replaces: str | None = None
     superseded_by: str | None = None
 
 
-class InvoiceSummary(ExactJson):
+class InvoiceSummary(_InvoiceHead):
     """An invoice without its line items (`invoice list`): `line_count` says how many it has."""
 
-    id: str
-    customer_id: str
-    contract_id: str
-    status: str
-    type: str
-    start_timestamp: JsonTimestamp
-    end_timestamp: JsonTimestamp
-    credit_type: CreditTypeRef
-    subtotal: JsonDecimal
-    total: JsonDecimal
     line_count: int
     replaces: str | None = None
     superseded_by: str | None = None
