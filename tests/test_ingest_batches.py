@@ -4,9 +4,13 @@ the `meterql ingest` command."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -727,3 +731,82 @@ def test_an_event_file_missing_from_disk_is_a_one_line_error(home: Home, tmp_pat
     assert done.returncode == 1, done.stderr
     assert done.stderr.count("\n") == 1
     assert f"the catalog lists the event file {gone}, which is missing" in done.stderr
+
+
+def _other_file_system(near: Path) -> Path | None:
+    """A writable directory on another file system than `near` (tmpfs /dev/shm), or None."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or shm.stat().st_dev == near.stat().st_dev:
+        return None
+    return Path(tempfile.mkdtemp(prefix="meterql-test-", dir=shm))
+
+
+def test_events_and_rejects_on_another_file_system(home: Home, tmp_path: Path) -> None:
+    """events/ and rejects/ linked to another disk: the staged files cannot be renamed there
+    (EXDEV); they are copied under a temporary name and renamed into place."""
+    other = _other_file_system(tmp_path)
+    if other is None:
+        pytest.skip("no writable directory on another file system")
+    try:
+        for name in ("events", "rejects"):
+            (home.path / name).rmdir()
+            (other / name).mkdir()
+            (home.path / name).symlink_to(other / name, target_is_directory=True)
+        path = events_file(tmp_path, 4)
+        old = tmp_path / "old.ndjson"
+        old.write_text(
+            '{"transaction_id": "x", "customer_id": "c", "event_type": "e", '
+            '"timestamp": "2020-01-01T00:00:00Z"}\n',
+            encoding="utf-8",
+        )
+        summary = ingest(home, [path, old], now=NOW)
+        assert (summary.accepted, summary.rejected) == (4, 1)
+        assert visible_ids(home) == ["t0", "t1", "t2", "t3"]
+        assert Path(summary.rejects_path).read_text(encoding="utf-8").count("\n") == 1
+        names = [p.name for p in (other / "events").rglob("*")]
+        assert not [n for n in names if n.startswith(".copy-")]
+        assert list((home.staging_dir).glob("ingest-*")) == []
+    finally:
+        shutil.rmtree(other, ignore_errors=True)
+
+
+def test_an_interrupted_copy_to_another_file_system_is_swept(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rename across directories fails with EXDEV (simulated); a copy that fails half way
+    leaves nothing visible, and its partial file is deleted (here at once; after a kill, by
+    the next ingest's sweep)."""
+    real_replace = os.replace
+
+    def cross_device(source: object, target: object) -> None:
+        if Path(str(source)).parent != Path(str(target)).parent:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", cross_device)
+    path = events_file(tmp_path, 4)
+    summary = ingest(home, [path], now=NOW)
+    assert summary.accepted == 4 and visible_ids(home) == ["t0", "t1", "t2", "t3"]
+
+    class Killed(BaseException):
+        pass
+
+    def copy_then_die(source: object, target: object) -> None:
+        Path(str(target)).write_bytes(b"PAR1 half a file")
+        raise Killed
+
+    monkeypatch.setattr(shutil, "copyfile", copy_then_die)
+    monkeypatch.setattr(ledger, "fail", lambda *args, **kwargs: None)
+    with pytest.raises(Killed):
+        ingest(home, [events_file(tmp_path, 6, "more.ndjson")], now=NOW)
+    assert visible_ids(home) == ["t0", "t1", "t2", "t3"]
+    assert not [p for p in home.events_dir.rglob("*") if p.name.startswith(".copy-")]
+
+    # a kill leaves the partial copy: the next ingest sweeps it
+    partial = home.events_dir / "event_date=2026-01-10" / ".copy-ingest-x-0.parquet"
+    partial.write_bytes(b"PAR1 half a file")
+    monkeypatch.undo()
+    summary = ingest(home, [events_file(tmp_path, 6, "more.ndjson")], now=NOW)
+    assert summary.accepted == 2
+    assert not partial.exists()
+    assert visible_ids(home) == [f"t{i}" for i in range(6)]

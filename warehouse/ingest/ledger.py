@@ -10,6 +10,7 @@ deletes them and marks such batches failed.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Sequence
@@ -61,6 +62,28 @@ def fail(con: duckdb.DuckDBPyConnection, batch_id: str, message: str, at: dateti
     )
 
 
+def move_file(source: Path, target: Path) -> None:
+    """Move `source` to `target` atomically: a rename, or, when `target` is on another file
+    system (events/ or rejects/ linked to another disk: the rename fails with EXDEV), a copy
+    under a temporary name beside `target` renamed into place, then `source` removed.  The
+    temporary copy of an interrupted move ends in `.parquet` / `.ndjson` and is not listed,
+    so `sweep` deletes it."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    partial = target.with_name(f".copy-{target.name}")
+    try:
+        shutil.copyfile(source, partial)
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    source.unlink()
+
+
 def place_files(home: Home, batch_id: str, files: Sequence[WrittenFile]) -> list[Path]:
     """Rename the staged files into events/ (still invisible: not in the manifest).  If a
     rename fails, the files placed before it are removed again."""
@@ -69,7 +92,7 @@ def place_files(home: Home, batch_id: str, files: Sequence[WrittenFile]) -> list
         for file in files:
             target = home.events_dir / final_name(batch_id, file)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(file.staged_path, target)
+            move_file(file.staged_path, target)
             placed.append(target)
     except BaseException:
         remove_quietly(placed)

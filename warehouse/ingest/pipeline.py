@@ -179,7 +179,7 @@ def _run(
             placed = ledger.place_files(home, batch_id, written)
             rejects_path = None
             if rejected:
-                os.replace(rejects_staged, rejects_final)
+                ledger.move_file(rejects_staged, rejects_final)
                 placed.append(rejects_final)
                 rejects_path = str(rejects_final)
             ledger.commit(
