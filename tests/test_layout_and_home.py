@@ -175,6 +175,20 @@ def test_a_catalog_another_process_holds_is_waited_for(tmp_path: Path, monkeypat
     home.connect().close()  # waits for the holder to exit
     assert process.wait() == 0
 
+    # `init` (safe to run again, e.g. by a deploy script beside a running command) too
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0")
+    process = holder(30)
+    try:
+        with pytest.raises(HomeError, match="its catalog is in use by another process; gave up"):
+            home.init()
+    finally:
+        process.kill()
+        process.wait()
+    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "60")
+    process = holder(0.5)
+    assert home.init() is False  # waits for the holder to exit
+    assert process.wait() == 0
+
 
 @pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
 def test_a_bad_lock_timeout_is_named(tmp_path: Path, monkeypatch, value: str) -> None:

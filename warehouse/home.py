@@ -92,10 +92,17 @@ class Home:
                     f"cannot create meterql home {self.path}: {error.strerror or error} "
                     f"({error.filename or directory})"
                 ) from None
-        try:
-            con = duckdb.connect(str(self.catalog_path))
-        except duckdb.Error as error:
-            raise self._open_error(str(self.catalog_path), error, with_settings=False) from None
+        database = str(self.catalog_path)
+
+        def attempt() -> duckdb.DuckDBPyConnection | None:
+            try:
+                return duckdb.connect(database)
+            except duckdb.Error as error:
+                if _held_by_another_process(error):
+                    return None
+                raise self._open_error(database, error, with_settings=False) from None
+
+        con = self._waiting(attempt, "its catalog is in use by another process")
         try:
             self._migrate(con)
         finally:
