@@ -23,17 +23,9 @@ from typing import assert_never
 
 import duckdb
 
-from engine.quantity_conversion import (
-    MAX_SCALE,
-    QUANTITY_SCALE,
-    STORED_SCALE,
-    conversion_scale,
-    scale_of,
-    stored_scale,
-)
 from engine.temp_tables import create_temp
-from warehouse.errors import UserError
 from warehouse.models import (
+    QUANTITY_SCALE,
     USD_CENTS_ID,
     AggregationType,
     BillableMetric,
@@ -42,6 +34,8 @@ from warehouse.models import (
     ProductType,
     RateCard,
     RateType,
+    scale_of,
+    stored_scale,
 )
 
 SEGMENT = "segment"  # COUNT, SUM: each rate prices the usage inside its own window
@@ -111,22 +105,8 @@ def register_pricing(
         product_metrics[pid] = metric
         kinds[pid] = window_kind(metric)
 
-    problems: list[str] = []
-    quantity_scale = QUANTITY_SCALE
-    for pid, product in sorted(usage_products.items()):
-        stored = stored_scale(product)
-        if conversion_scale(product) > MAX_SCALE - 2:
-            problems.append(
-                f"product {product.name!r} ({pid}): quantity_conversion factor "
-                f"{product.quantity_conversion.conversion_factor} has too many decimal places"  # type: ignore[union-attr]
-            )
-        elif stored > STORED_SCALE:
-            problems.append(
-                f"product {product.name!r} ({pid}): quantity_conversion gives quantities with up "
-                f"to {stored} decimal places; meterql keeps at most {STORED_SCALE}: add "
-                f"quantity_rounding with decimal_places <= {STORED_SCALE}"
-            )
-        quantity_scale = max(quantity_scale, stored)
+    # decimal places: checked by warehouse.models when the documents were applied
+    quantity_scale = max([QUANTITY_SCALE, *(stored_scale(p) for p in usage_products.values())])
     price_scale = 0
     rate_rows: dict[str, list] = {
         k: []
@@ -163,11 +143,6 @@ def register_pricing(
                 continue  # apply refuses this; such a rate can match no usage
             scales = [scale_of(rate.price) if rate.price is not None else 0]
             scales += [scale_of(t.price) for t in rate.tiers or ()]
-            if max(scales) > STORED_SCALE:
-                problems.append(
-                    f"rate card {card.name!r} rates[{index}]: a price has {max(scales)} decimal "
-                    f"places; at most {STORED_SCALE} are supported"
-                )
             price_scale = max([price_scale, *scales])
             if rate.rate_type not in RATED_TYPES:
                 notes.append(
@@ -197,19 +172,11 @@ def register_pricing(
                 tier_rows["upper"].append(upper)
                 tier_rows["size"].append(tier.size)
                 tier_rows["price"].append(tier.price)
-                if scale_of(tier.size or Decimal(0)) > STORED_SCALE:
-                    problems.append(
-                        f"rate card {card.name!r} rates[{index}].tiers[{t_index}]: size "
-                        f"{tier.size} has more than {STORED_SCALE} decimal places"
-                    )
                 quantity_scale = max(quantity_scale, scale_of(tier.size or Decimal(0)))
                 lower = upper if upper is not None else lower
             rate_key += 1
     for what in sorted(non_usage):
         notes.append(f"{what} is on a rate card; only USAGE products are billed so far")
-
-    if problems:
-        raise UserError("; ".join(problems))
 
     q_type = f"DECIMAL(38, {quantity_scale})"
     p_type = f"DECIMAL(38, {price_scale})"

@@ -5,6 +5,7 @@ in Python (Decimal, the reference the SQL is checked against).
                                               rounding, as DECIMAL(38, scale)
     convert_quantity(product, quantity)       the same in Python Decimal (reference)
     conversion_scale / stored_scale           the decimal places the results may need
+                                              (warehouse.models, which checks them)
 
 The rules (SEMANTICS.md section 4; README "Billing rules", Quantities): the line's summed usage,
 then quantity_conversion (MULTIPLY / DIVIDE by the factor), then quantity_rounding.  A DIVIDE
@@ -21,33 +22,16 @@ from typing import assert_never
 
 from sqlglot import exp
 
-from warehouse.models import ConversionOperation, Product, RoundingMethod
-
-QUANTITY_SCALE = 12  # the scale of metric values (metric_compiler.numbers)
-STORED_SCALE = 18  # line quantities, unit prices and tier bounds are stored as DECIMAL(38, 18)
-DIVIDE_SCALE = 12  # a DIVIDE by a factor without a finite reciprocal keeps this many places
-MAX_SCALE = 38
-
-
-def scale_of(value: Decimal) -> int:
-    """Decimal places needed to write `value` exactly (0 for integers)."""
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int), f"not a finite decimal: {value}"
-    if exponent >= 0:
-        return 0
-    normal = value.normalize().as_tuple().exponent
-    assert isinstance(normal, int)
-    return max(0, -normal)
-
-
-def exact_reciprocal(factor: Decimal) -> Decimal | None:
-    """1 / factor when it is a finite decimal (factor = 2^a 5^b 10^k), else None."""
-    with localcontext() as ctx:
-        ctx.prec = 200
-        inverse = Decimal(1) / factor
-        if inverse * factor == 1 and scale_of(inverse) <= MAX_SCALE:
-            return inverse.normalize()
-    return None
+from warehouse.models import (
+    DIVIDE_SCALE,
+    QUANTITY_SCALE,
+    ConversionOperation,
+    Product,
+    RoundingMethod,
+    conversion_scale,
+    exact_reciprocal,
+    scale_of,
+)
 
 
 def dec(value: Decimal | int, scale: int) -> exp.Expression:
@@ -62,29 +46,6 @@ def dtype(scale: int) -> exp.DataType:
 
 def sql_text(expression: exp.Expression) -> str:
     return expression.sql(dialect="duckdb")
-
-
-def stored_scale(product: Product) -> int:
-    """Decimal places of the product's line quantities (after conversion and rounding)."""
-    if product.quantity_rounding is not None:
-        return min(product.quantity_rounding.decimal_places, conversion_scale(product))
-    return conversion_scale(product)
-
-
-def conversion_scale(product: Product) -> int:
-    """Decimal places the converted quantities of `product` may need."""
-    conversion = product.quantity_conversion
-    scale = QUANTITY_SCALE
-    if conversion is not None:
-        factor = conversion.conversion_factor
-        if conversion.operation is ConversionOperation.MULTIPLY:
-            scale += scale_of(factor)
-        elif conversion.operation is ConversionOperation.DIVIDE:
-            inverse = exact_reciprocal(factor)
-            scale = scale + scale_of(inverse) if inverse is not None else DIVIDE_SCALE
-        else:
-            assert_never(conversion.operation)
-    return scale
 
 
 def converted_quantity(product: Product, raw: exp.Expression, scale: int) -> exp.Expression:

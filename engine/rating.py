@@ -61,7 +61,8 @@ from sqlglot import exp
 
 from engine.content_hash import LINE_HASH, PRODUCT_HASH
 from engine.pricing import Pricing
-from engine.quantity_conversion import STORED_SCALE, converted_quantity, dec, dtype, sql_text
+from engine.quantity_conversion import converted_quantity, dec, dtype, sql_text
+from warehouse.models import STORED_SCALE
 
 
 def _conversion_case(pricing: Pricing, raw: str, table: str) -> str:

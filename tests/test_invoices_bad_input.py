@@ -294,6 +294,65 @@ def test_a_price_too_large_to_store_is_refused_by_apply(mq, tmp_path, price):
     assert mq.catalog.all("rate_cards") == []  # nothing applied
 
 
+@pytest.mark.parametrize(
+    ("where", "value", "needle"),
+    [
+        ("price", "0.0000000000000000001", "field 'rates[0].price'"),
+        ("tier_size", "1.0000000000000000001", "field 'rates[0].tiers[0].size'"),
+        ("tier_price", "1e-19", "field 'rates[0].tiers[0].price'"),
+    ],
+)
+def test_a_price_with_too_many_decimal_places_is_refused_by_apply(
+    mq, tmp_path, where, value, needle
+):
+    """Refused when applied, not by the nightly run (which would fail for every customer)."""
+    doc = catalog()
+    rate = doc["rate_cards"][0]["rates"][0]
+    if where == "price":
+        rate["price"] = value
+    else:
+        del rate["price"]
+        rate["rate_type"] = "tiered"
+        rate["tiers"] = [{"size": "100", "price": "1"}, {"price": "0.5"}]
+        rate["tiers"][0]["size" if where == "tier_size" else "price"] = value
+    with pytest.raises(DocumentError) as err:
+        apply_docs(mq, tmp_path, doc)
+    message = str(err.value)
+    assert needle in message
+    assert "decimal places; a price or tier size may have at most 18" in message
+    assert mq.catalog.all("rate_cards") == []  # nothing applied
+
+
+@pytest.mark.parametrize(
+    ("conversion", "needle"),
+    [
+        (
+            {"conversion_factor": "1e-25", "operation": "multiply"},
+            "quantity_conversion.conversion_factor 1E-25 has too many decimal places",
+        ),
+        (
+            {"conversion_factor": "0.0000001", "operation": "multiply"},
+            "gives quantities with up to 19 decimal places; meterql keeps at most 18: add "
+            "quantity_rounding",
+        ),
+    ],
+)
+def test_a_product_whose_quantities_cannot_be_stored_is_refused_by_apply(
+    mq, tmp_path, conversion, needle
+):
+    doc = catalog()
+    doc["products"][1]["quantity_conversion"] = conversion
+    with pytest.raises(DocumentError) as err:
+        apply_docs(mq, tmp_path, doc)
+    assert "product" in str(err.value) and needle in str(err.value)
+    assert mq.catalog.all("products") == []
+    # with rounding, the same conversion is fine
+    doc["products"][1]["quantity_rounding"] = {"decimal_places": 6, "rounding_method": "round_up"}
+    if conversion["conversion_factor"] == "0.0000001":
+        apply_docs(mq, tmp_path, doc)
+        assert len(mq.catalog.all("products")) == 2
+
+
 def test_an_amount_overflowing_decimal_38_is_a_user_error_and_writes_nothing(mq, tmp_path):
     doc = catalog()
     doc["rate_cards"][0]["rates"][0]["price"] = "1e19"  # storable, but x 10^18 tokens is not

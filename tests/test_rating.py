@@ -20,7 +20,6 @@ from engine.pricing import register_pricing
 from engine.quantity_conversion import convert_quantity, converted_quantity
 from engine.rating import LINE_ITEMS, rate, tier_split
 from engine.usage_windows import register_windows
-from warehouse.errors import UserError
 from warehouse.models import (
     USD_CENTS_ID,
     BillableMetric,
@@ -478,9 +477,3 @@ def test_sql_conversion_matches_the_decimal_reference(quantity, factor, operatio
     sql = converted_quantity(prod, raw, scale).sql(dialect="duckdb")
     [(got,)] = duckdb.connect().execute(f"SELECT {sql}").fetchall()
     assert got == convert_quantity(prod, quantity)
-
-
-def test_too_many_decimal_digits_between_prices_and_quantities_is_refused():
-    prod = product(quantity_conversion={"conversion_factor": "1e-20", "operation": "multiply"})
-    with pytest.raises(UserError, match="decimal places"):
-        run_rating(prod, metric(), [flat("0.00000000000000000001")], [])

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Annotated, Any
+from decimal import Decimal, localcontext
+from typing import Annotated, Any, assert_never
 
 from pydantic import (
     AfterValidator,
@@ -60,6 +60,38 @@ def _exact_text(value: Any) -> Any:
 UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
 PropertyValue = Annotated[str, BeforeValidator(_exact_text)]
 
+# ---------------------------------------------------------------------------------------------
+# Decimal places: what line quantities, unit prices and tier bounds may need (engine.rating
+# stores them as DECIMAL(38, STORED_SCALE)); checked when a document is applied, so a run never
+# meets a price or a product it cannot rate.
+
+QUANTITY_SCALE = 12  # the scale of metric values (metric_compiler.numbers)
+STORED_SCALE = 18  # line quantities, unit prices and tier bounds are stored as DECIMAL(38, 18)
+DIVIDE_SCALE = 12  # a DIVIDE by a factor without a finite reciprocal keeps this many places
+MAX_SCALE = 38
+
+
+def scale_of(value: Decimal) -> int:
+    """Decimal places needed to write `value` exactly (0 for integers)."""
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int), f"not a finite decimal: {value}"
+    if exponent >= 0:
+        return 0
+    normal = value.normalize().as_tuple().exponent
+    assert isinstance(normal, int)
+    return max(0, -normal)
+
+
+def exact_reciprocal(factor: Decimal) -> Decimal | None:
+    """1 / factor when it is a finite decimal (factor = 2^a 5^b 10^k), else None."""
+    with localcontext() as ctx:
+        ctx.prec = 200
+        inverse = Decimal(1) / factor
+        if inverse * factor == 1 and scale_of(inverse) <= MAX_SCALE:
+            return inverse.normalize()
+    return None
+
+
 # Prices and tier sizes are stored as DECIMAL(38, 18): at most 20 digits before the point.
 _PRICE_LIMIT = Decimal(10) ** 20
 
@@ -69,6 +101,11 @@ def _storable(value: Decimal) -> Decimal:
         raise ValueError(
             f"{value} does not fit: a price or tier size must be below 10^20 in magnitude "
             "(meterql stores them as DECIMAL(38, 18))"
+        )
+    if scale_of(value) > STORED_SCALE:
+        raise ValueError(
+            f"{value} has {scale_of(value)} decimal places; a price or tier size may have at "
+            f"most {STORED_SCALE}"
         )
     return value
 
@@ -240,7 +277,43 @@ class Product(Model):
             raise ValueError(
                 f"{sorted(overlap)} is both a pricing and a presentation group key; use it once"
             )
+        if self.quantity_conversion is not None:
+            factor = self.quantity_conversion.conversion_factor
+            if conversion_scale(self) > MAX_SCALE - 2:
+                raise ValueError(
+                    f"quantity_conversion.conversion_factor {factor} has too many decimal places "
+                    f"(a converted quantity would need more than {MAX_SCALE - 2})"
+                )
+            if stored_scale(self) > STORED_SCALE:
+                raise ValueError(
+                    f"quantity_conversion by {factor} gives quantities with up to "
+                    f"{stored_scale(self)} decimal places; meterql keeps at most {STORED_SCALE}: "
+                    "add quantity_rounding"
+                )
         return self
+
+
+def stored_scale(product: Product) -> int:
+    """Decimal places of the product's line quantities (after conversion and rounding)."""
+    if product.quantity_rounding is not None:
+        return min(product.quantity_rounding.decimal_places, conversion_scale(product))
+    return conversion_scale(product)
+
+
+def conversion_scale(product: Product) -> int:
+    """Decimal places the converted quantities of `product` may need."""
+    conversion = product.quantity_conversion
+    scale = QUANTITY_SCALE
+    if conversion is not None:
+        factor = conversion.conversion_factor
+        if conversion.operation is ConversionOperation.MULTIPLY:
+            scale += scale_of(factor)
+        elif conversion.operation is ConversionOperation.DIVIDE:
+            inverse = exact_reciprocal(factor)
+            scale = scale + scale_of(inverse) if inverse is not None else DIVIDE_SCALE
+        else:
+            assert_never(conversion.operation)
+    return scale
 
 
 # ---------------------------------------------------------------------------------------------
