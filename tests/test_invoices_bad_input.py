@@ -3,6 +3,7 @@ object, the field and the value."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -364,3 +365,23 @@ def test_an_amount_overflowing_decimal_38_is_a_user_error_and_writes_nothing(mq,
     assert mq.invoices() == []
     [(runs,)] = mq.con.execute("SELECT count(*) FROM invoice_runs").fetchall()
     assert runs == 0
+
+
+def test_a_stored_document_that_no_longer_passes_the_checks_is_named(mq, tmp_path):
+    """A document applied by an earlier release that checked less (edited here in the table):
+    commands that read it say which one and how to fix it; applying a corrected one does."""
+    apply_docs(mq, tmp_path, catalog())
+    [(doc,)] = mq.con.execute("SELECT doc FROM rate_cards").fetchall()
+    stale = json.loads(doc)
+    stale["rates"][0]["price"] = "0.0000000000000000000001"
+    mq.con.execute("UPDATE rate_cards SET doc = ?", [json.dumps(stale)])
+    with pytest.raises(UserError) as err:
+        mq.invoice_run("2026-03-15T00:00:00Z")
+    assert str(err.value).startswith(
+        f"the catalog's rate card 'Standard' (id {stale['id']}) does not pass this meterql's "
+        "checks: field 'rates[0].price': 1E-22 has 22 decimal places"
+    )
+    assert "apply a corrected document for it" in str(err.value)
+    del err  # its traceback holds the run's frames (and DuckDB objects) until exit
+    apply_docs(mq, tmp_path, catalog())
+    assert mq.invoice_run("2026-03-15T00:00:00Z").invoices.created

@@ -8,8 +8,10 @@ from datetime import date
 from functools import lru_cache
 
 import duckdb
+from pydantic import ValidationError
 
-from warehouse.errors import NotFoundError, suggest_sql
+from warehouse.documents import format_validation_error
+from warehouse.errors import NotFoundError, UserError, suggest_sql
 from warehouse.models import KINDS, BillableMetric, Customer, Model, Product
 from warehouse.sqlrows import first_row
 
@@ -26,6 +28,21 @@ SINGULAR = {
 }
 
 
+def _stored(kind: str, doc: str) -> Model:
+    """A stored document as its model.  One that this meterql's checks refuse (applied by an
+    earlier release that checked less) is a user error naming it, not a traceback."""
+    data = json.loads(doc)
+    try:
+        return TABLES[kind].model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(format_validation_error(TABLES[kind], error))
+        raise UserError(
+            f"the catalog's {SINGULAR[kind]} {data.get('name')!r} (id {data.get('id')}) does not "
+            f"pass this meterql's checks: {problems}; apply a corrected document for it (same "
+            "id or name)"
+        ) from None
+
+
 class Catalog:
     """Typed reads over a catalog connection.  Stored documents always carry their id."""
 
@@ -33,9 +50,10 @@ class Catalog:
         self.con = con
 
     def all(self, kind: str) -> list[Model]:
-        model = TABLES[kind]
+        if kind not in TABLES:  # the table name below is one of TABLES
+            raise KeyError(kind)
         rows = self.con.execute(f"SELECT doc FROM {kind} ORDER BY name, id").fetchall()  # noqa: S608 - kind is one of TABLES
-        return [model.model_validate(json.loads(doc)) for (doc,) in rows]
+        return [_stored(kind, doc) for (doc,) in rows]
 
     def get(self, kind: str, ref: str) -> Model:
         """The object whose id or name is `ref`; a NotFoundError naming close names otherwise."""
@@ -47,7 +65,7 @@ class Catalog:
         if not row:
             hint = suggest_sql(self.con, kind, "name", ref)
             raise NotFoundError(f"no {SINGULAR[kind]} with id or name {ref!r}{hint}")
-        return TABLES[kind].model_validate(json.loads(row[0]))
+        return _stored(kind, row[0])
 
     def metric(self, ref: str) -> BillableMetric:
         return self.get("billable_metrics", ref)  # type: ignore[return-value]
