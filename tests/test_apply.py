@@ -569,6 +569,23 @@ def test_sql_metric_product_keys_are_its_returned_columns(mq: Meterql, tmp_path:
     )
 
 
+def test_sql_metric_group_keys_must_be_its_returned_columns(mq: Meterql, tmp_path: Path) -> None:
+    """A SQL metric groups by the columns its query returns; declared group_keys that are not
+    among them would be silently ignored, so apply refuses them."""
+    text = SQL_METRIC.replace("KEY", "region")
+    bad = text.replace("    sql: |", "    group_keys: [[region, model]]\n    sql: |")
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, bad)])
+    assert (
+        "field 'group_keys': ['model'] are not group columns returned by its sql (a SQL "
+        "metric's group keys are the columns its query returns besides the value: ['region'])"
+    ) in problems_of(excinfo)
+    assert mq.catalog.metrics() == []
+    good = text.replace("    sql: |", "    group_keys: [[region]]\n    sql: |")
+    assert mq.apply([write(tmp_path, good, "b.yaml")]).counts()["created"] == 2
+    assert mq.apply([write(tmp_path, good, "b.yaml")]).counts()["unchanged"] == 2
+
+
 def test_sql_metric_problems_are_reported_at_apply(mq: Meterql, tmp_path: Path) -> None:
     text = SQL_METRIC.replace("FROM events", "FROM read_csv('/etc/passwd')")
     with pytest.raises(DocumentError) as excinfo:

@@ -335,6 +335,9 @@ def _check_metric(p: _Pending, resolver: _Resolver, problems: list[str]) -> None
     for problem in check_metric(metric):
         problems.append(f"{p.loaded.describe()}: {problem}")
     before = resolver.existing["billable_metrics"].get(p.id)
+    if before is None and metric.sql is not None and metric.group_keys:
+        # (a new metric only: earlier releases ignored them, and a stored metric is immutable)
+        _check_sql_group_keys(p, metric, problems)
     if before is not None:
         old = BillableMetric.model_validate(before)
         if old.definition_key() != metric.definition_key():
@@ -348,6 +351,25 @@ def _check_metric(p: _Pending, resolver: _Resolver, problems: list[str]) -> None
                 f"{', '.join(changed)} of the existing metric {p.id}. Archive it "
                 f"(archived: true) and create a new metric under another name"
             )
+
+
+def _check_sql_group_keys(p: _Pending, metric: BillableMetric, problems: list[str]) -> None:
+    """A SQL metric's group keys are the columns its query returns besides the value; declared
+    `group_keys` must be among them (they change nothing: usage and products group by the
+    returned columns)."""
+    from metric_compiler.sql_metric import SqlMetricError, sql_metric_columns
+
+    try:
+        _, returned = sql_metric_columns(metric.sql or "")
+    except SqlMetricError:
+        return  # the metric's own problems are reported with its sql
+    unknown = sorted({k for compound in metric.group_keys for k in compound} - set(returned))
+    if unknown:
+        problems.append(
+            f"{p.loaded.describe()}: field 'group_keys': {unknown} are not group columns "
+            f"returned by its sql (a SQL metric's group keys are the columns its query returns "
+            f"besides the value: {list(returned) or 'none'}); return them or remove group_keys"
+        )
 
 
 def _check_product(p: _Pending, resolver: _Resolver, problems: list[str]) -> None:
