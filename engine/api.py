@@ -82,10 +82,14 @@ class Meterql:
     def apply(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]):
         """Validate the documents (a path, or a list of them) and write all of them or nothing
         (see warehouse.apply)."""
+        from engine.sql_check import check_sql_metric
         from warehouse.apply import apply_files
 
+        def sql_check(text: str) -> list[str]:
+            return check_sql_metric(text).problems
+
         with self.home.writer_lock():
-            return apply_files(self.con, [Path(p) for p in _listed(paths)])
+            return apply_files(self.con, [Path(p) for p in _listed(paths)], sql_check=sql_check)
 
     # -- events ------------------------------------------------------------------------------
 

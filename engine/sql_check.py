@@ -8,6 +8,8 @@ Imports neither pyarrow nor a home: the command stays fast (README "Performance"
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 import sqlglot
 from pydantic import BaseModel
@@ -24,6 +26,7 @@ from metric_compiler.sql_metric import (
 )
 from metric_compiler.sql_metric.problems import whole_query_problem
 from metric_compiler.sql_metric.source import SqlSource
+from warehouse.errors import first_line
 from warehouse.events import events_relation
 
 # DuckDB types a value column may have (they convert exactly, or DOUBLE by its shortest text).
@@ -85,6 +88,64 @@ def checked_text(scoped: ScopedQuery, tree: exp.Expression) -> str:
     return text
 
 
+_CAST_HINT = "property values are strings: cast them, e.g. CAST(properties.x AS DECIMAL(38, 12))"
+
+
+def _strings_hint(message: str) -> str:
+    """A hint for DuckDB's type errors about strings (the usual cause: an uncast property)."""
+    return f" ({_CAST_HINT})" if "VARCHAR" in message else ""
+
+
+# The expressions a bind error is looked for in (not columns, literals, names or query blocks).
+_EXPRESSIONS = (exp.Func, exp.Binary, exp.Unary, exp.Cast, exp.Case, exp.In, exp.Between)
+
+
+def _extent(source: SqlSource, node: exp.Expression) -> tuple[int, int] | None:
+    """[start, end) of `node`'s text, including the names of the functions it calls (sqlglot
+    locates some calls only by their arguments)."""
+    span = source.span(node)
+    if span is None:
+        return None
+    start, end = span
+    for call in filter(None, map(source.call, node.find_all(exp.Func))):
+        start, end = min(start, call[0]), max(end, call[1])
+    return start, end
+
+
+def _bind_error_place(
+    checked: CheckedSql, sandbox: duckdb.DuckDBPyConnection, message: str
+) -> SqlProblem | None:
+    """Where in the author's text DuckDB's bind error `message` comes from (DuckDB reports it
+    against the scoped query, without a place in the author's text): the innermost expression
+    of the query that DuckDB refuses with the same message when bound alone over an empty
+    `events` (its properties a STRUCT of strings, so `properties.x` binds as written).  None
+    when no single expression reproduces it (e.g. it involves a CTE's or an alias's column)."""
+    base = events_relation([], [], None, None).subquery("e")
+    columns: list[exp.Expression] = [exp.Star()]
+    if checked.properties:
+        fields = [
+            exp.PropertyEQ(this=exp.to_identifier(name), expression=exp.cast(exp.null(), "VARCHAR"))
+            for name in checked.properties
+        ]
+        columns.append(exp.alias_(exp.Struct(expressions=fields), "properties"))
+    events = exp.select(*columns).from_(base)
+    source = SqlSource(checked.text)
+    # reversed pre-order: every node comes after the nodes under it
+    for node in reversed(list(checked.tree.dfs())):
+        if not isinstance(node, _EXPRESSIONS) or node.find(exp.Select) is not None:
+            continue
+        span = _extent(source, node)
+        if span is None:
+            continue
+        probe = exp.select(node.copy()).from_(events.subquery("events"))
+        try:
+            sandbox.sql(probe.sql("duckdb")).types  # noqa: B018 - binds it
+        except duckdb.Error as error:
+            if first_line(error) == message:
+                return source.at(*span, f"DuckDB cannot evaluate this: {message}")
+    return None
+
+
 def value_problems(
     checked: CheckedSql, scoped: ScopedQuery, sandbox: duckdb.DuckDBPyConnection
 ) -> list[SqlProblem]:
@@ -92,8 +153,15 @@ def value_problems(
     try:
         relation = sandbox.sql(checked_text(scoped, scoped.probe))
     except duckdb.Error as error:
-        message = str(error).split("\n")[0]
-        return [whole_query_problem(f"DuckDB cannot evaluate the query: {message}")]
+        message = first_line(error)
+        located = _bind_error_place(checked, sandbox, message)
+        if located is not None:
+            return [replace(located, message=located.message + _strings_hint(message))]
+        return [
+            whole_query_problem(
+                f"DuckDB cannot evaluate the query: {message}{_strings_hint(message)}"
+            )
+        ]
     value_type = str(relation.types[-1]).upper()
     if value_type in NUMERIC_TYPES or value_type.startswith("DECIMAL"):
         return []
@@ -102,11 +170,7 @@ def value_problems(
     source = SqlSource(checked.text)
     if isinstance(node, exp.Alias) and source.span(node.this) is not None:
         node = node.this
-    hint = (
-        "; property values are strings: cast them, e.g. CAST(properties.x AS DECIMAL(38, 12))"
-        if value_type in ("VARCHAR", "NULL")
-        else ""
-    )
+    hint = f"; {_CAST_HINT}" if value_type in ("VARCHAR", "NULL") else ""
     return [
         source.problem(node, f"the value column {name} is {value_type}; it must be a number{hint}")
     ]

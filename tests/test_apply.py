@@ -586,6 +586,31 @@ def test_sql_metric_group_keys_must_be_its_returned_columns(mq: Meterql, tmp_pat
     assert mq.apply([write(tmp_path, good, "b.yaml")]).counts()["unchanged"] == 2
 
 
+def test_a_sql_metric_duckdb_cannot_bind_is_refused_at_apply(mq: Meterql, tmp_path: Path) -> None:
+    """Its query's types are wrong (a sum of strings): refused by apply, with the place, not by
+    every later invoice run (which computes every metric a product uses, for everyone)."""
+    text = """
+billable_metrics:
+  - name: Tokens
+    sql: |
+      SELECT sum(properties.tokens) AS value
+      FROM events
+"""
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    problems = problems_of(excinfo)
+    assert (
+        "'Tokens': sql: line 1, col 8: DuckDB cannot evaluate this: Binder Error: No function"
+        in problems
+    )
+    assert "SELECT sum(properties.tokens) AS value\n         ^^^^^^^^^^^^^^^^^^^^^^" in problems
+    assert mq.catalog.metrics() == []
+    fixed = text.replace(
+        "sum(properties.tokens)", "sum(CAST(properties.tokens AS DECIMAL(38, 12)))"
+    )
+    assert mq.apply([write(tmp_path, fixed, "b.yaml")]).counts()["created"] == 1
+
+
 def test_sql_metric_problems_are_reported_at_apply(mq: Meterql, tmp_path: Path) -> None:
     text = SQL_METRIC.replace("FROM events", "FROM read_csv('/etc/passwd')")
     with pytest.raises(DocumentError) as excinfo:

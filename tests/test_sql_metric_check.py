@@ -671,3 +671,51 @@ def test_any_text_gets_problems_or_a_checked_query_never_a_crash(words: list[str
 def test_self_referencing_aliases_are_problems_not_crashes(sql: str) -> None:
     problems = sql_problems(sql)
     assert problems and all("refers back to itself" in p.message for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("sql", "fragment", "message"),
+    [
+        (
+            "SELECT sum(properties.input_tokens) AS value\nFROM events",
+            "sum(properties.input_tokens)",
+            "No function matches the given name and argument types 'sum(VARCHAR)'",
+        ),
+        (
+            "SELECT count(*) AS value\nFROM events\nWHERE event_type = 'x' AND timestamp > 5",
+            "timestamp > 5",
+            "Cannot compare values of type TIMESTAMP and type INTEGER_LITERAL",
+        ),
+        (
+            "SELECT count(*) AS value FROM events\n"
+            "WHERE properties.m IN (SELECT max(timestamp) + 1 FROM events)",
+            "max(timestamp) + 1",
+            "'+(TIMESTAMP, INTEGER_LITERAL)'",
+        ),
+    ],
+)
+def test_duckdb_type_errors_point_at_the_expression(sql: str, fragment: str, message: str) -> None:
+    """DuckDB finds type errors only when it binds the (scoped) query, and says nothing of
+    where they are in the author's text: the checker finds the expression that has it."""
+    result = check_sql_metric(sql)
+    assert not result.ok and len(result.problems) == 1
+    line, col = where(sql, fragment)
+    head, source, caret = result.problems[0].split("\n")
+    assert head.startswith(f"line {line}, col {col}: DuckDB cannot evaluate this: Binder Error: ")
+    assert message in head
+    assert caret.strip() == "^" * len(fragment)
+    assert ("(property values are strings: cast them" in head) == ("VARCHAR" in message)
+
+
+def test_a_type_error_no_single_expression_shows_is_reported_for_the_whole_query() -> None:
+    sql = (
+        "WITH x AS (SELECT properties.input_tokens AS t FROM events)\nSELECT sum(t) AS value FROM x"
+    )
+    [problem] = check_sql_metric(sql).problems
+    assert problem.startswith(
+        "DuckDB cannot evaluate the query: Binder Error: No function matches the given name and "
+        "argument types 'sum(VARCHAR)'"
+    )
+    assert problem.endswith(
+        "(property values are strings: cast them, e.g. CAST(properties.x AS DECIMAL(38, 12)))"
+    )

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,7 @@ class _Resolver:
         invalid_refs: dict[str, set[str]],
     ):
         self.invalid_refs = invalid_refs
+        self.sql_check: SqlCheck | None = None
         self.existing: dict[str, dict[str, dict[str, Any]]] = {}
         self._existing_names: dict[str, dict[str, str]] = {}
         self._pending: dict[str, dict[str, _Pending]] = {kind: {} for kind in TABLES}
@@ -142,10 +144,17 @@ def _dump(model: Model) -> dict[str, Any]:
     return model.model_dump(mode="json", exclude_none=True)
 
 
-def apply_files(con: duckdb.DuckDBPyConnection, paths: list[Path]) -> ApplyResult:
+# A SQL metric's problems that only DuckDB finds (binding its query: types), one string each;
+# given by the engine (engine.sql_check), which owns the sandbox the query is bound in.
+SqlCheck = Callable[[str], list[str]]
+
+
+def apply_files(
+    con: duckdb.DuckDBPyConnection, paths: list[Path], *, sql_check: SqlCheck | None = None
+) -> ApplyResult:
     loaded = load_files(paths)
     objects = sorted(loaded.objects, key=lambda o: ORDER.index(o.kind))
-    return apply_objects(con, objects, loaded.problems, loaded.invalid_refs)
+    return apply_objects(con, objects, loaded.problems, loaded.invalid_refs, sql_check=sql_check)
 
 
 def apply_objects(
@@ -153,12 +162,15 @@ def apply_objects(
     loaded: list[LoadedObject],
     problems: list[str] | None = None,
     invalid_refs: dict[str, set[str]] | None = None,
+    *,
+    sql_check: SqlCheck | None = None,
 ) -> ApplyResult:
     """Check and write validated objects; `problems` found while loading are reported with the
     ones found here, and references to `invalid_refs` (objects that failed validation) are not
-    reported again as missing."""
+    reported again as missing.  `sql_check`: DuckDB's problems of a new SQL metric's query."""
     pending = [_Pending(obj) for obj in loaded]
     resolver = _Resolver(con, invalid_refs or {})
+    resolver.sql_check = sql_check
     problems = list(problems or [])
 
     # 1. Ids and names, per kind in dependency order (contracts key on resolved references).
@@ -332,12 +344,17 @@ def _check_metric(p: _Pending, resolver: _Resolver, problems: list[str]) -> None
     from metric_compiler.checks import check_metric
 
     metric: BillableMetric = p.loaded.model  # type: ignore[assignment]
-    for problem in check_metric(metric):
+    static = check_metric(metric)
+    for problem in static:
         problems.append(f"{p.loaded.describe()}: {problem}")
     before = resolver.existing["billable_metrics"].get(p.id)
-    if before is None and metric.sql is not None and metric.group_keys:
-        # (a new metric only: earlier releases ignored them, and a stored metric is immutable)
-        _check_sql_group_keys(p, metric, problems)
+    # (new metrics only: earlier releases did not check these, and a stored metric is immutable)
+    if before is None and metric.sql is not None and not static:
+        if resolver.sql_check is not None:
+            for problem in resolver.sql_check(metric.sql):
+                problems.append(f"{p.loaded.describe()}: sql: {problem}")
+        if metric.group_keys:
+            _check_sql_group_keys(p, metric, problems)
     if before is not None:
         old = BillableMetric.model_validate(before)
         if old.definition_key() != metric.definition_key():
