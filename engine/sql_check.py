@@ -100,7 +100,7 @@ def _strings_hint(message: str) -> str:
 _EXPRESSIONS = (exp.Func, exp.Binary, exp.Unary, exp.Cast, exp.Case, exp.In, exp.Between)
 
 
-def _extent(source: SqlSource, node: exp.Expression) -> tuple[int, int] | None:
+def extent(source: SqlSource, node: exp.Expression) -> tuple[int, int] | None:
     """[start, end) of `node`'s text, including the names of the functions it calls (sqlglot
     locates some calls only by their arguments)."""
     span = source.span(node)
@@ -134,7 +134,7 @@ def _bind_error_place(
     for node in reversed(list(checked.tree.dfs())):
         if not isinstance(node, _EXPRESSIONS) or node.find(exp.Select) is not None:
             continue
-        span = _extent(source, node)
+        span = extent(source, node)
         if span is None:
             continue
         probe = exp.select(node.copy()).from_(events.subquery("events"))

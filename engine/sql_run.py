@@ -10,6 +10,7 @@ connection is engine.sandbox's (why the events stream in as Arrow: see there).
 from __future__ import annotations
 
 import csv
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ import pyarrow.compute as pc
 import sqlglot
 from sqlglot import exp
 
-from engine.periods import parse_timestamp
+from engine.periods import iso, parse_timestamp
 from engine.sandbox import sandbox
-from engine.sql_check import empty_windows, value_problems
+from engine.sql_check import empty_windows, extent, value_problems
 from engine.usage import exact
 from metric_compiler.sql_metric import (
     CheckedSql,
@@ -31,12 +32,14 @@ from metric_compiler.sql_metric import (
     check_sql,
     scoped_query,
 )
-from metric_compiler.sql_metric.problems import whole_query_problem
+from metric_compiler.sql_metric.problems import SqlProblem, whole_query_problem
+from metric_compiler.sql_metric.source import SqlSource
 from metric_compiler.windows import Window
 from warehouse.catalog import Catalog
-from warehouse.errors import UserError
+from warehouse.errors import UserError, first_line
 from warehouse.events import EventStore, events_relation
 from warehouse.home import Home
+from warehouse.layout import is_property_column, property_name
 
 STREAM = "__mq_stream"
 WINDOW_ROWS = "__mq_window_rows"
@@ -112,9 +115,55 @@ def run_sql_metric(
         try:
             return _ordered(box, checked, scoped.tree)
         except duckdb.Error as error:
-            message = str(error).split("\n")[0]
-            problem = whole_query_problem(f"DuckDB could not evaluate the query: {message}")
+            message = first_line(error)
+            problem = _conversion_problem(con, checked, relation, message) or whole_query_problem(
+                f"DuckDB could not evaluate the query: {message}"
+            )
             raise SqlMetricError(checked.text, [problem]) from None
+
+
+# DuckDB's message for a CAST of a property value that is not of the type cast to
+_NOT_CONVERTED = re.compile(
+    r"Could not convert string '(?P<value>.*)' to \w+ when casting from source column "
+    r"(?P<column>\w+)$"
+)
+SHOWN_EVENTS = 3
+
+
+def _conversion_problem(
+    con: duckdb.DuckDBPyConnection, checked: CheckedSql, relation: exp.Select, message: str
+) -> SqlProblem | None:
+    """A CAST of a property value that does not convert (a client sent text where the author
+    expected a number): the CAST in the author's text, the value, and the events that carry it
+    (a few), so the operator can act; None for any other error."""
+    match = _NOT_CONVERTED.search(message)
+    if match is None or not is_property_column(match["column"]):
+        return None
+    name = property_name(match["column"])
+    casts = [
+        c
+        for c in checked.tree.find_all(exp.Cast)
+        if not isinstance(c, exp.TryCast)
+        and any(col.table == "properties" and col.name == name for col in c.find_all(exp.Column))
+    ]
+    query = (
+        exp.select("transaction_id", "customer_id", exp.column("timestamp", quoted=True))
+        .from_(relation.subquery("e"))
+        .where(exp.column(match["column"], quoted=True).eq(exp.Placeholder()))
+        .order_by(exp.column("timestamp", quoted=True), "transaction_id")
+        .limit(SHOWN_EVENTS)
+    )
+    events = con.execute(query.sql("duckdb"), [match["value"]]).fetchall()
+    shown = ", ".join(f"{tid} (customer {customer}, {iso(ts)})" for tid, customer, ts in events)
+    text = (
+        f"{message}: property {name!r} is {match['value']!r} in event(s) "
+        f"{shown or '(none found)'}; "
+        "property values are text sent by clients: TRY_CAST leaves out a value that does not "
+        "convert (a billable metric is immutable: archive it and create one that uses TRY_CAST)"
+    )
+    source = SqlSource(checked.text)
+    span = extent(source, casts[0]) if casts else None
+    return source.at(*span, text) if span is not None else whole_query_problem(text)
 
 
 def _empty_result(checked: CheckedSql) -> exp.Select:

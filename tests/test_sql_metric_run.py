@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -237,6 +238,46 @@ def test_type_and_evaluation_errors_are_user_errors(home: Home) -> None:
         mq.sql_run(SEED, "yesterday", END)
     with pytest.raises(UserError, match="is not before end"):
         mq.sql_run(SEED, END, START)
+    mq.close()
+
+
+def test_a_property_value_a_cast_cannot_convert_names_the_events(home: Home) -> None:
+    """One client sent text where the author casts to a number: the error points at the CAST
+    and names the value and the events that carry it (the operator can act), and says how to
+    leave such values out."""
+    sql = "SELECT sum(CAST(properties.user_id AS INTEGER)) AS value\nFROM events"
+    mq = Meterql.open(home)
+    with pytest.raises(SqlMetricError) as raised:
+        mq.sql_run(sql, START, END)
+    message = str(raised.value)
+    # which value DuckDB meets first depends on its threads
+    found = re.search(
+        r"line 1, col 12: Conversion Error: Could not convert string '(u\d)' to INT32 when "
+        rf"casting from source column {property_column('user_id')}: property 'user_id' is "
+        r"'\1' in event\(s\) (.*); property values are text sent by clients: TRY_CAST leaves out",
+        message,
+    )
+    assert found is not None, message
+    value, listed = found.groups()
+    owner = {"cust-acme": "cust-acme", "acme-internal": "cust-acme", "cust-globex": "cust-globex"}
+    carriers = [  # the events read: of known customers (resolved), in the window
+        e
+        for e in seed_events()
+        if e["properties"]["user_id"] == value
+        and START <= e["timestamp"] < END
+        and e["customer_id"] in owner
+    ][:3]
+    assert listed == ", ".join(
+        f"{e['transaction_id']} (customer {owner[e['customer_id']]}, {e['timestamp'].isoformat()}Z)"
+        for e in carriers
+    )
+    assert "SELECT sum(CAST(properties.user_id AS INTEGER)) AS value\n" in message
+    assert (
+        "\n" + " " * 17 + "^" * len("CAST(properties.user_id AS INTEGER)") + "\n" in message + "\n"
+    )
+    del raised  # its traceback holds DuckDB objects until exit
+    table = mq.sql_run(sql.replace("CAST(", "TRY_CAST("), START, END)
+    assert table.num_rows == 3  # a row per customer, every user_id left out: NULL sums
     mq.close()
 
 
