@@ -162,32 +162,21 @@ def test_a_catalog_another_process_holds_is_waited_for(tmp_path: Path, monkeypat
         assert process.stdout is not None and process.stdout.readline() == "holding\n"
         return process
 
-    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0")
-    process = holder(30)
-    try:
-        with pytest.raises(HomeError, match="its catalog is in use by another process"):
-            home.connect()
-    finally:
-        process.kill()
-        process.wait()
-    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "60")
-    process = holder(0.5)
-    home.connect().close()  # waits for the holder to exit
-    assert process.wait() == 0
-
-    # `init` (safe to run again, e.g. by a deploy script beside a running command) too
-    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0")
-    process = holder(30)
-    try:
-        with pytest.raises(HomeError, match="its catalog is in use by another process; gave up"):
-            home.init()
-    finally:
-        process.kill()
-        process.wait()
-    monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "60")
-    process = holder(0.5)
-    assert home.init() is False  # waits for the holder to exit
-    assert process.wait() == 0
+    # every command opens the catalog; `init` too (safe to run again, e.g. by a deploy script
+    # beside a running command)
+    for open_home in (lambda: home.connect().close(), home.init):
+        monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0")
+        process = holder(30)
+        try:
+            with pytest.raises(HomeError, match="its catalog is in use by another process; gave"):
+                open_home()
+        finally:
+            process.kill()
+            process.wait()
+        monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "60")
+        process = holder(0.5)
+        open_home()  # waits for the holder to exit
+        assert process.wait() == 0
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "inf", "nan"])
