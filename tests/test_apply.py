@@ -491,6 +491,32 @@ rate_cards:
     assert (sweden.pricing_group_values, sweden.entitled) == ({"country": "SE"}, False)
 
 
+def test_a_small_decimal_property_value_keeps_its_text(mq: Meterql, tmp_path: Path) -> None:
+    """A filter or pricing value written as a plain decimal is matched against the event's text
+    (an event's 0.0000001 is stored as "0.0000001"), so it must keep its digits as written:
+    Python's str() of such a Decimal gives "1E-7", which matched no event."""
+    doc = """
+billable_metrics:
+  - name: Calls
+    aggregation_type: count
+    property_filters:
+      - {name: dose, in_values: [0.0000001, 0.00000010, -0.0]}
+    group_keys: [[dose]]
+products:
+  - {name: Calls, type: usage, billable_metric_id: Calls, pricing_group_key: [dose]}
+rate_cards:
+  - name: Card
+    rates:
+      - {product_id: Calls, starting_at: 2026-03-01T00:00:00Z, rate_type: flat, price: 1,
+         pricing_group_values: {dose: 0.0000001}}
+"""
+    mq.apply([write(tmp_path, doc)])
+    (dose,) = mq.catalog.metric("Calls").property_filters
+    assert dose.in_values == ["0.0000001", "0.00000010", "-0.0"]
+    (rate,) = mq.catalog.get("rate_cards", "Card").rates
+    assert rate.pricing_group_values == {"dose": "0.0000001"}
+
+
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, "customers:\n  - name: A\n    name: B\n")])
