@@ -283,6 +283,36 @@ def test_property_count(home: Home, tmp_path: Path) -> None:
     assert "properties has 2001 keys; at most 2000 are allowed" in reject["message"]
 
 
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_property_count_of_a_file_with_more_property_columns_than_allowed(
+    home: Home, tmp_path: Path, fmt: str
+) -> None:
+    """Properties as extra columns: 2,001 columns are fine as long as a row holds at most 2,000
+    values (an empty cell or a null is no property).  The count was a chain of 2,001 additions,
+    past DuckDB's expression depth limit: the ingest failed with an internal error."""
+    names = [f"k{i}" for i in range(2001)]
+    rows = [
+        ["limit", "cust", "llm_request", "2026-01-30T10:00:00Z", *["v"] * 2000, None],
+        ["over", "cust", "llm_request", "2026-01-30T10:00:00Z", *["v"] * 2001],
+    ]
+    columns = ["transaction_id", "customer_id", "event_type", "timestamp", *names]
+    path = tmp_path / f"events.{fmt}"
+    if fmt == "csv":
+        lines = [",".join(columns), *(",".join(v or "" for v in row) for row in rows)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        table = pa.table(
+            {c: pa.array([row[i] for row in rows], pa.string()) for i, c in enumerate(columns)}
+        )
+        pq.write_table(table, path)
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.reasons) == (1, {"too_many_properties": 1})
+    assert stored_props(home, ["k1999", "k2000"])["limit"] == {"k1999": "v", "k2000": None}
+    reject = json.loads(Path(summary.rejects_path).read_text())
+    assert reject["event"]["transaction_id"] == "over"
+    assert "properties has 2001 keys; at most 2000 are allowed" in reject["message"]
+
+
 def test_numbers_and_booleans_keep_their_exact_text(home: Home, tmp_path: Path) -> None:
     line = (
         '{"transaction_id": "nums", "customer_id": "c", "event_type": "e",'
