@@ -164,6 +164,56 @@ def test_bad_enum_lists_allowed_values(mq: Meterql, tmp_path: Path) -> None:
         assert allowed in message
 
 
+def test_every_enum_is_accepted_in_any_letter_case(mq: Meterql, tmp_path: Path) -> None:
+    """SEMANTICS.md: "Enum values are accepted in any letter case" (stored upper case)."""
+    doc = """
+billable_metrics:
+  - name: Peak
+    aggregation_type: mAx
+    aggregation_key: n
+    property_filters: [{name: n, exists: true}]
+products:
+  - name: Peak
+    type: Usage
+    billable_metric_id: Peak
+    quantity_conversion: {conversion_factor: 1000, operation: Divide}
+    quantity_rounding: {decimal_places: 0, rounding_method: Round_Half_Up}
+rate_cards:
+  - name: Card
+    rates:
+      - {product_id: Peak, starting_at: 2026-03-01T00:00:00Z, rate_type: Tiered,
+         tiers: [{price: 1}]}
+customers: [{name: A}]
+contracts:
+  - name: quarterly
+    customer_id: A
+    rate_card_id: Card
+    starting_at: 2026-03-01T00:00:00Z
+    usage_statement_schedule:
+      {frequency: Quarterly, day: cUsToM_dAtE, billing_anchor_date: 2026-01-31T00:00:00Z}
+  - {name: weekly, customer_id: A, rate_card_id: Card, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: wEEKLY, day: Contract_Start}}
+  - {name: annual, customer_id: A, rate_card_id: Card, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: annual, day: first_of_month}}
+"""
+    mq.apply([write(tmp_path, doc)])
+    metric = mq.catalog.metric("Peak")
+    product = mq.catalog.get("products", "Peak")
+    (rate,) = mq.catalog.get("rate_cards", "Card").rates
+    schedules = [
+        mq.catalog.get("contracts", ref).usage_statement_schedule
+        for ref in ("quarterly", "weekly", "annual")
+    ]
+    assert (metric.aggregation_type, product.type, rate.rate_type) == ("MAX", "USAGE", "TIERED")
+    assert product.quantity_conversion.operation == "DIVIDE"
+    assert product.quantity_rounding.rounding_method == "ROUND_HALF_UP"
+    assert [(s.frequency, s.day) for s in schedules] == [
+        ("QUARTERLY", "CUSTOM_DATE"),
+        ("WEEKLY", "CONTRACT_START"),
+        ("ANNUAL", "FIRST_OF_MONTH"),
+    ]
+
+
 def test_all_problems_are_reported_together(mq: Meterql, tmp_path: Path) -> None:
     text = (
         QUICKSTART.replace("billable_metric_id: Input Tokens", "billable_metric_id: Input Tokenz")
@@ -352,6 +402,36 @@ def test_alias_too_long_is_refused(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, f"customers: [{{name: A, ingest_aliases: [{'x' * 129}]}}]\n")])
     assert "ingest_aliases[0]" in problems_of(excinfo)
+
+
+def test_an_alias_is_1_to_128_characters(mq: Meterql, tmp_path: Path) -> None:
+    """Characters, not bytes: 128 two-byte characters are an alias; an empty one is not."""
+    longest = "é" * 128
+    mq.apply([write(tmp_path, f"customers: [{{name: A, ingest_aliases: [{longest}]}}]\n")])
+    assert mq.catalog.customer(longest).name == "A"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers: [{name: B, ingest_aliases: ['']}]\n")])
+    assert "ingest_aliases[0]" in problems_of(excinfo)
+
+
+def test_filter_value_lists_must_not_be_empty(mq: Meterql, tmp_path: Path) -> None:
+    doc = """
+billable_metrics:
+  - name: Calls
+    aggregation_type: count
+    event_type_filter: {in_values: [], not_in_values: []}
+    property_filters: [{name: a, in_values: []}, {name: b, not_in_values: []}]
+"""
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, doc)])
+    message = problems_of(excinfo)
+    for field in (
+        "event_type_filter.in_values",
+        "event_type_filter.not_in_values",
+        "property_filters[0].in_values",
+        "property_filters[1].not_in_values",
+    ):
+        assert f"field '{field}': List should have at least 1 item" in message
 
 
 def test_overlapping_rates_are_refused_naming_both(mq: Meterql, tmp_path: Path) -> None:
