@@ -214,6 +214,30 @@ contracts:
     ]
 
 
+def test_product_and_schedule_shapes_are_checked(mq: Meterql, tmp_path: Path) -> None:
+    """SEMANTICS.md sections 4 and 6: USAGE needs billable_metric_id, group keys are for USAGE
+    products only, and CUSTOM_DATE (only it) takes a billing_anchor_date."""
+    doc = """
+products:
+  - {name: P1, type: usage}
+  - {name: P2, type: fixed, pricing_group_key: [a]}
+customers: [{name: A}]
+rate_cards: [{name: C}]
+contracts:
+  - {name: k1, customer_id: A, rate_card_id: C, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: monthly, day: custom_date}}
+  - {name: k2, customer_id: A, rate_card_id: C, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: monthly, billing_anchor_date: 2026-03-05T00:00:00Z}}
+"""
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, doc)])
+    message = problems_of(excinfo)
+    assert "products[0] 'P1': a USAGE product needs `billable_metric_id`" in message
+    assert "products[1] 'P2': pricing_group_key apply only to USAGE products" in message
+    assert "contracts[0] 'k1': field 'usage_statement_schedule': day CUSTOM_DATE needs " in message
+    assert "contracts[1] 'k2': field 'usage_statement_schedule': `billing_anchor_date` " in message
+
+
 def test_all_problems_are_reported_together(mq: Meterql, tmp_path: Path) -> None:
     text = (
         QUICKSTART.replace("billable_metric_id: Input Tokens", "billable_metric_id: Input Tokenz")
