@@ -595,6 +595,15 @@ rate_cards:
     assert (sweden.pricing_group_values, sweden.entitled) == ({"country": "SE"}, False)
 
 
+def test_a_negative_zero_property_value_keeps_its_text(mq: Meterql, tmp_path: Path) -> None:
+    """An event's -0 is stored as "-0"; a filter value -0 was read as the integer 0 ("0")."""
+    doc = "billable_metrics: [{name: C, aggregation_type: count,\n"
+    doc += "  property_filters: [{name: n, in_values: [-0, 0, -1]}]}]\n"
+    mq.apply([write(tmp_path, doc)])
+    (n,) = mq.catalog.metric("C").property_filters
+    assert n.in_values == ["-0", "0", "-1"]
+
+
 def test_a_small_decimal_property_value_keeps_its_text(mq: Meterql, tmp_path: Path) -> None:
     """A filter or pricing value written as a plain decimal is matched against the event's text
     (an event's 0.0000001 is stored as "0.0000001"), so it must keep its digits as written:
