@@ -408,6 +408,25 @@ def test_duplicates_within_a_batch_first_copy_wins(home: Home, tmp_path: Path) -
     assert props["good-1"] == {"copy": None, "model": "gpt"}
 
 
+def test_a_rejected_copy_never_makes_a_later_copy_a_duplicate(home: Home, tmp_path: Path) -> None:
+    """Only an *accepted* transaction_id is a duplicate: the first copy is rejected, so the
+    second (in the same batch) and the third (in a later one: the first good copy is the
+    second) are judged on their own."""
+    summary, rejects = run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("retry", timestamp="2026-01-30T10:00:00+25:00")),
+            json.dumps(event("retry", properties={"copy": "second"})),
+        ],
+    )
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (3, 0, 1)
+    assert only_reject(rejects)["reason"] == "invalid_timestamp"
+    assert stored_props(home, ["copy"])["retry"] == {"copy": "second"}
+    again = ingest(home, [lines_file(tmp_path, [json.dumps(event("retry"))], "b.ndjson")], now=NOW)
+    assert (again.accepted, again.duplicates) == (0, 1)
+
+
 def test_duplicates_across_batches(home: Home, tmp_path: Path) -> None:
     lines = [json.dumps(event(f"t{i}")) for i in range(5)]
     path = lines_file(tmp_path, lines)
