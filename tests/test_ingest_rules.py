@@ -255,6 +255,14 @@ def test_too_old_and_in_future_relative_to_the_clock(home: Home, tmp_path: Path)
     assert summary.reasons == {"too_old": 1, "in_future": 1}
 
 
+def test_an_ingest_clock_in_the_first_weeks_of_the_year_1(home: Home, tmp_path: Path) -> None:
+    """The dedup window reaches back 35 days from the clock and the earliest event: before the
+    year 1 it overflowed (an internal error); the window simply starts at the year 1."""
+    path = lines_file(tmp_path, [json.dumps(event("first", timestamp="0001-01-02T00:00:00Z"))])
+    first, again = (ingest(home, [path], now=datetime(1, 1, 5)) for _ in range(2))
+    assert (first.accepted, again.duplicates) == (1, 1)
+
+
 def test_transaction_id_length(home: Home, tmp_path: Path) -> None:
     ok, too_long = "a" * 128, "b" * 129
     _, rejects = run(home, tmp_path, [json.dumps(event(ok)), json.dumps(event(too_long))])
