@@ -103,9 +103,22 @@ __all__ = [
 ]
 
 
+# An as-of whose grace period starts before the year 1, or by which a statement period (at most
+# a year long) may have started that ends after the year 9999, cannot be planned.
+_AS_OF_RANGE = (datetime(1, 1, 2, tzinfo=UTC), datetime(9999, 1, 1, tzinfo=UTC))
+
+
 def parse_as_of(value: datetime | str, option: str = "--as-of") -> datetime:
-    """An ISO 8601 timestamp (naive means UTC) as an aware UTC datetime."""
-    return utc(parse_timestamp(value, option))
+    """An ISO 8601 timestamp (naive means UTC) as an aware UTC datetime, within _AS_OF_RANGE."""
+    moment = utc(parse_timestamp(value, option))
+    low, high = _AS_OF_RANGE
+    if not low <= moment < high:
+        raise UserError(
+            f"{option} {value!r} is out of range: give one from {iso(low)} to before "
+            f"{iso(high)} (the grace period starts 24 hours before it, and a statement period "
+            "started by then must end by the year 9999)"
+        )
+    return moment
 
 
 class Stopwatch:

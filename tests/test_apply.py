@@ -164,6 +164,80 @@ def test_bad_enum_lists_allowed_values(mq: Meterql, tmp_path: Path) -> None:
         assert allowed in message
 
 
+def test_every_enum_is_accepted_in_any_letter_case(mq: Meterql, tmp_path: Path) -> None:
+    """SEMANTICS.md: "Enum values are accepted in any letter case" (stored upper case)."""
+    doc = """
+billable_metrics:
+  - name: Peak
+    aggregation_type: mAx
+    aggregation_key: n
+    property_filters: [{name: n, exists: true}]
+products:
+  - name: Peak
+    type: Usage
+    billable_metric_id: Peak
+    quantity_conversion: {conversion_factor: 1000, operation: Divide}
+    quantity_rounding: {decimal_places: 0, rounding_method: Round_Half_Up}
+rate_cards:
+  - name: Card
+    rates:
+      - {product_id: Peak, starting_at: 2026-03-01T00:00:00Z, rate_type: Tiered,
+         tiers: [{price: 1}]}
+customers: [{name: A}]
+contracts:
+  - name: quarterly
+    customer_id: A
+    rate_card_id: Card
+    starting_at: 2026-03-01T00:00:00Z
+    usage_statement_schedule:
+      {frequency: Quarterly, day: cUsToM_dAtE, billing_anchor_date: 2026-01-31T00:00:00Z}
+  - {name: weekly, customer_id: A, rate_card_id: Card, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: wEEKLY, day: Contract_Start}}
+  - {name: annual, customer_id: A, rate_card_id: Card, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: annual, day: first_of_month}}
+"""
+    mq.apply([write(tmp_path, doc)])
+    metric = mq.catalog.metric("Peak")
+    product = mq.catalog.get("products", "Peak")
+    (rate,) = mq.catalog.get("rate_cards", "Card").rates
+    schedules = [
+        mq.catalog.get("contracts", ref).usage_statement_schedule
+        for ref in ("quarterly", "weekly", "annual")
+    ]
+    assert (metric.aggregation_type, product.type, rate.rate_type) == ("MAX", "USAGE", "TIERED")
+    assert product.quantity_conversion.operation == "DIVIDE"
+    assert product.quantity_rounding.rounding_method == "ROUND_HALF_UP"
+    assert [(s.frequency, s.day) for s in schedules] == [
+        ("QUARTERLY", "CUSTOM_DATE"),
+        ("WEEKLY", "CONTRACT_START"),
+        ("ANNUAL", "FIRST_OF_MONTH"),
+    ]
+
+
+def test_product_and_schedule_shapes_are_checked(mq: Meterql, tmp_path: Path) -> None:
+    """SEMANTICS.md sections 4 and 6: USAGE needs billable_metric_id, group keys are for USAGE
+    products only, and CUSTOM_DATE (only it) takes a billing_anchor_date."""
+    doc = """
+products:
+  - {name: P1, type: usage}
+  - {name: P2, type: fixed, pricing_group_key: [a]}
+customers: [{name: A}]
+rate_cards: [{name: C}]
+contracts:
+  - {name: k1, customer_id: A, rate_card_id: C, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: monthly, day: custom_date}}
+  - {name: k2, customer_id: A, rate_card_id: C, starting_at: 2026-03-01T00:00:00Z,
+     usage_statement_schedule: {frequency: monthly, billing_anchor_date: 2026-03-05T00:00:00Z}}
+"""
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, doc)])
+    message = problems_of(excinfo)
+    assert "products[0] 'P1': a USAGE product needs `billable_metric_id`" in message
+    assert "products[1] 'P2': pricing_group_key apply only to USAGE products" in message
+    assert "contracts[0] 'k1': field 'usage_statement_schedule': day CUSTOM_DATE needs " in message
+    assert "contracts[1] 'k2': field 'usage_statement_schedule': `billing_anchor_date` " in message
+
+
 def test_all_problems_are_reported_together(mq: Meterql, tmp_path: Path) -> None:
     text = (
         QUICKSTART.replace("billable_metric_id: Input Tokens", "billable_metric_id: Input Tokenz")
@@ -354,6 +428,36 @@ def test_alias_too_long_is_refused(mq: Meterql, tmp_path: Path) -> None:
     assert "ingest_aliases[0]" in problems_of(excinfo)
 
 
+def test_an_alias_is_1_to_128_characters(mq: Meterql, tmp_path: Path) -> None:
+    """Characters, not bytes: 128 two-byte characters are an alias; an empty one is not."""
+    longest = "é" * 128
+    mq.apply([write(tmp_path, f"customers: [{{name: A, ingest_aliases: [{longest}]}}]\n")])
+    assert mq.catalog.customer(longest).name == "A"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, "customers: [{name: B, ingest_aliases: ['']}]\n")])
+    assert "ingest_aliases[0]" in problems_of(excinfo)
+
+
+def test_filter_value_lists_must_not_be_empty(mq: Meterql, tmp_path: Path) -> None:
+    doc = """
+billable_metrics:
+  - name: Calls
+    aggregation_type: count
+    event_type_filter: {in_values: [], not_in_values: []}
+    property_filters: [{name: a, in_values: []}, {name: b, not_in_values: []}]
+"""
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, doc)])
+    message = problems_of(excinfo)
+    for field in (
+        "event_type_filter.in_values",
+        "event_type_filter.not_in_values",
+        "property_filters[0].in_values",
+        "property_filters[1].not_in_values",
+    ):
+        assert f"field '{field}': List should have at least 1 item" in message
+
+
 def test_overlapping_rates_are_refused_naming_both(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace(
         "pricing_group_values: {model: gpt-5-mini}", "pricing_group_values: {model: gpt-5}"
@@ -489,6 +593,41 @@ rate_cards:
         True,
     )
     assert (sweden.pricing_group_values, sweden.entitled) == ({"country": "SE"}, False)
+
+
+def test_a_negative_zero_property_value_keeps_its_text(mq: Meterql, tmp_path: Path) -> None:
+    """An event's -0 is stored as "-0"; a filter value -0 was read as the integer 0 ("0")."""
+    doc = "billable_metrics: [{name: C, aggregation_type: count,\n"
+    doc += "  property_filters: [{name: n, in_values: [-0, 0, -1]}]}]\n"
+    mq.apply([write(tmp_path, doc)])
+    (n,) = mq.catalog.metric("C").property_filters
+    assert n.in_values == ["-0", "0", "-1"]
+
+
+def test_a_small_decimal_property_value_keeps_its_text(mq: Meterql, tmp_path: Path) -> None:
+    """A filter or pricing value written as a plain decimal is matched against the event's text
+    (an event's 0.0000001 is stored as "0.0000001"), so it must keep its digits as written:
+    Python's str() of such a Decimal gives "1E-7", which matched no event."""
+    doc = """
+billable_metrics:
+  - name: Calls
+    aggregation_type: count
+    property_filters:
+      - {name: dose, in_values: [0.0000001, 0.00000010, -0.0]}
+    group_keys: [[dose]]
+products:
+  - {name: Calls, type: usage, billable_metric_id: Calls, pricing_group_key: [dose]}
+rate_cards:
+  - name: Card
+    rates:
+      - {product_id: Calls, starting_at: 2026-03-01T00:00:00Z, rate_type: flat, price: 1,
+         pricing_group_values: {dose: 0.0000001}}
+"""
+    mq.apply([write(tmp_path, doc)])
+    (dose,) = mq.catalog.metric("Calls").property_filters
+    assert dose.in_values == ["0.0000001", "0.00000010", "-0.0"]
+    (rate,) = mq.catalog.get("rate_cards", "Card").rates
+    assert rate.pricing_group_values == {"dose": "0.0000001"}
 
 
 def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: Path) -> None:

@@ -255,6 +255,14 @@ def test_too_old_and_in_future_relative_to_the_clock(home: Home, tmp_path: Path)
     assert summary.reasons == {"too_old": 1, "in_future": 1}
 
 
+def test_an_ingest_clock_in_the_first_weeks_of_the_year_1(home: Home, tmp_path: Path) -> None:
+    """The dedup window reaches back 35 days from the clock and the earliest event: before the
+    year 1 it overflowed (an internal error); the window simply starts at the year 1."""
+    path = lines_file(tmp_path, [json.dumps(event("first", timestamp="0001-01-02T00:00:00Z"))])
+    first, again = (ingest(home, [path], now=datetime(1, 1, 5)) for _ in range(2))
+    assert (first.accepted, again.duplicates) == (1, 1)
+
+
 def test_transaction_id_length(home: Home, tmp_path: Path) -> None:
     ok, too_long = "a" * 128, "b" * 129
     _, rejects = run(home, tmp_path, [json.dumps(event(ok)), json.dumps(event(too_long))])
@@ -280,6 +288,36 @@ def test_property_count(home: Home, tmp_path: Path) -> None:
     assert stored_props(home, ["k1999"])["limit"] == {"k1999": "1999"}
     reject = only_reject(rejects)
     assert (reject["reason"], reject["field"]) == ("too_many_properties", "properties")
+    assert "properties has 2001 keys; at most 2000 are allowed" in reject["message"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_property_count_of_a_file_with_more_property_columns_than_allowed(
+    home: Home, tmp_path: Path, fmt: str
+) -> None:
+    """Properties as extra columns: 2,001 columns are fine as long as a row holds at most 2,000
+    values (an empty cell or a null is no property).  The count was a chain of 2,001 additions,
+    past DuckDB's expression depth limit: the ingest failed with an internal error."""
+    names = [f"k{i}" for i in range(2001)]
+    rows = [
+        ["limit", "cust", "llm_request", "2026-01-30T10:00:00Z", *["v"] * 2000, None],
+        ["over", "cust", "llm_request", "2026-01-30T10:00:00Z", *["v"] * 2001],
+    ]
+    columns = ["transaction_id", "customer_id", "event_type", "timestamp", *names]
+    path = tmp_path / f"events.{fmt}"
+    if fmt == "csv":
+        lines = [",".join(columns), *(",".join(v or "" for v in row) for row in rows)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    else:
+        table = pa.table(
+            {c: pa.array([row[i] for row in rows], pa.string()) for i, c in enumerate(columns)}
+        )
+        pq.write_table(table, path)
+    summary = ingest(home, [path], now=NOW)
+    assert (summary.accepted, summary.reasons) == (1, {"too_many_properties": 1})
+    assert stored_props(home, ["k1999", "k2000"])["limit"] == {"k1999": "v", "k2000": None}
+    reject = json.loads(Path(summary.rejects_path).read_text())
+    assert reject["event"]["transaction_id"] == "over"
     assert "properties has 2001 keys; at most 2000 are allowed" in reject["message"]
 
 
@@ -376,6 +414,25 @@ def test_duplicates_within_a_batch_first_copy_wins(home: Home, tmp_path: Path) -
     props = stored_props(home, ["copy", "model"])
     assert props["dup"]["copy"] == "first"
     assert props["good-1"] == {"copy": None, "model": "gpt"}
+
+
+def test_a_rejected_copy_never_makes_a_later_copy_a_duplicate(home: Home, tmp_path: Path) -> None:
+    """Only an *accepted* transaction_id is a duplicate: the first copy is rejected, so the
+    second (in the same batch) and the third (in a later one: the first good copy is the
+    second) are judged on their own."""
+    summary, rejects = run(
+        home,
+        tmp_path,
+        [
+            json.dumps(event("retry", timestamp="2026-01-30T10:00:00+25:00")),
+            json.dumps(event("retry", properties={"copy": "second"})),
+        ],
+    )
+    assert (summary.accepted, summary.duplicates, summary.rejected) == (3, 0, 1)
+    assert only_reject(rejects)["reason"] == "invalid_timestamp"
+    assert stored_props(home, ["copy"])["retry"] == {"copy": "second"}
+    again = ingest(home, [lines_file(tmp_path, [json.dumps(event("retry"))], "b.ndjson")], now=NOW)
+    assert (again.accepted, again.duplicates) == (0, 1)
 
 
 def test_duplicates_across_batches(home: Home, tmp_path: Path) -> None:

@@ -590,6 +590,37 @@ def test_regenerate_makes_a_new_invoice_from_current_data(mq):
     assert len(mq.con.execute("SELECT * FROM invoice_runs").fetchall()) == 2
 
 
+def test_a_metric_counts_events_sent_before_it_existed_and_after_it_was_archived(mq, tmp_path):
+    """SEMANTICS.md section 2: a metric applies to every stored event, including those sent
+    before it was created; an archived metric's existing products keep working."""
+    commit_events(mq, [event("s1", "acme", "2026-03-02T00:00:00Z", event_type="search")])
+    doc = catalog()
+    doc["billable_metrics"].append(
+        {
+            "name": "Searches",
+            "aggregation_type": "count",
+            "event_type_filter": {"in_values": ["search"]},
+        }
+    )
+    doc["products"].append({"name": "Searches", "type": "usage", "billable_metric_id": "Searches"})
+    doc["rate_cards"][0]["rates"].append(
+        {
+            "product_id": "Searches",
+            "starting_at": "2026-01-01T00:00:00Z",
+            "rate_type": "flat",
+            "price": "4",
+        }
+    )
+    apply_docs(mq, tmp_path, doc)
+    commit_events(mq, [event("s2", "acme", "2026-03-03T00:00:00Z", event_type="search")])
+    doc["billable_metrics"][-1]["archived"] = True
+    apply_docs(mq, tmp_path, doc)
+    commit_events(mq, [event("s3", "acme", "2026-03-04T00:00:00Z", event_type="search")])
+    mq.invoice_run("2026-03-15T00:00:00Z")
+    [acme] = by_customer(mq, "Acme")
+    assert ("Searches", {}, {}, Decimal(3), Decimal(4), Decimal(12)) in lines_of(acme)
+
+
 # -- many customers and contracts at once -------------------------------------------------------
 
 

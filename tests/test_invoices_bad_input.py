@@ -256,6 +256,17 @@ def test_an_ambiguous_invoice_id_prefix_names_the_ids_it_starts(mq, tmp_path):
             lambda m: m.invoice_run("0001-01-01T00:00:00+01:00"),
             "--as-of '0001-01-01T00:00:00+01:00' is outside the years 1 to 9999 in UTC",
         ),
+        # in range, but its grace period or its periods are not (they crashed the run)
+        (
+            lambda m: m.invoice_run("0001-01-01T12:00:00Z"),
+            "--as-of '0001-01-01T12:00:00Z' is out of range: give one from "
+            "0001-01-02T00:00:00Z to before 9999-01-01T00:00:00Z",
+        ),
+        (
+            lambda m: m.invoice_run("9999-12-31T23:59:59Z"),
+            "--as-of '9999-12-31T23:59:59Z' is out of range: give one from "
+            "0001-01-02T00:00:00Z to before 9999-01-01T00:00:00Z",
+        ),
         (
             lambda m: m.usage("API Calls", "2026-01-01", "9999-12-31T23:00:00-05:00"),
             "--end '9999-12-31T23:00:00-05:00' is outside the years 1 to 9999 in UTC",

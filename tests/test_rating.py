@@ -365,6 +365,24 @@ def test_a_rate_ending_before_the_period_end_leaves_max_unrated():
     assert [(u["reason"], u["quantity"]) for u in unrated] == [("no_rate_in_effect", Decimal(7))]
 
 
+@pytest.mark.parametrize("agg", ["sum", "max"])
+def test_a_rate_ending_exactly_at_the_period_end_prices_the_period_alone(agg):
+    """ending_before is exclusive: a rate ending at the period's end is in effect at its last
+    instant, and the next rate, starting at that end, is not part of the period (no line, not
+    even a zero line for an ungrouped product)."""
+    rates = [
+        flat("3", pricing_group_values={}, end=MARCH[1]),
+        flat("5", pricing_group_values={}, start=MARCH[1]),
+    ]
+    lines, unrated = run_rating(product(pricing=()), metric(agg), rates, [{"qty": "7", "pv": []}])
+    assert [q(line) for line in lines] == [(Decimal(7), Decimal(3), Decimal(21))]
+    assert (lines[0]["starting_at"], lines[0]["ending_before"]) == (
+        T(MARCH[0]).replace(tzinfo=None),
+        T(MARCH[1]).replace(tzinfo=None),
+    )
+    assert unrated == []
+
+
 def test_not_entitled_is_not_billed_and_not_unrated():
     lines, unrated = run_rating(product(), metric(), [flat("1", entitled=False)], [{"qty": "7"}])
     assert lines == [] and unrated == []

@@ -185,6 +185,44 @@ def test_one_customer_by_id_name_or_alias(mq: Meterql, ref: str) -> None:
     assert want and table_rows(table, ["model"]) == want
 
 
+def test_not_in_values_lets_an_absent_property_pass_unless_it_must_exist(tmp_path: Path) -> None:
+    """SEMANTICS.md section 2 (ours): `not_in_values` passes an event without the property,
+    unless an `exists: true` filter requires it; values compare exactly (case-sensitive)."""
+    doc = tmp_path / "catalog.yaml"
+    doc.write_text(
+        "billable_metrics:\n"
+        "  - {name: Outside EU, aggregation_type: count,\n"
+        "     property_filters: [{name: region, not_in_values: [eu]}]}\n"
+        "  - {name: Outside EU present, aggregation_type: count,\n"
+        "     property_filters: [{name: region, exists: true, not_in_values: [eu]}]}\n"
+        "customers: [{id: c, name: C}]\n"
+    )
+    events = tmp_path / "events.ndjson"
+    events.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "transaction_id": f"t{i}",
+                    "customer_id": "c",
+                    "event_type": "call",
+                    "timestamp": "2026-03-01T10:00:00Z",
+                    "properties": props,
+                }
+            )
+            + "\n"
+            for i, props in enumerate([{"region": "us"}, {"region": "eu"}, {"region": "EU"}, {}])
+        )
+    )
+    with Meterql.init(tmp_path / "home") as mq:
+        mq.apply([doc])
+        assert mq.ingest([events], now="2026-03-01T11:00:00Z").accepted == 4
+        values = [
+            mq.usage(name, START, END).column("value").to_pylist()
+            for name in ("Outside EU", "Outside EU present")
+        ]
+    assert values == [[Decimal(3)], [Decimal(2)]]
+
+
 def test_usage_json_contract(home: Path) -> None:
     result = CliRunner().invoke(
         app,

@@ -49,10 +49,13 @@ def _utc(value: Any) -> Any:
 
 
 def _exact_text(value: Any) -> Any:
-    """Property values are strings; numbers and booleans keep their exact text."""
+    """Property values are strings; numbers and booleans keep their exact text (a plain
+    decimal's digits as written: `format(..., "f")`, as str() writes 0.0000001 as 1E-7)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | Decimal):
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, int):
         return str(value)
     return value
 

@@ -32,6 +32,11 @@ from warehouse.sqlrows import first_row
 DEDUP_WINDOW = timedelta(days=35)
 
 
+def _window_start(ts: datetime) -> datetime:
+    """`ts` - DEDUP_WINDOW, or the earliest datetime when that is before the year 1."""
+    return ts - DEDUP_WINDOW if ts - datetime.min >= DEDUP_WINDOW else datetime.min
+
+
 def find_duplicates(
     work: duckdb.DuckDBPyConnection,
     store: EventStore,
@@ -52,8 +57,8 @@ def find_duplicates(
     earliest: datetime | None = first_row(work, f"SELECT min(ts) FROM {valid}")[0]  # noqa: S608
     paths: list[str] = []
     if earliest is not None:
-        by_time = store.files(start=earliest - DEDUP_WINDOW)
-        by_clock = store.files_ingested_since(clock - DEDUP_WINDOW)
+        by_time = store.files(start=_window_start(earliest))
+        by_clock = store.files_ingested_since(_window_start(clock))
         paths = sorted({f.path for f in by_time} | {f.path for f in by_clock})
     if earlier and _hashes_match(work, [h for h, _ in earlier], valid):
         paths += [str(f) for _, files in earlier for f in files]

@@ -291,9 +291,11 @@ def _table_raw_select(
             props.append(f"{_value_text(parent + ident(column), dtype)} AS {target}")
             filled.append(target)
         if len(table.property_columns) > MAX_PROPERTIES:
-            props_count = " + ".join(
+            # one flat list, not a chain of additions (past DuckDB's expression depth limit)
+            present = ", ".join(
                 f"({parent}{ident(c)} IS NOT NULL)::INT" for c, _, _ in table.property_columns
             )
+            props_count = f"list_sum([{present}])"
         if table.props_kind == "struct":
             p = ident(table.props_column or PROPERTIES)
             props_type = f"CASE WHEN {p} IS NULL THEN 'NULL' ELSE 'OBJECT' END"
