@@ -335,6 +335,23 @@ def test_a_price_with_too_many_decimal_places_is_refused_by_apply(
     assert mq.catalog.all("rate_cards") == []  # nothing applied
 
 
+def test_a_bounded_last_tier_is_refused_by_apply(mq, tmp_path):
+    """Usage beyond a last tier with a size would be priced by no tier: billed by nothing and
+    reported nowhere; apply refuses it."""
+    doc = catalog()
+    rate = doc["rate_cards"][0]["rates"][0]
+    del rate["price"]
+    rate["rate_type"] = "tiered"
+    rate["tiers"] = [{"size": "10", "price": "1"}, {"size": "5", "price": "2"}]
+    with pytest.raises(DocumentError) as err:
+        apply_docs(mq, tmp_path, doc)
+    assert (
+        "field 'rates[0]': tiers[1] is the last tier and has a size (5): usage beyond it would "
+        "be priced by no tier; remove its size (the last tier is unbounded)"
+    ) in str(err.value)
+    assert mq.catalog.all("rate_cards") == []
+
+
 @pytest.mark.parametrize(
     ("conversion", "needle"),
     [

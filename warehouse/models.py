@@ -364,6 +364,13 @@ class Rate(Model):
                         f"tiers[{i}] has no size but is not the last tier; only the last tier "
                         "may be unbounded"
                     )
+            last = len(self.tiers) - 1
+            if self.tiers[last].size is not None:
+                raise ValueError(
+                    f"tiers[{last}] is the last tier and has a size ({self.tiers[last].size}): "
+                    "usage beyond it would be priced by no tier; remove its size (the last tier "
+                    "is unbounded)"
+                )
         else:
             if self.price is None:
                 raise ValueError(f"a {self.rate_type.value} rate needs `price`")
