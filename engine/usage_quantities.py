@@ -24,6 +24,7 @@ from engine.invoice_targets import PeriodPlan
 from engine.pricing import Pricing
 from engine.usage_windows import ALL_WINDOWS, windows_of
 from metric_compiler import Window, compile_usage, metric_properties
+from metric_compiler.diagnostics import invalid_values_query
 from warehouse.errors import UserError
 from warehouse.events import EventStore, events_relation, integer_properties
 from warehouse.home import Home
@@ -134,21 +135,28 @@ def compute_quantities(
             "SELECT window_start FROM mq_windows UNION SELECT window_end FROM mq_windows"
         ).fetchall()
     ]
+    diagnosed: set[str] = set()
     for group in plan_usage_groups(billable, metrics, kinds):
         used = list({metrics[p.id].id: metrics[p.id] for p in group.products}.values())  # type: ignore[index]
         properties = list(
             dict.fromkeys(prop for m in used for prop in metric_properties(m, group.keys))
         )
         files = EventStore(home, con).files(lo, hi, event_types_of(used))
+        source = events_relation(files, properties, lo, hi, resolve_customers=False)
+        integers = integer_properties(files, properties)
         compiled = compile_usage(
             used,
-            events_relation(files, properties, lo, hi, resolve_customers=False),
+            source,
             window=Window.relation(windows_by_key(group.kind), boundaries=boundaries),
             group_by=list(group.keys),
             ordered=False,
             customer_column=False,  # a window is one customer's
-            integer_properties=integer_properties(files, properties),
+            integer_properties=integers,
         )
+        for metric in used:
+            if metric.id not in diagnosed and metric.aggregation_key not in integers:
+                diagnosed.add(metric.id or "")
+                notes.extend(_invalid_values(con, metric, source, windows_by_key(group.kind)))
         selects: list[exp.Expression] = []
         for product in group.products:
             pricing_cols = [compiled.group_columns[k] for k in product.pricing_group_key]
@@ -183,6 +191,28 @@ def compute_quantities(
         hint = "MATERIALIZED " if len(selects) > 1 else ""
         products = " UNION ALL ".join(s.sql(dialect="duckdb") for s in selects)
         con.execute(f"INSERT INTO mq_quantities WITH mq_usage AS {hint}({compiled.sql}) {products}")
+
+
+def _invalid_values(
+    con: duckdb.DuckDBPyConnection,
+    metric: BillableMetric,
+    source: exp.Select,
+    windows: exp.Select,
+) -> list[str]:
+    """The run summary's note on the events `metric` (SUM, MAX, LATEST) leaves out because
+    their value is not a finite decimal (metric_compiler.diagnostics); run only when some
+    file's values of its key are not all integer text, so usually never."""
+    query = invalid_values_query(metric, source, windows)
+    if query is None:
+        return []
+    [(count, example)] = con.execute(query.sql("duckdb")).fetchall()
+    if not count:
+        return []
+    return [
+        f"billable metric {metric.name!r} ({metric.id}): {count} event(s) in this run's periods "
+        f"whose {metric.aggregation_key!r} value is not a finite decimal are not counted "
+        f"(first: transaction {example})"
+    ]
 
 
 def windows_by_key(kind: str) -> exp.Select:

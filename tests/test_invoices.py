@@ -225,6 +225,31 @@ def ledger(mq) -> list[tuple]:
     ).fetchall()
 
 
+def test_values_that_are_not_finite_decimals_are_reported_not_counted(mq):
+    """SEMANTICS.md section 2: such an event does not count for a SUM, MAX or LATEST metric and
+    is reported (the run summary's notes); an event of no contract's period is not."""
+    commit_events(
+        mq,
+        [
+            tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500"),
+            tokens("a2", "acme", "2026-03-09T13:00:00Z", "gpt-5", "1e5"),
+            tokens("a3", "acme", "2026-03-09T14:00:00Z", "gpt-5", "lots"),
+            tokens("a0", "acme", "2026-02-09T14:00:00Z", "gpt-5", "lots"),  # before the contract
+            tokens("x1", "stranger", "2026-03-09T14:00:00Z", "gpt-5", "lots"),  # no customer
+        ],
+        now="2026-03-10T00:00:00Z",
+    )
+    summary = mq.invoice_run("2026-03-15T00:00:00Z")
+    [note] = [n for n in summary.notes if "not a finite decimal" in n]
+    metric = mq.catalog.metric("Input Tokens")
+    assert note == (
+        f"billable metric 'Input Tokens' ({metric.id}): 2 event(s) in this run's periods whose "
+        "'input_tokens' value is not a finite decimal are not counted (first: transaction a2)"
+    )
+    [acme] = by_customer(mq, "Acme")
+    assert [line[3] for line in lines_of(acme) if line[0] == "Input Tokens"] == [Decimal(1500)]
+
+
 def test_every_run_that_writes_is_recorded_in_the_ledger(mq):
     commit_events(mq, [tokens("a1", "acme", "2026-03-09T12:00:00Z", "gpt-5", "1500")])
     first = mq.invoice_run("2026-03-15T00:00:00Z")
