@@ -1,10 +1,10 @@
-"""The nightly cron's commands killed for real (SIGKILL) at seeded random and
+"""The nightly cron's commands killed for real (SIGKILL, SIGTERM, SIGINT) at seeded random and
 chosen points, and two writers at once.
 
 Every command starts from a copy of one prepared home.  After a kill the home must open, agree
 with its files (tests/kill_harness.check_home), and re-running the same command must leave
 exactly what one uninterrupted run leaves (kill_harness.content).  SIGTERM and SIGINT must stop
-a command cleanly.
+a command cleanly: exit non-zero with a one-line message, and the home as it was.
 """
 
 from __future__ import annotations
@@ -231,6 +231,36 @@ def test_a_killed_command_leaves_a_consistent_home_and_its_rerun_the_same_conten
         assert content(home, USAGE) == expected, f"{name} killed at {point}"
 
 
+def _one_line_error(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert len(stderr.splitlines()) == 1, stderr[-3000:]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_sigterm_and_sigint_stop_a_command_cleanly(
+    starts: Starts, tmp_path: Path, name: str, sig: signal.Signals
+) -> None:
+    """Stopped as it writes (or commits): exit 128 + the signal's number with one line on
+    stderr, and the home exactly as it was or, stopped as it committed, exactly as one whole
+    run leaves it, with nothing left behind for a later command to sweep.  Before: SIGTERM
+    ended the process where it was (an ingest's staged files stayed), and Ctrl-C during a
+    query was an "internal error" with a traceback."""
+    command, start, _, globs = CASES[name]
+    command = absolute(command, starts.folder)
+    before = content(getattr(starts, start), USAGE)
+    whole = copy_home(getattr(starts, start), tmp_path / "whole")
+    command.run(whole)
+    home = copy_home(getattr(starts, start), tmp_path / "stopped")
+    stopped = command.stop(home, KillPoint(0.0, globs[0]), sig)
+    assert stopped.reached, "the command finished before the signal"
+    assert stopped.returncode == 128 + sig, (stopped.returncode, stopped.stderr[-3000:])
+    _one_line_error(stopped.stderr)
+    assert f"stopped by {sig.name}" in stopped.stderr
+    check_home(home, swept=True, opens=False)
+    assert content(home, USAGE) in (before, content(whole, USAGE))
+
+
 def test_a_second_writer_refuses_or_waits_and_never_interleaves(
     starts: Starts, tmp_path: Path
 ) -> None:
@@ -252,7 +282,7 @@ def test_a_second_writer_refuses_or_waits_and_never_interleaves(
             pass
         refused = meterql(home, *ingest.args)
         assert refused.returncode == 1, refused.stderr[-2000:]
-        assert len(refused.stderr.splitlines()) == 1, refused.stderr[-3000:]
+        _one_line_error(refused.stderr)
         assert "another" in refused.stderr
         waited = meterql(home, *INVOICE_RUN.args, METERQL_LOCK_TIMEOUT="120")
         assert waited.returncode == 0, waited.stderr[-2000:]
