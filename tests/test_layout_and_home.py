@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -257,3 +258,22 @@ def test_a_home_that_cannot_be_created_is_a_home_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(HomeError, match=r"cannot create meterql home .*file/sub: Not a directory"):
         Home.resolve(tmp_path / "file" / "sub").init()
+
+
+def test_spill_files_of_killed_processes_are_removed_on_connect(tmp_path: Path) -> None:
+    """DuckDB removes a catalog connection's spill files from <home>/staging/duckdb-tmp only
+    when it closes: a killed invoice run or usage query that spilled left them there for good
+    (gigabytes for a large run).  The next connection removes those of processes that no
+    longer run, and keeps a running one's."""
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    spill = home.default_temp_dir
+    spill.mkdir(parents=True, exist_ok=True)
+    left = [spill / f"duckdb_temp_{dead.pid}_0_owner", spill / f"duckdb_temp_{dead.pid}_0.tmp"]
+    live = spill / f"duckdb_temp_{os.getpid()}_0_storage_DEFAULT-0.tmp"
+    for path in [*left, live]:
+        path.write_bytes(b"spilled")
+    home.connect().close()
+    assert [p.exists() for p in [*left, live]] == [False, False, True]
