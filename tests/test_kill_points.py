@@ -4,7 +4,8 @@ chosen points, and two writers at once.
 Every command starts from a copy of one prepared home.  After a kill the home must open, agree
 with its files (tests/kill_harness.check_home), and re-running the same command must leave
 exactly what one uninterrupted run leaves (kill_harness.content).  SIGTERM and SIGINT must stop
-a command cleanly: exit non-zero with a one-line message, and the home as it was.
+a command cleanly: exit 128 + the signal with a one-line message, and the home as it was (or, at
+the commit, as one whole run leaves it) with nothing left to sweep.
 """
 
 from __future__ import annotations
