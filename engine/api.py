@@ -107,7 +107,10 @@ class Meterql:
         from warehouse.ingest import ingest
 
         clock = parse_timestamp(now, "--now") if now is not None else None
-        return ingest(self.home, _listed(paths), now=clock, con=self.con, progress=progress)
+        # the catalog connection if open, else ingest opens one once it holds the writer lock
+        # (as every writing command: the lock, then the catalog; the other way round, it held
+        # the catalog while waiting for the lock a command holding the lock waited for it with)
+        return ingest(self.home, _listed(paths), now=clock, con=self._con, progress=progress)
 
     def compact(
         self,
@@ -137,7 +140,7 @@ class Meterql:
         clock = parse_timestamp(now, "--now") if now is not None else None
         return compact(
             self.home,
-            self.con,
+            self._con,  # if open; else compact opens one under the writer lock (see ingest)
             grace=grace,
             target_rows=target_rows or DEFAULT_TARGET_ROWS,
             now=clock,

@@ -2,16 +2,18 @@
 
 Exit codes: 0 success, 1 user error (one line on stderr naming the object and field),
 DuckDB out of memory or temp disk space (one line naming the settings to change) or the disk
-refusing a write (full, read-only: one line), 2 usage error (typer/click), anything else is a
-bug (traceback and a request to report it).
+refusing a write (full, read-only: one line), 2 usage error (typer/click), 128 + the signal's
+number when stopped by SIGINT or SIGTERM (one line, see _Stop), anything else is a bug (traceback
+and a request to report it).
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -329,13 +331,49 @@ def missing_event_file(error: BaseException) -> str | None:
     )
 
 
+class _Stop:
+    """SIGINT (Ctrl-C) and SIGTERM stop a command as a failure does: the first one raises
+    KeyboardInterrupt where the command is (DuckDB interrupts a running query), so the
+    command's failure handling runs (rollbacks, removal of its staged and placed files) and it
+    exits 128 + the signal's number with one line; later ones are ignored while it cleans up
+    (SIGKILL still ends it, and the next command sweeps)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame: object) -> None:
+        if self.received is None:
+            self.received = number
+            raise KeyboardInterrupt
+
+    def exit(self) -> NoReturn:
+        assert self.received is not None
+        name = signal.Signals(self.received).name
+        sys.stderr.write(
+            f"error: stopped by {name}; what the command had not committed was rolled back and "
+            "removed: run it again to complete it\n"
+        )
+        sys.exit(128 + self.received)
+
+
 def main() -> None:
+    stop = _Stop()
     try:
         app()
     except UserError as error:
+        if stop.received is not None:  # the interrupted command's own error
+            stop.exit()
         sys.stderr.write(f"error: {error}\n")
         sys.exit(1)
+    except SystemExit:
+        if stop.received is not None:
+            stop.exit()
+        raise
     except Exception as error:
+        if stop.received is not None:  # DuckDB's error for an interrupted query
+            stop.exit()
         resources = out_of_resources(error) or disk_refused(error) or missing_event_file(error)
         if resources is not None:
             sys.stderr.write(f"error: {resources}\n")

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import duckdb
 
-from warehouse.home import Home
+from warehouse.home import Home, process_running
 from warehouse.sqlrows import first_row
 
 SCRATCH_PREFIX = "sql-sandbox-"
@@ -113,18 +113,8 @@ def _remove_stale_scratch(staging: Path) -> None:
     its clean-up: nothing else ever removes them, nor DuckDB the spill files in them)."""
     for path in staging.glob(f"{SCRATCH_PREFIX}*-*"):
         pid = path.name.removeprefix(SCRATCH_PREFIX).split("-", 1)[0]
-        if pid.isdigit() and not _running(int(pid)):
+        if pid.isdigit() and not process_running(int(pid)):
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, another user's
-        return True
-    return True
 
 
 def _settings_of(con: duckdb.DuckDBPyConnection) -> dict[str, object]:

@@ -312,6 +312,25 @@ def test_a_crash_after_a_commit_keeps_that_partition_compacted(mq, monkeypatch):
     assert event_files_on_disk(mq) == {p for p, *_ in manifest(mq)}
 
 
+def test_an_interrupt_just_after_a_commit_keeps_that_partitions_new_files(mq, monkeypatch):
+    """Ctrl-C or SIGTERM (engine.cli) landing after a partition's COMMIT returned: its new
+    files are listed, so they stay (the failure clean-up removed them: a manifest naming
+    missing files)."""
+    before = rows(mq)
+    commit = compact_mod._commit_partition
+
+    def commit_then_interrupt(*args, **kwargs):
+        commit(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compact_mod, "_commit_partition", commit_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        mq.compact()
+    monkeypatch.undo()
+    assert {p for p, *_ in manifest(mq)} <= event_files_on_disk(mq)
+    assert rows(mq) == before
+
+
 def test_a_reader_that_listed_before_the_compaction_reads_during_the_grace_period(mq):
     before = rows(mq)
     listed_early = EventStore(mq.home, mq.con).files()

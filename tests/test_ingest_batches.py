@@ -543,6 +543,32 @@ def test_a_killed_ingest_is_swept_by_the_next_one(
     assert on_disk == listed
 
 
+def test_an_interrupt_just_after_the_commit_keeps_the_committed_batch(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM (engine.cli) landing after the COMMIT returned: the batch is
+    committed, so its listed files stay and it stays committed (the failure clean-up removed
+    them and marked it failed: a manifest naming missing files)."""
+    commit = ledger.commit
+
+    def commit_then_interrupt(*args: object, **kwargs: object) -> None:
+        commit(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ledger, "commit", commit_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ingest(home, [events_file(tmp_path, 4)], now=NOW)
+    monkeypatch.undo()
+    assert visible_ids(home) == ["t0", "t1", "t2", "t3"]
+    assert [r[0] for r in ledger_rows(home)] == ["committed"]
+    con = home.connect()
+    listed = {p for (p,) in con.execute("SELECT path FROM event_files").fetchall()}
+    con.close()
+    assert {str(p.relative_to(home.events_dir)) for p in home.events_dir.rglob("*.parquet")} == (
+        listed
+    )
+
+
 def test_a_commit_that_fails_reports_its_own_error_and_leaves_nothing(
     home: Home, tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -260,3 +261,76 @@ def test_a_home_that_cannot_be_created_is_a_home_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(HomeError, match=r"cannot create meterql home .*file/sub: Not a directory"):
         Home.resolve(tmp_path / "file" / "sub").init()
+
+
+def test_spill_files_of_killed_processes_are_removed_on_connect(tmp_path: Path) -> None:
+    """DuckDB removes a catalog connection's spill files from <home>/staging/duckdb-tmp only
+    when it closes: a killed invoice run or usage query that spilled left them there for good
+    (gigabytes for a large run).  The next connection removes those of processes that no
+    longer run, and keeps a running one's."""
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    spill = home.default_temp_dir
+    spill.mkdir(parents=True, exist_ok=True)
+    left = [spill / f"duckdb_temp_{dead.pid}_0_owner", spill / f"duckdb_temp_{dead.pid}_0.tmp"]
+    live = spill / f"duckdb_temp_{os.getpid()}_0_storage_DEFAULT-0.tmp"
+    for path in [*left, live]:
+        path.write_bytes(b"spilled")
+    home.connect().close()
+    assert [p.exists() for p in [*left, live]] == [False, False, True]
+
+
+_LOCK_THEN_CATALOG = """
+import sys
+from warehouse.home import Home
+home = Home.resolve(sys.argv[1])
+with home.writer_lock():
+    print("locked", flush=True)
+    sys.stdin.readline()
+    home.connect().close()  # as `invoice run` and `apply` do: the writer lock, then the catalog
+"""
+
+
+@pytest.mark.parametrize(
+    "command", [["ingest", "e.ndjson", "--now", "2026-01-02"], ["warehouse", "compact"]]
+)
+def test_commands_take_the_writer_lock_before_the_catalog(tmp_path: Path, command) -> None:
+    """An ingest or compaction started while an invoice run held the writer lock but had not
+    opened the catalog yet opened the catalog and then waited for the lock, and the invoice run
+    waited for the catalog: a deadlock until one gave up (METERQL_LOCK_TIMEOUT, 60 s: the
+    nightly run failed).  Both take the writer lock first, then the catalog."""
+    home = Home.resolve(tmp_path / "h")
+    home.init()
+    (tmp_path / "e.ndjson").write_text(
+        '{"transaction_id": "t", "customer_id": "c", "event_type": "e", '
+        '"timestamp": "2026-01-01T00:00:00Z", "properties": {}}\n'
+    )
+    env = {**os.environ, "METERQL_LOCK_TIMEOUT": "3"}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_THEN_CATALOG, str(home.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    second = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "--home", str(home.path), *command],
+        cwd=tmp_path,
+        env={**env, "METERQL_LOCK_TIMEOUT": "60"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = str(home.path / ".lock")
+    fds = Path(f"/proc/{second.pid}/fd")
+    while second.poll() is None and lock not in {os.path.realpath(f) for f in fds.iterdir()}:
+        time.sleep(0.01)  # until it waits for the writer lock
+    time.sleep(0.2)
+    _, held = holder.communicate("go\n", timeout=60)
+    assert holder.returncode == 0, held
+    _, stderr = second.communicate(timeout=60)
+    assert second.returncode == 0, stderr

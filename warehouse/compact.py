@@ -431,7 +431,8 @@ def _compact_partition(
         placed = place_files(home, compaction_id, written)
         _commit_partition(catalog, compaction_id, event_date, old, written, batch_ids)
     except BaseException:
-        remove_quietly(placed)
+        if not _committed(catalog, compaction_id, event_date):
+            remove_quietly(placed)
         raise
     finally:
         work.close()
@@ -443,6 +444,17 @@ def _compact_partition(
         bytes_before=bytes_before,
         bytes_after=bytes_after,
     )
+
+
+def _committed(con: duckdb.DuckDBPyConnection, compaction_id: str, event_date: date) -> bool:
+    """Whether the partition's commit went through: its new files are listed and must stay (an
+    interrupt, Ctrl-C or SIGTERM, can land just after its COMMIT returned)."""
+    (listed,) = first_row(
+        con,
+        "SELECT count(*) FROM event_files WHERE batch_id = ? AND event_date = ?",
+        [compaction_id, event_date],
+    )
+    return listed > 0
 
 
 def _commit_partition(

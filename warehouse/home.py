@@ -130,6 +130,7 @@ class Home:
         beyond the limit DuckDB spills to the temp directory instead of growing.
         """
         self.require()
+        self._remove_dead_spill_files()
         con = self._open(str(self.catalog_path), self._temp_directory(), read_only=read_only)
         if not read_only:
             self._migrate(con)
@@ -144,6 +145,16 @@ class Home:
                 "safe to run again) to migrate it"
             )
         return con
+
+    def _remove_dead_spill_files(self) -> None:
+        """Remove the spill files (`duckdb_temp_<pid>_...`) that catalog connections of
+        processes no longer running left in the home's default temp directory: DuckDB removes
+        them when the connection closes, so a killed invoice run or query that spilled left them
+        for good, and no later connection removes them."""
+        for path in self.default_temp_dir.glob("duckdb_temp_*"):
+            pid = path.name.removeprefix("duckdb_temp_").split("_", 1)[0]
+            if path.is_file() and pid.isdigit() and not process_running(int(pid)):
+                path.unlink(missing_ok=True)
 
     def connect_work(self, name: str) -> duckdb.DuckDBPyConnection:
         """A private in-memory DuckDB connection for one command's own work over the events
@@ -305,6 +316,16 @@ def lock_timeout() -> float:
             "to fail at once when another command holds the home)"
         )
     return value
+
+
+def process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, another user's
+        return True
+    return True
 
 
 def _held_by_another_process(error: duckdb.Error) -> bool:

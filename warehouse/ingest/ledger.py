@@ -164,6 +164,13 @@ def commit(
         raise
 
 
+def committed(con: duckdb.DuckDBPyConnection, batch_id: str) -> bool:
+    """Whether the batch's commit went through: a failure handler must not undo a committed
+    batch (an interrupt, Ctrl-C or SIGTERM, can land just after its COMMIT returned)."""
+    rows = con.execute("SELECT status FROM ingest_batches WHERE batch_id = ?", [batch_id])
+    return rows.fetchall() == [(COMMITTED,)]
+
+
 def remove_quietly(paths: Sequence[Path]) -> None:
     for path in paths:
         try:

@@ -192,8 +192,9 @@ def _run(
             )
             phase("commit")
         except BaseException as error:
-            ledger.remove_quietly(placed)
-            ledger.fail(catalog, batch_id, f"{type(error).__name__}: {error}", ledger.wall())
+            if not ledger.committed(catalog, batch_id):
+                ledger.remove_quietly(placed)
+                ledger.fail(catalog, batch_id, f"{type(error).__name__}: {error}", ledger.wall())
             raise
     finally:
         work.close()
