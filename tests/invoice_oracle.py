@@ -28,7 +28,8 @@ Readings of the rules it takes (each written in SEMANTICS.md or the README):
 - zero lines: a product without pricing keys gets, for each entitled rate segment without
   usage, a line of quantity 0 (presentation values null);
 - unrated usage (raw quantity, before conversion): not_on_rate_card, no_rate_for_group_values,
-  no_rate_in_effect; a rate with entitled false bills nothing and is not reported;
+  no_rate_in_effect, unsupported_rate_type (an entitled PERCENTAGE or SUBSCRIPTION rate); a
+  rate with entitled false bills nothing and is not reported;
 - invoices: one per (contract, period, credit type): the rate card's own (fiat_credit_type_id,
   default USD cents) always, others when they have lines; id uuid5(contract "/" ISO start [ "/"
   credit type id for another credit type]).
@@ -368,6 +369,11 @@ def _billable(rate: dict[str, Any]) -> bool:
     return rate.get("entitled", True) and rate["rate_type"].upper() in ("FLAT", "TIERED")
 
 
+def _unsupported(rate: dict[str, Any]) -> bool:
+    """An entitled rate of a type meterql does not bill yet: its usage is unrated."""
+    return rate.get("entitled", True) and rate["rate_type"].upper() not in ("FLAT", "TIERED")
+
+
 def _bill_period(
     cat: Catalog,
     out: Bill,
@@ -455,7 +461,9 @@ def _bill_segments(p: _Period, product: dict, metric: dict, events: list[Event])
             continue
         [rate] = [r for r in rates if id(r) == rate_key]
         used.add(rate_key)
-        if _billable(rate):
+        if _unsupported(rate):
+            p.unrated(product, groups[0], "unsupported_rate_type", quantity)
+        elif _billable(rate):
             span = (max(when(rate["starting_at"]), p.start), _rate_end(rate, p.end))
             ordered.append((span, groups, rate, convert(product, quantity)))
     for span, groups, rate, quantity in sorted(ordered, key=lambda x: x[0]):
@@ -495,6 +503,8 @@ def _bill_whole(p: _Period, product: dict, metric: dict, events: list[Event]) ->
         found = [r for r in rates if _values(r) == groups[0] and _in_effect(r, last)]
         if not found:
             p.unrated(product, groups[0], p.reason(product, groups[0]), quantity)
+        elif _unsupported(found[0]):
+            p.unrated(product, groups[0], "unsupported_rate_type", quantity)
         elif _billable(found[0]):
             p.add(product, found[0], span, groups, Decimal(0), convert(product, quantity))
     if product.get("pricing_group_key") or buckets:

@@ -170,8 +170,9 @@ def rates(draw: st.DrawFn, product_doc: dict[str, Any], fiat: str | None) -> lis
             }
             if end:
                 rate["ending_before"] = z(end)
-            if draw(st.booleans()):
-                rate["rate_type"] = "flat"
+            kind = draw(st.sampled_from(["flat", "tiered", "flat", "tiered", "percentage"]))
+            if kind != "tiered":
+                rate["rate_type"] = kind
                 rate["price"] = draw(st.sampled_from(PRICES))
             else:
                 rate["rate_type"] = "TIERED"
