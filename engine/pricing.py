@@ -169,7 +169,7 @@ def register_pricing(
                     f"places; at most {STORED_SCALE} are supported"
                 )
             price_scale = max([price_scale, *scales])
-            if rate.rate_type not in RATED_TYPES:
+            if rate.entitled and rate.rate_type not in RATED_TYPES:
                 notes.append(
                     f"rate card {card.name!r} rates[{index}]: rate_type {rate.rate_type.value} "
                     f"on USAGE product {product.name!r} is not supported yet; its usage is "
