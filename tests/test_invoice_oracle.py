@@ -7,6 +7,7 @@ Each example builds its own home (about 1-2 s under load), so examples are few a
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -293,26 +294,42 @@ def batches(sent: list[dict[str, Any]]) -> list[tuple[datetime, list[dict[str, A
     return [(BASE + timedelta(days=BATCH_DAYS * (i + 1)), by_batch[i]) for i in sorted(by_batch)]
 
 
-def engine_bill(home: Path, doc: dict[str, Any], batched: list, runs: list[datetime]) -> tuple:
-    """Apply the catalog without the late alias, ingest, apply it whole (the alias added after
-    its events), then run at each as-of: the invoices and the last run's unrated usage."""
+def engine_bill(home: Path, runs: list[tuple[datetime, dict]], batched: list) -> tuple:
+    """Apply the first catalog without its ingest aliases and ingest the events; then, for each
+    run, apply its catalog (the aliases are added after their events) and run at its as-of.
+    Returns the invoices and the last run's unrated usage."""
     mq = Meterql.init(home)
-    early = {**doc, "customers": [{**c, "ingest_aliases": []} for c in doc["customers"]]}
+    first = runs[0][1]
+    early = {**first, "customers": [{**c, "ingest_aliases": []} for c in first["customers"]]}
     try:
-        for n, version in enumerate([early, doc]):
+        for n, (as_of, doc) in enumerate([(None, early), *runs]):
             path = home.parent / f"catalog-{n}.yaml"
-            path.write_text(yaml.safe_dump(version, sort_keys=False))
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
             mq.apply([path])
-            for m, (clock, sent) in enumerate(batched if n == 0 else []):
+            for m, (clock, sent) in enumerate(batched if as_of is None else []):
                 path = home.parent / f"events-{m}.ndjson"
                 path.write_text("".join(json.dumps(e) + "\n" for e in sent))
                 summary = mq.ingest([path], now=clock)
                 assert summary.accepted + summary.duplicates == len(sent), summary.lines()
-        for as_of in runs:
-            run = mq.invoice_run(as_of)
+            if as_of is not None:
+                run = mq.invoice_run(as_of)
         return mq.invoices(), run.unrated_usage
     finally:
         mq.close()
+
+
+def repriced(doc: dict[str, Any]) -> dict[str, Any]:
+    """`doc` with every price doubled (the same lines, other totals)."""
+    out = copy.deepcopy(doc)
+    for card in out["rate_cards"]:
+        for rate in card["rates"]:
+            if "price" in rate:
+                rate["price"] = str(Decimal(str(rate["price"])) * 2)
+            if "tiers" in rate:
+                rate["tiers"] = [
+                    {**t, "price": str(Decimal(str(t["price"])) * 2)} for t in rate["tiers"]
+                ]
+    return out
 
 
 def norm(value: Any) -> Any:
@@ -375,17 +392,26 @@ def unrated_totals(rows: list[tuple]) -> dict[tuple, Decimal]:
     doc=catalog(),
     sent=events(),
     runs=st.lists(st.sampled_from(AS_OF), min_size=1, max_size=2),
+    reprice=st.booleans(),
 )
-def test_invoice_run_equals_the_independent_biller(doc, sent, runs) -> None:
-    # a second run (earlier or later) changes nothing the latest as-of decides: finalized
-    # invoices are frozen, an earlier as-of un-finalizes nothing, drafts are recomputed
+def test_invoice_run_equals_the_independent_biller(doc, sent, runs, reprice) -> None:
+    # A second run (earlier or later) changes nothing the latest as-of decides: finalized
+    # invoices are frozen, an earlier as-of un-finalizes nothing, drafts are recomputed.  With
+    # `reprice`, a later second run bills the drafts at the new prices and leaves the first
+    # run's finalized invoices as they were.
     moments = [when(r) for r in runs]
     batched = batches(sent)
+    changed = reprice and len(moments) == 2 and moments[0] <= moments[1]
+    docs = [doc, repriced(doc) if changed else doc][: len(moments)]
     with tempfile.TemporaryDirectory(prefix="meterql-oracle-") as tmp:
-        invoices, unrated = engine_bill(Path(tmp) / "home", doc, batched, moments)
-    expected = bill([doc], batched, max(moments))
+        home = Path(tmp) / "home"
+        invoices, unrated = engine_bill(home, list(zip(moments, docs, strict=True)), batched)
+    expected = bill([docs[-1]], batched, max(moments))
     got = {inv.id: engine_invoice(inv) for inv in invoices}
     want = {i: oracle_invoice(inv) for i, inv in expected.invoices.items()}
+    if changed:
+        frozen = bill([doc], batched, moments[0]).invoices.items()
+        want |= {i: oracle_invoice(inv) for i, inv in frozen if inv.status == "finalized"}
     assert sorted(got) == sorted(want)
     for invoice_id in sorted(want):
         assert got[invoice_id] == want[invoice_id], invoice_id
