@@ -144,7 +144,7 @@ def register_pricing(
             scales = [scale_of(rate.price) if rate.price is not None else 0]
             scales += [scale_of(t.price) for t in rate.tiers or ()]
             price_scale = max([price_scale, *scales])
-            if rate.rate_type not in RATED_TYPES:
+            if rate.entitled and rate.rate_type not in RATED_TYPES:
                 notes.append(
                     f"rate card {card.name!r} rates[{index}]: rate_type {rate.rate_type.value} "
                     f"on USAGE product {product.name!r} is not supported yet; its usage is "

@@ -32,7 +32,8 @@ The rules (SEMANTICS.md sections 4-5; the (ours) decisions are in README "Billin
   are rated per *period*: the whole period's quantity at the rate in effect at the period's
   last instant.
 - Matching: same rate card, same product, pricing group values equal (exact, case-sensitive).
-  A rate with `entitled: false` bills nothing.  Usage no rate matches goes to mq_unrated with a
+  A rate with `entitled: false` bills nothing and is not reported, whatever its type.  Usage
+  no rate matches (or an entitled rate of a type not billed yet) goes to mq_unrated with a
   reason (not_on_rate_card, no_rate_for_group_values, no_rate_in_effect,
   unsupported_rate_type); it is never dropped silently.
 - Quantity: the line's summed usage, then quantity_conversion, then quantity_rounding
@@ -156,7 +157,7 @@ SELECT
 FROM mq_matched m
 JOIN mq_periods p ON p.period_key = m.period_key
 LEFT JOIN mq_rates r ON r.rate_key = m.rate_key
-WHERE m.rate_key IS NULL OR r.rate_type NOT IN ('FLAT', 'TIERED')
+WHERE m.rate_key IS NULL OR (r.entitled AND r.rate_type NOT IN ('FLAT', 'TIERED'))
 GROUP BY ALL
 """
 

@@ -386,6 +386,30 @@ def test_not_entitled_is_not_billed_and_not_unrated():
     assert lines == [] and unrated == []
 
 
+@pytest.mark.parametrize("rate_type", ["percentage", "subscription"])
+@pytest.mark.parametrize("agg", ["sum", "max"])
+def test_not_entitled_is_not_unrated_whatever_its_rate_type(rate_type, agg):
+    # entitled false bills nothing and is not reported, even on a rate type not billed yet
+    # (before, its usage was reported as unrated: unsupported_rate_type)
+    rates = [flat("1", entitled=False, rate_type=rate_type)]
+    lines, unrated = run_rating(product(), metric(agg), rates, [{"qty": "7"}])
+    assert lines == [] and unrated == []
+    card = RateCard(id="card", name="Card", rates=rates)
+    pricing = register_pricing(
+        duckdb.connect(),
+        products=[product()],
+        metrics={"m": metric(agg)},
+        rate_cards=[card],
+        credit_types=[USD],
+    )
+    assert pricing.unsupported == ()  # no note that its usage is reported as unrated
+    entitled = [flat("1", rate_type=rate_type)]
+    _, unrated = run_rating(product(), metric(agg), entitled, [{"qty": "7"}])
+    assert [(u["reason"], u["quantity"]) for u in unrated] == [
+        ("unsupported_rate_type", Decimal(7))
+    ]
+
+
 def test_unrated_usage_is_reported_with_a_reason():
     rates = [flat("1", ending_before="2026-03-10T00:00:00Z")]
     lines, unrated = run_rating(
