@@ -11,8 +11,9 @@ from typing import Any
 
 import duckdb
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from engine.invoice_targets import Snapshot, register_period
 from engine.periods import Period
@@ -507,7 +508,11 @@ def test_sql_conversion_matches_the_decimal_reference(quantity, factor, operatio
     }
     if rounding is not None:
         extra["quantity_rounding"] = {"decimal_places": rounding[0], "rounding_method": rounding[1]}
-    prod = product(**extra)
+    try:
+        prod = product(**extra)
+    except ValidationError as error:  # apply refuses quantities of more than 18 decimal places
+        assert "meterql keeps at most 18" in str(error)
+        assume(False)
     from sqlglot import exp
 
     from engine.quantity_conversion import conversion_scale
