@@ -38,7 +38,7 @@ from warehouse.ingest.sources import (
     pos_sql,
     read_failure,
 )
-from warehouse.ingest.sqltext import lit, lit_list
+from warehouse.ingest.sqltext import lit, path_list, path_lit
 from warehouse.sqlrows import first_row
 
 # NDJSON lines are first read with a smaller buffer, on every thread for a plain file larger
@@ -54,9 +54,9 @@ def _read_lines(
     """SQL: the lines of a text file in file order (a blank line is a NULL or blank text); of
     `files` instead, file after file, with each line's `filename`."""
     if files:
-        paths = f"{lit_list(str(f.read_path) for f in files)}, filename=true"
+        paths = f"{path_list(f.read_path for f in files)}, filename=true"
     else:
-        paths = lit(str(file.read_path))
+        paths = path_lit(file.read_path)
     return f"""
         read_csv({paths}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
                  quote='', escape='', header=false, auto_detect=false,
@@ -359,7 +359,7 @@ def _json_document(file: SourceFile) -> str:
     bom = lit("\ufeff")
     return (
         f"(SELECT CASE WHEN starts_with(content, {bom}) THEN substr(content, 2) ELSE content END "  # noqa: S608
-        f"AS content FROM read_text({lit(file.name)}))"
+        f"AS content FROM read_text({path_lit(file.name)}))"
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from warehouse.duckdb_paths import GLOB_CHARACTERS, check_exact
 from warehouse.errors import UserError, first_line
 from warehouse.ingest.sqltext import int_lit
 
@@ -30,7 +31,6 @@ EXTENSIONS: dict[str, str] = {
     ".csv.gz": "csv",
     ".parquet": "parquet",
 }
-_GLOB_CHARS = frozenset("*?[")
 
 # Every record of a batch is numbered `pos = source index << POS_SHIFT | record number`
 # (pos_sql), so ordering by `pos` is input order and the first copy of a duplicate wins.
@@ -159,7 +159,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
         candidate = Path(text).expanduser()
         if candidate.exists():
             matches = [candidate]
-        elif _GLOB_CHARS & set(text):
+        elif GLOB_CHARACTERS & set(text):
             matches = [Path(m) for m in sorted(glob.glob(str(candidate), recursive=True))]
             if not matches:
                 raise UserError(f"ingest path {text!r}: the glob matches no file")
@@ -170,7 +170,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
                 inside = _directory_files(match)
                 usable = [p for p in inside if format_of(p) is not None]
                 skipped.extend(str(p.absolute()) for p in inside if format_of(p) is None)
-                if not usable and not _GLOB_CHARS & set(text):
+                if not usable and not GLOB_CHARACTERS & set(text):
                     raise UserError(
                         f"ingest path {text!r} is a directory with no event files "
                         f"(expected files ending in {_supported()})"
@@ -192,6 +192,8 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
         if absolute in seen:
             continue
         seen.add(absolute)
+        if (why := check_exact(absolute)) is not None:
+            raise UserError(f"ingest file {str(absolute)!r}: {why}")
         fmt = format_of(absolute)
         assert fmt is not None
         files.append(SourceFile(len(files), absolute, fmt, absolute.stat().st_size))
