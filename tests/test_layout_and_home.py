@@ -105,6 +105,20 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
         Home.resolve(tmp_path / "file").init()
 
 
+@pytest.mark.parametrize("name", ["h?x", "h\\x"])
+def test_a_home_path_duckdb_cannot_open_is_refused_before_anything_is_created(
+    tmp_path: Path, name: str
+) -> None:
+    """DuckDB opens `h?x/catalog.duckdb` but its WAL as `h.wal?x/...`, and `h\\x/...` as
+    `h/x/...`: such a home is refused by name, not an internal error."""
+    home = Home.resolve(tmp_path / name)
+    with pytest.raises(HomeError, match=r"meterql home .*h.x: its path holds .*choose another"):
+        home.init()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(HomeError, match="its path holds"):
+        home.connect()
+
+
 def test_writer_lock_refuses_a_second_writer(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0.2")
     home = Home.resolve(tmp_path / "h")
