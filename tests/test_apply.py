@@ -354,6 +354,21 @@ def test_alias_too_long_is_refused(mq: Meterql, tmp_path: Path) -> None:
     assert "ingest_aliases[0]" in problems_of(excinfo)
 
 
+def test_a_long_or_nested_value_is_shown_shortened(mq: Meterql, tmp_path: Path) -> None:
+    """A problem quotes the value it refuses, shortened: a 100,000-character alias, or YAML
+    aliases nesting a million strings, was printed whole (72 MB for the second)."""
+    lines = ["x0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    text = "\n".join(lines) + f"\ncustomers:\n  - {{name: A, ingest_aliases: [{'x' * 100_000}]}}\n"
+    text += "  - {name: B, ingest_aliases: *a6}\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "customers[0] 'A': field 'ingest_aliases[0]': String should have at most 128" in message
+    assert "customers[1] 'B': field 'ingest_aliases[9]': Input should be a valid string" in message
+    assert max(len(line) for line in excinfo.value.problems) < 400
+
+
 def test_overlapping_rates_are_refused_naming_both(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace(
         "pricing_group_values: {model: gpt-5-mini}", "pricing_group_values: {model: gpt-5}"
