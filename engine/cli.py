@@ -125,7 +125,7 @@ def usage(
         table = mq.usage(
             metric, start, end, customer=customer, window=window, group_by=group_by or []
         )
-    print_usage(table, format)
+    print_usage(table, format, metric)
 
 
 @app.command("compile")
