@@ -205,6 +205,13 @@ def test_a_bad_lock_timeout_is_named(tmp_path: Path, monkeypatch, value: str) ->
             pass
 
 
+def test_a_home_path_the_file_system_refuses_is_named(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / ("h" * 300))
+    for command in (home.init, home.connect):
+        with pytest.raises(HomeError, match=r"meterql home .*hhh: File name too long"):
+            command()
+
+
 def test_a_home_named_like_a_glob_reads_only_its_own_files(tmp_path: Path) -> None:
     """DuckDB's readers expand `*` in a path: the files of home `h*` would also be read from a
     copy of it beside it (`h-copy`), doubling every event; compaction found the double rows."""

@@ -106,13 +106,18 @@ class Home:
 
     def _check_path(self) -> None:
         """DuckDB opens a catalog under a path holding `?` but puts its WAL elsewhere (it reads
-        `?` as the start of options), and reads a backslash as a directory separator."""
+        `?` as the start of options), and reads a backslash as a directory separator; the file
+        system may refuse the path itself (a name too long)."""
         held = sorted(UNUSABLE_PATH_CHARACTERS & set(str(self.path)))
         if held:
             raise HomeError(
                 f"meterql home {self.path}: its path holds {' and '.join(map(repr, held))}, "
                 "under which DuckDB cannot keep the catalog; choose another directory"
             )
+        try:
+            self.catalog_path.exists()
+        except OSError as error:
+            raise HomeError(f"meterql home {self.path}: {error.strerror or error}") from None
 
     def require(self) -> None:
         self._check_path()
