@@ -81,6 +81,10 @@ def test_a_path_that_does_not_exist(home: Home, tmp_path: Path) -> None:
         ingest(home, [good, tmp_path / "missing.ndjson"], now=NOW)
     with pytest.raises(UserError, match="the glob matches no file"):
         ingest(home, [str(tmp_path / "nothing-*.ndjson")], now=NOW)
+    long = "x" * 300  # longer than a file name can be: the file system refuses the path
+    for path in (f"{long}.ndjson", f"{long}*.ndjson"):
+        with pytest.raises(UserError, match=r"ingest path '.*xxx\*?\.ndjson': File name too"):
+            ingest(home, [good, str(tmp_path / path)], now=NOW)
     nothing_written(home)
 
 

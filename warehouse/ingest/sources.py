@@ -157,7 +157,11 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
     for raw in paths:
         text = os.fspath(raw)
         candidate = Path(text).expanduser()
-        if candidate.exists():
+        try:
+            exists = candidate.exists()
+        except OSError as error:  # e.g. a name too long: the file system refuses the path
+            raise UserError(f"ingest path {text!r}: {error.strerror or error}") from None
+        if exists:
             matches = [candidate]
         elif GLOB_CHARACTERS & set(text):
             matches = [Path(m) for m in sorted(glob.glob(str(candidate), recursive=True))]
