@@ -4,6 +4,7 @@ the `meterql ingest` command."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -664,6 +665,37 @@ def test_a_corrupt_parquet_file(home: Home, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"cannot read parquet file .*corrupt\.parquet"):
         ingest(home, [events_file(tmp_path), path], now=NOW)
     nothing_written(home)
+
+
+def damaged_gzip(data: bytes, damage: str) -> bytes:
+    packed = gzip.compress(data)
+    if damage == "not gzipped":
+        return data
+    if damage == "cut short":
+        return packed[: len(packed) // 2]
+    if damage == "trailing bytes":
+        return packed + b"garbage"
+    flipped = bytearray(packed)  # corrupt
+    flipped[len(flipped) // 2] ^= 0xFF
+    return bytes(flipped)
+
+
+@pytest.mark.parametrize("damage", ["not gzipped", "cut short", "corrupt", "trailing bytes"])
+@pytest.mark.parametrize("kind", ["ndjson", "csv"])
+def test_a_damaged_gzip_file_is_named(home: Home, tmp_path: Path, kind: str, damage: str) -> None:
+    """It failed with an internal error (BadGzipFile, zlib.error) or click's bare "Aborted!"
+    (EOFError) from meterql's own passes over the file."""
+    if kind == "ndjson":
+        data = events_file(tmp_path, 2000, name="whole.ndjson").read_bytes()
+    else:
+        rows = [f"g{i},c,e,2026-01-30T00:00:00Z\n" for i in range(2000)]
+        data = "".join(["transaction_id,customer_id,event_type,timestamp\n", *rows]).encode()
+    path = tmp_path / f"events.{kind}.gz"
+    path.write_bytes(damaged_gzip(data, damage))
+    with pytest.raises(UserError) as raised:
+        ingest(home, [events_file(tmp_path), path], now=NOW)
+    assert str(raised.value).startswith(f"cannot read {kind} file {path}: it is not a valid gzip")
+    assert visible_ids(home) == []
 
 
 def test_gzipped_ndjson_and_a_path_with_quotes(home: Home, tmp_path: Path) -> None:

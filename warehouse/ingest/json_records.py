@@ -13,7 +13,6 @@ the SELECT that stages them (warehouse.ingest.staging.stage).
 
 from __future__ import annotations
 
-import gzip
 import json
 import mmap
 import os
@@ -35,6 +34,7 @@ from warehouse.ingest.sources import (
     POS_SHIFT,
     READ_BUFFER_BYTES,
     SourceFile,
+    open_source,
     pos_sql,
     read_failure,
 )
@@ -94,12 +94,11 @@ def count_lines(path: Path, buffer_size: int = 1 << 24) -> int:
 
 def _count_byte(path: Path, byte: bytes, buffer_size: int) -> tuple[int, bytes]:
     """(occurrences of `byte` in the file's text, its last byte or b"")."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     buffer = bytearray(buffer_size)
     view = memoryview(buffer)
     count = 0
     last = b""
-    with opener(path, "rb") as handle:
+    with open_source(path) as handle:
         while size := handle.readinto(view):
             count += buffer.count(byte, 0, size)
             last = bytes(buffer[size - 1 : size])
@@ -117,7 +116,7 @@ def lone_carriage_return(path: Path) -> int | None:
     file is searched in place (memory-mapped: one memchr pass when it holds no \\r); a gzipped
     one as it is decompressed, block by block."""
     if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "rb") as handle:
+        with open_source(path) as handle:
             return _lone_cr_in_blocks(handle)
     if path.stat().st_size == 0:
         return None

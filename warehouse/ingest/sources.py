@@ -12,9 +12,12 @@ import codecs
 import glob
 import gzip
 import os
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 from warehouse.duckdb_paths import GLOB_CHARACTERS, check_exact
 from warehouse.errors import UserError, first_line
@@ -70,13 +73,27 @@ class SourceFile:
         return self.read_from or self.path
 
 
+@contextmanager
+def open_source(path: Path, mode: str = "rb", **options: Any) -> Iterator[IO[Any]]:
+    """A source file opened for meterql's own passes over it, decompressed when its name ends
+    in .gz; a damaged gzip file (not gzipped, cut short, corrupt, trailing bytes) raises a
+    UserError naming it, in the block as it is read."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, mode, **options) as handle:
+            yield handle
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise UserError(
+            f"cannot read {format_of(path)} file {path}: it is not a valid gzip file ({error})"
+        ) from None
+
+
 def first_non_utf8(path: Path, block_size: int = 1 << 20) -> tuple[int, int] | None:
     """(line from 1, first byte) of the first byte sequence in the text file at `path`
     (decompressed when its name ends in .gz) that is not UTF-8; None when it is all UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     newlines = 0
-    with opener(path, "rb") as handle:
+    with open_source(path) as handle:
         while True:
             block = handle.read(block_size)
             try:
