@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from engine.cli_options import check_format, home_of
-from warehouse.errors import UserError
+from warehouse.errors import UserError, not_utf8
 
 app = typer.Typer(
     name="meterql",
@@ -330,6 +330,13 @@ def missing_event_file(error: BaseException) -> str | None:
 
 
 def main() -> None:
+    for argument in sys.argv[1:]:
+        if (problem := not_utf8(argument)) is not None:
+            sys.stderr.write(
+                f"error: the argument {problem}; meterql takes names, ids, timestamps and "
+                "paths as UTF-8\n"
+            )
+            sys.exit(1)
     try:
         app()
     except UserError as error:

@@ -316,6 +316,27 @@ def test_bad_input_is_one_line_exit_1(home: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "bad"),
+    [
+        ([b"usage", b"--metric", b"Input \xffTokens", b"--start", b"2026-03-01"], 2),
+        ([b"usage", b"--metric", b"M", b"--customer", b"\xfe", b"--end", b"2026-03-03"], 4),
+        ([b"invoice", b"show", b"\xfe\xff\xfe\xff"], 2),
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_named(home: Path, args: list[bytes], bad: int) -> None:
+    """Bytes that are not UTF-8 (Python passes them on as surrogates) reached DuckDB, which
+    cannot encode them: an internal error."""
+    result = cli("--home", str(home), *args)  # type: ignore[arg-type]
+    shown = args[bad].decode("utf-8", "backslashreplace")
+    byte = next(b for b in args[bad] if b >= 0x80)
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == (
+        f"error: the argument {shown!r} is not UTF-8 text (byte 0x{byte:02X}); "
+        "meterql takes names, ids, timestamps and paths as UTF-8\n"
+    )
+
+
+@pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
         ({"metric": "Input Tokenz"}, NotFoundError,
