@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -512,6 +513,23 @@ def test_a_file_named_like_a_glob_is_read_alone(home: Home, tmp_path: Path, ext:
     summary = ingest(home, paths[1:], now=NOW)
     assert (summary.accepted, summary.rejected, summary.duplicates) == (4, 0, 0)
     assert sorted(key[0] for key in stored_events(home)) == sorted(names)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused(home: Home, tmp_path: Path) -> None:
+    """Found in a directory, its name (bytes that are not UTF-8, surrogates in Python) reached
+    DuckDB, which cannot encode it: an internal error."""
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    write_event(folder / "good.ndjson", "good")
+    write_event(folder / os.fsdecode(b"caf\xe9.ndjson"), "latin-1 name")
+    with pytest.raises(UserError) as raised:
+        ingest(home, [folder], now=NOW)
+    shown = str(folder / "caf\\xe9.ndjson")  # its bytes as Python writes them
+    assert str(raised.value) == (
+        f"ingest file {shown!r} is not UTF-8 text (byte 0xE9); "
+        "rename it (DuckDB takes only UTF-8 paths)"
+    )
+    assert stored_events(home) == {}
 
 
 def test_a_file_path_with_a_backslash_and_a_glob_character_is_refused(

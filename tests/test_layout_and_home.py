@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -110,18 +111,25 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
         Home.resolve(tmp_path / "file").init()
 
 
-@pytest.mark.parametrize("name", ["h?x", "h\\x"])
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("h?x", r"h\?x: its path holds '\?'"),
+        ("h\\x", r"h\\x: its path holds '\\\\'"),
+        (os.fsdecode(b"h\xffx"), r"h\\\\xffx' is not UTF-8 text \(byte 0xFF\)"),
+    ],
+)
 def test_a_home_path_duckdb_cannot_open_is_refused_before_anything_is_created(
-    tmp_path: Path, name: str
+    tmp_path: Path, name: str, why: str
 ) -> None:
-    """DuckDB opens `h?x/catalog.duckdb` but its WAL as `h.wal?x/...`, and `h\\x/...` as
-    `h/x/...`: such a home is refused by name, not an internal error."""
+    """DuckDB opens `h?x/catalog.duckdb` but its WAL as `h.wal?x/...`, `h\\x/...` as
+    `h/x/...`, and cannot encode a path that is not UTF-8: such a home is refused by name, not
+    an internal error."""
     home = Home.resolve(tmp_path / name)
-    with pytest.raises(HomeError, match=r"meterql home .*h.x: its path holds .*choose another"):
-        home.init()
+    for command in (home.init, home.connect):
+        with pytest.raises(HomeError, match=f"meterql home .*{why}.*; choose another directory"):
+            command()
     assert list(tmp_path.iterdir()) == []
-    with pytest.raises(HomeError, match="its path holds"):
-        home.connect()
 
 
 def test_writer_lock_refuses_a_second_writer(tmp_path: Path, monkeypatch) -> None:

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import duckdb
 
-from warehouse.errors import HomeError, first_line
+from warehouse.errors import HomeError, first_line, not_utf8
 from warehouse.migrations import LATEST, migrate, pending_version
 
 _T = TypeVar("_T")
@@ -107,7 +107,9 @@ class Home:
     def _check_path(self) -> None:
         """DuckDB opens a catalog under a path holding `?` but puts its WAL elsewhere (it reads
         `?` as the start of options), and reads a backslash as a directory separator; the file
-        system may refuse the path itself (a name too long)."""
+        system may refuse the path itself (a name too long); DuckDB takes only UTF-8 paths."""
+        if (problem := not_utf8(str(self.path))) is not None:
+            raise HomeError(f"meterql home {problem}; choose another directory")
         held = sorted(UNUSABLE_PATH_CHARACTERS & set(str(self.path)))
         if held:
             raise HomeError(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from warehouse.duckdb_paths import GLOB_CHARACTERS, check_exact
-from warehouse.errors import UserError, first_line
+from warehouse.errors import UserError, first_line, not_utf8
 from warehouse.ingest.sqltext import int_lit
 
 # file name ending -> format
@@ -213,6 +213,8 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
         if absolute in seen:
             continue
         seen.add(absolute)
+        if (problem := not_utf8(str(absolute))) is not None:
+            raise UserError(f"ingest file {problem}; rename it (DuckDB takes only UTF-8 paths)")
         if (why := check_exact(absolute)) is not None:
             raise UserError(f"ingest file {str(absolute)!r}: {why}")
         fmt = format_of(absolute)
