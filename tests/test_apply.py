@@ -369,6 +369,21 @@ def test_a_long_or_nested_value_is_shown_shortened(mq: Meterql, tmp_path: Path) 
     assert max(len(line) for line in excinfo.value.problems) < 400
 
 
+def test_a_boolean_is_not_a_number_of_decimal_places(mq: Meterql, tmp_path: Path) -> None:
+    """`true` was read as 1: a credit type's precision, a product's rounding, silently."""
+    text = (
+        "credit_types: [{name: Points, precision: true}]\n"
+        "billable_metrics: [{name: Calls, aggregation_type: count}]\n"
+        "products: [{name: P, type: usage, billable_metric_id: Calls, quantity_rounding: "
+        "{decimal_places: false, rounding_method: round_up}}]\n"
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "credit_types[0] 'Points': field 'precision': expected a whole number" in message
+    assert "field 'quantity_rounding.decimal_places': expected a whole number" in message
+
+
 def test_overlapping_rates_are_refused_naming_both(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace(
         "pricing_group_values: {model: gpt-5-mini}", "pricing_group_values: {model: gpt-5}"

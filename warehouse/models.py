@@ -57,7 +57,15 @@ def _exact_text(value: Any) -> Any:
     return value
 
 
+def _not_a_boolean(value: Any) -> Any:
+    """pydantic reads `true` as the integer 1: a number of decimal places must be a number."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number of decimal places, not a boolean")
+    return value
+
+
 UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
+DecimalPlaces = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=12)]
 PropertyValue = Annotated[str, BeforeValidator(_exact_text)]
 
 # Prices and tier sizes are stored as DECIMAL(38, 18): at most 20 digits before the point.
@@ -200,7 +208,7 @@ class QuantityConversion(Model):
 
 
 class QuantityRounding(Model):
-    decimal_places: Annotated[int, Field(ge=0, le=12)]
+    decimal_places: DecimalPlaces
     rounding_method: _ci(RoundingMethod)
 
 
@@ -250,7 +258,7 @@ class Product(Model):
 class CreditType(Model):
     id: str | None = None
     name: Annotated[str, Field(min_length=1)]
-    precision: Annotated[int, Field(ge=0, le=12)] = 0
+    precision: DecimalPlaces = 0
 
 
 class Tier(Model):
