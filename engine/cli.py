@@ -177,8 +177,11 @@ SqlFile = Annotated[str, typer.Argument(help="file with the SQL metric's query, 
 
 
 def read_sql(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    if path == "-":  # as bytes: the text stream may turn bytes that are not UTF-8 into surrogates
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"cannot read the SQL from stdin: {error}") from None
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
