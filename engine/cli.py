@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from engine.cli_options import check_format, home_of
+from warehouse.duckdb_paths import unescaped
 from warehouse.errors import UserError, not_utf8
 
 app = typer.Typer(
@@ -326,9 +327,9 @@ def missing_event_file(error: BaseException) -> str | None:
     if match is None or "/events/" not in match.group(1):
         return None
     return (
-        f"the catalog lists the event file {match.group(1)}, which is missing (deleted or moved "
-        "outside meterql): the home is damaged; restore its events/ directory together with "
-        "its catalog.duckdb from the same backup"
+        f"the catalog lists the event file {unescaped(match.group(1))}, which is missing "
+        "(deleted or moved outside meterql): the home is damaged; restore its events/ "
+        "directory together with its catalog.duckdb from the same backup"
     )
 
 

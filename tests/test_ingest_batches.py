@@ -743,9 +743,13 @@ def test_first_non_utf8_across_blocks(
     assert first_non_utf8(path, block_size) == found
 
 
-def test_an_event_file_missing_from_disk_is_a_one_line_error(home: Home, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["home", "h[1]*"])
+def test_an_event_file_missing_from_disk_is_a_one_line_error(tmp_path: Path, name: str) -> None:
     """A file the catalog lists but someone deleted (a damaged home, not a bug): one line
-    naming it, exit 1, instead of "internal error"."""
+    naming it (as it is, not as the pattern DuckDB was given), exit 1, instead of "internal
+    error"."""
+    home = Home.resolve(tmp_path / name)
+    home.init()
     ingest(home, [events_file(tmp_path)], now=NOW)
     gone = sorted(home.events_dir.rglob("*.parquet"))[0]
     gone.unlink()

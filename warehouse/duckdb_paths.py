@@ -11,9 +11,11 @@ at `/`, so a path holding both a backslash and one of these characters names no 
 from __future__ import annotations
 
 import os
+import re
 
 GLOB_CHARACTERS = frozenset("*?[")
 _ESCAPED = str.maketrans({c: f"[{c}]" for c in GLOB_CHARACTERS})
+_ESCAPE = re.compile(r"\[([*?\[])\]")
 
 
 def check_exact(path: str | os.PathLike[str]) -> str | None:
@@ -32,3 +34,8 @@ def exact_path(path: str | os.PathLike[str]) -> str:
     text = os.fspath(path)
     assert check_exact(text) is None, text
     return text.translate(_ESCAPED)
+
+
+def unescaped(pattern: str) -> str:
+    """The path an `exact_path` pattern names (as DuckDB's messages quote the pattern)."""
+    return _ESCAPE.sub(r"\1", pattern)
