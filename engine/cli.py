@@ -18,7 +18,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from engine.cli_options import check_format, home_of
-from warehouse.errors import UserError
+from warehouse.duckdb_paths import unescaped
+from warehouse.errors import UserError, not_utf8
 
 app = typer.Typer(
     name="meterql",
@@ -127,7 +128,7 @@ def usage(
         table = mq.usage(
             metric, start, end, customer=customer, window=window, group_by=group_by or []
         )
-    print_usage(table, format)
+    print_usage(table, format, metric)
 
 
 @app.command("compile")
@@ -179,8 +180,11 @@ SqlFile = Annotated[str, typer.Argument(help="file with the SQL metric's query, 
 
 
 def read_sql(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    if path == "-":  # as bytes: the text stream may turn bytes that are not UTF-8 into surrogates
+        try:
+            return sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"cannot read the SQL from stdin: {error}") from None
     try:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
@@ -325,9 +329,9 @@ def missing_event_file(error: BaseException) -> str | None:
     if match is None or "/events/" not in match.group(1):
         return None
     return (
-        f"the catalog lists the event file {match.group(1)}, which is missing (deleted or moved "
-        "outside meterql): the home is damaged; restore its events/ directory together with "
-        "its catalog.duckdb from the same backup"
+        f"the catalog lists the event file {unescaped(match.group(1))}, which is missing "
+        "(deleted or moved outside meterql): the home is damaged; restore its events/ "
+        "directory together with its catalog.duckdb from the same backup"
     )
 
 
@@ -359,6 +363,13 @@ class _Stop:
 
 
 def main() -> None:
+    for argument in sys.argv[1:]:
+        if (problem := not_utf8(argument)) is not None:
+            sys.stderr.write(
+                f"error: the argument {problem}; meterql takes names, ids, timestamps and "
+                "paths as UTF-8\n"
+            )
+            sys.exit(1)
     stop = _Stop()
     try:
         app()

@@ -257,8 +257,9 @@ def usage_rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-def print_usage(table: pa.Table, fmt: str) -> None:
-    """Print usage rows as JSON (the CLI contract), a table, or CSV (one column per group key)."""
+def print_usage(table: pa.Table, fmt: str, metric: str) -> None:
+    """Print usage rows of `metric` (as the user named it) as JSON (the CLI contract), a table,
+    or CSV (one column per group key; refused when a group key has a fixed column's name)."""
     from engine.output import print_json, print_table, to_jsonable
 
     rows = usage_rows(table)
@@ -266,7 +267,15 @@ def print_usage(table: pa.Table, fmt: str) -> None:
         print_json(rows)
         return
     keys = [field.name for field in table.schema.field("group").type]
-    columns = ["customer_id", "metric_id", "window_start", "window_end", *keys, "value"]
+    fixed = ["customer_id", "metric_id", "window_start", "window_end", "value"]
+    if clashes := [k for k in keys if k in fixed]:
+        raise UserError(
+            f"--format {fmt}: group key(s) {', '.join(map(repr, clashes))} of metric {metric!r} "
+            f"have the names of columns every usage row has ({', '.join(fixed)}), so the "
+            "output would hold two columns of one name; use --format json, whose `group` "
+            "object keeps them apart"
+        )
+    columns = [*fixed[:4], *keys, "value"]
     flat = [
         [
             row["customer_id"],

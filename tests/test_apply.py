@@ -458,6 +458,36 @@ billable_metrics:
         assert f"field '{field}': List should have at least 1 item" in message
 
 
+def test_a_long_or_nested_value_is_shown_shortened(mq: Meterql, tmp_path: Path) -> None:
+    """A problem quotes the value it refuses, shortened: a 100,000-character alias, or YAML
+    aliases nesting a million strings, was printed whole (72 MB for the second)."""
+    lines = ["x0: &a0 [" + ", ".join(["lol"] * 10) + "]"]
+    lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 7)]
+    text = "\n".join(lines) + f"\ncustomers:\n  - {{name: A, ingest_aliases: [{'x' * 100_000}]}}\n"
+    text += "  - {name: B, ingest_aliases: *a6}\n"
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "customers[0] 'A': field 'ingest_aliases[0]': String should have at most 128" in message
+    assert "customers[1] 'B': field 'ingest_aliases[9]': Input should be a valid string" in message
+    assert max(len(line) for line in excinfo.value.problems) < 400
+
+
+def test_a_boolean_is_not_a_number_of_decimal_places(mq: Meterql, tmp_path: Path) -> None:
+    """`true` was read as 1: a credit type's precision, a product's rounding, silently."""
+    text = (
+        "credit_types: [{name: Points, precision: true}]\n"
+        "billable_metrics: [{name: Calls, aggregation_type: count}]\n"
+        "products: [{name: P, type: usage, billable_metric_id: Calls, quantity_rounding: "
+        "{decimal_places: false, rounding_method: round_up}}]\n"
+    )
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    message = problems_of(excinfo)
+    assert "credit_types[0] 'Points': field 'precision': expected a whole number" in message
+    assert "field 'quantity_rounding.decimal_places': expected a whole number" in message
+
+
 def test_overlapping_rates_are_refused_naming_both(mq: Meterql, tmp_path: Path) -> None:
     text = QUICKSTART.replace(
         "pricing_group_values: {model: gpt-5-mini}", "pricing_group_values: {model: gpt-5}"

@@ -5,6 +5,7 @@ the `meterql ingest` command."""
 from __future__ import annotations
 
 import errno
+import gzip
 import json
 import os
 import shutil
@@ -85,6 +86,10 @@ def test_a_path_that_does_not_exist(home: Home, tmp_path: Path) -> None:
         ingest(home, [good, tmp_path / "missing.ndjson"], now=NOW)
     with pytest.raises(UserError, match="the glob matches no file"):
         ingest(home, [str(tmp_path / "nothing-*.ndjson")], now=NOW)
+    long = "x" * 300  # longer than a file name can be: the file system refuses the path
+    for path in (f"{long}.ndjson", f"{long}*.ndjson"):
+        with pytest.raises(UserError, match=r"ingest path '.*xxx\*?\.ndjson': File name too"):
+            ingest(home, [good, str(tmp_path / path)], now=NOW)
     nothing_written(home)
 
 
@@ -692,6 +697,37 @@ def test_a_corrupt_parquet_file(home: Home, tmp_path: Path) -> None:
     nothing_written(home)
 
 
+def damaged_gzip(data: bytes, damage: str) -> bytes:
+    packed = gzip.compress(data)
+    if damage == "not gzipped":
+        return data
+    if damage == "cut short":
+        return packed[: len(packed) // 2]
+    if damage == "trailing bytes":
+        return packed + b"garbage"
+    flipped = bytearray(packed)  # corrupt
+    flipped[len(flipped) // 2] ^= 0xFF
+    return bytes(flipped)
+
+
+@pytest.mark.parametrize("damage", ["not gzipped", "cut short", "corrupt", "trailing bytes"])
+@pytest.mark.parametrize("kind", ["ndjson", "csv"])
+def test_a_damaged_gzip_file_is_named(home: Home, tmp_path: Path, kind: str, damage: str) -> None:
+    """It failed with an internal error (BadGzipFile, zlib.error) or click's bare "Aborted!"
+    (EOFError) from meterql's own passes over the file."""
+    if kind == "ndjson":
+        data = events_file(tmp_path, 2000, name="whole.ndjson").read_bytes()
+    else:
+        rows = [f"g{i},c,e,2026-01-30T00:00:00Z\n" for i in range(2000)]
+        data = "".join(["transaction_id,customer_id,event_type,timestamp\n", *rows]).encode()
+    path = tmp_path / f"events.{kind}.gz"
+    path.write_bytes(damaged_gzip(data, damage))
+    with pytest.raises(UserError) as raised:
+        ingest(home, [events_file(tmp_path), path], now=NOW)
+    assert str(raised.value).startswith(f"cannot read {kind} file {path}: it is not a valid gzip")
+    assert visible_ids(home) == []
+
+
 def test_gzipped_ndjson_and_a_path_with_quotes(home: Home, tmp_path: Path) -> None:
     import gzip
 
@@ -737,9 +773,13 @@ def test_first_non_utf8_across_blocks(
     assert first_non_utf8(path, block_size) == found
 
 
-def test_an_event_file_missing_from_disk_is_a_one_line_error(home: Home, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["home", "h[1]*"])
+def test_an_event_file_missing_from_disk_is_a_one_line_error(tmp_path: Path, name: str) -> None:
     """A file the catalog lists but someone deleted (a damaged home, not a bug): one line
-    naming it, exit 1, instead of "internal error"."""
+    naming it (as it is, not as the pattern DuckDB was given), exit 1, instead of "internal
+    error"."""
+    home = Home.resolve(tmp_path / name)
+    home.init()
     ingest(home, [events_file(tmp_path)], now=NOW)
     gone = sorted(home.events_dir.rglob("*.parquet"))[0]
     gone.unlink()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from warehouse.errors import UserError
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ingest
@@ -481,6 +483,65 @@ def test_directory_and_glob(home: Home, tmp_path: Path) -> None:
     (tmp_path / "c.ndjson").write_text(json.dumps(EVENTS[2]), encoding="utf-8")
     assert ingest(home, [str(tmp_path / "*.ndjson")], now=NOW).accepted == 1
     assert stored(home, KEYS) == EXPECTED
+
+
+def write_event(path: Path, transaction_id: str) -> Path:
+    """One event in the format `path`'s name gives."""
+    event = {**EVENTS[0], "transaction_id": transaction_id, "properties": {}}
+    if path.suffix == ".parquet":
+        pq.write_table(pa.table({k: [v] for k, v in event.items() if k != "properties"}), path)
+    elif path.suffix == ".csv":
+        fields = ["transaction_id", "customer_id", "event_type", "timestamp"]
+        write_csv(path, fields, [[event[f] for f in fields]])
+    else:
+        text = json.dumps([event] if path.suffix == ".json" else event)
+        path.write_text(text + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("ext", [".ndjson", ".json", ".csv", ".parquet"])
+def test_a_file_named_like_a_glob_is_read_alone(home: Home, tmp_path: Path, ext: str) -> None:
+    """DuckDB's readers expand `*`, `?` and `[...]`: `a[1].csv` would read `a1.csv`, `b*.csv`
+    also `bb.csv`.  A file named on the command line is that file and no other, alone or
+    read together with others."""
+    names = ["a[1]", "b*", "c?", "d[!x]", "e[[]"]
+    for decoy in ["a1", "bb", "cc", "dd", "e["]:
+        write_event(tmp_path / f"{decoy}{ext}", f"decoy {decoy}")
+    paths = [write_event(tmp_path / f"{name}{ext}", name) for name in names]
+    summary = ingest(home, [paths[0]], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.duplicates) == (1, 0, 0)
+    summary = ingest(home, paths[1:], now=NOW)
+    assert (summary.accepted, summary.rejected, summary.duplicates) == (4, 0, 0)
+    assert sorted(key[0] for key in stored_events(home)) == sorted(names)
+
+
+def test_a_file_name_that_is_not_utf8_is_refused(home: Home, tmp_path: Path) -> None:
+    """Found in a directory, its name (bytes that are not UTF-8, surrogates in Python) reached
+    DuckDB, which cannot encode it: an internal error."""
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    write_event(folder / "good.ndjson", "good")
+    write_event(folder / os.fsdecode(b"caf\xe9.ndjson"), "latin-1 name")
+    with pytest.raises(UserError) as raised:
+        ingest(home, [folder], now=NOW)
+    shown = str(folder / "caf\\xe9.ndjson")  # its bytes as Python writes them
+    assert str(raised.value) == (
+        f"ingest file {shown!r} is not UTF-8 text (byte 0xE9); "
+        "rename it (DuckDB takes only UTF-8 paths)"
+    )
+    assert stored_events(home) == {}
+
+
+def test_a_file_path_with_a_backslash_and_a_glob_character_is_refused(
+    home: Home, tmp_path: Path
+) -> None:
+    """DuckDB splits a pattern at a backslash, so no pattern names `x\\*.ndjson` alone."""
+    (tmp_path / "x").mkdir()
+    write_event(tmp_path / "x" / "decoy.ndjson", "decoy")
+    path = write_event(tmp_path / "x\\*.ndjson", "star")
+    with pytest.raises(UserError, match="x\\\\\\\\[*].ndjson'?: its path holds a backslash"):
+        ingest(home, [path], now=NOW)
+    assert stored_events(home) == {}
 
 
 def test_files_are_sorted_and_hold_only_their_property_columns(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -16,9 +19,11 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from warehouse import migrations
+from warehouse.compact import compact
 from warehouse.errors import HomeError
 from warehouse.events import EventStore
 from warehouse.home import Home
+from warehouse.ingest import ingest
 from warehouse.layout import is_property_column, property_column, property_name
 
 
@@ -106,6 +111,27 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
         Home.resolve(tmp_path / "file").init()
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("h?x", r"h\?x: its path holds '\?'"),
+        ("h\\x", r"h\\x: its path holds '\\\\'"),
+        (os.fsdecode(b"h\xffx"), r"h\\\\xffx' is not UTF-8 text \(byte 0xFF\)"),
+    ],
+)
+def test_a_home_path_duckdb_cannot_open_is_refused_before_anything_is_created(
+    tmp_path: Path, name: str, why: str
+) -> None:
+    """DuckDB opens `h?x/catalog.duckdb` but its WAL as `h.wal?x/...`, `h\\x/...` as
+    `h/x/...`, and cannot encode a path that is not UTF-8: such a home is refused by name, not
+    an internal error."""
+    home = Home.resolve(tmp_path / name)
+    for command in (home.init, home.connect):
+        with pytest.raises(HomeError, match=f"meterql home .*{why}.*; choose another directory"):
+            command()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_writer_lock_refuses_a_second_writer(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("METERQL_LOCK_TIMEOUT", "0.2")
     home = Home.resolve(tmp_path / "h")
@@ -188,6 +214,37 @@ def test_a_bad_lock_timeout_is_named(tmp_path: Path, monkeypatch, value: str) ->
     with pytest.raises(HomeError, match=f"METERQL_LOCK_TIMEOUT={value!r} is not a number"):
         with home.writer_lock():
             pass
+
+
+def test_a_home_path_the_file_system_refuses_is_named(tmp_path: Path) -> None:
+    home = Home.resolve(tmp_path / ("h" * 300))
+    for command in (home.init, home.connect):
+        with pytest.raises(HomeError, match=r"meterql home .*hhh: File name too long"):
+            command()
+
+
+def test_a_home_named_like_a_glob_reads_only_its_own_files(tmp_path: Path) -> None:
+    """DuckDB's readers expand `*` in a path: the files of home `h*` would also be read from a
+    copy of it beside it (`h-copy`), doubling every event; compaction found the double rows."""
+    home = Home.resolve(tmp_path / "h*")
+    home.init()
+    for i in range(2):
+        dump = tmp_path / f"e{i}.ndjson"
+        event = {"transaction_id": f"t{i}", "customer_id": "c", "event_type": "e"}
+        dump.write_text(json.dumps({**event, "timestamp": "2026-01-30T00:00:00Z"}))
+        assert ingest(home, [dump], now=datetime(2026, 2, 1)).accepted == 1
+    shutil.copytree(home.path, tmp_path / "h-copy")
+
+    def stored() -> list[str]:
+        with home.catalog() as con:
+            relation = EventStore(home, con).relation([], resolve_customers=False)
+            return sorted(r[0] for r in con.execute(relation.sql("duckdb")).fetchall())
+
+    assert stored() == ["t0", "t1"]
+    again = ingest(home, [tmp_path / "e0.ndjson"], now=datetime(2026, 2, 1))
+    assert (again.accepted, again.duplicates) == (0, 1)
+    assert compact(home, grace=timedelta(0)).rows == 2
+    assert stored() == ["t0", "t1"]
 
 
 def test_read_api_on_an_empty_warehouse_has_the_canonical_columns(tmp_path: Path) -> None:

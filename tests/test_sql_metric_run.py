@@ -329,6 +329,22 @@ def test_cli_sql_check_prints_every_problem_and_exits_1() -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_cli_sql_from_stdin_that_is_not_utf8_is_named() -> None:
+    """Its bytes reached DuckDB as surrogates, which it cannot encode: an internal error."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", "sql", "check", "-"],
+        capture_output=True,
+        input=b"SELECT count(*) AS value FROM events -- caf\xe9\n",
+        env={**os.environ},
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (1, b"")
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and message.startswith(
+        "error: cannot read the SQL from stdin: 'utf-8' codec can't decode byte 0xe9 in "
+    )
+
+
 def test_cli_sql_check_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sql", "check", str(tmp_path / "nope.sql")])
     assert isinstance(result.exception, UserError)

@@ -282,6 +282,36 @@ def test_usage_without_group_by_has_empty_group_and_csv_and_table(home: Path) ->
         assert all(cell in piped.stdout for cell in row)
 
 
+def test_csv_and_table_refuse_a_group_key_named_like_a_fixed_column(tmp_path: Path) -> None:
+    """A group key `customer_id` or `value` made a second column of that name: a CSV reader
+    took the property's value as the customer (`OTHER`).  JSON keeps the group apart."""
+    mq = Meterql.init(tmp_path / "home")
+    doc = tmp_path / "doc.yaml"
+    doc.write_text(
+        "billable_metrics:\n  - {name: M, aggregation_type: count, property_filters: "
+        "[{name: value, exists: true}, {name: customer_id, exists: true}], "
+        "group_keys: [[value, customer_id]]}\ncustomers:\n  - {id: C1, name: C1}\n"
+    )
+    mq.apply([doc])
+    dump = tmp_path / "e.ndjson"
+    write_ndjson(dump, [Event("t1", "C1", "e", START, {"value": "9", "customer_id": "OTHER"})])
+    assert mq.ingest([dump], now=START).accepted == 1
+    mq.close()
+    base = ["--home", str(tmp_path / "home"), "usage", "--metric", "M", "--start", "2026-03-01",
+            "--end", "2026-03-03", "--group-by", "value", "--group-by", "customer_id"]  # fmt: skip
+    for fmt in ("csv", "table"):
+        result = cli(*base, "--format", fmt)
+        assert (result.returncode, result.stdout) == (1, ""), result.stderr
+        assert result.stderr.startswith(
+            f"error: --format {fmt}: group key(s) 'value', 'customer_id' of metric 'M' have "
+        )
+        assert result.stderr.count("\n") == 1 and "use --format json" in result.stderr
+    rows = json.loads(CliRunner().invoke(app, [*base, "--format", "json"]).output)
+    assert [(r["customer_id"], r["group"], r["value"]) for r in rows] == [
+        ("C1", {"value": "9", "customer_id": "OTHER"}, "1")
+    ]
+
+
 def test_compile_prints_the_sql_with_a_comment(home: Path) -> None:
     result = CliRunner().invoke(app, ["--home", str(home), "compile", "--metric", "Input Tokens"])
     assert result.exit_code == 0, result.output
@@ -321,6 +351,27 @@ def test_bad_input_is_one_line_exit_1(home: Path) -> None:
     assert "\n" not in line and "Traceback" not in result.stderr
     assert "--group-by ['model', 'user_id'] is not a subset of one compound group key" in line
     assert "['model', 'region'], ['user_id']" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "bad"),
+    [
+        ([b"usage", b"--metric", b"Input \xffTokens", b"--start", b"2026-03-01"], 2),
+        ([b"usage", b"--metric", b"M", b"--customer", b"\xfe", b"--end", b"2026-03-03"], 4),
+        ([b"invoice", b"show", b"\xfe\xff\xfe\xff"], 2),
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_named(home: Path, args: list[bytes], bad: int) -> None:
+    """Bytes that are not UTF-8 (Python passes them on as surrogates) reached DuckDB, which
+    cannot encode them: an internal error."""
+    result = cli("--home", str(home), *args)  # type: ignore[arg-type]
+    shown = args[bad].decode("utf-8", "backslashreplace")
+    byte = next(b for b in args[bad] if b >= 0x80)
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    assert result.stderr == (
+        f"error: the argument {shown!r} is not UTF-8 text (byte 0x{byte:02X}); "
+        "meterql takes names, ids, timestamps and paths as UTF-8\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ from warehouse.ingest.ledger import (
     wall,
 )
 from warehouse.ingest.pipeline import NoProgress, Progress
-from warehouse.ingest.sqltext import ident, lit, lit_list
+from warehouse.ingest.sqltext import ident, lit, path_list
 from warehouse.ingest.write import (
     BATCH_ROWS,
     MAX_ROWS_PER_FILE,
@@ -273,10 +273,7 @@ def _listed(con: duckdb.DuckDBPyConnection, event_date: date) -> list[_Listed]:
 
 
 def _source(paths: Sequence[Path]) -> str:
-    return (
-        f"read_parquet({lit_list(str(p) for p in paths)}, union_by_name = true, "
-        "hive_partitioning = false)"
-    )
+    return f"read_parquet({path_list(paths)}, union_by_name = true, hive_partitioning = false)"
 
 
 def _present(work: duckdb.DuckDBPyConnection, paths: Sequence[Path]) -> list[str]:

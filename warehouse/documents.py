@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass
@@ -22,6 +23,12 @@ from pydantic import BaseModel, ValidationError
 
 from warehouse.errors import DocumentError, suggest
 from warehouse.models import KINDS, Model
+
+# How a problem quotes the value it refuses: a long text or a deep list (YAML aliases can nest
+# millions of strings) shortened, never printed whole.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 4, 4, 1
 
 
 class _LineDict(dict):
@@ -194,7 +201,11 @@ def format_validation_error(model: type[BaseModel], error: ValidationError) -> l
             message = message[len("Value error, ") :]
         where = f"field {path!r}: " if path else ""
         value = item.get("input")
-        shown = "" if kind in ("missing",) or isinstance(value, dict) else f" (got {value!r})"
+        shown = (
+            ""
+            if kind in ("missing",) or isinstance(value, dict)
+            else f" (got {_SHORT.repr(value)})"
+        )
         if kind == "missing":
             message = "is required"
         if (

@@ -55,3 +55,19 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (a library's error may go on for lines), or its
     class name when it has none."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def not_utf8(text: str) -> str | None:
+    """Why `text` (from the OS: an argument, a variable, a file name, where bytes that are not
+    UTF-8 arrive as surrogates) is no UTF-8 text, naming it and the first such byte; None when
+    it is.  DuckDB takes only UTF-8 text."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as error:
+        char = ord(text[error.start])
+        if not 0xDC80 <= char <= 0xDCFF:  # a surrogate that stands for no byte
+            return f"{text!r} is not UTF-8 text (character U+{char:04X})"
+        raw = text.encode("utf-8", "surrogateescape")
+        shown = raw.decode("utf-8", "backslashreplace")
+        return f"{shown!r} is not UTF-8 text (byte 0x{char - 0xDC00:02X})"

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import duckdb
 from sqlglot import exp
 
+from warehouse.duckdb_paths import exact_path
 from warehouse.home import Home
 from warehouse.layout import property_column, rare_column
 
@@ -199,7 +200,7 @@ def events_relation(
         this=exp.Anonymous(
             this="read_parquet",
             expressions=[
-                exp.Array(expressions=[exp.Literal.string(f.path) for f in files]),
+                exp.Array(expressions=[exp.Literal.string(exact_path(f.path)) for f in files]),
                 exp.EQ(this=exp.column("union_by_name"), expression=exp.true()),
                 exp.EQ(this=exp.column("hive_partitioning"), expression=exp.false()),
             ],

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import duckdb
 
-from warehouse.errors import HomeError, first_line
+from warehouse.errors import HomeError, first_line, not_utf8
 from warehouse.migrations import LATEST, migrate, pending_version
 
 _T = TypeVar("_T")
@@ -43,6 +43,7 @@ SETTINGS_ENV = (
     "METERQL_MAX_TEMP_SIZE",
 )
 CATALOG_FILE = "catalog.duckdb"
+UNUSABLE_PATH_CHARACTERS = frozenset("?\\")  # see Home._check_path
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Home:
 
     def init(self) -> bool:
         """Create the home (idempotent).  Returns True when it was newly created."""
+        self._check_path()
         if self.path.exists() and not self.path.is_dir():
             raise HomeError(f"meterql home {self.path} exists and is not a directory")
         created = not self.is_initialised()
@@ -109,7 +111,25 @@ class Home:
             con.close()
         return created
 
+    def _check_path(self) -> None:
+        """DuckDB opens a catalog under a path holding `?` but puts its WAL elsewhere (it reads
+        `?` as the start of options), and reads a backslash as a directory separator; the file
+        system may refuse the path itself (a name too long); DuckDB takes only UTF-8 paths."""
+        if (problem := not_utf8(str(self.path))) is not None:
+            raise HomeError(f"meterql home {problem}; choose another directory")
+        held = sorted(UNUSABLE_PATH_CHARACTERS & set(str(self.path)))
+        if held:
+            raise HomeError(
+                f"meterql home {self.path}: its path holds {' and '.join(map(repr, held))}, "
+                "under which DuckDB cannot keep the catalog; choose another directory"
+            )
+        try:
+            self.catalog_path.exists()
+        except OSError as error:
+            raise HomeError(f"meterql home {self.path}: {error.strerror or error}") from None
+
     def require(self) -> None:
+        self._check_path()
         if not self.is_initialised():
             raise HomeError(
                 f"meterql home {self.path} is not initialised (no {CATALOG_FILE}); "

@@ -60,7 +60,15 @@ def _exact_text(value: Any) -> Any:
     return value
 
 
+def _not_a_boolean(value: Any) -> Any:
+    """pydantic reads `true` as the integer 1: a number of decimal places must be a number."""
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number of decimal places, not a boolean")
+    return value
+
+
 UtcDatetime = Annotated[datetime, BeforeValidator(_utc)]
+DecimalPlaces = Annotated[int, BeforeValidator(_not_a_boolean), Field(ge=0, le=12)]
 PropertyValue = Annotated[str, BeforeValidator(_exact_text)]
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +248,7 @@ class QuantityConversion(Model):
 
 
 class QuantityRounding(Model):
-    decimal_places: Annotated[int, Field(ge=0, le=12)]
+    decimal_places: DecimalPlaces
     rounding_method: _ci(RoundingMethod)
 
 
@@ -326,7 +334,7 @@ def conversion_scale(product: Product) -> int:
 class CreditType(Model):
     id: str | None = None
     name: Annotated[str, Field(min_length=1)]
-    precision: Annotated[int, Field(ge=0, le=12)] = 0
+    precision: DecimalPlaces = 0
 
 
 class Tier(Model):

@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 
 from warehouse.events import EventStore
-from warehouse.ingest.sqltext import lit, lit_list
+from warehouse.ingest.sqltext import lit, path_list
 from warehouse.sqlrows import first_row
 
 DEDUP_WINDOW = timedelta(days=35)
@@ -73,7 +73,7 @@ def find_duplicates(
         "CREATE OR REPLACE TEMP TABLE stored_duplicates (pos BIGINT, transaction_id VARCHAR)"
     )
     if paths:
-        stored = f"read_parquet({lit_list(paths)})"
+        stored = f"read_parquet({path_list(paths)})"
         # one read of the stored ids: those whose hash a valid event's id has (usually none)
         work.execute(
             f"""
@@ -135,6 +135,6 @@ def save_hashes(work: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 def _hashes_match(work: duckdb.DuckDBPyConnection, files: Sequence[Path], valid: str) -> bool:
     """Whether a hash kept in `files` (save_hashes) is the hash of a valid record's id."""
-    hashes = f"read_parquet({lit_list(str(f) for f in files)})"
+    hashes = f"read_parquet({path_list(files)})"
     sql = f"SELECT EXISTS (SELECT 1 FROM {hashes} WHERE h IN (SELECT tid_hash FROM {valid}))"  # noqa: S608
     return bool(first_row(work, sql)[0])

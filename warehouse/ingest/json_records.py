@@ -13,7 +13,6 @@ the SELECT that stages them (warehouse.ingest.staging.stage).
 
 from __future__ import annotations
 
-import gzip
 import json
 import mmap
 import os
@@ -35,10 +34,11 @@ from warehouse.ingest.sources import (
     POS_SHIFT,
     READ_BUFFER_BYTES,
     SourceFile,
+    open_source,
     pos_sql,
     read_failure,
 )
-from warehouse.ingest.sqltext import lit, lit_list
+from warehouse.ingest.sqltext import lit, path_list, path_lit
 from warehouse.sqlrows import first_row
 
 # NDJSON lines are first read with a smaller buffer, on every thread for a plain file larger
@@ -54,9 +54,9 @@ def _read_lines(
     """SQL: the lines of a text file in file order (a blank line is a NULL or blank text); of
     `files` instead, file after file, with each line's `filename`."""
     if files:
-        paths = f"{lit_list(str(f.read_path) for f in files)}, filename=true"
+        paths = f"{path_list(f.read_path for f in files)}, filename=true"
     else:
-        paths = lit(str(file.read_path))
+        paths = path_lit(file.read_path)
     return f"""
         read_csv({paths}, columns={{'line': 'VARCHAR'}}, delim={lit(chr(0))},
                  quote='', escape='', header=false, auto_detect=false,
@@ -94,12 +94,11 @@ def count_lines(path: Path, buffer_size: int = 1 << 24) -> int:
 
 def _count_byte(path: Path, byte: bytes, buffer_size: int) -> tuple[int, bytes]:
     """(occurrences of `byte` in the file's text, its last byte or b"")."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     buffer = bytearray(buffer_size)
     view = memoryview(buffer)
     count = 0
     last = b""
-    with opener(path, "rb") as handle:
+    with open_source(path) as handle:
         while size := handle.readinto(view):
             count += buffer.count(byte, 0, size)
             last = bytes(buffer[size - 1 : size])
@@ -117,7 +116,7 @@ def lone_carriage_return(path: Path) -> int | None:
     file is searched in place (memory-mapped: one memchr pass when it holds no \\r); a gzipped
     one as it is decompressed, block by block."""
     if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "rb") as handle:
+        with open_source(path) as handle:
             return _lone_cr_in_blocks(handle)
     if path.stat().st_size == 0:
         return None
@@ -359,7 +358,7 @@ def _json_document(file: SourceFile) -> str:
     bom = lit("\ufeff")
     return (
         f"(SELECT CASE WHEN starts_with(content, {bom}) THEN substr(content, 2) ELSE content END "  # noqa: S608
-        f"AS content FROM read_text({lit(file.name)}))"
+        f"AS content FROM read_text({path_lit(file.name)}))"
     )
 
 

@@ -18,14 +18,13 @@ did not detect, a broken export): the file is refused, naming the first one, as 
 from __future__ import annotations
 
 import csv
-import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
 
-from warehouse.ingest.sources import MAX_LINE_BYTES, POS_SHIFT, SourceFile
+from warehouse.ingest.sources import MAX_LINE_BYTES, POS_SHIFT, SourceFile, open_source
 from warehouse.ingest.sqltext import int_lit
 
 MAX_RAGGED = 1_000
@@ -117,8 +116,7 @@ def _rows(
     written to `copy_to` (a text file) with the header, each as written, and counted in
     `matching[0]`, up to `max_records` rows.  `errors`: how bytes that are not UTF-8 are
     decoded (open's argument)."""
-    opener = gzip.open if file.gzipped else open
-    with opener(file.path, "rt", encoding="utf-8-sig", errors=errors, newline="") as handle:
+    with open_source(file.path, "rt", encoding="utf-8-sig", errors=errors, newline="") as handle:
         header_line = handle.readline()
         for delimiter in DELIMITERS:
             header = next(csv.reader([header_line], delimiter=delimiter, **quoting), [])

@@ -27,7 +27,7 @@ from warehouse.ingest.sources import (
     SourceFile,
     read_failure,
 )
-from warehouse.ingest.sqltext import lit, lit_list
+from warehouse.ingest.sqltext import path_list, path_lit
 from warehouse.layout import property_column
 from warehouse.sqlrows import first_row
 
@@ -136,7 +136,7 @@ def staged_columns(plan: Plan) -> dict[str, str]:
 
 def csv_args(file: SourceFile, *, header: bool, files: Sequence[SourceFile] = ()) -> str:
     """read_csv's arguments for `file` (or `files`, read together)."""
-    paths = lit_list(str(f.read_path) for f in files) if files else lit(str(file.read_path))
+    paths = path_list(f.read_path for f in files) if files else path_lit(file.read_path)
     return (
         f"{paths}, header={'true' if header else 'false'}, all_varchar=true, "
         f"max_line_size={MAX_LINE_BYTES}, buffer_size={READ_BUFFER_BYTES}"
@@ -157,7 +157,7 @@ def _relation_columns(
             )
             written = [str(v) if v is not None else "" for v in first]
         else:
-            rel = con.sql(f"SELECT * FROM read_parquet({lit(file.name)})")  # noqa: S608
+            rel = con.sql(f"SELECT * FROM read_parquet({path_lit(file.name)})")  # noqa: S608
             names, types = list(rel.columns), list(rel.dtypes)
             written = list(pq.read_schema(file.path).names)
     except (duckdb.Error, OSError, ValueError) as error:

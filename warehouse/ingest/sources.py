@@ -12,11 +12,15 @@ import codecs
 import glob
 import gzip
 import os
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
-from warehouse.errors import UserError, first_line
+from warehouse.duckdb_paths import GLOB_CHARACTERS, check_exact
+from warehouse.errors import UserError, first_line, not_utf8
 from warehouse.ingest.sqltext import int_lit
 
 # file name ending -> format
@@ -30,7 +34,6 @@ EXTENSIONS: dict[str, str] = {
     ".csv.gz": "csv",
     ".parquet": "parquet",
 }
-_GLOB_CHARS = frozenset("*?[")
 
 # Every record of a batch is numbered `pos = source index << POS_SHIFT | record number`
 # (pos_sql), so ordering by `pos` is input order and the first copy of a duplicate wins.
@@ -70,13 +73,27 @@ class SourceFile:
         return self.read_from or self.path
 
 
+@contextmanager
+def open_source(path: Path, mode: str = "rb", **options: Any) -> Iterator[IO[Any]]:
+    """A source file opened for meterql's own passes over it, decompressed when its name ends
+    in .gz; a damaged gzip file (not gzipped, cut short, corrupt, trailing bytes) raises a
+    UserError naming it, in the block as it is read."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, mode, **options) as handle:
+            yield handle
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise UserError(
+            f"cannot read {format_of(path)} file {path}: it is not a valid gzip file ({error})"
+        ) from None
+
+
 def first_non_utf8(path: Path, block_size: int = 1 << 20) -> tuple[int, int] | None:
     """(line from 1, first byte) of the first byte sequence in the text file at `path`
     (decompressed when its name ends in .gz) that is not UTF-8; None when it is all UTF-8."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
     newlines = 0
-    with opener(path, "rb") as handle:
+    with open_source(path) as handle:
         while True:
             block = handle.read(block_size)
             try:
@@ -157,9 +174,13 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
     for raw in paths:
         text = os.fspath(raw)
         candidate = Path(text).expanduser()
-        if candidate.exists():
+        try:
+            exists = candidate.exists()
+        except OSError as error:  # e.g. a name too long: the file system refuses the path
+            raise UserError(f"ingest path {text!r}: {error.strerror or error}") from None
+        if exists:
             matches = [candidate]
-        elif _GLOB_CHARS & set(text):
+        elif GLOB_CHARACTERS & set(text):
             matches = [Path(m) for m in sorted(glob.glob(str(candidate), recursive=True))]
             if not matches:
                 raise UserError(f"ingest path {text!r}: the glob matches no file")
@@ -170,7 +191,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
                 inside = _directory_files(match)
                 usable = [p for p in inside if format_of(p) is not None]
                 skipped.extend(str(p.absolute()) for p in inside if format_of(p) is None)
-                if not usable and not _GLOB_CHARS & set(text):
+                if not usable and not GLOB_CHARACTERS & set(text):
                     raise UserError(
                         f"ingest path {text!r} is a directory with no event files "
                         f"(expected files ending in {_supported()})"
@@ -192,6 +213,10 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
         if absolute in seen:
             continue
         seen.add(absolute)
+        if (problem := not_utf8(str(absolute))) is not None:
+            raise UserError(f"ingest file {problem}; rename it (DuckDB takes only UTF-8 paths)")
+        if (why := check_exact(absolute)) is not None:
+            raise UserError(f"ingest file {str(absolute)!r}: {why}")
         fmt = format_of(absolute)
         assert fmt is not None
         files.append(SourceFile(len(files), absolute, fmt, absolute.stat().st_size))

@@ -7,9 +7,12 @@ helpers, which render a sqlglot identifier or literal (quotes doubled, nothing i
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from sqlglot import exp
+
+from warehouse.duckdb_paths import exact_path
 
 DIALECT = "duckdb"
 
@@ -30,6 +33,16 @@ def lit_list(values: Iterable[str]) -> str:
     if not items:
         return "[]::VARCHAR[]"
     return exp.Array(expressions=items).sql(DIALECT)
+
+
+def path_lit(path: str | os.PathLike[str]) -> str:
+    """The string literal of a file path for a DuckDB reader: that file, never a pattern."""
+    return lit(exact_path(path))
+
+
+def path_list(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """The list of string literals of file paths for a DuckDB reader (see `path_lit`)."""
+    return lit_list(exact_path(p) for p in paths)
 
 
 def int_lit(value: int) -> str:

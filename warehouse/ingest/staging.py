@@ -50,7 +50,7 @@ from warehouse.ingest.readers import (
     staged_columns,
 )
 from warehouse.ingest.sources import SourceFile, listed_pos_sql, pos_sql, read_failure
-from warehouse.ingest.sqltext import ident, int_lit, lit, lit_list
+from warehouse.ingest.sqltext import ident, int_lit, lit, path_list, path_lit
 from warehouse.layout import property_column
 
 
@@ -152,14 +152,15 @@ def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tupl
     if file.format == "csv":
         return f"read_csv({csv_args(file, header=True)})", pos_sql(file, "row_number() OVER ()")
     if group:
-        source = f"read_parquet({lit_list(t.file.name for t in group)}, file_row_number=true)"
+        source = f"read_parquet({path_list(t.file.name for t in group)}, file_row_number=true)"
         # file_index: a DuckDB virtual column, the file's place in the list
         files = [t.file for t in group]
         return source, listed_pos_sql(files, "file_index", "file_row_number + 1")
     if _hides_row_numbers(table):
         # numbered in file order (the order kept, as for CSV), the range by that number
         name = _free_name(table, "record_number")
-        source = f"(SELECT row_number() OVER () AS {name}, * FROM read_parquet({lit(file.name)}))"  # noqa: S608
+        read = f"read_parquet({path_lit(file.name)})"
+        source = f"(SELECT row_number() OVER () AS {name}, * FROM {read})"  # noqa: S608
         if table.rows is not None:
             first, end = table.rows
             source = (
@@ -167,7 +168,7 @@ def _table_source(table: TableSource, group: Sequence[TableSource] = ()) -> tupl
                 f"AND {name} <= {int_lit(end)})"
             )
         return source, pos_sql(file, name)
-    source = f"read_parquet({lit(file.name)}, file_row_number=true)"
+    source = f"read_parquet({path_lit(file.name)}, file_row_number=true)"
     if table.rows is not None:  # DuckDB skips the row groups outside the range
         first, end = table.rows
         source = (
