@@ -2,8 +2,8 @@
 
 Exit codes: 0 success, 1 user error (one line on stderr naming the object and field),
 DuckDB out of memory or temp disk space (one line naming the settings to change) or the disk
-refusing a write (full, read-only: one line), 2 usage error (typer/click), anything else is a
-bug (traceback and a request to report it).
+refusing a write (full, read-only: one line), 2 usage error (typer/click), 130 Ctrl-C (also in
+a DuckDB query), anything else is a bug (traceback and a request to report it).
 """
 
 from __future__ import annotations
@@ -329,6 +329,16 @@ def missing_event_file(error: BaseException) -> str | None:
     )
 
 
+def interrupted(error: BaseException) -> bool:
+    """Whether the error is DuckDB stopping a query for Ctrl-C: it raises
+    RuntimeError('Query interrupted') (InterruptException for `interrupt()`) where Python code
+    would raise KeyboardInterrupt."""
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(error, duckdb.InterruptException):
+        return True
+    return type(error) is RuntimeError and str(error) == "Query interrupted"
+
+
 def main() -> None:
     try:
         app()
@@ -336,6 +346,8 @@ def main() -> None:
         sys.stderr.write(f"error: {error}\n")
         sys.exit(1)
     except Exception as error:
+        if interrupted(error):  # like a KeyboardInterrupt (typer): exit 130, no traceback
+            sys.exit(130)
         resources = out_of_resources(error) or disk_refused(error) or missing_event_file(error)
         if resources is not None:
             sys.stderr.write(f"error: {resources}\n")

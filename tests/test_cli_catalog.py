@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
+import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -106,3 +108,26 @@ def test_corrupt_catalog_is_a_user_error_not_a_bug(tmp_path: Path) -> None:
         assert result.returncode == 1, (args, result.stderr)
         assert "cannot open its catalog" in result.stderr and "catalog.duckdb" in result.stderr
         assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "interrupt",
+    [RuntimeError("Query interrupted"), duckdb.InterruptException("INTERRUPT Error: Interrupted!")],
+)
+def test_ctrl_c_during_a_duckdb_query_exits_130_without_a_traceback(
+    interrupt: Exception, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # DuckDB stops a query on Ctrl-C and raises RuntimeError('Query interrupted') (measured with
+    # duckdb 2.0: a SIGINT during a query), not KeyboardInterrupt, which exits 130 quietly
+    from engine import cli
+    from warehouse.home import Home
+
+    def interrupted(path: str | None) -> Home:
+        raise interrupt
+
+    monkeypatch.setattr(Home, "resolve", staticmethod(interrupted))
+    monkeypatch.setattr(sys, "argv", ["meterql", "init"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == ""
