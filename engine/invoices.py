@@ -69,7 +69,13 @@ from engine.invoice_summary import (
     RunSummary,
     UnratedUsage,
 )
-from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
+from engine.invoice_targets import (
+    GRACE_PERIOD,
+    PeriodPlan,
+    Snapshot,
+    plan_periods,
+    register_period,
+)
 from engine.invoice_write import (
     VOID_STALE,
     RunTransaction,
@@ -103,9 +109,21 @@ __all__ = [
 ]
 
 
+# --as-of's range: the statement periods started by it (a year at most) end, and its grace
+# period begins, within the years 1 to 9999 that timestamps have in Python
+AS_OF_RANGE = (datetime(1, 1, 1, tzinfo=UTC) + GRACE_PERIOD, datetime(9999, 1, 1, tzinfo=UTC))
+
+
 def parse_as_of(value: datetime | str, option: str = "--as-of") -> datetime:
-    """An ISO 8601 timestamp (naive means UTC) as an aware UTC datetime."""
-    return utc(parse_timestamp(value, option))
+    """An ISO 8601 timestamp (naive means UTC) in AS_OF_RANGE as an aware UTC datetime."""
+    moment = utc(parse_timestamp(value, option))
+    lo, hi = AS_OF_RANGE
+    if not lo <= moment < hi:
+        raise UserError(
+            f"{option} {value!r} is outside {iso(lo)} .. {iso(hi)} (exclusive): the statement "
+            "periods it starts must end, and its grace period begin, within the years 1 to 9999"
+        )
+    return moment
 
 
 class Stopwatch:

@@ -255,6 +255,9 @@ def test_an_ambiguous_invoice_id_prefix_names_the_ids_it_starts(mq, tmp_path):
             lambda m: m.invoice_run("0001-01-01T00:00:00+01:00"),
             "--as-of '0001-01-01T00:00:00+01:00' is outside the years 1 to 9999 in UTC",
         ),
+        # the periods started by it must end, and its grace period begin, within those years
+        (lambda m: m.invoice_run("9999-12-31"), "--as-of '9999-12-31' is outside"),
+        (lambda m: m.invoice_run("0001-01-01T12:00:00Z"), "--as-of '0001-01-01T12:00:00Z' is"),
         (
             lambda m: m.usage("API Calls", "2026-01-01", "9999-12-31T23:00:00-05:00"),
             "--end '9999-12-31T23:00:00-05:00' is outside the years 1 to 9999 in UTC",
