@@ -177,12 +177,16 @@ SqlFile = Annotated[str, typer.Argument(help="file with the SQL metric's query, 
 
 
 def read_sql(path: str) -> str:
-    if path == "-":
-        return sys.stdin.read()
+    """The SQL text of a file, or of stdin for `-`, as UTF-8."""
+    source = "the SQL from stdin (-)" if path == "-" else f"the SQL file {path!r}"
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if path != "-":
+            return Path(path).read_text(encoding="utf-8")
+        if sys.stdin is None:
+            raise UserError(f"cannot read {source}: standard input is closed")
+        return sys.stdin.buffer.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the SQL file {path!r}: {error}") from None
+        raise UserError(f"cannot read {source}: {error}") from None
 
 
 @sql_app.command("check")

@@ -288,6 +288,28 @@ def test_cli_sql_check_prints_every_problem_and_exits_1() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("stdin", "needle"),
+    [
+        (b"SELECT count(*) AS value FROM events WHERE event_type = '\xff'", "invalid start byte"),
+        (None, "standard input is closed"),  # `meterql sql check - <&-`
+    ],
+)
+def test_cli_sql_from_stdin_that_is_not_utf8_or_closed_is_a_user_error(
+    stdin: bytes | None, needle: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", "sql", "check", "-"],
+        capture_output=True,
+        input=stdin,
+        preexec_fn=None if stdin is not None else (lambda: os.close(0)),
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert stderr.startswith("error: cannot read the SQL from stdin (-): ") and needle in stderr
+
+
 def test_cli_sql_check_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sql", "check", str(tmp_path / "nope.sql")])
     assert isinstance(result.exception, UserError)
