@@ -8,6 +8,7 @@ a DuckDB query), anything else is a bug (traceback and a request to report it).
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Annotated
 import typer
 
 from engine.cli_options import check_format, home_of
-from warehouse.errors import UserError
+from warehouse.errors import UserError, utf8
 
 app = typer.Typer(
     name="meterql",
@@ -272,7 +273,6 @@ def out_of_resources(error: BaseException) -> str | None:
         or (isinstance(error, duckdb.IOException) and "No space left on device" in text)
     ):
         return None
-    import os
 
     from warehouse.errors import first_line
     from warehouse.home import SETTINGS_ENV
@@ -345,6 +345,9 @@ def interrupted(error: BaseException) -> bool:
 
 def main() -> None:
     try:
+        for arg in sys.argv[1:]:  # names, ids and paths go to DuckDB, which takes only UTF-8
+            if not utf8(arg):
+                raise UserError(f"the argument {os.fsencode(arg)!r} is not UTF-8 text")
         app()
     except UserError as error:
         sys.stderr.write(f"error: {error}\n")

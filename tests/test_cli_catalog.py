@@ -131,3 +131,40 @@ def test_ctrl_c_during_a_duckdb_query_exits_130_without_a_traceback(
         cli.main()
     assert exited.value.code == 130
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"usage", b"--metric", b"\xff", b"--start", b"2026-03-01", b"--end", b"2026-04-01"],
+        [b"invoice", b"list", b"--customer", b"caf\xe9"],
+        [b"invoice", b"show", b"\xff\xff\xff\xff"],
+        [b"compile", b"--metric", b"\xff"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_a_user_error(tmp_path: Path, args: list[bytes]) -> None:
+    # a name in a shell variable from a Latin-1 system: DuckDB takes only UTF-8 text
+    home = str(tmp_path / "home")
+    assert meterql("--home", home, "init").returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", "--home", home, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    bad = next(a for a in args if not a.isascii())
+    assert result.stderr == f"error: the argument {bad!r} is not UTF-8 text\n"
+
+
+def test_a_home_path_that_is_not_utf8_is_a_user_error(tmp_path: Path) -> None:
+    home = os.fsencode(tmp_path) + b"/h\xff"
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", "init"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "METERQL_HOME": os.fsdecode(home)},
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: meterql home ") and "is not UTF-8 text" in result.stderr

@@ -55,3 +55,13 @@ def first_line(error: BaseException) -> str:
     """The first line of an exception's message (a library's error may go on for lines), or its
     class name when it has none."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def utf8(text: str) -> bool:
+    """Whether `text` is UTF-8 text: not a name of undecodable bytes, which Python gives as
+    lone surrogates (`\\udcff` for the byte 0xff) and DuckDB refuses."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import duckdb
 
-from warehouse.errors import HomeError, first_line
+from warehouse.errors import HomeError, first_line, utf8
 from warehouse.migrations import LATEST, migrate, pending_version
 
 _T = TypeVar("_T")
@@ -53,7 +53,10 @@ class Home:
     def resolve(cls, home: str | os.PathLike[str] | None = None) -> Home:
         """`--home`, else `$METERQL_HOME`, else `./.meterql`."""
         chosen = home or os.environ.get("METERQL_HOME") or DEFAULT_HOME
-        return cls(Path(chosen).expanduser().absolute())
+        path = Path(chosen).expanduser().absolute()
+        if not utf8(str(path)):  # DuckDB opens only UTF-8 paths
+            raise HomeError(f"meterql home {os.fsencode(path)!r} is not UTF-8 text")
+        return cls(path)
 
     @property
     def catalog_path(self) -> Path:
