@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from warehouse.errors import UserError
 from warehouse.events import EventStore
 from warehouse.home import Home
 from warehouse.ingest import ingest
@@ -481,6 +483,22 @@ def test_directory_and_glob(home: Home, tmp_path: Path) -> None:
     (tmp_path / "c.ndjson").write_text(json.dumps(EVENTS[2]), encoding="utf-8")
     assert ingest(home, [str(tmp_path / "*.ndjson")], now=NOW).accepted == 1
     assert stored(home, KEYS) == EXPECTED
+
+
+def test_file_names_that_are_not_utf8(home: Home, tmp_path: Path) -> None:
+    # a skipped file is listed with \xNN escapes (the JSON summary is UTF-8); an event file is
+    # refused before anything is written (DuckDB reads only UTF-8 paths)
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    (folder / "a.ndjson").write_text(json.dumps(EVENTS[0]), encoding="utf-8")
+    (folder / os.fsdecode(b"R\xe9AD.txt")).write_text("not events", encoding="utf-8")
+    summary = ingest(home, [folder], now=NOW)
+    assert summary.accepted == 1
+    assert summary.skipped == [str(folder) + "/R\\xe9AD.txt"]
+    (folder / os.fsdecode(b"\xff.ndjson")).write_text(json.dumps(EVENTS[1]), encoding="utf-8")
+    with pytest.raises(UserError, match=r"dump/\\xff.ndjson: its name is not UTF-8 text"):
+        ingest(home, [folder], now=NOW)
+    assert len(stored_events(home)) == 1
 
 
 def test_files_are_sorted_and_hold_only_their_property_columns(

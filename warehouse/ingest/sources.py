@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from warehouse.errors import UserError, first_line
+from warehouse.errors import UserError, first_line, utf8
 from warehouse.ingest.sqltext import int_lit
 
 # file name ending -> format
@@ -140,6 +140,12 @@ def _supported() -> str:
     return ", ".join(EXTENSIONS)
 
 
+def _shown(path: Path) -> str:
+    """The path as text for messages and the JSON summary: bytes of its name that are not UTF-8
+    as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _directory_files(directory: Path) -> list[Path]:
     found = []
     for root, dirs, names in os.walk(directory):
@@ -169,7 +175,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
             if match.is_dir():
                 inside = _directory_files(match)
                 usable = [p for p in inside if format_of(p) is not None]
-                skipped.extend(str(p.absolute()) for p in inside if format_of(p) is None)
+                skipped.extend(_shown(p.absolute()) for p in inside if format_of(p) is None)
                 if not usable and not _GLOB_CHARS & set(text):
                     raise UserError(
                         f"ingest path {text!r} is a directory with no event files "
@@ -182,7 +188,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
                         f"ingest path {text!r} has an unsupported file type "
                         f"(expected a file ending in {_supported()})"
                     )
-                skipped.append(str(match.absolute()))
+                skipped.append(_shown(match.absolute()))
             else:
                 chosen.append(match)
     seen: set[Path] = set()
@@ -192,6 +198,11 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
         if absolute in seen:
             continue
         seen.add(absolute)
+        if not utf8(str(absolute)):
+            raise UserError(
+                f"ingest file {_shown(absolute)}: its name is not UTF-8 text, and DuckDB reads "
+                "only UTF-8 paths; rename it"
+            )
         fmt = format_of(absolute)
         assert fmt is not None
         files.append(SourceFile(len(files), absolute, fmt, absolute.stat().st_size))
