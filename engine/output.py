@@ -152,6 +152,7 @@ def progress(description: str, total: float | None = None) -> Iterator[Any]:
     if not sys.stderr.isatty():
         yield _QuietProgress()
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         Progress,
@@ -165,6 +166,7 @@ def progress(description: str, total: float | None = None) -> Iterator[Any]:
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # rich's default is stdout: a line into a redirected one
         transient=True,
     ) as bar:
         task = bar.add_task(description, total=total)
