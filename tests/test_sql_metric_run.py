@@ -355,6 +355,18 @@ def test_cli_sql_run_stdin_one_customer_and_table(home: Home) -> None:
     assert table.exit_code == 0 and "region" in table.output and "cust-acme" in table.output
 
 
+def test_cli_sql_run_boolean_groups_are_json_text_in_csv_and_table(home: Home) -> None:
+    # `true`, as in the JSON rows, not Python's `True`
+    home_args = ["--home", str(home.path), "sql", "run", "-", "--start", "2026-03-01"]
+    query = "SELECT count(*) AS value, event_type = 'api_request' AS api FROM events GROUP BY 2"
+    for fmt in ("json", "csv", "table"):
+        result = runner.invoke(
+            app, [*home_args, "--end", "2026-03-02", "--format", fmt], input=query
+        )
+        assert result.exit_code == 0, result.output
+        assert "true" in result.output and "True" not in result.output, fmt
+
+
 def test_cli_sql_run_errors_are_one_clear_message(home: Home) -> None:
     args = ["--home", str(home.path), "sql", "run", "-", "--start", "2026-03-01", "--end"]
     bad_format = runner.invoke(app, [*args, "2026-03-02", "--format", "xml"], input=SEED)
