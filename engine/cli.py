@@ -9,6 +9,7 @@ and a request to report it).
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -180,15 +181,16 @@ SqlFile = Annotated[str, typer.Argument(help="file with the SQL metric's query, 
 
 
 def read_sql(path: str) -> str:
-    if path == "-":  # as bytes: the text stream may turn bytes that are not UTF-8 into surrogates
-        try:
-            return sys.stdin.buffer.read().decode("utf-8")
-        except UnicodeDecodeError as error:
-            raise UserError(f"cannot read the SQL from stdin: {error}") from None
+    """The SQL text of a file, or of stdin for `-`, as UTF-8."""
+    source = "the SQL from stdin (-)" if path == "-" else f"the SQL file {path!r}"
     try:
-        return Path(path).read_text(encoding="utf-8")
+        if path != "-":
+            return Path(path).read_text(encoding="utf-8")
+        if sys.stdin is None:
+            raise UserError(f"cannot read {source}: standard input is closed")
+        return sys.stdin.buffer.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"cannot read the SQL file {path!r}: {error}") from None
+        raise UserError(f"cannot read {source}: {error}") from None
 
 
 @sql_app.command("check")
@@ -274,7 +276,6 @@ def out_of_resources(error: BaseException) -> str | None:
         or (isinstance(error, duckdb.IOException) and "No space left on device" in text)
     ):
         return None
-    import os
 
     from warehouse.errors import first_line
     from warehouse.home import SETTINGS_ENV

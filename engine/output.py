@@ -59,6 +59,16 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def cell_text(value: Any) -> str:
+    """A value as a table or CSV cell: its JSON text unquoted (`true`, `1.50`,
+    `2026-03-01T00:00:00Z`), or empty for None."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(to_jsonable(value))
+
+
 def dumps(value: Any) -> str:
     """`value` as exact JSON, indented by 2, non-ASCII kept: what `json.dumps(to_jsonable(value),
     indent=2, ensure_ascii=False)` gives, written by pydantic-core (Python's json module writes
@@ -98,7 +108,7 @@ RICH_TABLE_ROWS = 1_000
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A rich table on a terminal; plain aligned columns when stdout is not a terminal (rich
     would cut every value to fit 80 columns: ids end in "...") or past RICH_TABLE_ROWS rows."""
-    cells = [["" if v is None else str(to_jsonable(v)) for v in row] for row in rows]
+    cells = [[cell_text(v) for v in row] for row in rows]
     if len(cells) > RICH_TABLE_ROWS or not sys.stdout.isatty():
         _print_plain_table(title, columns, cells)
         return
@@ -152,6 +162,7 @@ def progress(description: str, total: float | None = None) -> Iterator[Any]:
     if not sys.stderr.isatty():
         yield _QuietProgress()
         return
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         Progress,
@@ -165,6 +176,7 @@ def progress(description: str, total: float | None = None) -> Iterator[Any]:
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
+        console=Console(stderr=True),  # rich's default is stdout: a line into a redirected one
         transient=True,
     ) as bar:
         task = bar.add_task(description, total=total)

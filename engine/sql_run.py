@@ -239,7 +239,7 @@ SQL_RUN_FORMATS = ("json", "table", "csv")
 
 
 def print_sql_rows(table: pa.Table, fmt: str) -> None:
-    from engine.output import print_json, print_table, to_jsonable
+    from engine.output import cell_text, print_json, print_table
 
     if fmt not in SQL_RUN_FORMATS:
         raise UserError(f"--format {fmt!r} is not one of {', '.join(SQL_RUN_FORMATS)}")
@@ -259,4 +259,4 @@ def print_sql_rows(table: pa.Table, fmt: str) -> None:
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if v is None else to_jsonable(v) for v in r] for r in flat])
+        writer.writerows([[cell_text(v) for v in r] for r in flat])

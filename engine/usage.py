@@ -260,7 +260,7 @@ def usage_rows(table: pa.Table) -> list[dict[str, Any]]:
 def print_usage(table: pa.Table, fmt: str, metric: str) -> None:
     """Print usage rows of `metric` (as the user named it) as JSON (the CLI contract), a table,
     or CSV (one column per group key; refused when a group key has a fixed column's name)."""
-    from engine.output import print_json, print_table, to_jsonable
+    from engine.output import cell_text, print_json, print_table
 
     rows = usage_rows(table)
     if fmt == "json":
@@ -292,6 +292,6 @@ def print_usage(table: pa.Table, fmt: str, metric: str) -> None:
     elif fmt == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([["" if v is None else to_jsonable(v) for v in r] for r in flat])
+        writer.writerows([[cell_text(v) for v in r] for r in flat])
     else:
         raise UserError(f"--format {fmt!r} is not one of json, table, csv")

@@ -669,6 +669,23 @@ def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: 
     assert "doc.yaml:" in problems_of(excinfo) and "not valid YAML or JSON" in problems_of(excinfo)
 
 
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("customers:\n  - {name: X, [a]: 2}\n", "doc.yaml:2:15: not valid YAML or JSON: a "),
+        ("? [a]\n: b\n", "doc.yaml:1:3: not valid YAML or JSON: a mapping key"),
+        ("customers: " + "[" * 2000 + "]" * 2000, "doc.yaml: nested more than"),
+        ('{"customers": ' + "[" * 2000 + "]" * 2000 + "}\t", "doc.yaml: nested more than"),
+    ],
+)
+def test_a_list_as_a_key_or_deep_nesting_is_a_document_error(
+    mq: Meterql, tmp_path: Path, text: str, needle: str
+) -> None:
+    with pytest.raises(DocumentError) as excinfo:
+        mq.apply([write(tmp_path, text)])
+    assert needle in problems_of(excinfo)
+
+
 def test_missing_file_is_named(mq: Meterql, tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([tmp_path / "nope.yaml"])

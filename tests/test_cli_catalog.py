@@ -106,3 +106,16 @@ def test_corrupt_catalog_is_a_user_error_not_a_bug(tmp_path: Path) -> None:
         assert result.returncode == 1, (args, result.stderr)
         assert "cannot open its catalog" in result.stderr and "catalog.duckdb" in result.stderr
         assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+
+
+def test_a_home_path_that_is_not_utf8_is_a_user_error(tmp_path: Path) -> None:
+    home = os.fsencode(tmp_path) + b"/h\xff"
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", "init"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "METERQL_HOME": os.fsdecode(home)},
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("error: meterql home ") and "is not UTF-8 text" in result.stderr

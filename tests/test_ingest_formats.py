@@ -544,6 +544,22 @@ def test_a_file_path_with_a_backslash_and_a_glob_character_is_refused(
     assert stored_events(home) == {}
 
 
+def test_file_names_that_are_not_utf8(home: Home, tmp_path: Path) -> None:
+    # a skipped file is listed with \xNN escapes (the JSON summary is UTF-8); an event file is
+    # refused before anything is written (DuckDB reads only UTF-8 paths)
+    folder = tmp_path / "dump"
+    folder.mkdir()
+    (folder / "a.ndjson").write_text(json.dumps(EVENTS[0]), encoding="utf-8")
+    (folder / os.fsdecode(b"R\xe9AD.txt")).write_text("not events", encoding="utf-8")
+    summary = ingest(home, [folder], now=NOW)
+    assert summary.accepted == 1
+    assert summary.skipped == [str(folder) + "/R\\xe9AD.txt"]
+    (folder / os.fsdecode(b"\xff.ndjson")).write_text(json.dumps(EVENTS[1]), encoding="utf-8")
+    with pytest.raises(UserError, match=r"dump/\\\\xff.ndjson' is not UTF-8 text \(byte 0xFF\)"):
+        ingest(home, [folder], now=NOW)
+    assert len(stored_events(home)) == 1
+
+
 def test_files_are_sorted_and_hold_only_their_property_columns(
     home: Home, tmp_path: Path, write_path: str
 ) -> None:

@@ -117,6 +117,16 @@ def test_a_long_table_on_a_terminal_is_plain_columns(capsys, monkeypatch):
     assert capsys.readouterr().out.splitlines() == ["n", "-", "1", "2", "3"]
 
 
+def test_a_progress_bar_on_a_terminal_stderr_leaves_a_redirected_stdout_alone(capsys, monkeypatch):
+    # `meterql sql run q.sql --format csv > out.csv` in a terminal: the bar is drawn on stderr,
+    # and the CSV does not start with the blank line the bar's console wrote into stdout
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with output.progress("working", total=2) as bar:
+        bar.advance(1)
+    print("customer_id,value")
+    assert capsys.readouterr().out == "customer_id,value\n"
+
+
 def test_invoice_store_reads_decimals_exactly_from_their_text():
     assert invoice_store.money("2250.000000000000", 0) == Decimal("2250")
     assert str(invoice_store.exact("0.000000000000000001")) == "1E-18"

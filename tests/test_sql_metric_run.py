@@ -329,20 +329,26 @@ def test_cli_sql_check_prints_every_problem_and_exits_1() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_cli_sql_from_stdin_that_is_not_utf8_is_named() -> None:
-    """Its bytes reached DuckDB as surrogates, which it cannot encode: an internal error."""
+@pytest.mark.parametrize(
+    ("stdin", "needle"),
+    [
+        (b"SELECT count(*) AS value FROM events WHERE event_type = '\xff'", "invalid start byte"),
+        (None, "standard input is closed"),  # `meterql sql check - <&-`
+    ],
+)
+def test_cli_sql_from_stdin_that_is_not_utf8_or_closed_is_a_user_error(
+    stdin: bytes | None, needle: str
+) -> None:
     result = subprocess.run(
         [sys.executable, "-c", "from engine.cli import main; main()", "sql", "check", "-"],
         capture_output=True,
-        input=b"SELECT count(*) AS value FROM events -- caf\xe9\n",
-        env={**os.environ},
+        input=stdin,
+        preexec_fn=None if stdin is not None else (lambda: os.close(0)),
         check=False,
     )
-    assert (result.returncode, result.stdout) == (1, b"")
-    message = result.stderr.decode()
-    assert message.count("\n") == 1 and message.startswith(
-        "error: cannot read the SQL from stdin: 'utf-8' codec can't decode byte 0xe9 in "
-    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert stderr.startswith("error: cannot read the SQL from stdin (-): ") and needle in stderr
 
 
 def test_cli_sql_check_missing_file(tmp_path: Path) -> None:
@@ -388,6 +394,18 @@ def test_cli_sql_run_stdin_one_customer_and_table(home: Home) -> None:
     assert len(lines) == 3 and all(line.startswith(prefix) for line in lines[1:])
     table = runner.invoke(app, [*home_args, "--end", "2026-03-02"], input=SEED)
     assert table.exit_code == 0 and "region" in table.output and "cust-acme" in table.output
+
+
+def test_cli_sql_run_boolean_groups_are_json_text_in_csv_and_table(home: Home) -> None:
+    # `true`, as in the JSON rows, not Python's `True`
+    home_args = ["--home", str(home.path), "sql", "run", "-", "--start", "2026-03-01"]
+    query = "SELECT count(*) AS value, event_type = 'api_request' AS api FROM events GROUP BY 2"
+    for fmt in ("json", "csv", "table"):
+        result = runner.invoke(
+            app, [*home_args, "--end", "2026-03-02", "--format", fmt], input=query
+        )
+        assert result.exit_code == 0, result.output
+        assert "true" in result.output and "True" not in result.output, fmt
 
 
 def test_cli_sql_run_errors_are_one_clear_message(home: Home) -> None:

@@ -49,6 +49,13 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _LineDict:
     result.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, list | dict):
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"a mapping key is a text or a number, not a {type(key).__name__}",
+                key_node.start_mark,
+            )
         if key in result:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -112,15 +119,25 @@ def load_text(text: str, source: str) -> Any:
     """Parse one document (YAML, or JSON, which YAML reads too) with Decimal numbers."""
     try:
         return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise _too_deep(source) from None
     except yaml.YAMLError as yaml_error:
         try:  # JSON that YAML cannot read (e.g. tabs): fall back to the JSON parser.
             return json.loads(text, parse_float=Decimal, object_pairs_hook=_json_object)
         except ValueError:
             pass
+        except RecursionError:
+            raise _too_deep(source) from None
         mark = getattr(yaml_error, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = getattr(yaml_error, "problem", None) or str(yaml_error)
         raise DocumentError([f"{where}: not valid YAML or JSON: {problem}"]) from None
+
+
+def _too_deep(source: str) -> DocumentError:
+    return DocumentError(
+        [f"{source}: nested more than Python reads (a catalog document is a few levels deep)"]
+    )
 
 
 @dataclass(frozen=True)

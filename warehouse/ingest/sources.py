@@ -157,6 +157,12 @@ def _supported() -> str:
     return ", ".join(EXTENSIONS)
 
 
+def _shown(path: Path) -> str:
+    """The path as text for messages and the JSON summary: bytes of its name that are not UTF-8
+    as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _directory_files(directory: Path) -> list[Path]:
     found = []
     for root, dirs, names in os.walk(directory):
@@ -190,7 +196,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
             if match.is_dir():
                 inside = _directory_files(match)
                 usable = [p for p in inside if format_of(p) is not None]
-                skipped.extend(str(p.absolute()) for p in inside if format_of(p) is None)
+                skipped.extend(_shown(p.absolute()) for p in inside if format_of(p) is None)
                 if not usable and not GLOB_CHARACTERS & set(text):
                     raise UserError(
                         f"ingest path {text!r} is a directory with no event files "
@@ -203,7 +209,7 @@ def resolve_sources(paths: Sequence[str | os.PathLike[str]]) -> Sources:
                         f"ingest path {text!r} has an unsupported file type "
                         f"(expected a file ending in {_supported()})"
                     )
-                skipped.append(str(match.absolute()))
+                skipped.append(_shown(match.absolute()))
             else:
                 chosen.append(match)
     seen: set[Path] = set()
