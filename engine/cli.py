@@ -18,7 +18,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from engine.cli_options import check_format, home_of
+from engine.cli_options import check_choice, check_format, home_of
 from warehouse.duckdb_paths import unescaped
 from warehouse.errors import UserError, not_utf8
 
@@ -66,7 +66,7 @@ def apply(
     from engine.api import Meterql
     from engine.output import print_summary
 
-    check_format(format, ("text", "json"))
+    format = check_format(format, ("text", "json"))
 
     with Meterql.open(home_of(ctx)) as mq:
         result = mq.apply(files)
@@ -89,7 +89,7 @@ def ingest(
     from engine.api import Meterql
     from engine.output import print_summary, progress
 
-    check_format(format, ("text", "json"))
+    format = check_format(format, ("text", "json"))
     with Meterql.open(home_of(ctx)) as mq:
         with progress("ingesting") as bar:
             summary = mq.ingest(paths, now=now, progress=bar)
@@ -97,6 +97,7 @@ def ingest(
 
 
 USAGE_FORMATS = ("json", "table", "csv")
+WINDOWS = ("none", "hour", "day")  # the user-facing kinds of metric_compiler.windows
 
 
 @app.command()
@@ -124,7 +125,8 @@ def usage(
     from engine.api import Meterql
     from engine.usage import print_usage
 
-    check_format(format, USAGE_FORMATS)
+    format = check_format(format, USAGE_FORMATS)
+    window = check_choice(window, WINDOWS, "--window")
     with Meterql.open(home_of(ctx)) as mq:
         table = mq.usage(
             metric, start, end, customer=customer, window=window, group_by=group_by or []
@@ -157,6 +159,7 @@ def compile_(
     """
     from engine.api import Meterql
 
+    window = check_choice(window, WINDOWS, "--window")
     with Meterql.open(home_of(ctx)) as mq:
         sql = mq.compile(
             metric,
@@ -223,7 +226,7 @@ def sql_run(
     from engine.output import progress
     from engine.sql_run import SQL_RUN_FORMATS, print_sql_rows
 
-    check_format(format, SQL_RUN_FORMATS)
+    format = check_format(format, SQL_RUN_FORMATS)
     text = read_sql(file)
     with Meterql.open(home_of(ctx)) as mq:
         with progress("running the SQL metric"):
@@ -251,7 +254,7 @@ def warehouse_compact(
     from engine.api import Meterql
     from engine.output import print_summary, progress
 
-    check_format(format, ("text", "json"))
+    format = check_format(format, ("text", "json"))
     with Meterql.open(home_of(ctx)) as mq:
         with progress("compacting") as bar:
             summary = mq.compact(grace_minutes=grace_minutes, progress=bar)

@@ -7,13 +7,18 @@ from collections.abc import Sequence
 import typer
 
 
+def check_choice(value: str, allowed: Sequence[str], option: str) -> str:
+    """A bad value of a choice option is a usage error like any bad option value (exit 2,
+    click's message); any letter case is accepted (as enum values in documents).  Returns the
+    allowed spelling."""
+    for choice in allowed:
+        if value.casefold() == choice.casefold():
+            return choice
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(allowed)}", param_hint=option)
+
+
 def check_format(value: str, allowed: Sequence[str]) -> str:
-    """A bad `--format` is a usage error like any bad option value (exit 2, click's message)."""
-    if value not in allowed:
-        raise typer.BadParameter(
-            f"{value!r} is not one of {', '.join(allowed)}", param_hint="--format"
-        )
-    return value
+    return check_choice(value, allowed, "--format")
 
 
 def home_of(ctx: typer.Context) -> str | None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from engine.cli_options import check_format, home_of
+from engine.cli_options import check_choice, check_format, home_of
 
 if TYPE_CHECKING:  # imported lazily: `meterql --help` must not load duckdb or pydantic
     from engine.api import Meterql
@@ -186,7 +186,7 @@ def run_(
     """Compute the invoices of every contract's statement periods started by --as-of."""
     from engine.output import print_summary
 
-    check_format(format, ("text", "json"))
+    format = check_format(format, ("text", "json"))
     with _opened(ctx) as mq:
         summary = mq.invoice_run(as_of)
     print_summary(summary, format)
@@ -204,7 +204,11 @@ def list_(
     """List invoices (oldest period first)."""
     from engine.output import print_json
 
-    check_format(format, TABLE_OR_JSON)
+    format = check_format(format, TABLE_OR_JSON)
+    if status is not None:
+        from engine.invoice_store import STATUSES
+
+        status = check_choice(status, STATUSES, "--status")
     with _opened(ctx) as mq:
         if format == "json":
             print_json(mq.invoices(customer=customer, status=status))
@@ -221,7 +225,7 @@ def show(
     """Show one invoice with its line items."""
     from engine.output import print_json
 
-    check_format(format, ("table", "json", "html"))
+    format = check_format(format, ("table", "json", "html"))
     with _opened(ctx) as mq:
         invoice = mq.invoice(invoice_id)
     if format == "json":
@@ -241,7 +245,7 @@ def void(
     """Void a finalized invoice (it is kept, with status void)."""
     from engine.output import print_json
 
-    check_format(format, TABLE_OR_JSON)
+    format = check_format(format, TABLE_OR_JSON)
     with _opened(ctx) as mq:
         invoice = mq.void_invoice(invoice_id)
     if format == "json":
@@ -260,7 +264,7 @@ def regenerate(
     old one becomes void and points to it."""
     from engine.output import print_json
 
-    check_format(format, TABLE_OR_JSON)
+    format = check_format(format, TABLE_OR_JSON)
     with _opened(ctx) as mq:
         invoice = mq.regenerate_invoice(invoice_id)
     if format == "json":
@@ -278,7 +282,7 @@ def demo(
     from engine.demo import run_demo
     from engine.output import print_json
 
-    check_format(format, TABLE_OR_JSON)
+    format = check_format(format, TABLE_OR_JSON)
     result = run_demo(echo=typer.echo if format == "table" else None)
     if format == "json":
         print_json(result.invoice)

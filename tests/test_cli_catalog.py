@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from engine.cli import app
@@ -73,6 +74,69 @@ def test_apply_unknown_format_is_a_usage_error(tmp_path: Path) -> None:
     doc.write_text("customers: []\n")
     result = meterql("--home", str(tmp_path), "apply", str(doc), "--format", "yaml")
     assert result.returncode == 2 and "'yaml' is not one of text, json" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "usage",
+                "--metric",
+                "m",
+                "--start",
+                "2026-03-01",
+                "--end",
+                "2026-04-01",
+                "--window",
+                "days",
+            ],
+            "Invalid value for --window: 'days' is not one of none, hour, day",
+        ),
+        (
+            ["compile", "--metric", "m", "--window", "week"],
+            "Invalid value for --window: 'week' is not one of none, hour, day",
+        ),
+        (
+            ["invoice", "list", "--status", "paid"],
+            "Invalid value for --status: 'paid' is not one of draft, finalized, void",
+        ),
+    ],
+)
+def test_a_bad_choice_option_is_a_usage_error(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    """Like a bad --format: exit 2, click's message (before the home is opened)."""
+    assert meterql("--home", str(tmp_path), "init").returncode == 0
+    result = meterql("--home", str(tmp_path), *args)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_choice_options_take_any_letter_case(tmp_path: Path) -> None:
+    """As enum values in documents: `--format JSON`, `--status DRAFT`, `--window Day`."""
+    home = str(tmp_path)
+    assert meterql("--home", home, "init").returncode == 0
+    listed = meterql("--home", home, "invoice", "list", "--status", "DRAFT", "--format", "JSON")
+    assert (listed.returncode, json.loads(listed.stdout)) == (0, [])
+    doc = tmp_path / "m.yaml"
+    doc.write_text("billable_metrics: [{name: Calls, aggregation_type: count}]\n")
+    assert meterql("--home", home, "apply", str(doc), "--format", "Text").returncode == 0
+    usage = meterql(
+        "--home",
+        home,
+        "usage",
+        "--metric",
+        "Calls",
+        "--start",
+        "2026-03-01",
+        "--end",
+        "2026-03-02",
+        "--window",
+        "Day",
+        "--format",
+        "JSON",
+    )
+    assert (usage.returncode, json.loads(usage.stdout)) == (0, []), usage.stderr
 
 
 def test_the_api_object_closes_its_catalog_connection_as_a_context_manager(
