@@ -64,6 +64,16 @@ def test_home_from_environment(tmp_path: Path) -> None:
     assert (tmp_path / "envhome" / "catalog.duckdb").is_file()
 
 
+def test_an_empty_home_is_refused_not_taken_as_not_given(tmp_path: Path) -> None:
+    """`meterql --home "$HOME_DIR" invoice run` with the variable unset must not run on
+    $METERQL_HOME or ./.meterql."""
+    other = tmp_path / "envhome"
+    assert meterql("init", env={"METERQL_HOME": str(other)}).returncode == 0
+    result = meterql("--home", "", "invoice", "list", env={"METERQL_HOME": str(other)})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --home is empty; give the home's directory")
+
+
 def test_usage_error_exit_2(tmp_path: Path) -> None:
     result = meterql("--home", str(tmp_path), "apply")
     assert result.returncode == 2

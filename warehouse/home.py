@@ -52,7 +52,13 @@ class Home:
 
     @classmethod
     def resolve(cls, home: str | os.PathLike[str] | None = None) -> Home:
-        """`--home`, else `$METERQL_HOME`, else `./.meterql`."""
+        """`--home`, else `$METERQL_HOME`, else `./.meterql`.  An empty `--home` (an unset shell
+        variable in a script) is refused rather than taken as not given."""
+        if home is not None and not os.fspath(home):
+            raise HomeError(
+                "--home is empty; give the home's directory (or leave --home out to use "
+                "$METERQL_HOME, else ./.meterql)"
+            )
         chosen = home or os.environ.get("METERQL_HOME") or DEFAULT_HOME
         return cls(Path(chosen).expanduser().absolute())
 
