@@ -8,6 +8,7 @@ DuckDB field access) and runs the author's text verbatim.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import random
 from datetime import datetime, timedelta
@@ -470,3 +471,22 @@ GENERATED_EVENTS = random_events(5, count=160)
 @given(generated_queries())
 def test_generated_queries_scope_like_per_customer_evaluation(sql: str) -> None:
     assert scoped(sql, GENERATED_EVENTS) == per_customer(sql, GENERATED_EVENTS)
+
+
+def test_a_new_column_never_takes_the_binding_of_a_replaced_one() -> None:
+    """The checker binds columns by node; scoping replaces them by new nodes.  A new node
+    created at a freed node's address (CPython reuses it at once) took the freed node's
+    binding: a tie-break column was read as the property `tokens` ("Values list t does not
+    have a column named p_tokens", seen once in a full run)."""
+    from metric_compiler.sql_metric.resolve import resolve
+    from metric_compiler.sql_metric.source import SqlSource
+
+    text = "SELECT sum(CAST(properties.tokens AS INT)) AS value FROM events"
+    tree = check_sql(text).tree.copy()
+    bound = resolve(SqlSource(text), tree)
+    [column] = [c for c in tree.find_all(exp.Column) if bound.binding(c) is not None]
+    column.replace(exp.column("other"))
+    del column  # the tree no longer holds it; its parent links make a cycle: collect it
+    gc.collect()
+    fresh = [exp.Column() for _ in range(1000)]  # (one is likely to land at its address)
+    assert [c for c in fresh if bound.binding(c) is not None] == []

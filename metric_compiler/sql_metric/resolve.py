@@ -107,8 +107,11 @@ class Block:
 
 @dataclass
 class Bound:
-    blocks: dict[int, Block] = field(default_factory=dict)  # id(select) -> block
-    columns: dict[int, Binding] = field(default_factory=dict)  # id(column) -> binding
+    blocks: dict[int, Block] = field(default_factory=dict)  # id(select) -> block (holds it)
+    # id(column) -> (the column, its binding): the column is held so that its id is never
+    # reused while this lives (scoping replaces columns by new nodes: a new node at a freed
+    # column's address took that column's binding, e.g. a tie-break column became a property)
+    columns: dict[int, tuple[exp.Column, Binding]] = field(default_factory=dict)
     properties: list[str] = field(default_factory=list)  # property names read, in text order
     event_references: int = 0
 
@@ -116,7 +119,8 @@ class Bound:
         return self.blocks[id(select)]
 
     def binding(self, column: exp.Column) -> Binding | None:
-        return self.columns.get(id(column))
+        entry = self.columns.get(id(column))
+        return entry[1] if entry is not None and entry[0] is column else None
 
 
 def output_name(projection: exp.Expression) -> str | None:
@@ -317,7 +321,7 @@ class _Resolver:
         else:
             self.source.report(node, f"column {'.'.join(parts)} is not a column of events")
         if binding is not None:
-            self.bound.columns[id(node)] = binding
+            self.bound.columns[id(node)] = (node, binding)
 
     def _alias_cycle(self, alias: exp.Alias, block: Block, seen: set[int]) -> bool:
         """Whether the aliased expression reaches itself through bare names that bind to
