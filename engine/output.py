@@ -14,6 +14,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, PlainSerializer, TypeAdapter
 from pydantic_core import to_json
 
+from warehouse.errors import visible
+
 
 def decimal_text(value: Decimal) -> str:
     """A Decimal as exact JSON text: positional, never an exponent (`1E+3` -> "1000")."""
@@ -108,7 +110,9 @@ RICH_TABLE_ROWS = 1_000
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """A rich table on a terminal; plain aligned columns when stdout is not a terminal (rich
     would cut every value to fit 80 columns: ids end in "...") or past RICH_TABLE_ROWS rows."""
-    cells = [[cell_text(v) for v in row] for row in rows]
+    # (data sent by clients: a control character must not reach the terminal)
+    cells = [[visible(cell_text(v)) for v in row] for row in rows]
+    title = visible(title) if title else title
     if len(cells) > RICH_TABLE_ROWS or not sys.stdout.isatty():
         _print_plain_table(title, columns, cells)
         return

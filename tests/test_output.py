@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import typing
 from datetime import UTC, datetime, timedelta, timezone
@@ -108,6 +109,18 @@ def test_a_table_on_a_terminal_is_rich_and_prints_markup_as_text(capsys, monkeyp
     assert "┃" in out  # rich's box
     for text in ("[b]title[/b]", "[i]col[/i]", "[/]", "[red]x[/red]"):
         assert text in out
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_control_characters_in_table_cells_are_shown_not_sent(capsys, monkeypatch, terminal):
+    """A customer id sent as "acme\\x1b[2J" would clear the operator's screen, a tab or a
+    newline would break the columns: tables show them as \\xNN (CSV and JSON keep the data)."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    print_table("id\x07", ["customer"], [["acme\x1b[2J"], ["a\tb\nc\x9bd"]])
+    out = re.sub("\x1b\\[[0-9;]*m", "", capsys.readouterr().out)  # rich's own styles
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out and "\t" not in out
+    for shown in ("id\\x07", "acme\\x1b[2J", "a\\x09b\\x0ac\\x9bd"):
+        assert shown in out
 
 
 def test_a_long_table_on_a_terminal_is_plain_columns(capsys, monkeypatch):

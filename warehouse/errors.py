@@ -71,3 +71,13 @@ def not_utf8(text: str) -> str | None:
         raw = text.encode("utf-8", "surrogateescape")
         shown = raw.decode("utf-8", "backslashreplace")
         return f"{shown!r} is not UTF-8 text (byte 0x{char - 0xDC00:02X})"
+
+
+# C0 and C1 control characters and DEL, as \xNN (a tab or a newline would break a table's
+# columns; an escape sequence in a customer id would drive the reader's terminal)
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def visible(text: str) -> str:
+    """`text` for a human reading a terminal or a table: control characters as \\xNN."""
+    return text if text.isprintable() else text.translate(_CONTROLS)

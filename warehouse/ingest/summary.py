@@ -6,6 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from warehouse.errors import visible
+
 
 class UnknownCustomer(BaseModel):
     customer_id: str  # the key as sent: matches no customer id or ingest alias
@@ -46,7 +48,7 @@ class IngestSummary(BaseModel):
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
             out.append(f"rejects ({reasons}): {self.rejects_path}")
         if self.unknown_customer_keys:
-            shown = ", ".join(u.customer_id for u in self.unknown_customers[:5])
+            shown = ", ".join(visible(u.customer_id) for u in self.unknown_customers[:5])
             more = self.unknown_customer_keys - min(5, len(self.unknown_customers))
             out.append(
                 f"{self.unknown_customer_events} events of {self.unknown_customer_keys} unknown "
