@@ -7,6 +7,7 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -469,6 +470,31 @@ def test_hostile_struct_field_names(home: Home, tmp_path: Path) -> None:
     assert list(stored(home, ["Model", "model", "a.b"]).values()) == [
         {"Model": "M", "model": "m", "a.b": "dot"}
     ]
+
+
+def test_a_subdirectory_that_cannot_be_listed_stops_the_ingest(
+    home: Home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """os.walk skips a directory it cannot list unless told otherwise: its events would be
+    missing from the batch without a word.  (Simulated: the tests run as root.)"""
+    folder = tmp_path / "dump"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "a.ndjson").write_text(json.dumps(EVENTS[0]) + "\n", encoding="utf-8")
+    listing = os.scandir
+
+    def scandir(path: str | os.PathLike[str] = ".") -> Any:
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(UserError) as raised:
+        ingest(home, [folder], now=NOW)
+    assert str(raised.value) == (
+        f"cannot list {folder / 'locked'} inside ingest path {folder}: Permission denied "
+        "(nothing was ingested)"
+    )
+    assert stored_events(home) == {}
 
 
 def test_directory_and_glob(home: Home, tmp_path: Path) -> None:

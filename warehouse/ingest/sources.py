@@ -164,8 +164,17 @@ def _shown(path: Path) -> str:
 
 
 def _directory_files(directory: Path) -> list[Path]:
+    """The files under `directory` (hidden ones left out); a directory that cannot be listed
+    (no permission) is an error, never a silent gap in the batch."""
     found = []
-    for root, dirs, names in os.walk(directory):
+
+    def unreadable(error: OSError) -> None:
+        raise UserError(
+            f"cannot list {_shown(Path(error.filename or directory))} inside ingest path "
+            f"{_shown(directory)}: {error.strerror or error} (nothing was ingested)"
+        )
+
+    for root, dirs, names in os.walk(directory, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
     return found
