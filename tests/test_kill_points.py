@@ -206,7 +206,7 @@ def kill_points(name: str, seconds: float, globs: tuple[str, ...]) -> list[KillP
     """Seeded random delays spread over the command's measured duration (more of them late,
     where it writes and commits), and short delays after each chosen moment."""
     rng = random.Random(f"{SEED}-{name}")
-    spread = [KillPoint(rng.uniform(0.3, 0.8) * seconds) for _ in range(2)]
+    spread = [KillPoint(rng.uniform(0.3, 0.8) * seconds)]  # (one: the suite's time)
     late = [KillPoint(rng.uniform(0.8, 1.0) * seconds)]
     chosen = [KillPoint(rng.choice((0.0, 0.002, 0.01, 0.03)), g) for g in globs]
     return spread + late + chosen
