@@ -674,8 +674,9 @@ def test_duplicate_key_and_broken_yaml_point_at_the_line(mq: Meterql, tmp_path: 
     [
         ("customers:\n  - {name: X, [a]: 2}\n", "doc.yaml:2:15: not valid YAML or JSON: a "),
         ("? [a]\n: b\n", "doc.yaml:1:3: not valid YAML or JSON: a mapping key"),
-        ("customers: " + "[" * 2000 + "]" * 2000, "doc.yaml: nested more than"),
-        ('{"customers": ' + "[" * 2000 + "]" * 2000 + "}\t", "doc.yaml: nested more than"),
+        # meterql's own limit, or PyYAML's (6.0.4 and later stop at a depth of 1,000 themselves)
+        ("customers: " + "[" * 2000 + "]" * 2000, "doc.yaml: nested more than|nesting depth"),
+        ('{"customers": ' + "[" * 2000 + "]" * 2000 + "}\t", "doc.yaml: nested more than|depth"),
     ],
 )
 def test_a_list_as_a_key_or_deep_nesting_is_a_document_error(
@@ -683,7 +684,7 @@ def test_a_list_as_a_key_or_deep_nesting_is_a_document_error(
 ) -> None:
     with pytest.raises(DocumentError) as excinfo:
         mq.apply([write(tmp_path, text)])
-    assert needle in problems_of(excinfo)
+    assert any(n in problems_of(excinfo) for n in needle.split("|")), problems_of(excinfo)
 
 
 def test_missing_file_is_named(mq: Meterql, tmp_path: Path) -> None:

@@ -282,9 +282,12 @@ def test_a_second_writer_refuses_or_waits_and_never_interleaves(
         while first.poll() is None and set(home.glob("staging/ingest-*")) <= before:
             pass
         refused = meterql(home, *ingest.args)
-        assert refused.returncode == 1, refused.stderr[-2000:]
-        _one_line_error(refused.stderr)
-        assert "another" in refused.stderr
+        if refused.returncode == 0:  # the first one had finished (a fast machine): duplicates
+            assert first.poll() is not None and " 0 accepted" in refused.stdout, refused.stdout
+        else:
+            assert refused.returncode == 1, refused.stderr[-2000:]
+            _one_line_error(refused.stderr)
+            assert "another" in refused.stderr
         waited = meterql(home, *INVOICE_RUN.args, METERQL_LOCK_TIMEOUT="120")
         assert waited.returncode == 0, waited.stderr[-2000:]
     finally:

@@ -339,6 +339,22 @@ def test_spill_files_of_killed_processes_are_removed_on_connect(tmp_path: Path) 
     assert [p.exists() for p in [*left, live]] == [False, False, True]
 
 
+def _open_files(pid: int) -> set[str]:
+    """The files process `pid` has open (those it closes meanwhile, or all when it exited, are
+    left out)."""
+    found = set()
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return found
+    for descriptor in descriptors:
+        try:
+            found.add(os.path.realpath(os.readlink(descriptor)))
+        except OSError:
+            continue
+    return found
+
+
 _LOCK_THEN_CATALOG = """
 import sys
 from warehouse.home import Home
@@ -383,8 +399,7 @@ def test_commands_take_the_writer_lock_before_the_catalog(tmp_path: Path, comman
         text=True,
     )
     lock = str(home.path / ".lock")
-    fds = Path(f"/proc/{second.pid}/fd")
-    while second.poll() is None and lock not in {os.path.realpath(f) for f in fds.iterdir()}:
+    while second.poll() is None and lock not in _open_files(second.pid):
         time.sleep(0.01)  # until it waits for the writer lock
     time.sleep(0.2)
     _, held = holder.communicate("go\n", timeout=60)
