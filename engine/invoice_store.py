@@ -194,16 +194,19 @@ def _header_fields(h: tuple[Any, ...]) -> dict[str, Any]:
 def get(con: duckdb.DuckDBPyConnection, invoice_id: str) -> Invoice:
     """One invoice by id, or by a unique prefix of at least 4 characters (like git); a
     NotFoundError naming a close id otherwise.  Prefixes and close ids are looked up in DuckDB:
-    a catalog holds an invoice per contract and period, hundreds of thousands after a year."""
-    found = _invoices(con, "i.id = ?", [invoice_id])
+    a catalog holds an invoice per contract and period, hundreds of thousands after a year.
+    Ids are UUIDs, written in lower case: one given in upper case (copied from a system that
+    prints UUIDs so) is the same id."""
+    key = invoice_id.lower()
+    found = _invoices(con, "i.id = ?", [key])
     if found:
         return found[0]
-    if len(invoice_id) >= 4:
+    if len(key) >= 4:
         prefixed = [
             i
             for (i,) in con.execute(
                 "SELECT id FROM invoices WHERE starts_with(id, ?) ORDER BY id LIMIT 4",
-                [invoice_id],
+                [key],
             ).fetchall()
         ]
         if len(prefixed) == 1:

@@ -231,6 +231,8 @@ def test_an_unknown_invoice_id_suggests_a_close_one(mq, tmp_path):
         mq.invoice(typo)
     assert f"no invoice with id {typo!r}" in str(err.value) and real in str(err.value)
     assert mq.invoice(real[:8]).id == real  # a unique prefix is accepted
+    # in any letter case (UUIDs are often printed in upper case)
+    assert mq.invoice(real.upper()).id == real and mq.invoice(real[:8].upper()).id == real
 
 
 def test_an_ambiguous_invoice_id_prefix_names_the_ids_it_starts(mq, tmp_path):
