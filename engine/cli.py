@@ -158,8 +158,10 @@ def compile_(
     returns rows without events also reads `customers`, a column `id`).
     """
     from engine.api import Meterql
+    from metric_compiler.dialects import DIALECTS
 
     window = check_choice(window, WINDOWS, "--window")
+    dialect = check_choice(dialect, DIALECTS, "--dialect")
     with Meterql.open(home_of(ctx)) as mq:
         sql = mq.compile(
             metric,

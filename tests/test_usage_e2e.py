@@ -405,7 +405,7 @@ def test_bad_format_and_dialect(home: Path) -> None:
     assert result.returncode == 2  # a usage error, like every bad option value
     assert "Invalid value for --format: 'xml' is not one of json, table, csv" in result.stderr
     result = cli("--home", str(home), "compile", "--metric", "API Calls", "--dialect", "oracle")
-    assert result.returncode == 1
-    assert "--dialect 'oracle' is not a supported SQL dialect" in result.stderr
+    assert result.returncode == 2  # as --format
+    assert "Invalid value for --dialect: 'oracle' is not one of duckdb, spark" in result.stderr
     result = cli("--home", str(home), "compile", "--metric", "API Calls", "--start", "2026-03-01")
     assert result.returncode == 1 and "--end is missing" in result.stderr
