@@ -69,12 +69,7 @@ from engine.invoice_summary import (
     RunSummary,
     UnratedUsage,
 )
-from engine.invoice_targets import (
-    PeriodPlan,
-    Snapshot,
-    plan_periods,
-    register_period,
-)
+from engine.invoice_targets import PeriodPlan, Snapshot, plan_periods, register_period
 from engine.invoice_write import (
     VOID_STALE,
     RunTransaction,

@@ -144,10 +144,11 @@ def compute_quantities(
         files = EventStore(home, con).files(lo, hi, event_types_of(used))
         source = events_relation(files, properties, lo, hi, resolve_customers=False)
         integers = integer_properties(files, properties)
+        windows = windows_by_key(group.kind)
         compiled = compile_usage(
             used,
             source,
-            window=Window.relation(windows_by_key(group.kind), boundaries=boundaries),
+            window=Window.relation(windows, boundaries=boundaries),
             group_by=list(group.keys),
             ordered=False,
             customer_column=False,  # a window is one customer's
@@ -156,7 +157,7 @@ def compute_quantities(
         for metric in used:
             if metric.id not in diagnosed and metric.aggregation_key not in integers:
                 diagnosed.add(metric.id or "")
-                notes.extend(_invalid_values(con, metric, source, windows_by_key(group.kind)))
+                notes.extend(_invalid_values(con, metric, source, windows))
         selects: list[exp.Expression] = []
         for product in group.products:
             pricing_cols = [compiled.group_columns[k] for k in product.pricing_group_key]

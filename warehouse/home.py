@@ -100,17 +100,7 @@ class Home:
                     f"cannot create meterql home {self.path}: {error.strerror or error} "
                     f"({error.filename or directory})"
                 ) from None
-        database = str(self.catalog_path)
-
-        def attempt() -> duckdb.DuckDBPyConnection | None:
-            try:
-                return duckdb.connect(database)
-            except duckdb.Error as error:
-                if _held_by_another_process(error):
-                    return None
-                raise self._open_error(database, error, with_settings=False) from None
-
-        con = self._waiting(attempt, "its catalog is in use by another process")
+        con = self._connect(str(self.catalog_path), {}, with_settings=False)
         try:
             self._migrate(con)
         finally:
@@ -207,15 +197,7 @@ class Home:
         if os.environ.get("METERQL_MAX_TEMP_SIZE"):
             config["max_temp_directory_size"] = os.environ["METERQL_MAX_TEMP_SIZE"]
 
-        def attempt() -> duckdb.DuckDBPyConnection | None:
-            try:
-                return duckdb.connect(database, read_only=read_only, config=config)
-            except duckdb.Error as error:
-                if database != ":memory:" and _held_by_another_process(error):
-                    return None
-                raise self._open_error(database, error) from None
-
-        con = self._waiting(attempt, "its catalog is in use by another process")
+        con = self._connect(database, config, read_only=read_only)
         if "memory_limit" not in config:
             _cap_memory(con, DEFAULT_MEMORY_LIMIT)
         # Parquet footers decoded once per process, not once per query: an invoice run reads
@@ -231,6 +213,27 @@ class Home:
         con.execute("SET enable_progress_bar = false")
         con.execute("SET enable_progress_bar_print = false")  # also if a SET turns it back on
         return con
+
+    def _connect(
+        self,
+        database: str,
+        config: dict[str, str],
+        *,
+        read_only: bool = False,
+        with_settings: bool = True,
+    ) -> duckdb.DuckDBPyConnection:
+        """duckdb.connect, waiting (Home._waiting) while another process holds the file; any
+        other failure as `_open_error` words it."""
+
+        def attempt() -> duckdb.DuckDBPyConnection | None:
+            try:
+                return duckdb.connect(database, read_only=read_only, config=config)
+            except duckdb.Error as error:
+                if database != ":memory:" and _held_by_another_process(error):
+                    return None
+                raise self._open_error(database, error, with_settings=with_settings) from None
+
+        return self._waiting(attempt, "its catalog is in use by another process")
 
     def _open_error(
         self, database: str, error: duckdb.Error, *, with_settings: bool = True
